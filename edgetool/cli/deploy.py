@@ -1,0 +1,235 @@
+"""`edgetool deploy`: the main job — push a model to a device, time it, keep every sample."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from edgetool import paths
+from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
+from edgetool.results import schema
+from edgetool.session import Observer
+from edgetool.transport.base import Progress, PutResult
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@click.command()
+@click.option(
+    "-t",
+    "--target",
+    "target_name",
+    default=lambda: os.environ.get("EDGETOOL_TARGET", "local"),
+    show_default="local (or EDGETOOL_TARGET)",
+    help="Target name or path to a target TOML.",
+)
+@click.option(
+    "-m",
+    "--model",
+    "model_spec",
+    required=True,
+    help="An .onnx/.tflite file, or NAME[:FORMAT] of a model in models/ (e.g. tiny-mlp:tflite).",
+)
+@click.option("-n", "--iterations", type=click.IntRange(min=1), help="Timed inferences [100].")
+@click.option(
+    "-d",
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Measure for this many seconds instead of a count.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Untimed inferences first.",
+)
+@click.option(
+    "--warmup-seconds",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="…and warm up at least this long.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Runtime threads (0 = runtime default).",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "onnxruntime", "litert"]),
+    default="auto",
+    show_default=True,
+    help="Force a runtime (auto picks by file type).",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(path_type=Path),
+    help="Input tensor as .npy (one input) or .npz (by input name); default random.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Results directory [./results or EDGETOOL_RESULTS].",
+)
+@json_option
+@click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
+@click.pass_context
+def command(
+    ctx: click.Context,
+    target_name: str,
+    model_spec: str,
+    iterations: int | None,
+    duration: float | None,
+    warmup: int,
+    warmup_seconds: float,
+    threads: int,
+    runtime: str,
+    input_path: Path | None,
+    seed: int,
+    out: Path | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Push a model to a device, run it, collect latency.
+
+    Connects to the target, uploads the runner and the model (verified by sha256; files
+    the device already has are not sent again), warms up, times every inference, and
+    streams the samples into results/<run-id>/ as they arrive. Ctrl-C keeps what was
+    measured (status `partial`).
+
+    \b
+    Examples:
+      edgetool deploy --model tiny-mlp
+      edgetool deploy --target rpi4 --model model.tflite --duration 10 --threads 4
+    """
+    from edgetool.export.artifact import resolve_model
+    from edgetool.session import RunSettings, deploy
+
+    if iterations and duration:
+        raise click.UsageError("give --iterations or --duration, not both")
+    target = get_target(ctx, target_name)
+    artifact = resolve_model(model_spec)
+    settings = RunSettings(
+        iterations=iterations or 0,
+        duration=duration or 0.0,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        threads=threads,
+        input=input_path,
+        seed=seed,
+        runtime=runtime,
+    )
+    ui = DeployView(enabled=not (as_json or quiet))
+    ui.say(
+        f"[bold]{artifact.path.name}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
+        f"{human_bytes(artifact.size)}"
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        outcome = deploy(target, artifact, settings, out or paths.results_dir(), ui)
+    finally:
+        ui.stop()
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        emit_json(
+            {
+                "run_dir": str(outcome.run_dir),
+                "manifest": outcome.manifest,
+                "summary": outcome.summary,
+            }
+        )
+    elif quiet:
+        click.echo(str(outcome.run_dir))
+    else:
+        from edgetool.cli.results import print_summary
+
+        print_summary(outcome.manifest, outcome.summary)
+        console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")
+
+
+class DeployView(Observer):
+    """Renders deploy progress on stderr so stdout stays clean for --json."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.err = console(stderr=True)
+        self._progress: Any = None
+        self._task: Any = None
+        self._expected = 0
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            self.err.print(text)
+
+    def connected(self, description: str) -> None:
+        self.say(f"connected  {description}")
+
+    def pushing(self, name: str, size: int) -> Progress | None:
+        return None
+
+    def pushed(self, name: str, result: PutResult) -> None:
+        if result.skipped:
+            self.say(f"push  {name} ✓ (unchanged on device)")
+        else:
+            rate = result.size / result.seconds / 1e6 if result.seconds else 0.0
+            self.say(
+                f"push  {name} ✓ {human_bytes(result.size)} in {result.seconds:.2f} s "
+                f"({rate:.1f} MB/s, sha256 verified on device)"
+            )
+
+    def event(self, event: schema.Event) -> None:
+        if isinstance(event, schema.Hello):
+            d = event.device
+            self.say(
+                f"device  {d.get('hostname')}  {d.get('arch')} · {d.get('cores')}× "
+                f"{d.get('cpu_model')} · {d.get('os')} · python {d.get('python')}"
+            )
+        elif isinstance(event, schema.ModelInfo):
+            self.say(
+                f"runtime  {event.runtime} {event.runtime_version} · threads "
+                f"{event.threads or 'default'} · load {event.load_ms:.1f} ms"
+            )
+        elif isinstance(event, schema.Warmup):
+            self.say(f"warm-up  {event.count} runs / {event.seconds:.2f} s")
+        elif isinstance(event, schema.Log) and event.text.strip():
+            self.say(f"[dim]device: {event.text.strip()}[/dim]")
+
+    def measuring(self, expected: int, duration: float) -> None:
+        if not self.enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self._expected = expected
+        self._progress = Progress(
+            "measure",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.err,
+            transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("measure", total=expected or None)
+
+    def progress(self, count: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=count)
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,198 @@
+"""A loopback OpenSSH sshd as a device: this host over real SSH, no board needed.
+
+Everything it needs (host key, client key, authorized_keys, known_hosts, config, log)
+lives in its state directory, and the state file it publishes overlays the target's
+transport settings, so after `start` the target is used exactly like a Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edgetool.errors import DeviceError
+from edgetool.targets import emulator_state_file
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _sshd_binary() -> str:
+    for candidate in (shutil.which("sshd"), "/usr/sbin/sshd"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise DeviceError(
+        "OpenSSH server not found (sshd).", hint="Install it: apt-get install openssh-server"
+    )
+
+
+def _keygen(path: Path) -> None:
+    if path.exists():
+        return
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise DeviceError("ssh-keygen not found.", hint="Install openssh-client.")
+    subprocess.run(
+        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "edgetool-loopback", "-f", str(path)],
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LoopbackSshd:
+    """Start/stop/status of one sshd bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, name: str, home: Path | None = None) -> None:
+        self.name = name
+        self.state_file = emulator_state_file(name)
+        self.dir = home or self.state_file.parent / name
+        self.user = getpass.getuser()
+
+    def state(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if _pid_alive(int(data.get("pid", 0))) else None
+
+    def start(self, timeout: float = 10.0) -> dict[str, Any]:
+        running = self.state()
+        if running:
+            return running
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        host_key, client_key = self.dir / "host_ed25519", self.dir / "id_ed25519"
+        _keygen(host_key)
+        _keygen(client_key)
+        (self.dir / "authorized_keys").write_text(
+            Path(str(client_key) + ".pub").read_text(), encoding="ascii"
+        )
+        device = self.dir / "device"
+        device.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        sshd = _sshd_binary()
+        last_error = ""
+        for _ in range(3):  # another process may grab the free port before sshd binds it
+            port = _free_port()
+            config = self._write_config(port, host_key)
+            log = self.dir / "sshd.log"
+            log.unlink(missing_ok=True)
+            result = subprocess.run(
+                [sshd, "-f", str(config), "-E", str(log)],
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+            if result.returncode == 0 and self._wait_listening(port, timeout):
+                break
+            last_error = (result.stderr.strip() or _tail(log)) or f"exit {result.returncode}"
+        else:
+            raise DeviceError(f"loopback sshd did not start: {last_error}")
+        pid = int((self.dir / "sshd.pid").read_text().strip())
+        host_pub = Path(str(host_key) + ".pub").read_text().split()
+        known_hosts = self.dir / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        state = {
+            "pid": pid,
+            "log": str(self.dir / "sshd.log"),
+            "python": sys.executable,
+            "workdir": str(device),
+            "transport": {
+                "host": "127.0.0.1",
+                "port": port,
+                "user": self.user,
+                "identity_file": str(client_key),
+                "known_hosts": str(known_hosts),
+            },
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+        return state
+
+    def _write_config(self, port: int, host_key: Path) -> Path:
+        config = self.dir / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    "ListenAddress 127.0.0.1",
+                    f"Port {port}",
+                    f"HostKey {host_key}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                    f"AllowUsers {self.user}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin prohibit-password",
+                    # The state dir may sit under /tmp (tests); the keys in it are ours alone.
+                    "StrictModes no",
+                    "UsePAM no",
+                    "MaxStartups 50:30:100",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel VERBOSE",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    @staticmethod
+    def _wait_listening(port: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", port), timeout=1) as sock,
+            ):
+                if sock.recv(4).startswith(b"SSH-"):
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> bool:
+        """Stop the listener (open sessions end with their clients); True if it was running."""
+        state = self.state()
+        self.state_file.unlink(missing_ok=True)
+        if not state:
+            return False
+        pid = int(state["pid"])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return True
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""

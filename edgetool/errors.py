@@ -1,0 +1,88 @@
+"""One exception root for everything a user can cause or fix.
+
+Each subclass carries the process exit code documented in the README, so scripts
+(and the nightly farm) can tell a bad config from a dead device without parsing text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class EdgetoolError(Exception):
+    """Root of user-facing errors: the message is one line that says what to do."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.run_dir: Path | None = None
+        """Set when the failure happened after a run directory was created (kept, partial)."""
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}" if self.hint else self.message
+
+
+class ModelError(EdgetoolError):
+    """The model file is missing, corrupt, or does not fit the inputs or the device."""
+
+    exit_code = 3
+
+
+class HostKeyError(EdgetoolError):
+    """The device's SSH host key is unknown or changed: never connect past it."""
+
+    exit_code = 4
+
+
+class ConfigError(EdgetoolError):
+    """A target/plan file is missing, malformed or names something unknown."""
+
+    exit_code = 5
+
+
+class ConnectError(EdgetoolError):
+    """The device cannot be reached or refuses our credentials."""
+
+    exit_code = 6
+
+
+class DeviceError(EdgetoolError):
+    """The device was reached but cannot do the work (no runtime, disk full, hung)."""
+
+    exit_code = 7
+
+
+class TransferError(EdgetoolError):
+    """A file did not arrive on the device intact."""
+
+    exit_code = 8
+
+
+class ResultsError(EdgetoolError):
+    """A run directory is missing or unreadable."""
+
+    exit_code = 9
+
+
+class Interrupted(EdgetoolError):
+    """The user stopped the run; what was measured is kept."""
+
+    exit_code = 130
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "internal error (a bug: rerun with -v and report the traceback)",
+    2: "usage error (bad option or argument)",
+    ModelError.exit_code: "model error: missing, corrupt, wrong input shape",
+    HostKeyError.exit_code: "SSH host key not trusted or changed",
+    ConfigError.exit_code: "configuration error: unknown target, malformed TOML",
+    ConnectError.exit_code: "cannot connect: unreachable host, authentication failed",
+    DeviceError.exit_code: "device error: runtime missing, disk full, runner failed or hung",
+    TransferError.exit_code: "transfer error: upload did not verify",
+    ResultsError.exit_code: "results error: run not found or unreadable",
+    Interrupted.exit_code: "interrupted (partial results kept)",
+}

@@ -1,0 +1,1 @@
+"""Result store, statistics and views of finished runs."""

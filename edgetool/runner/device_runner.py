@@ -1,0 +1,515 @@
+#!/usr/bin/env python3
+"""edgetool on-device runner: one file, stdlib + numpy, Python 3.9+.
+
+Pushed to the device as is, next to the model. Loads an .onnx (onnxruntime) or .tflite
+(ai_edge_litert, else tflite_runtime) model, times inferences with perf_counter_ns and
+writes JSON lines on stdout: hello, env, model, warmup, sample (batched), summary, error.
+It imports nothing from edgetool, so what runs on a Raspberry Pi is exactly this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+RUNNER_VERSION = "1"
+FLUSH_SAMPLES = 256
+FLUSH_NS = 250_000_000
+
+ARM_PARTS = {
+    "0xd03": "Cortex-A53",
+    "0xd04": "Cortex-A35",
+    "0xd05": "Cortex-A55",
+    "0xd07": "Cortex-A57",
+    "0xd08": "Cortex-A72",
+    "0xd09": "Cortex-A73",
+    "0xd0a": "Cortex-A75",
+    "0xd0b": "Cortex-A76",
+    "0xd0d": "Cortex-A77",
+    "0xd41": "Cortex-A78",
+    "0xd44": "Cortex-X1",
+    "0xd46": "Cortex-A510",
+    "0xd47": "Cortex-A710",
+    "0xd4b": "Cortex-A78C",
+}
+
+
+class RunnerError(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def emit(event: str, **fields: Any) -> None:
+    fields["event"] = event
+    sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+def last_line(exc: BaseException) -> str:
+    """Runtimes raise multi-line C++ messages; the last line is the one that says why."""
+    lines = str(exc).strip().splitlines()
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
+def read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip("\x00\n ")
+    except OSError:
+        return None
+
+
+def cpu_model() -> str | None:
+    info = read_text("/proc/cpuinfo") or ""
+    fields: dict[str, str] = {}
+    for line in info.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    if "model name" in fields:
+        return fields["model name"]
+    part = fields.get("cpu part")
+    if part:
+        return ARM_PARTS.get(part.lower(), "ARM part " + part)
+    return fields.get("hardware") or platform.processor() or None
+
+
+def meminfo() -> dict[str, int]:
+    out: dict[str, int] = {}
+    for line in (read_text("/proc/meminfo") or "").splitlines():
+        key, _, value = line.partition(":")
+        parts = value.split()
+        if parts and parts[0].isdigit():
+            out[key] = int(parts[0]) * 1024
+    return out
+
+
+def os_name() -> str:
+    for line in (read_text("/etc/os-release") or "").splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+def runtime_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name, module in (
+        ("numpy", "numpy"),
+        ("onnxruntime", "onnxruntime"),
+        ("ai_edge_litert", "ai_edge_litert"),
+        ("tflite_runtime", "tflite_runtime"),
+    ):
+        try:
+            mod = __import__(module)
+            versions[name] = str(getattr(mod, "__version__", "unknown"))
+        except Exception:  # a broken install is as missing as an absent one
+            versions[name] = None
+    return versions
+
+
+def device_facts() -> dict[str, Any]:
+    mem = meminfo()
+    disk = os.statvfs(".")
+    return {
+        "hostname": socket.gethostname(),
+        "arch": platform.machine(),
+        "cpu_model": cpu_model(),
+        "board": read_text("/proc/device-tree/model"),
+        "cores": os.cpu_count(),
+        "os": os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_path": sys.executable,
+        "mem_total": mem.get("MemTotal"),
+        "mem_available": mem.get("MemAvailable"),
+        "disk_free": disk.f_bavail * disk.f_frsize,
+    }
+
+
+def vcgencmd(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["vcgencmd", *args], capture_output=True, text=True, timeout=2, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def environment() -> dict[str, Any]:
+    """Temperature, clocks, governor, throttling: what makes two runs incomparable."""
+    env: dict[str, Any] = {"time_ns": time.time_ns()}
+    temp = read_text("/sys/class/thermal/thermal_zone0/temp")
+    if temp and temp.lstrip("-").isdigit():
+        env["temp_c"] = int(temp) / 1000.0
+    env["governor"] = read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    freqs = []
+    for cpu in range(os.cpu_count() or 1):
+        value = read_text(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq")
+        if value and value.isdigit():
+            freqs.append(int(value))
+    env["freq_khz"] = freqs or None
+    throttled = vcgencmd("get_throttled")
+    if throttled and "=" in throttled:
+        env["throttled"] = throttled.split("=", 1)[1]
+    try:
+        env["loadavg"] = list(os.getloadavg())
+    except OSError:
+        env["loadavg"] = None
+    return env
+
+
+def peak_rss_bytes() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(usage) * (1 if sys.platform == "darwin" else 1024)
+
+
+class Model:
+    """Runtime-neutral view: declared inputs, a prepare step, and the timed call."""
+
+    runtime = ""
+    runtime_version = ""
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+
+    def prepare(self, feeds: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def invoke(self) -> None:
+        raise NotImplementedError
+
+    def results(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+ONNX_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+class OnnxModel(Model):
+    def __init__(self, path: str, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except Exception as exc:
+            raise RunnerError(
+                "runtime_missing",
+                f"onnxruntime is not installed for {sys.executable} ({exc})",
+            ) from exc
+        options = ort.SessionOptions()
+        if threads > 0:
+            options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise RunnerError(
+                "bad_model",
+                f"onnxruntime cannot load {os.path.basename(path)}: {last_line(exc)}",
+            ) from exc
+        self.runtime = "onnxruntime"
+        self.runtime_version = ort.__version__
+        self.inputs = [
+            {"name": i.name, "shape": list(i.shape), "dtype": ONNX_DTYPES.get(i.type, i.type)}
+            for i in self.session.get_inputs()
+        ]
+        self.outputs = [
+            {"name": o.name, "shape": list(o.shape), "dtype": ONNX_DTYPES.get(o.type, o.type)}
+            for o in self.session.get_outputs()
+        ]
+        self._feeds: dict[str, Any] = {}
+        self._last: list[Any] = []
+
+    def prepare(self, feeds: dict[str, Any]) -> None:
+        self._feeds = feeds
+
+    def invoke(self) -> None:
+        self._last = self.session.run(None, self._feeds)
+
+    def results(self) -> dict[str, Any]:
+        return {o["name"]: v for o, v in zip(self.outputs, self._last)}
+
+
+class TfliteModel(Model):
+    def __init__(self, path: str, threads: int) -> None:
+        interpreter_cls: Any = None
+        errors = []
+        for module, name in (
+            ("ai_edge_litert.interpreter", "ai_edge_litert"),
+            ("tflite_runtime.interpreter", "tflite_runtime"),
+        ):
+            try:
+                mod = __import__(module, fromlist=["Interpreter"])
+                interpreter_cls = mod.Interpreter
+                root = __import__(name)
+                self.runtime = "litert" if name == "ai_edge_litert" else "tflite_runtime"
+                self.runtime_version = str(getattr(root, "__version__", "unknown"))
+                break
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+        if interpreter_cls is None:
+            raise RunnerError(
+                "runtime_missing",
+                "no TFLite runtime for {} (ai_edge_litert or tflite_runtime): {}".format(
+                    sys.executable, "; ".join(errors)
+                ),
+            )
+        try:
+            kwargs: dict[str, Any] = {"model_path": path}
+            if threads > 0:
+                kwargs["num_threads"] = threads
+            self.interp = interpreter_cls(**kwargs)
+            self.interp.allocate_tensors()
+        except Exception as exc:
+            raise RunnerError(
+                "bad_model",
+                f"{self.runtime} cannot load {os.path.basename(path)}: {str(exc).strip()[:300]}",
+            ) from exc
+
+        def describe(detail: dict[str, Any]) -> dict[str, Any]:
+            dtype = detail["dtype"]
+            return {
+                "name": detail["name"],
+                "shape": [int(d) for d in detail["shape"]],
+                "dtype": getattr(dtype, "__name__", str(dtype)),
+                "index": int(detail["index"]),
+            }
+
+        self.inputs = [describe(d) for d in self.interp.get_input_details()]
+        self.outputs = [describe(d) for d in self.interp.get_output_details()]
+
+    def prepare(self, feeds: dict[str, Any]) -> None:
+        for spec in self.inputs:
+            self.interp.set_tensor(spec["index"], feeds[spec["name"]])
+
+    def invoke(self) -> None:
+        self.interp.invoke()
+
+    def results(self) -> dict[str, Any]:
+        return {o["name"]: self.interp.get_tensor(o["index"]) for o in self.outputs}
+
+
+def load_model(path: str, runtime: str, threads: int) -> Model:
+    if not os.path.isfile(path):
+        raise RunnerError("bad_model", f"model file not found on device: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    if runtime == "auto":
+        runtime = {".onnx": "onnxruntime", ".tflite": "litert"}.get(ext, "")
+    if runtime == "onnxruntime":
+        return OnnxModel(path, threads)
+    if runtime == "litert":
+        return TfliteModel(path, threads)
+    raise RunnerError("bad_model", f"unknown model format {ext!r} (expected .onnx or .tflite)")
+
+
+def shape_matches(declared: list[Any], actual: tuple[int, ...]) -> bool:
+    if len(declared) != len(actual):
+        return False
+    return all(not isinstance(d, int) or d <= 0 or d == a for d, a in zip(declared, actual))
+
+
+def make_inputs(model: Model, input_path: str | None, seed: int) -> dict[str, Any]:
+    import numpy as np
+
+    feeds: dict[str, Any] = {}
+    provided: dict[str, Any] = {}
+    if input_path:
+        try:
+            loaded = np.load(input_path, allow_pickle=False)
+        except Exception as exc:
+            raise RunnerError(
+                "bad_input", f"cannot read input {os.path.basename(input_path)}: {exc}"
+            ) from exc
+        if isinstance(loaded, np.ndarray):
+            if len(model.inputs) != 1:
+                raise RunnerError(
+                    "bad_input",
+                    f"model has {len(model.inputs)} inputs "
+                    f"({', '.join(i['name'] for i in model.inputs)}); "
+                    "pass an .npz with one array per input name",
+                )
+            provided[model.inputs[0]["name"]] = loaded
+        else:
+            provided = {k: loaded[k] for k in loaded.files}
+    rng = np.random.default_rng(seed)
+    for spec in model.inputs:
+        dtype = np.dtype(spec["dtype"])
+        if spec["name"] in provided:
+            array = provided[spec["name"]]
+            if not shape_matches(spec["shape"], tuple(array.shape)):
+                raise RunnerError(
+                    "input_shape",
+                    "input {!r} expects shape {} {}, got {} {}".format(
+                        spec["name"], spec["shape"], dtype, list(array.shape), array.dtype
+                    ),
+                )
+            feeds[spec["name"]] = np.ascontiguousarray(array.astype(dtype, copy=False))
+            continue
+        if provided:
+            raise RunnerError(
+                "bad_input",
+                "input {!r} missing from {}".format(
+                    spec["name"], os.path.basename(input_path or "")
+                ),
+            )
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec["shape"]]
+        if dtype.kind == "f":
+            feeds[spec["name"]] = rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec["name"]] = rng.integers(0, 2, size=shape).astype(dtype)
+        else:
+            info = np.iinfo(dtype)
+            low, high = max(info.min, -128), min(info.max, 127)
+            feeds[spec["name"]] = rng.integers(low, high + 1, size=shape).astype(dtype)
+    return feeds
+
+
+def measure(
+    invoke: Callable[[], None],
+    iterations: int,
+    duration: float,
+    on_batch: Callable[[int, list[int]], None],
+) -> tuple[int, int]:
+    """Time each call; flush batches so a killed run still leaves its samples."""
+    clock = time.perf_counter_ns
+    deadline = clock() + int(duration * 1e9) if duration > 0 else 0
+    batch: list[int] = []
+    first_index = 0
+    count = 0
+    start = last_flush = clock()
+    while True:
+        t0 = clock()
+        invoke()
+        t1 = clock()
+        batch.append(t1 - t0)
+        count += 1
+        if len(batch) >= FLUSH_SAMPLES or t1 - last_flush >= FLUSH_NS:
+            on_batch(first_index, batch)
+            first_index, batch, last_flush = count, [], t1
+        if (iterations and count >= iterations) or (deadline and t1 >= deadline):
+            break
+    if batch:
+        on_batch(first_index, batch)
+    return count, clock() - start
+
+
+def warmup(invoke: Callable[[], None], count: int, seconds: float) -> tuple[int, float]:
+    start = time.perf_counter()
+    done = 0
+    while done < count or time.perf_counter() - start < seconds:
+        invoke()
+        done += 1
+    return done, time.perf_counter() - start
+
+
+def cmd_facts(_: argparse.Namespace) -> int:
+    emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
+    emit("env", when="now", **environment())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
+    try:
+        import numpy as np
+    except Exception as exc:
+        raise RunnerError(
+            "runtime_missing", f"numpy is not installed for {sys.executable} ({exc})"
+        ) from exc
+    load_start = time.perf_counter()
+    model = load_model(args.model, args.runtime, args.threads)
+    load_ms = (time.perf_counter() - load_start) * 1000
+    feeds = make_inputs(model, args.input, args.seed)
+    model.prepare(feeds)
+    emit(
+        "model",
+        runtime=model.runtime,
+        runtime_version=model.runtime_version,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        load_ms=load_ms,
+        threads=args.threads,
+        rss_after_load=peak_rss_bytes(),
+    )
+    emit("env", when="before", **environment())
+    first_start = time.perf_counter_ns()
+    try:
+        model.invoke()
+    except Exception as exc:
+        raise RunnerError(
+            "inference_failed",
+            f"first inference failed: {last_line(exc)}",
+        ) from exc
+    first_ns = time.perf_counter_ns() - first_start
+    if args.dump_outputs:
+        np.savez(args.dump_outputs, **model.results())
+    done, seconds = warmup(model.invoke, args.warmup, args.warmup_seconds)
+    emit("warmup", count=done, seconds=seconds, first_ns=first_ns)
+
+    def on_batch(first: int, ns: list[int]) -> None:
+        emit("sample", i=first, ns=ns)
+
+    count, wall_ns = measure(model.invoke, args.iterations, args.duration, on_batch)
+    emit("env", when="after", **environment())
+    emit("summary", count=count, wall_ns=wall_ns, peak_rss=peak_rss_bytes())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="edgetool-runner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("facts", help="print device facts and exit")
+    run = sub.add_parser("run", help="time a model")
+    run.add_argument("--model", required=True)
+    run.add_argument("--runtime", default="auto", choices=["auto", "onnxruntime", "litert"])
+    run.add_argument("--iterations", type=int, default=0)
+    run.add_argument("--duration", type=float, default=0.0)
+    run.add_argument("--warmup", type=int, default=10)
+    run.add_argument("--warmup-seconds", type=float, default=0.0)
+    run.add_argument("--threads", type=int, default=0)
+    run.add_argument("--input", default=None)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--dump-outputs", default=None)
+    args = parser.parse_args(argv)
+    if args.command == "run" and not args.iterations and not args.duration:
+        args.iterations = 100
+    try:
+        return cmd_facts(args) if args.command == "facts" else cmd_run(args)
+    except RunnerError as exc:
+        emit("error", kind=exc.kind, message=exc.message)
+        return 2
+    except BrokenPipeError:
+        return 141
+    except KeyboardInterrupt:
+        emit("error", kind="interrupted", message="interrupted on the device")
+        return 130
+    except Exception as exc:  # the host must always get one parseable line
+        emit("error", kind="internal", message=f"{type(exc).__name__}: {exc}")
+        return 3
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        os._exit(141)

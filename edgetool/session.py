@@ -1,0 +1,270 @@
+"""The deploy flow: connect, push (verified), run the runner, journal its samples.
+
+Depends only on the Transport protocol and the event stream, never on a concrete
+transport, so every Linux-class device (local, SSH, emulated) goes through this code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgetool import __version__
+from edgetool.errors import DeviceError, EdgetoolError, Interrupted, ModelError
+from edgetool.export.artifact import Artifact
+from edgetool.results import schema
+from edgetool.results.stats import summarize_ns
+from edgetool.results.store import RunWriter, new_run_id
+from edgetool.runner import RUNNER_PATH
+from edgetool.targets import Target
+from edgetool.transport import FileTransport, PutResult, open_transport
+from edgetool.transport.base import Progress, file_sha256
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    iterations: int = 0
+    duration: float = 0.0
+    warmup: int = 10
+    warmup_seconds: float = 0.0
+    threads: int = 0
+    input: Path | None = None
+    seed: int = 0
+    runtime: str = "auto"
+
+    def effective_iterations(self) -> int:
+        return self.iterations if self.iterations or self.duration else 100
+
+
+@dataclass
+class DeployOutcome:
+    run_dir: Path
+    run_id: str
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    pushes: list[PutResult] = field(default_factory=list)
+
+
+class Observer:
+    """What a front end (the CLI's progress bar, a farm log) hears of a deploy."""
+
+    def connected(self, description: str) -> None: ...
+
+    def pushing(self, name: str, size: int) -> Progress | None:
+        return None
+
+    def pushed(self, name: str, result: PutResult) -> None: ...
+
+    def event(self, event: schema.Event) -> None: ...
+
+    def measuring(self, expected: int, duration: float) -> None: ...
+
+    def progress(self, count: int) -> None: ...
+
+
+def device_path(workdir: str, *parts: str) -> str:
+    """Device paths are POSIX and relative to the login home (or sandbox) unless absolute."""
+    base = workdir[2:] if workdir.startswith("~/") else workdir
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def runner_argv(
+    python: str, runner: str, model: str, settings: RunSettings, input_path: str | None
+) -> list[str]:
+    argv = [python, runner, "run", "--model", model, "--runtime", settings.runtime]
+    iterations = settings.effective_iterations()
+    if iterations:
+        argv += ["--iterations", str(iterations)]
+    if settings.duration:
+        argv += ["--duration", repr(settings.duration)]
+    argv += ["--warmup", str(settings.warmup), "--warmup-seconds", repr(settings.warmup_seconds)]
+    argv += ["--threads", str(settings.threads), "--seed", str(settings.seed)]
+    if input_path:
+        argv += ["--input", input_path]
+    return argv
+
+
+_ERROR_CLASSES: dict[str, type[EdgetoolError]] = {
+    "bad_model": ModelError,
+    "input_shape": ModelError,
+    "bad_input": ModelError,
+}
+
+
+@contextlib.contextmanager
+def connect(target: Target) -> Iterator[FileTransport]:
+    transport = open_transport(target)
+    try:
+        yield transport
+    finally:
+        transport.close()
+
+
+def push(transport: FileTransport, local: Path, remote: str, observer: Observer) -> PutResult:
+    result = transport.put(local, remote, observer.pushing(local.name, local.stat().st_size))
+    observer.pushed(local.name, result)
+    return result
+
+
+def deploy(
+    target: Target,
+    artifact: Artifact,
+    settings: RunSettings,
+    results_root: Path,
+    observer: Observer | None = None,
+    transport_factory: Callable[[Target], FileTransport] = open_transport,
+) -> DeployOutcome:
+    obs = observer or Observer()
+    if settings.input is not None and not settings.input.is_file():
+        raise ModelError(f"input file not found: {settings.input}")
+    transport = transport_factory(target)
+    try:
+        obs.connected(transport.description)
+        runner_remote = device_path(target.workdir, "runner", RUNNER_PATH.name)
+        model_remote = device_path(
+            target.workdir, "artifacts", artifact.sha256[:16], artifact.path.name
+        )
+        pushes = [push(transport, RUNNER_PATH, runner_remote, obs)]
+        pushes.append(push(transport, artifact.path, model_remote, obs))
+        input_remote = None
+        if settings.input is not None:
+            input_sha = file_sha256(settings.input)
+            input_remote = device_path(
+                target.workdir, "inputs", input_sha[:16], settings.input.name
+            )
+            pushes.append(push(transport, settings.input, input_remote, obs))
+        writer = RunWriter(
+            results_root,
+            new_run_id(results_root, target.name, artifact.path.stem),
+            {
+                "target": {
+                    "name": target.name,
+                    "kind": target.kind,
+                    "description": target.description,
+                    "transport": transport.description,
+                    "source": str(target.source),
+                    "emulated": target.emulator is not None,
+                },
+                "artifact": artifact.to_dict(),
+                "settings": {
+                    **asdict(settings),
+                    "input": str(settings.input) if settings.input else None,
+                    "iterations": settings.effective_iterations(),
+                },
+                "edgetool": {"version": __version__, "python": platform.python_version()},
+            },
+        )
+        argv = runner_argv(transport.python, runner_remote, model_remote, settings, input_remote)
+        summary = _run_and_journal(transport, argv, writer, settings, obs)
+        return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
+    finally:
+        transport.close()
+
+
+def _run_and_journal(
+    transport: FileTransport,
+    argv: list[str],
+    writer: RunWriter,
+    settings: RunSettings,
+    obs: Observer,
+) -> dict[str, Any]:
+    samples: list[int] = []
+    end: schema.Summary | None = None
+    warm: schema.Warmup | None = None
+    model: schema.ModelInfo | None = None
+    failure: EdgetoolError | None = None
+    process = transport.run(argv)
+    try:
+        for line in process.lines():
+            event = schema.parse_event(line)
+            obs.event(event)
+            if isinstance(event, schema.Samples):
+                writer.append_samples(event.first_index, event.ns)
+                samples.extend(event.ns)
+                obs.progress(len(samples))
+            elif isinstance(event, schema.Hello):
+                writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
+            elif isinstance(event, schema.ModelInfo):
+                model = event
+                writer.update(runtime=asdict(event))
+            elif isinstance(event, schema.Env):
+                writer.update(**{f"env_{event.when}": event.values})
+            elif isinstance(event, schema.Warmup):
+                warm = event
+                obs.measuring(settings.effective_iterations(), settings.duration)
+            elif isinstance(event, schema.Summary):
+                end = event
+            elif isinstance(event, schema.ErrorEvent):
+                cls = _ERROR_CLASSES.get(event.kind, DeviceError)
+                hint = None
+                if event.kind == "runtime_missing":
+                    hint = "Install it on the device (pip install onnxruntime ai-edge-litert)."
+                failure = cls(f"{transport.description}: {event.message}", hint=hint)
+        status = process.wait()
+        if failure is None and end is None:
+            tail = process.stderr_text().strip().splitlines()[-3:]
+            failure = DeviceError(
+                f"{transport.description}: runner exited with status {status} before finishing"
+                + (f": {' | '.join(tail)}" if tail else "")
+            )
+    except KeyboardInterrupt as exc:
+        process.kill()
+        failure = Interrupted(f"interrupted after {len(samples)} samples")
+        failure.__cause__ = exc
+    except EdgetoolError as exc:
+        process.kill()
+        failure = exc
+    summary = _summary(samples, end, warm, model) if samples else None
+    if failure is not None:
+        writer.finish("partial" if samples else "failed", summary, error=str(failure))
+        failure.run_dir = writer.dir
+        raise failure
+    assert summary is not None
+    writer.finish("complete", summary)
+    return summary
+
+
+def _summary(
+    samples: list[int],
+    end: schema.Summary | None,
+    warm: schema.Warmup | None,
+    model: schema.ModelInfo | None,
+) -> dict[str, Any]:
+    stats = summarize_ns(samples)
+    wall_s = end.wall_ns / 1e9 if end else sum(samples) / 1e9
+    return {
+        "count": len(samples),
+        "latency": stats.to_dict(),
+        "wall_s": wall_s,
+        "throughput_per_s": len(samples) / wall_s if wall_s > 0 else None,
+        "peak_rss": end.peak_rss if end else None,
+        "first_inference_ms": warm.first_ns / 1e6 if warm and warm.first_ns else None,
+        "warmup": {"count": warm.count, "seconds": warm.seconds} if warm else None,
+        "load_ms": model.load_ms if model else None,
+        "complete": end is not None,
+    }
+
+
+def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Push the runner and ask it for the device's facts (for `targets check`)."""
+    with connect(target) as transport:
+        remote = device_path(target.workdir, "runner", RUNNER_PATH.name)
+        transport.put(RUNNER_PATH, remote)
+        out = transport.run_checked([transport.python, remote, "facts"])
+    hello: dict[str, Any] = {}
+    env: dict[str, Any] = {}
+    for line in out.splitlines():
+        event = schema.parse_event(line)
+        if isinstance(event, schema.Hello):
+            hello = {"device": event.device, "runtimes": event.runtimes, "runner": event.runner}
+        elif isinstance(event, schema.Env):
+            env = event.values
+        elif isinstance(event, schema.ErrorEvent):
+            raise DeviceError(f"{transport.description}: {event.message}")
+    if not hello:
+        raise DeviceError(f"{transport.description}: runner printed no device facts")
+    return transport.description, hello, env

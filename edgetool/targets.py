@@ -1,0 +1,312 @@
+"""Targets: TOML files in `targets/` (and user dirs) validated into frozen objects.
+
+Validation is strict on purpose: a typo in a lab's target file should fail at load
+with the file, the key and what was expected, not as a confusing SSH error later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edgetool import paths
+from edgetool.errors import ConfigError
+
+KINDS = ("linux", "mcu", "android")
+RUNTIMES = ("onnxruntime", "litert", "firmware")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: Path | None = None
+    known_hosts: tuple[Path, ...] = ()
+    connect_timeout: float = 10.0
+    command_timeout: float = 3600.0
+    idle_timeout: float = 120.0
+    keepalive: int = 15
+    use_ssh_config: bool = True
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """`root` is the sandbox the local device works in (default: the cache dir)."""
+
+    root: Path | None = None
+    command_timeout: float = 3600.0
+    idle_timeout: float = 120.0
+
+
+TransportSettings = SshSettings | LocalSettings
+
+
+@dataclass(frozen=True)
+class Section:
+    """An optional typed section (`[meter]`, `[emulator]`) whose details later parts validate."""
+
+    type: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str
+    transport: TransportSettings
+    source: Path
+    description: str = ""
+    python: str | None = None
+    workdir: str = "edgetool"
+    runtimes: tuple[str, ...] = ("onnxruntime", "litert")
+    meter: Section | None = None
+    emulator: Section | None = None
+    emulator_state: Mapping[str, Any] | None = None
+
+    @property
+    def transport_type(self) -> str:
+        return "ssh" if isinstance(self.transport, SshSettings) else "local"
+
+
+class _Reader:
+    """Pulls typed keys out of one TOML table, naming file and key on every error."""
+
+    def __init__(self, source: Path, table: Mapping[str, Any], prefix: str = "") -> None:
+        self.source = source
+        self.table = dict(table)
+        self.prefix = prefix
+        self.seen: set[str] = set()
+
+    def _fail(self, key: str, expected: str, got: object) -> ConfigError:
+        return ConfigError(
+            f"{self.source}: key '{self.prefix}{key}' must be {expected}, got {got!r}"
+        )
+
+    def get(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any) -> Any:
+        self.seen.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        if (
+            isinstance(value, bool)
+            and kind is not bool
+            and bool not in (kind if isinstance(kind, tuple) else (kind,))
+        ):
+            raise self._fail(key, expected, value)
+        if not isinstance(value, kind):
+            raise self._fail(key, expected, value)
+        return value
+
+    def text(self, key: str, default: str | None = None) -> Any:
+        return self.get(key, str, "a string", default)
+
+    def required_str(self, key: str) -> str:
+        value = self.text(key)
+        if value is None:
+            raise ConfigError(f"{self.source}: missing required key '{self.prefix}{key}'")
+        return str(value)
+
+    def number(self, key: str, default: float) -> float:
+        value = self.get(key, (int, float), "a number", default)
+        if value <= 0:
+            raise self._fail(key, "a positive number", value)
+        return float(value)
+
+    def port(self, key: str, default: int | None) -> Any:
+        value = self.get(key, int, "an integer", default)
+        if value is not None and not 0 < value < 65536:
+            raise self._fail(key, "an integer from 1 to 65535", value)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> Any:
+        value = self.text(key, default)
+        if value is None or value not in choices:
+            expected = "one of " + ", ".join(repr(c) for c in choices)
+            if value is None:
+                raise ConfigError(f"{self.source}: missing key '{self.prefix}{key}' ({expected})")
+            raise self._fail(key, expected, value)
+        return value
+
+    def section(self, key: str) -> Section | None:
+        raw = self.get(key, dict, "a table", None)
+        if raw is None:
+            return None
+        sub = _Reader(self.source, raw, f"{self.prefix}{key}.")
+        kind = sub.required_str("type")
+        return Section(type=kind, options={k: v for k, v in raw.items() if k != "type"})
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self.seen)
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            raise ConfigError(
+                f"{self.source}: unknown key '{self.prefix}{unknown[0]}' (known keys: {known})"
+            )
+
+
+def _expand(path: str) -> Path:
+    return Path(os.path.expandvars(path)).expanduser()
+
+
+def _env_overrides(name: str) -> dict[str, Any]:
+    """`EDGETOOL_<NAME>_HOST` etc. point a shipped target at the user's own board."""
+    prefix = "EDGETOOL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
+    overrides: dict[str, Any] = {}
+    for key in ("host", "user", "identity_file", "known_hosts", "port"):
+        value = os.environ.get(prefix + key.upper())
+        if value:
+            overrides[key] = int(value) if key == "port" and value.isdigit() else value
+    return overrides
+
+
+def _parse_ssh(reader: _Reader) -> SshSettings:
+    known = reader.get("known_hosts", (str, list), "a path or a list of paths", None)
+    known_list = [known] if isinstance(known, str) else (known or [])
+    identity = reader.text("identity_file")
+    settings = SshSettings(
+        host=reader.required_str("host"),
+        port=reader.port("port", None),
+        user=reader.text("user"),
+        identity_file=_expand(identity) if identity else None,
+        known_hosts=tuple(_expand(str(p)) for p in known_list),
+        connect_timeout=reader.number("connect_timeout", 10.0),
+        command_timeout=reader.number("command_timeout", 3600.0),
+        idle_timeout=reader.number("idle_timeout", 120.0),
+        keepalive=int(reader.number("keepalive", 15)),
+        use_ssh_config=bool(reader.get("use_ssh_config", bool, "true or false", True)),
+    )
+    reader.finish()
+    return settings
+
+
+def _parse_local(reader: _Reader) -> LocalSettings:
+    root = reader.text("root")
+    settings = LocalSettings(
+        root=_expand(root) if root else None,
+        command_timeout=reader.number("command_timeout", 3600.0),
+        idle_timeout=reader.number("idle_timeout", 120.0),
+    )
+    reader.finish()
+    return settings
+
+
+_TRANSPORT_PARSERS: dict[str, Callable[[_Reader], TransportSettings]] = {
+    "ssh": _parse_ssh,
+    "local": _parse_local,
+}
+
+
+def emulator_state_file(name: str) -> Path:
+    return paths.state_dir() / "emulators" / f"{name}.json"
+
+
+def _read_emulator_state(name: str) -> dict[str, Any] | None:
+    path = emulator_state_file(name)
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path}: unreadable emulator state ({exc})") from exc
+    return state if isinstance(state, dict) else None
+
+
+def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
+    """Validate one parsed TOML document into a Target."""
+    top = _Reader(source, data)
+    name = top.text("name", source.stem)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{source}: key 'name' must be letters, digits, '.', '_' or '-'")
+    kind = top.choice("kind", KINDS, "linux")
+    runtimes = top.get("runtimes", list, "a list of runtime names", list(RUNTIMES[:2]))
+    for runtime in runtimes:
+        if runtime not in RUNTIMES:
+            raise ConfigError(
+                f"{source}: key 'runtimes' has unknown runtime {runtime!r} "
+                f"(known: {', '.join(RUNTIMES)})"
+            )
+    emulator = top.section("emulator")
+    raw_transport = dict(top.get("transport", dict, "a table", {"type": "local"}))
+    # A running emulator publishes where it listens; that overlays the file's settings.
+    state = _read_emulator_state(name) if emulator else None
+    if state:
+        raw_transport.update(state.get("transport", {}))
+    raw_transport.update(_env_overrides(name))
+    treader = _Reader(source, raw_transport, "transport.")
+    ttype = treader.choice("type", tuple(_TRANSPORT_PARSERS), None)
+    transport = _TRANSPORT_PARSERS[ttype](treader)
+    target = Target(
+        name=name,
+        kind=kind,
+        transport=transport,
+        source=source,
+        description=top.text("description", ""),
+        python=(state or {}).get("python") or top.text("python"),
+        workdir=(state or {}).get("workdir") or top.text("workdir", "edgetool"),
+        runtimes=tuple(runtimes),
+        meter=top.section("meter"),
+        emulator=emulator,
+        emulator_state=state,
+    )
+    top.finish()
+    return target
+
+
+def load_target_file(path: Path) -> Target:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read target file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
+    return parse_target(path, data)
+
+
+def search_dirs(extra: list[Path] | None = None) -> list[Path]:
+    """Builtins first, then EDGETOOL_TARGETS, then --targets-dir: later dirs win."""
+    return [paths.builtin_targets_dir(), *paths.user_targets_dirs(), *(extra or [])]
+
+
+def target_files(extra: list[Path] | None = None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for directory in search_dirs(extra):
+        if directory.is_dir():
+            for path in sorted(directory.glob("*.toml")):
+                found[path.stem] = path
+    return found
+
+
+def load_target(name: str, extra: list[Path] | None = None) -> Target:
+    """Load by name, or by path when NAME is a `.toml` file."""
+    if name.endswith(".toml"):
+        return load_target_file(Path(name))
+    files = target_files(extra)
+    if name not in files:
+        known = ", ".join(sorted(files)) or "none"
+        raise ConfigError(
+            f"unknown target '{name}' (known: {known}).",
+            hint="Add targets/NAME.toml or pass --targets-dir.",
+        )
+    return load_target_file(files[name])
+
+
+def load_all(extra: list[Path] | None = None) -> list[Target | ConfigError]:
+    """Every target, with a broken file reported in place rather than hiding the rest."""
+    loaded: list[Target | ConfigError] = []
+    for path in target_files(extra).values():
+        try:
+            loaded.append(load_target_file(path))
+        except ConfigError as exc:
+            loaded.append(exc)
+    return loaded

@@ -1,0 +1,26 @@
+"""Open the right Transport for a Target (heavy imports only for the one used)."""
+
+from __future__ import annotations
+
+from edgetool.errors import ConnectError
+from edgetool.targets import LocalSettings, SshSettings, Target
+from edgetool.transport.base import FileTransport, Process, PutResult, Transport, quote_argv
+
+__all__ = ["FileTransport", "Process", "PutResult", "Transport", "open_transport", "quote_argv"]
+
+
+def open_transport(target: Target) -> FileTransport:
+    if target.emulator is not None and target.emulator_state is None:
+        raise ConnectError(
+            f"target {target.name} is an emulated device that is not running.",
+            hint=f"Start it with `edgetool emulate start {target.name}`.",
+        )
+    if isinstance(target.transport, SshSettings):
+        from edgetool.transport.ssh import SshTransport
+
+        return SshTransport(target.transport, target.name, target.python)
+    if isinstance(target.transport, LocalSettings):
+        from edgetool.transport.local import LocalTransport
+
+        return LocalTransport(target.transport, target.python)
+    raise ConnectError(f"target {target.name}: no transport for {type(target.transport).__name__}")

@@ -1,0 +1,206 @@
+"""The Transport protocol every device connection implements, and the shared put flow.
+
+A command is always an argv list. Transports that need a shell string (SSH) build it with
+`quote_argv`, so no file name or config value is ever interpreted by a remote shell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import posixpath
+import shlex
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from edgetool.errors import DeviceError, TransferError
+
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) while a file moves."""
+
+CHUNK = 1 << 20
+
+# Runs on the device with any Python 3: for each path, its sha256 (or null), and the free
+# bytes in the directory that would hold it. One round trip decides skip/upload/disk-full.
+_PROBE = r"""
+import hashlib, json, os, sys
+out = {}
+for p in sys.argv[1:]:
+    d = os.path.dirname(p) or "."
+    while d and not os.path.isdir(d):
+        d = os.path.dirname(d) or "."
+    st = os.statvfs(d)
+    entry = {"free": st.f_bavail * st.f_frsize, "sha256": None}
+    if os.path.isfile(p):
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for b in iter(lambda: f.read(1 << 20), b""):
+                h.update(b)
+        entry["sha256"] = h.hexdigest()
+    out[p] = entry
+print(json.dumps(out))
+"""
+
+
+def quote_argv(argv: Sequence[str]) -> str:
+    """One POSIX shell string that a remote `sh -c` splits back into exactly `argv`."""
+    if not argv:
+        raise ValueError("empty command")
+    for arg in argv:
+        if "\x00" in arg:
+            raise ValueError("a command argument cannot contain a NUL byte")
+    return shlex.join(argv)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PutResult:
+    remote: str
+    sha256: str
+    size: int
+    bytes_sent: int
+    skipped: bool
+    seconds: float
+
+
+class Process(Protocol):
+    """A command running on the device."""
+
+    def lines(self) -> Iterator[str]:
+        """Stdout lines as they arrive; raises DeviceError when the device goes silent."""
+        ...
+
+    def wait(self) -> int:
+        """Exit status (negative or 255 when killed or the connection dropped)."""
+        ...
+
+    def stderr_text(self) -> str: ...
+
+    def kill(self) -> None: ...
+
+
+class Transport(Protocol):
+    """How edgetool reaches one device: run commands, move files, say where it is."""
+
+    description: str
+    python: str
+
+    def run(self, argv: Sequence[str]) -> Process: ...
+
+    def put(self, local: Path, remote: str, progress: Progress | None = None) -> PutResult: ...
+
+    def get(self, remote: str, local: Path) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileTransport(ABC):
+    """The verified put every file-system transport shares.
+
+    Upload to `<final>.part`, check its sha256 *on the device*, then rename atomically:
+    a dropped connection can leave a `.part` file but never a half file at the final path.
+    A remote file whose hash already matches is not sent again.
+    """
+
+    description: str
+    python: str
+
+    @abstractmethod
+    def run(self, argv: Sequence[str]) -> Process: ...
+
+    @abstractmethod
+    def get(self, remote: str, local: Path) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None: ...
+
+    @abstractmethod
+    def _rename(self, source: str, dest: str) -> None: ...
+
+    @abstractmethod
+    def _remove(self, path: str) -> None: ...
+
+    @abstractmethod
+    def _makedirs(self, path: str) -> None: ...
+
+    def run_checked(self, argv: Sequence[str]) -> str:
+        """Run a short command and return its stdout; a non-zero exit is a DeviceError."""
+        proc = self.run(argv)
+        out = "\n".join(proc.lines())
+        status = proc.wait()
+        if status != 0:
+            err = proc.stderr_text().strip().splitlines()
+            detail = err[-1] if err else f"exit status {status}"
+            if "No such file" in detail or status == 127:
+                raise DeviceError(
+                    f"{self.description}: cannot run {argv[0]!r}: {detail}",
+                    hint="Set 'python' in the target file to the device's interpreter.",
+                )
+            raise DeviceError(f"{self.description}: {argv[0]} failed: {detail}")
+        return out
+
+    def probe(self, remotes: Sequence[str]) -> dict[str, dict[str, int | str | None]]:
+        """sha256 (or None) and free bytes for each remote path, in one round trip."""
+        out = self.run_checked([self.python, "-c", _PROBE, *remotes])
+        try:
+            result: dict[str, dict[str, int | str | None]] = json.loads(out)
+        except ValueError as exc:
+            raise DeviceError(f"{self.description}: unexpected probe output {out[:80]!r}") from exc
+        return result
+
+    def put(self, local: Path, remote: str, progress: Progress | None = None) -> PutResult:
+        start = time.perf_counter()
+        size = local.stat().st_size
+        sha = file_sha256(local)
+        info = self.probe([remote])[remote]
+        if info["sha256"] == sha:
+            if progress:
+                progress(size, size)
+            return PutResult(remote, sha, size, 0, True, time.perf_counter() - start)
+        free = int(info["free"] or 0)
+        if size > free:
+            raise DeviceError(
+                f"{self.description}: disk full: {local.name} needs {size:,} bytes, "
+                f"{posixpath.dirname(remote) or '.'} has {free:,} free.",
+                hint="Free space on the device or set 'workdir' in the target file.",
+            )
+        self._makedirs(posixpath.dirname(remote))
+        partial = remote + ".part"
+        try:
+            self._upload(local, partial, progress)
+        except OSError as exc:
+            self._try_remove(partial)
+            raise TransferError(
+                f"{self.description}: upload of {local.name} failed ({exc}); "
+                "nothing was written at the final path."
+            ) from exc
+        arrived = self.probe([partial])[partial]["sha256"]
+        if arrived != sha:
+            self._try_remove(partial)
+            raise TransferError(
+                f"{self.description}: {local.name} arrived corrupted "
+                f"(sha256 {str(arrived)[:12]} != {sha[:12]}); "
+                "nothing was written at the final path."
+            )
+        self._rename(partial, remote)
+        return PutResult(remote, sha, size, size, False, time.perf_counter() - start)
+
+    def _try_remove(self, path: str) -> None:
+        # The connection may be gone; a stray .part is harmless and replaced next time.
+        with contextlib.suppress(Exception):
+            self._remove(path)

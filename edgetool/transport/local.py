@@ -1,0 +1,133 @@
+"""The host itself as a device: commands run as subprocesses inside a sandbox directory."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from edgetool import paths
+from edgetool.errors import DeviceError
+from edgetool.targets import LocalSettings
+from edgetool.transport.base import CHUNK, FileTransport, Progress
+
+
+class LocalProcess:
+    def __init__(self, argv: Sequence[str], cwd: Path, idle_timeout: float, total_timeout: float):
+        self._argv = list(argv)
+        try:
+            self._popen = subprocess.Popen(
+                self._argv,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise DeviceError(
+                f"local: cannot run {argv[0]!r}: {exc.strerror}",
+                hint="Set 'python' in the target file to an interpreter that exists.",
+            ) from exc
+        self._idle = idle_timeout
+        self._deadline = time.monotonic() + total_timeout
+        self._stderr: list[bytes] = []
+        assert self._popen.stderr is not None
+        stderr = self._popen.stderr
+        self._drain = threading.Thread(
+            target=lambda: self._stderr.extend(iter(lambda: stderr.read(4096), b"")),
+            daemon=True,
+        )
+        self._drain.start()
+
+    def lines(self) -> Iterator[str]:
+        stdout = self._popen.stdout
+        assert stdout is not None
+        fd = stdout.fileno()
+        selector = selectors.DefaultSelector()
+        selector.register(fd, selectors.EVENT_READ)
+        buffer = b""
+        try:
+            while True:
+                wait = min(self._idle, self._deadline - time.monotonic())
+                if wait <= 0 or not selector.select(timeout=wait):
+                    self.kill()
+                    raise DeviceError(
+                        f"local: {os.path.basename(self._argv[0])} produced no output for "
+                        f"{self._idle:.0f} s or ran past its time limit; stopped it."
+                    )
+                data = os.read(fd, CHUNK)
+                if not data:
+                    break
+                buffer += data
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    yield line.decode("utf-8", "replace")
+            if buffer:
+                yield buffer.decode("utf-8", "replace")
+        finally:
+            selector.close()
+
+    def wait(self) -> int:
+        status = self._popen.wait()
+        self._drain.join(timeout=5)
+        return status
+
+    def stderr_text(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        if self._popen.poll() is None:
+            self._popen.kill()
+
+
+class LocalTransport(FileTransport):
+    """Paths are relative to the sandbox root, exactly as SSH paths are relative to home."""
+
+    def __init__(self, settings: LocalSettings, python: str | None = None) -> None:
+        self.settings = settings
+        self.root = settings.root or paths.cache_dir() / "local-device"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.python = python or sys.executable
+        self.description = f"local ({self.root})"
+
+    def _path(self, remote: str) -> Path:
+        return self.root / remote
+
+    def run(self, argv: Sequence[str]) -> LocalProcess:
+        return LocalProcess(
+            argv, self.root, self.settings.idle_timeout, self.settings.command_timeout
+        )
+
+    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
+        total = local.stat().st_size
+        done = 0
+        with local.open("rb") as src, self._path(remote).open("wb") as dst:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                dst.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+            dst.flush()
+            os.fsync(dst.fileno())
+
+    def _rename(self, source: str, dest: str) -> None:
+        os.replace(self._path(source), self._path(dest))
+
+    def _remove(self, path: str) -> None:
+        self._path(path).unlink(missing_ok=True)
+
+    def _makedirs(self, path: str) -> None:
+        if path:
+            self._path(path).mkdir(parents=True, exist_ok=True)
+
+    def get(self, remote: str, local: Path) -> None:
+        shutil.copyfile(self._path(remote), local)
+
+    def close(self) -> None:
+        pass

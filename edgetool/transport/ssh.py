@@ -1,0 +1,359 @@
+"""SSH transport over paramiko: verified host keys, key/agent auth, SFTP, argv commands."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import posixpath
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from edgetool.errors import ConnectError, DeviceError, HostKeyError
+from edgetool.targets import SshSettings
+from edgetool.transport.base import CHUNK, FileTransport, Progress, quote_argv
+
+SFTP_WINDOW = 16 << 20
+SFTP_PACKET = 32 << 10
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where an SSH target really is, after ~/.ssh/config has had its say."""
+
+    alias: str
+    hostname: str
+    port: int
+    user: str | None
+    identity_files: tuple[Path, ...]
+    known_hosts: tuple[Path, ...]
+    proxy_command: str | None
+
+    @property
+    def known_hosts_name(self) -> str:
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    def __str__(self) -> str:
+        who = f"{self.user}@" if self.user else ""
+        return f"{who}{self.hostname}:{self.port}"
+
+
+def resolve(settings: SshSettings) -> Endpoint:
+    """Apply ~/.ssh/config (HostName, Port, User, IdentityFile, UserKnownHostsFile,
+    ProxyCommand) the way `ssh ALIAS` would; explicit target settings win."""
+    config: dict[str, object] = {}
+    config_path = Path("~/.ssh/config").expanduser()
+    if settings.use_ssh_config and config_path.is_file():
+        try:
+            parsed = paramiko.SSHConfig.from_path(str(config_path))
+            config = dict(parsed.lookup(settings.host))
+        except (OSError, paramiko.SSHException) as exc:
+            raise ConnectError(f"cannot read {config_path}: {exc}") from exc
+    hostname = str(config.get("hostname", settings.host))
+    port = settings.port or int(str(config.get("port", 22)))
+    user = settings.user or (str(config["user"]) if "user" in config else None)
+    identities: tuple[Path, ...]
+    if settings.identity_file:
+        identities = (settings.identity_file,)
+    else:
+        raw = config.get("identityfile", [])
+        identities = tuple(Path(str(p)).expanduser() for p in raw) if isinstance(raw, list) else ()
+    if settings.known_hosts:
+        known = settings.known_hosts
+    else:
+        raw_known = str(config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()
+        known = tuple(Path(p).expanduser() for p in raw_known)
+    proxy = config.get("proxycommand")
+    return Endpoint(
+        alias=settings.host,
+        hostname=hostname,
+        port=port,
+        user=user,
+        identity_files=identities,
+        known_hosts=known,
+        proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
+    )
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's `SHA256:...` form, so users can compare with `ssh-keygen -lf`."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+    def __init__(self, endpoint: Endpoint, target_name: str) -> None:
+        self.endpoint = endpoint
+        self.target_name = target_name
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        raise HostKeyError(
+            f"host key for {self.endpoint.known_hosts_name} ({key.get_name()} "
+            f"{fingerprint(key)}) is not trusted.",
+            hint=f"Run `edgetool targets trust {self.target_name}` to see it and record it.",
+        )
+
+
+def _load_host_keys(endpoint: Endpoint) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    for path in endpoint.known_hosts:
+        if path.is_file():
+            try:
+                keys.load(str(path))
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostKeyError(f"cannot read known_hosts file {path}: {exc}") from exc
+    return keys
+
+
+def _open_socket(endpoint: Endpoint, timeout: float) -> socket.socket | paramiko.ProxyCommand:
+    if endpoint.proxy_command:
+        return paramiko.ProxyCommand(endpoint.proxy_command)
+    try:
+        return socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConnectError(f"cannot reach {endpoint}: {reason}") from exc
+
+
+def fetch_host_key(settings: SshSettings) -> tuple[Endpoint, paramiko.PKey]:
+    """The key the host presents, without authenticating (for `targets trust`)."""
+    endpoint = resolve(settings)
+    sock = _open_socket(endpoint, settings.connect_timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = settings.connect_timeout
+        transport.start_client(timeout=settings.connect_timeout)
+        return endpoint, transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise ConnectError(f"{endpoint}: SSH handshake failed: {exc}") from exc
+    finally:
+        transport.close()
+
+
+def known_key(endpoint: Endpoint) -> paramiko.PKey | None:
+    """The recorded key for this endpoint, if any."""
+    entry = _load_host_keys(endpoint).lookup(endpoint.known_hosts_name)
+    if not entry:
+        return None
+    return next(iter(entry.values()), None)
+
+
+def record_host_key(endpoint: Endpoint, key: paramiko.PKey) -> Path:
+    """Append `[host]:port type base64` to the first known_hosts file, as ssh would."""
+    path = endpoint.known_hosts[0] if endpoint.known_hosts else Path("~/.ssh/known_hosts")
+    path = path.expanduser()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    line = f"{endpoint.known_hosts_name} {key.get_name()} {key.get_base64()}\n"
+    with path.open("a", encoding="ascii") as handle:
+        handle.write(line)
+    return path
+
+
+class SshProcess:
+    def __init__(self, channel: paramiko.Channel, description: str, idle: float, total: float):
+        self._chan = channel
+        self._description = description
+        self._idle = idle
+        self._deadline = time.monotonic() + total
+        self._stderr: list[bytes] = []
+        self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._drain.start()
+
+    def _drain_stderr(self) -> None:
+        while True:
+            try:
+                data = self._chan.recv_stderr(4096)
+            except TimeoutError:
+                if self._chan.closed:
+                    return
+                continue
+            except (OSError, EOFError):
+                return
+            if not data:
+                return
+            self._stderr.append(data)
+
+    def lines(self) -> Iterator[str]:
+        buffer = b""
+        while True:
+            if time.monotonic() > self._deadline:
+                self.kill()
+                raise DeviceError(f"{self._description}: command ran past its time limit.")
+            try:
+                data = self._chan.recv(CHUNK)
+            except TimeoutError as exc:
+                self.kill()
+                raise DeviceError(
+                    f"{self._description}: device produced no output for {self._idle:.0f} s; "
+                    "stopped waiting."
+                ) from exc
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
+            if not data:
+                break
+            buffer += data
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                yield line.decode("utf-8", "replace")
+        if buffer:
+            yield buffer.decode("utf-8", "replace")
+
+    def wait(self) -> int:
+        end = time.monotonic() + self._idle
+        while not self._chan.exit_status_ready():
+            if time.monotonic() > end or self._chan.closed:
+                return 255
+            time.sleep(0.005)
+        status = self._chan.recv_exit_status()
+        self._drain.join(timeout=5)
+        return status
+
+    def stderr_text(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", "replace")
+
+    def kill(self) -> None:
+        # No pty, so no signal forwarding: closing the channel makes the remote
+        # runner's next write fail with SIGPIPE, which ends it.
+        self._chan.close()
+
+
+class SshTransport(FileTransport):
+    def __init__(self, settings: SshSettings, target_name: str, python: str | None = None):
+        self.settings = settings
+        self.endpoint = resolve(settings)
+        self.python = python or "python3"
+        self.description = f"{target_name} ({self.endpoint})"
+        self._client = self._connect(target_name)
+        self._sftp: paramiko.SFTPClient | None = None
+
+    def _connect(self, target_name: str) -> paramiko.SSHClient:
+        ep, s = self.endpoint, self.settings
+        client = paramiko.SSHClient()
+        client.get_host_keys().update(_load_host_keys(ep))
+        client.set_missing_host_key_policy(_RefuseUnknown(ep, target_name))
+        sock = _open_socket(ep, s.connect_timeout)
+        existing = [str(p) for p in ep.identity_files if p.is_file()]
+        try:
+            client.connect(
+                ep.hostname,
+                port=ep.port,
+                username=ep.user,
+                key_filename=existing or None,  # type: ignore[arg-type]  # list is accepted
+                look_for_keys=not existing,
+                allow_agent=True,
+                sock=sock,
+                timeout=s.connect_timeout,
+                banner_timeout=s.connect_timeout,
+                auth_timeout=s.connect_timeout,
+                channel_timeout=s.connect_timeout,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key for {ep.known_hosts_name} has CHANGED (now {exc.key.get_name()} "
+                f"{fingerprint(exc.key)}): refusing to connect.",
+                hint="If the device was reinstalled, remove the old line from "
+                f"{ep.known_hosts[0] if ep.known_hosts else '~/.ssh/known_hosts'} "
+                f"and run `edgetool targets trust {target_name}`.",
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            tried = ", ".join(existing) or "default keys"
+            raise ConnectError(
+                f"authentication failed for {ep} (tried {tried} and the SSH agent).",
+                hint="Add your public key to the device's ~/.ssh/authorized_keys "
+                "or set 'identity_file' in the target file.",
+            ) from exc
+        except HostKeyError:
+            client.close()
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            raise ConnectError(f"cannot connect to {ep}: {exc or type(exc).__name__}") from exc
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(s.keepalive)
+        return client
+
+    def _transport(self) -> paramiko.Transport:
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise DeviceError(f"{self.description}: connection lost.")
+        return transport
+
+    def sftp(self) -> paramiko.SFTPClient:
+        if self._sftp is None:
+            client = paramiko.SFTPClient.from_transport(
+                self._transport(), window_size=SFTP_WINDOW, max_packet_size=SFTP_PACKET
+            )
+            assert client is not None
+            client.get_channel().settimeout(self.settings.idle_timeout)  # type: ignore[union-attr]
+            self._sftp = client
+        return self._sftp
+
+    def run(self, argv: Sequence[str]) -> SshProcess:
+        command = quote_argv(argv)
+        try:
+            channel = self._transport().open_session(timeout=self.settings.connect_timeout)
+            channel.settimeout(self.settings.idle_timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise DeviceError(f"{self.description}: cannot start {argv[0]!r}: {exc}") from exc
+        return SshProcess(
+            channel, self.description, self.settings.idle_timeout, self.settings.command_timeout
+        )
+
+    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
+        total = local.stat().st_size
+        done = 0
+        try:
+            with local.open("rb") as src, self.sftp().open(remote, "wb") as dst:
+                dst.set_pipelined(True)
+                for block in iter(lambda: src.read(CHUNK), b""):
+                    dst.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+        except (paramiko.SSHException, EOFError) as exc:
+            raise OSError(f"connection lost after {done:,} of {total:,} bytes: {exc}") from exc
+        except OSError as exc:
+            raise OSError(f"after {done:,} of {total:,} bytes: {exc}") from exc
+
+    def _rename(self, source: str, dest: str) -> None:
+        self.sftp().posix_rename(source, dest)
+
+    def _remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.sftp().remove(path)
+
+    def _makedirs(self, path: str) -> None:
+        sftp = self.sftp()
+        current = ""
+        for part in [p for p in path.split("/") if p]:
+            current = (
+                posixpath.join(current, part)
+                if current
+                else ("/" + part if path.startswith("/") else part)
+            )
+            try:
+                if not stat.S_ISDIR(sftp.stat(current).st_mode or 0):
+                    raise DeviceError(f"{self.description}: {current} is not a directory")
+            except FileNotFoundError:
+                sftp.mkdir(current)
+
+    def get(self, remote: str, local: Path) -> None:
+        self.sftp().get(remote, str(local))
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            self._sftp.close()
+        self._client.close()

@@ -1,0 +1,1 @@
+"""Small models that edgetool generates itself (no downloads, no training frameworks)."""
