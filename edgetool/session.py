@@ -147,7 +147,10 @@ def deploy(
                     "description": target.description,
                     "transport": transport.description,
                     "source": str(target.source),
-                    "emulated": target.emulator is not None,
+                    # An emulator that runs on the host CPU (loopback sshd) measures real time.
+                    "emulated": bool(
+                        target.emulator_state and target.emulator_state.get("emulated_cpu", True)
+                    ),
                 },
                 "artifact": artifact.to_dict(),
                 "settings": {
@@ -221,7 +224,8 @@ def _run_and_journal(
     summary = _summary(samples, end, warm, model) if samples else None
     if failure is not None:
         writer.finish("partial" if samples else "failed", summary, error=str(failure))
-        failure.run_dir = writer.dir
+        if samples:
+            failure.run_dir = writer.dir
         raise failure
     assert summary is not None
     writer.finish("complete", summary)

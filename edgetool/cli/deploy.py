@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from pathlib import Path
@@ -150,6 +151,7 @@ def command(
                 "run_dir": str(outcome.run_dir),
                 "manifest": outcome.manifest,
                 "summary": outcome.summary,
+                "pushes": [dataclasses.asdict(p) for p in outcome.pushes],
             }
         )
     elif quiet:

@@ -121,6 +121,7 @@ class LoopbackSshd:
             "pid": pid,
             "log": str(self.dir / "sshd.log"),
             "python": sys.executable,
+            "emulated_cpu": False,
             "workdir": str(device),
             "transport": {
                 "host": "127.0.0.1",

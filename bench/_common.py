@@ -1,0 +1,170 @@
+"""Shared plumbing for the bench/ scripts: isolated state dirs, the mlp-1ms model,
+the loopback sshd, ABAB interleaving, medians and the machine-readable result line.
+
+Every script sets EDGETOOL_STATE_DIR / EDGETOOL_CACHE_DIR / EDGETOOL_RESULTS to a
+scratch directory *before* touching edgetool, so the user's real state is never used,
+and only ever talks to the loopback sshd on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "BENCH_RESULT "
+WORKDIR_ENV = "EDGETOOL_BENCH_WORKDIR"
+"""run_all.py sets this so the three scripts share one scratch dir and one model file."""
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    """A scratch dir holding edgetool's state/cache/results; removed unless shared."""
+    shared = os.environ.get(WORKDIR_ENV)
+    root = Path(shared) if shared else Path(tempfile.mkdtemp(prefix="edgetool-bench-"))
+    root.mkdir(parents=True, exist_ok=True)
+    saved = {k: os.environ.get(k) for k in ("EDGETOOL_STATE_DIR", "EDGETOOL_CACHE_DIR",
+                                               "EDGETOOL_RESULTS")}
+    os.environ["EDGETOOL_STATE_DIR"] = str(root / "state")
+    os.environ["EDGETOOL_CACHE_DIR"] = str(root / "cache")
+    os.environ["EDGETOOL_RESULTS"] = str(root / "results")
+    try:
+        yield root
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if not shared:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def mlp_1ms_onnx(root: Path) -> Path:
+    """Generate (once per scratch dir) the ~1 ms, 22 MB BENCH_1MS MLP; return the .onnx."""
+    from edgetool.zoo.tinymlp import BENCH_1MS, write_models
+
+    out = root / "models" / BENCH_1MS.name
+    onnx = out / f"{BENCH_1MS.name}.onnx"
+    if not onnx.is_file():
+        write_models(BENCH_1MS, out)
+    return onnx
+
+
+@contextlib.contextmanager
+def loopback() -> Iterator[dict[str, Any]]:
+    """The loopback sshd (started in the current EDGETOOL_STATE_DIR), stopped afterwards."""
+    from edgetool.emulate.sshd import LoopbackSshd
+
+    sshd = LoopbackSshd("loopback")
+    already = sshd.state() is not None
+    state = sshd.start()
+    host = state["transport"]["host"]
+    if host != "127.0.0.1":  # never benchmark against anything but this machine
+        raise SystemExit(f"loopback sshd listens on {host}, expected 127.0.0.1")
+    try:
+        yield state
+    finally:
+        if not already:
+            sshd.stop()
+
+
+def ssh_options(state: dict[str, Any], port_flag: str) -> list[str]:
+    """OpenSSH client options for the loopback sshd (`-p` for ssh, `-P` for scp)."""
+    tp = state["transport"]
+    return [
+        "-i",
+        str(tp["identity_file"]),
+        port_flag,
+        str(tp["port"]),
+        "-o",
+        f"UserKnownHostsFile={tp['known_hosts']}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-F",
+        "/dev/null",
+    ]
+
+
+def ssh_dest(state: dict[str, Any]) -> str:
+    tp = state["transport"]
+    return f"{tp['user']}@{tp['host']}"
+
+
+def interleave(
+    reps: int,
+    baseline: Callable[[int], float],
+    candidate: Callable[[int], float],
+    label: str = "",
+    verbose: bool = True,
+) -> tuple[list[float], list[float]]:
+    """Run baseline and candidate alternately (A B A B ...), `reps` times each."""
+    base: list[float] = []
+    cand: list[float] = []
+    for i in range(reps):
+        base.append(baseline(i))
+        cand.append(candidate(i))
+        if verbose:
+            print(
+                f"  {label} rep {i + 1}/{reps}: baseline {base[-1]:.4g}  candidate {cand[-1]:.4g}",
+                flush=True,
+            )
+    return base, cand
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    ratio: float
+    goal: str
+    met: bool
+    details: dict[str, Any]
+
+    def emit(self) -> None:
+        """One machine-readable line that run_all.py collects."""
+        payload = {
+            "name": self.name,
+            "ratio": self.ratio,
+            "goal": self.goal,
+            "met": self.met,
+            "details": self.details,
+        }
+        print(RESULT_PREFIX + json.dumps(payload), flush=True)
+
+
+def tool(name: str) -> str:
+    """An executable, preferring the one next to this interpreter (skips pyenv shims)."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if not found:
+        raise SystemExit(f"{name} not found on PATH")
+    return found

@@ -1,0 +1,70 @@
+"""Shared fixtures: an isolated edgetool home per test, and a CLI runner that runs the
+real `edgetool` entry point in a subprocess (exit codes, stderr, no tracebacks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_ONNX = REPO / "models" / "tiny-mlp" / "tiny-mlp.onnx"
+TINY_TFLITE = REPO / "models" / "tiny-mlp" / "tiny-mlp.tflite"
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Cache, state and results of this test live under tmp_path only."""
+    for var, sub in (
+        ("EDGETOOL_CACHE_DIR", "cache"),
+        ("EDGETOOL_STATE_DIR", "state"),
+        ("EDGETOOL_RESULTS", "results"),
+    ):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.delenv("EDGETOOL_TARGETS", raising=False)
+    monkeypatch.delenv("EDGETOOL_TARGET", raising=False)
+    return tmp_path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgetool", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli(home: Path) -> Iterator[Any]:
+    yield run_cli
+
+
+def assert_one_line_error(result: CliResult, code: int, *needles: str) -> None:
+    """A user error: the documented exit code, one `error:` line, no traceback."""
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])

@@ -1,0 +1,229 @@
+"""`edgetool deploy` over a real OpenSSH sshd on 127.0.0.1, as against a Raspberry Pi."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgetool.errors import TransferError
+from edgetool.targets import load_target
+from edgetool.transport.ssh import SshTransport
+from tests.conftest import TINY_ONNX, assert_one_line_error, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_deploy_over_ssh_then_second_deploy_uploads_nothing(loopback: dict[str, Any]) -> None:
+    first = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "200", "--json")
+    assert first.code == 0, first.stderr
+    data = first.json()
+    assert data["manifest"]["status"] == "complete"
+    assert "127.0.0.1" in data["manifest"]["target"]["transport"]
+    assert data["manifest"]["target"]["emulated"] is False  # host CPU: real times
+    assert data["summary"]["latency"]["count"] == 200
+    device_dir = Path(loopback["workdir"])
+    model_copies = list(device_dir.rglob("tiny-mlp.onnx"))
+    assert len(model_copies) == 1 and model_copies[0].read_bytes() == TINY_ONNX.read_bytes()
+    second = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "20", "--json")
+    assert second.code == 0, second.stderr
+    assert sum(p["bytes_sent"] for p in second.json()["pushes"]) == 0
+
+
+def test_targets_check_over_ssh(loopback: dict[str, Any]) -> None:
+    result = run_cli("targets", "check", "loopback", "--json")
+    assert result.code == 0, result.stderr
+    facts = result.json()
+    assert facts["device"]["python_path"]
+    assert facts["runtimes"]["onnxruntime"]
+
+
+def test_unknown_host_key_is_refused_until_trusted(
+    loopback: dict[str, Any], tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    env = {"EDGETOOL_LOOPBACK_KNOWN_HOSTS": str(known)}
+    refused = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", env=env)
+    assert_one_line_error(refused, 4, "not trusted", "edgetool targets trust loopback")
+    assert known.read_text() == ""  # nothing auto-accepted
+    declined = subprocess.run(
+        [sys.executable, "-m", "edgetool", "targets", "trust", "loopback"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
+    assert declined.returncode == 4 and known.read_text() == ""
+    assert "SHA256:" in declined.stdout
+    trusted = run_cli("targets", "trust", "loopback", "--yes", env=env)
+    assert trusted.code == 0, trusted.stderr
+    port = loopback["transport"]["port"]
+    assert known.read_text().startswith(f"[127.0.0.1]:{port} ssh-ed25519 ")
+    ok = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "5", env=env)
+    assert ok.code == 0, ok.stderr
+
+
+def test_changed_host_key_is_refused(loopback: dict[str, Any], tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = Path(f"{other}.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{loopback['transport']['port']} {kind} {blob}\n")
+    env = {"EDGETOOL_LOOPBACK_KNOWN_HOSTS": str(known)}
+    result = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", env=env)
+    assert_one_line_error(result, 4, "CHANGED")
+    trust = run_cli("targets", "trust", "loopback", "--yes", env=env)
+    assert_one_line_error(trust, 4, "different key is recorded")
+
+
+def test_authentication_failure(loopback: dict[str, Any], tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    result = run_cli(
+        "deploy",
+        "-t",
+        "loopback",
+        "-m",
+        "tiny-mlp",
+        env={"EDGETOOL_LOOPBACK_IDENTITY_FILE": str(stranger), "SSH_AUTH_SOCK": ""},
+    )
+    assert_one_line_error(result, 6, "authentication failed")
+
+
+def test_unreachable_host(loopback: dict[str, Any]) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    result = run_cli(
+        "deploy",
+        "-t",
+        "loopback",
+        "-m",
+        "tiny-mlp",
+        env={"EDGETOOL_LOOPBACK_PORT": str(closed_port)},
+    )
+    assert_one_line_error(result, 6, "cannot reach", str(closed_port))
+
+
+def test_hostile_file_names_are_never_executed(loopback: dict[str, Any], tmp_path: Path) -> None:
+    name = "we ird;touch PWNED;$(touch PWNED2)`touch PWNED3`'q\"'.onnx"
+    model = tmp_path / name
+    shutil.copyfile(TINY_ONNX, model)
+    result = run_cli("deploy", "-t", "loopback", "-m", str(model), "-n", "5", "--json")
+    assert result.code == 0, result.stderr
+    device_dir = Path(loopback["workdir"])
+    assert [p.name for p in device_dir.rglob("*.onnx") if p.name == name] == [name]
+    home = Path.home()
+    for marker in ("PWNED", "PWNED2", "PWNED3"):
+        assert not (home / marker).exists()
+        assert not list(device_dir.rglob(marker))
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_connection_killed_mid_upload_leaves_nothing_at_final_path(
+    loopback: dict[str, Any], tmp_path: Path
+) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(24 << 20))
+    target = load_target("loopback")
+    remote = f"{loopback['workdir']}/killed/big.bin"
+    transport = SshTransport(target.transport, "loopback", target.python)  # type: ignore[arg-type]
+    killed: list[int] = []
+
+    def kill_connection(done: int, total: int) -> None:
+        if done >= (4 << 20) and not killed:
+            killed.extend(_descendants(loopback["pid"]))  # this session's sshd processes
+            for pid in killed:
+                os.kill(pid, signal.SIGKILL)
+
+    with pytest.raises(TransferError, match="nothing was written at the final path"):
+        transport.put(big, remote, kill_connection)
+    transport.close()
+    assert killed
+    assert not Path(remote).exists()
+    fresh = SshTransport(target.transport, "loopback", target.python)  # type: ignore[arg-type]
+    try:
+        result = fresh.put(big, remote)
+    finally:
+        fresh.close()
+    assert not result.skipped and result.bytes_sent == big.stat().st_size
+    assert Path(remote).read_bytes() == big.read_bytes()
+    assert not Path(remote + ".part").exists()
+
+
+def _wait_for_samples(results: Path, timeout: float = 60) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for samples in results.glob("*/samples.jsonl"):
+            if samples.stat().st_size > 0:
+                return samples.parent
+        time.sleep(0.05)
+    raise AssertionError("no samples appeared")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_deploy_leaves_a_readable_partial_result(
+    loopback: dict[str, Any], home: Path, sig: signal.Signals
+) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgetool",
+            "deploy",
+            "-t",
+            "loopback",
+            "-m",
+            "tiny-mlp",
+            "--duration",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        run_dir = _wait_for_samples(home / "results")
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        assert b"kept in" in stderr and b"Traceback" not in stderr
+    shown = run_cli("results", "show", run_dir.name, "--json")
+    assert shown.code == 0, shown.stderr
+    data = shown.json()
+    assert data["manifest"]["status"] == "partial"
+    assert data["summary"]["count"] > 0
+    assert data["summary"]["latency"]["p50"] > 0
+    human = run_cli("results", "show", run_dir.name)
+    assert "status: partial" in human.stdout

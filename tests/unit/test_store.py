@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgetool.errors import ResultsError
+from edgetool.results.store import RunWriter, find_run, load_run
+
+
+def test_complete_run_round_trip(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path, "r1", {"target": {"name": "t"}})
+    writer.append_samples(0, [1_000_000, 2_000_000])
+    writer.append_samples(2, [3_000_000])
+    writer.finish("complete", {"latency": {"p50": 2.0}})
+    run = load_run(tmp_path / "r1")
+    assert run.status == "complete"
+    assert run.samples_ns == [1_000_000, 2_000_000, 3_000_000]
+    assert run.summary == {"latency": {"p50": 2.0}}
+
+
+def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path, "r1", {})
+    writer.append_samples(0, [5, 6])
+    with (tmp_path / "r1" / "samples.jsonl").open("a") as handle:
+        handle.write('{"i": 2, "ns": [7, 8')  # killed mid-write
+    run = load_run(tmp_path / "r1")
+    assert run.samples_ns == [5, 6]
+
+
+def test_running_run_whose_process_died_reads_as_partial(tmp_path: Path) -> None:
+    code = (
+        "from pathlib import Path; from edgetool.results.store import RunWriter;"
+        f"w = RunWriter(Path({str(tmp_path)!r}), 'r1', {{}});"
+        "w.append_samples(0, [1000000] * 10)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)  # exits without finish()
+    manifest = json.loads((tmp_path / "r1" / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    run = load_run(tmp_path / "r1")
+    assert run.status == "partial"
+    assert run.summary is not None and run.summary["count"] == 10
+
+
+def test_live_run_is_still_running(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path, "r1", {})
+    assert load_run(tmp_path / "r1").status == "running"
+    assert writer.manifest["host"]["pid"] == os.getpid()
+
+
+def test_find_run_by_id_prefix_path_and_latest(tmp_path: Path) -> None:
+    for run_id in ("2026-01-01-a", "2026-01-02-b"):
+        RunWriter(tmp_path, run_id, {}).finish("complete", None)
+    assert find_run("2026-01-02", tmp_path).run_id == "2026-01-02-b"
+    assert find_run("latest", tmp_path).run_id == "2026-01-02-b"
+    assert find_run(str(tmp_path / "2026-01-01-a"), tmp_path).run_id == "2026-01-01-a"
+    with pytest.raises(ResultsError, match="matches 2 runs"):
+        find_run("2026", tmp_path)
+    with pytest.raises(ResultsError, match="no run 'zzz'"):
+        find_run("zzz", tmp_path)
