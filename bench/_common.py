@@ -31,8 +31,10 @@ def scratch() -> Iterator[Path]:
     shared = os.environ.get(WORKDIR_ENV)
     root = Path(shared) if shared else Path(tempfile.mkdtemp(prefix="edgetool-bench-"))
     root.mkdir(parents=True, exist_ok=True)
-    saved = {k: os.environ.get(k) for k in ("EDGETOOL_STATE_DIR", "EDGETOOL_CACHE_DIR",
-                                               "EDGETOOL_RESULTS")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("EDGETOOL_STATE_DIR", "EDGETOOL_CACHE_DIR", "EDGETOOL_RESULTS")
+    }
     os.environ["EDGETOOL_STATE_DIR"] = str(root / "state")
     os.environ["EDGETOOL_CACHE_DIR"] = str(root / "cache")
     os.environ["EDGETOOL_RESULTS"] = str(root / "results")

@@ -66,8 +66,9 @@ def bare_samples(model: Path, iterations: int, warmup: int) -> list[int]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(model), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(model), sess_options=options, providers=["CPUExecutionProvider"]
+    )
     spec = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
     # The runner's default input: np.random.default_rng(seed=0).uniform(-1, 1) as float32.
@@ -93,10 +94,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with scratch() as root:
         model = mlp_1ms_onnx(root)
-        print(f"runner overhead: {model.name}, {args.reps} x {args.iterations} inferences, "
-              "threads=1", flush=True)
-        detail: dict[str, list[float]] = {"bare_p50_us": [], "runner_p50_us": [],
-                                          "bare_p90_us": [], "runner_p90_us": []}
+        print(
+            f"runner overhead: {model.name}, {args.reps} x {args.iterations} inferences, threads=1",
+            flush=True,
+        )
+        detail: dict[str, list[float]] = {
+            "bare_p50_us": [],
+            "runner_p50_us": [],
+            "bare_p90_us": [],
+            "runner_p90_us": [],
+        }
 
         def bare(_: int) -> float:
             ns = bare_samples(model, args.iterations, args.warmup)
@@ -116,13 +123,21 @@ def main(argv: list[str] | None = None) -> int:
 
     per_rep = [c / b for b, c in zip(base, cand, strict=True)]
     ratio = median(cand) / median(base)
-    print(f"bare   p50 median {median(base):8.1f} us  (reps: "
-          + ", ".join(f"{v:.1f}" for v in base) + ")")
-    print(f"runner p50 median {median(cand):8.1f} us  (reps: "
-          + ", ".join(f"{v:.1f}" for v in cand) + ")")
+    print(
+        f"bare   p50 median {median(base):8.1f} us  (reps: "
+        + ", ".join(f"{v:.1f}" for v in base)
+        + ")"
+    )
+    print(
+        f"runner p50 median {median(cand):8.1f} us  (reps: "
+        + ", ".join(f"{v:.1f}" for v in cand)
+        + ")"
+    )
     print(f"per-rep ratios: {', '.join(f'{r:.4f}' for r in per_rep)}")
-    print(f"RATIO runner/bare p50 = {ratio:.4f}  (goal <= {GOAL})  "
-          f"{'MET' if ratio <= GOAL else 'MISSED'}")
+    print(
+        f"RATIO runner/bare p50 = {ratio:.4f}  (goal <= {GOAL})  "
+        f"{'MET' if ratio <= GOAL else 'MISSED'}"
+    )
     Result(
         name="runner_overhead",
         ratio=ratio,
@@ -142,5 +157,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     raise SystemExit(main())

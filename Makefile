@@ -1,0 +1,45 @@
+# edgetool: one command to set up and run the main job, one to run the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo setup test test-fast lint bench models clean
+
+## demo: set up (first time) and deploy the shipped tiny-mlp on the default target (local)
+demo: $(STAMP)
+	$(BIN)/edgetool deploy --model tiny-mlp
+
+## setup: create .venv and install edgetool with its dev extras
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## test: every test, including the ones against a real loopback sshd (what CI runs)
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "" -q
+
+## test-fast: unit tests only (no sshd)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## lint: ruff and mypy --strict
+lint: $(STAMP)
+	$(BIN)/ruff check edgetool tests bench
+	$(BIN)/ruff format --check edgetool tests bench
+	$(BIN)/mypy edgetool
+
+## bench: the benchmarks behind bench/RESULTS.md
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+## models: regenerate the shipped demo models (byte-identical)
+models: $(STAMP)
+	$(BIN)/python -m edgetool.zoo.tinymlp
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
