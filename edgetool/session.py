@@ -29,6 +29,7 @@ from edgetool.transport.base import Progress, file_sha256
 class RunSettings:
     iterations: int = 0
     duration: float = 0.0
+    min_duration: float = 0.0
     warmup: int = 10
     warmup_seconds: float = 0.0
     threads: int = 0
@@ -81,6 +82,8 @@ def runner_argv(
         argv += ["--iterations", str(iterations)]
     if settings.duration:
         argv += ["--duration", repr(settings.duration)]
+    if settings.min_duration:
+        argv += ["--min-duration", repr(settings.min_duration)]
     argv += ["--warmup", str(settings.warmup), "--warmup-seconds", repr(settings.warmup_seconds)]
     argv += ["--threads", str(settings.threads), "--seed", str(settings.seed)]
     if input_path:
@@ -198,7 +201,10 @@ def _run_and_journal(
                 writer.update(**{f"env_{event.when}": event.values})
             elif isinstance(event, schema.Warmup):
                 warm = event
-                obs.measuring(settings.effective_iterations(), settings.duration)
+                obs.measuring(
+                    0 if settings.min_duration else settings.effective_iterations(),
+                    settings.duration,
+                )
             elif isinstance(event, schema.Summary):
                 end = event
             elif isinstance(event, schema.ErrorEvent):

@@ -38,7 +38,12 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     required=True,
     help="An .onnx/.tflite file, or NAME[:FORMAT] of a model in models/ (e.g. tiny-mlp:tflite).",
 )
-@click.option("-n", "--iterations", type=click.IntRange(min=1), help="Timed inferences [100].")
+@click.option(
+    "-n",
+    "--iterations",
+    type=click.IntRange(min=1),
+    help="Timed inferences [default: 100 and at least 1 s, as benchmark_model].",
+)
 @click.option(
     "-d",
     "--duration",
@@ -126,6 +131,7 @@ def command(
     artifact = resolve_model(model_spec)
     settings = RunSettings(
         iterations=iterations or 0,
+        min_duration=0.0 if iterations or duration else 1.0,
         duration=duration or 0.0,
         warmup=warmup,
         warmup_seconds=warmup_seconds,

@@ -388,11 +388,13 @@ def measure(
     invoke: Callable[[], None],
     iterations: int,
     duration: float,
+    min_duration: float,
     on_batch: Callable[[int, list[int]], None],
 ) -> tuple[int, int]:
     """Time each call; flush batches so a killed run still leaves its samples."""
     clock = time.perf_counter_ns
     deadline = clock() + int(duration * 1e9) if duration > 0 else 0
+    at_least = clock() + int(min_duration * 1e9)
     batch: list[int] = []
     first_index = 0
     count = 0
@@ -406,7 +408,7 @@ def measure(
         if len(batch) >= FLUSH_SAMPLES or t1 - last_flush >= FLUSH_NS:
             on_batch(first_index, batch)
             first_index, batch, last_flush = count, [], t1
-        if (iterations and count >= iterations) or (deadline and t1 >= deadline):
+        if (iterations and count >= iterations and t1 >= at_least) or (deadline and t1 >= deadline):
             break
     if batch:
         on_batch(first_index, batch)
@@ -469,7 +471,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     def on_batch(first: int, ns: list[int]) -> None:
         emit("sample", i=first, ns=ns)
 
-    count, wall_ns = measure(model.invoke, args.iterations, args.duration, on_batch)
+    count, wall_ns = measure(
+        model.invoke, args.iterations, args.duration, args.min_duration, on_batch
+    )
     emit("env", when="after", **environment())
     emit("summary", count=count, wall_ns=wall_ns, peak_rss=peak_rss_bytes())
     return 0
@@ -484,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--runtime", default="auto", choices=["auto", "onnxruntime", "litert"])
     run.add_argument("--iterations", type=int, default=0)
     run.add_argument("--duration", type=float, default=0.0)
+    run.add_argument(
+        "--min-duration", type=float, default=0.0, help="with --iterations: run at least this long"
+    )
     run.add_argument("--warmup", type=int, default=10)
     run.add_argument("--warmup-seconds", type=float, default=0.0)
     run.add_argument("--threads", type=int, default=0)

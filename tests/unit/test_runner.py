@@ -135,3 +135,20 @@ def test_runner_imports_nothing_from_edgetool() -> None:
     source = RUNNER_PATH.read_text()
     assert "edgetool." not in source.replace("edgetool-runner", "")
     assert "import edgetool" not in source
+
+
+def test_min_duration_extends_a_count_run() -> None:
+    code, events = run_runner(
+        "run",
+        "--model",
+        str(TINY_ONNX),
+        "--iterations",
+        "5",
+        "--min-duration",
+        "0.2",
+        "--warmup",
+        "0",
+    )
+    assert code == 0
+    assert events[-1]["count"] > 5
+    assert events[-1]["wall_ns"] >= 0.2e9
