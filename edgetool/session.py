@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,26 +113,28 @@ def push(transport: FileTransport, local: Path, remote: str, observer: Observer)
     return result
 
 
+def push_runner(transport: FileTransport, target: Target, observer: Observer) -> PutResult:
+    remote = device_path(target.workdir, "runner", RUNNER_PATH.name)
+    return push(transport, RUNNER_PATH, remote, observer)
+
+
 def deploy(
     target: Target,
     artifact: Artifact,
     settings: RunSettings,
     results_root: Path,
     observer: Observer | None = None,
-    transport_factory: Callable[[Target], FileTransport] = open_transport,
 ) -> DeployOutcome:
     obs = observer or Observer()
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
-    transport = transport_factory(target)
-    try:
+    with connect(target) as transport:
         obs.connected(transport.description)
-        runner_remote = device_path(target.workdir, "runner", RUNNER_PATH.name)
+        runner = push_runner(transport, target, obs)
         model_remote = device_path(
             target.workdir, "artifacts", artifact.sha256[:16], artifact.path.name
         )
-        pushes = [push(transport, RUNNER_PATH, runner_remote, obs)]
-        pushes.append(push(transport, artifact.path, model_remote, obs))
+        pushes = [runner, push(transport, artifact.path, model_remote, obs)]
         input_remote = None
         if settings.input is not None:
             input_sha = file_sha256(settings.input)
@@ -164,11 +166,9 @@ def deploy(
                 "edgetool": {"version": __version__, "python": platform.python_version()},
             },
         )
-        argv = runner_argv(transport.python, runner_remote, model_remote, settings, input_remote)
+        argv = runner_argv(transport.python, runner.remote, model_remote, settings, input_remote)
         summary = _run_and_journal(transport, argv, writer, settings, obs)
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
-    finally:
-        transport.close()
 
 
 def _run_and_journal(
@@ -262,9 +262,8 @@ def _summary(
 def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Push the runner and ask it for the device's facts (for `targets check`)."""
     with connect(target) as transport:
-        remote = device_path(target.workdir, "runner", RUNNER_PATH.name)
-        transport.put(RUNNER_PATH, remote)
-        out = transport.run_checked([transport.python, remote, "facts"])
+        runner = push_runner(transport, target, Observer())
+        out = transport.run_checked([transport.python, runner.remote, "facts"])
     hello: dict[str, Any] = {}
     env: dict[str, Any] = {}
     for line in out.splitlines():

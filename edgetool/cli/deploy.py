@@ -177,7 +177,7 @@ class DeployView(Observer):
         self.err = console(stderr=True)
         self._progress: Any = None
         self._task: Any = None
-        self._expected = 0
+        self._push_bar: Any = None
 
     def say(self, text: str) -> None:
         if self.enabled:
@@ -187,16 +187,47 @@ class DeployView(Observer):
         self.say(f"connected  {description}")
 
     def pushing(self, name: str, size: int) -> Progress | None:
-        return None
+        """A transfer bar for files big enough to take a moment on a slow link."""
+        if not self.enabled or size < 1_000_000:
+            return None
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TransferSpeedColumn,
+        )
+
+        bar = Progress(
+            f"push  {name}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=self.err,
+            transient=True,
+        )
+        task = bar.add_task("push", total=size)
+        bar.start()
+        self._push_bar = bar
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done)
+
+        return update
+
+    def _stop_push_bar(self) -> None:
+        if self._push_bar is not None:
+            self._push_bar.stop()
+            self._push_bar = None
 
     def pushed(self, name: str, result: PutResult) -> None:
+        self._stop_push_bar()
         if result.skipped:
             self.say(f"push  {name} ✓ (unchanged on device)")
         else:
-            rate = result.size / result.seconds / 1e6 if result.seconds else 0.0
+            rate = human_bytes(result.size / result.seconds) + "/s, " if result.seconds else ""
             self.say(
                 f"push  {name} ✓ {human_bytes(result.size)} in {result.seconds:.2f} s "
-                f"({rate:.1f} MB/s, sha256 verified on device)"
+                f"({rate}sha256 verified on device)"
             )
 
     def event(self, event: schema.Event) -> None:
@@ -221,7 +252,6 @@ class DeployView(Observer):
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-        self._expected = expected
         self._progress = Progress(
             "measure",
             BarColumn(),
@@ -238,6 +268,7 @@ class DeployView(Observer):
             self._progress.update(self._task, completed=count)
 
     def stop(self) -> None:
+        self._stop_push_bar()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
