@@ -107,23 +107,23 @@ def ssh_dest(state: dict[str, Any]) -> str:
 
 def interleave(
     reps: int,
-    baseline: Callable[[int], float],
-    candidate: Callable[[int], float],
+    arms: dict[str, Callable[[int], float]],
     label: str = "",
     verbose: bool = True,
-) -> tuple[list[float], list[float]]:
-    """Run baseline and candidate alternately (A B A B ...), `reps` times each."""
-    base: list[float] = []
-    cand: list[float] = []
+) -> dict[str, list[float]]:
+    """Run the arms round-robin (A B A B ... or A B C A B C ...), `reps` times each.
+
+    The first arm is the baseline by convention. Each call gets the repetition index
+    and returns one number (seconds, microseconds, ...).
+    """
+    out: dict[str, list[float]] = {name: [] for name in arms}
     for i in range(reps):
-        base.append(baseline(i))
-        cand.append(candidate(i))
+        for name, arm in arms.items():
+            out[name].append(arm(i))
         if verbose:
-            print(
-                f"  {label} rep {i + 1}/{reps}: baseline {base[-1]:.4g}  candidate {cand[-1]:.4g}",
-                flush=True,
-            )
-    return base, cand
+            row = "  ".join(f"{name} {values[-1]:.4g}" for name, values in out.items())
+            print(f"  {label} rep {i + 1}/{reps}: {row}", flush=True)
+    return out
 
 
 def median(values: Sequence[float]) -> float:

@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             detail["runner_p50_us"].append(p50)
             return p50
 
-        base, cand = interleave(args.reps, bare, runner, "p50 us")
+        series = interleave(args.reps, {"bare": bare, "runner": runner}, "p50 us")
+        base, cand = series["bare"], series["runner"]
 
     per_rep = [c / b for b, c in zip(base, cand, strict=True)]
     ratio = median(cand) / median(base)

@@ -28,7 +28,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     "--target",
     "target_name",
     default=lambda: os.environ.get("EDGETOOL_TARGET", "local"),
-    show_default="local (or EDGETOOL_TARGET)",
+    show_default="local, or $EDGETOOL_TARGET",
     help="Target name or path to a target TOML.",
 )
 @click.option(
