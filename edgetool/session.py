@@ -35,6 +35,7 @@ class RunSettings:
     threads: int = 0
     input: Path | None = None
     seed: int = 0
+    save_outputs: bool = False
     runtime: str = "auto"
 
     def effective_iterations(self) -> int:
@@ -74,7 +75,12 @@ def device_path(workdir: str, *parts: str) -> str:
 
 
 def runner_argv(
-    python: str, runner: str, model: str, settings: RunSettings, input_path: str | None
+    python: str,
+    runner: str,
+    model: str,
+    settings: RunSettings,
+    input_path: str | None,
+    outputs_path: str | None = None,
 ) -> list[str]:
     argv = [python, runner, "run", "--model", model, "--runtime", settings.runtime]
     iterations = settings.effective_iterations()
@@ -88,6 +94,8 @@ def runner_argv(
     argv += ["--threads", str(settings.threads), "--seed", str(settings.seed)]
     if input_path:
         argv += ["--input", input_path]
+    if outputs_path:
+        argv += ["--dump-outputs", outputs_path]
     return argv
 
 
@@ -166,8 +174,17 @@ def deploy(
                 "edgetool": {"version": __version__, "python": platform.python_version()},
             },
         )
-        argv = runner_argv(transport.python, runner.remote, model_remote, settings, input_remote)
+        outputs_remote = None
+        if settings.save_outputs:
+            outputs_remote = device_path(target.workdir, "outputs", f"{writer.run_id}.npz")
+            transport.makedirs(device_path(target.workdir, "outputs"))
+        argv = runner_argv(
+            transport.python, runner.remote, model_remote, settings, input_remote, outputs_remote
+        )
         summary = _run_and_journal(transport, argv, writer, settings, obs)
+        if outputs_remote:
+            # The first inference's outputs, for parity checks against a reference.
+            transport.get(outputs_remote, writer.dir / "outputs.npz")
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
 
 

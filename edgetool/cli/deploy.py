@@ -84,6 +84,11 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     type=click.Path(path_type=Path),
     help="Input tensor as .npy (one input) or .npz (by input name); default random.",
 )
+@click.option(
+    "--save-outputs",
+    is_flag=True,
+    help="Keep the first inference's outputs as outputs.npz in the run directory.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
 @click.option(
     "-o",
@@ -106,6 +111,7 @@ def command(
     runtime: str,
     input_path: Path | None,
     seed: int,
+    save_outputs: bool,
     out: Path | None,
     as_json: bool,
     quiet: bool,
@@ -139,6 +145,7 @@ def command(
         input=input_path,
         seed=seed,
         runtime=runtime,
+        save_outputs=save_outputs,
     )
     ui = DeployView(enabled=not (as_json or quiet))
     ui.say(

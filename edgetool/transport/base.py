@@ -136,7 +136,8 @@ class FileTransport(ABC):
     def _remove(self, path: str) -> None: ...
 
     @abstractmethod
-    def _makedirs(self, path: str) -> None: ...
+    def makedirs(self, path: str) -> None:
+        """mkdir -p on the device."""
 
     def run_checked(self, argv: Sequence[str]) -> str:
         """Run a short command and return its stdout; a non-zero exit is a DeviceError."""
@@ -179,7 +180,7 @@ class FileTransport(ABC):
                 f"{posixpath.dirname(remote) or '.'} has {free:,} free.",
                 hint="Free space on the device or set 'workdir' in the target file.",
             )
-        self._makedirs(posixpath.dirname(remote))
+        self.makedirs(posixpath.dirname(remote))
         partial = remote + ".part"
         try:
             self._upload(local, partial, progress)

@@ -122,7 +122,7 @@ class LocalTransport(FileTransport):
     def _remove(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
 
-    def _makedirs(self, path: str) -> None:
+    def makedirs(self, path: str) -> None:
         if path:
             self._path(path).mkdir(parents=True, exist_ok=True)
 

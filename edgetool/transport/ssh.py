@@ -335,7 +335,7 @@ class SshTransport(FileTransport):
         with contextlib.suppress(FileNotFoundError):
             self.sftp().remove(path)
 
-    def _makedirs(self, path: str) -> None:
+    def makedirs(self, path: str) -> None:
         sftp = self.sftp()
         current = ""
         for part in [p for p in path.split("/") if p]:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from edgetool.errors import TransferError
@@ -32,9 +33,13 @@ def test_deploy_over_ssh_then_second_deploy_uploads_nothing(loopback: dict[str, 
     device_dir = Path(loopback["workdir"])
     model_copies = list(device_dir.rglob("tiny-mlp.onnx"))
     assert len(model_copies) == 1 and model_copies[0].read_bytes() == TINY_ONNX.read_bytes()
-    second = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "20", "--json")
+    second = run_cli(
+        "deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "20", "--save-outputs", "--json"
+    )
     assert second.code == 0, second.stderr
     assert sum(p["bytes_sent"] for p in second.json()["pushes"]) == 0
+    outputs = np.load(Path(second.json()["run_dir"]) / "outputs.npz")  # fetched over SFTP
+    assert outputs["logits"].shape == (1, 10)
 
 
 def test_targets_check_over_ssh(loopback: dict[str, Any]) -> None:

@@ -217,3 +217,24 @@ def test_tflite_model_runs_in_litert(cli: Any) -> None:
     result = cli("deploy", "-m", str(TINY_TFLITE), "-n", "20", "--json")
     assert result.code == 0, result.stderr
     assert result.json()["manifest"]["runtime"]["runtime"] == "litert"
+
+
+def test_save_outputs_brings_back_the_models_answer(cli: Any, tmp_path: Path) -> None:
+    from edgetool.zoo.tinymlp import TINY, reference_forward
+
+    x = np.random.default_rng(5).uniform(-1, 1, size=(1, 64)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = cli(
+        "deploy",
+        "-m",
+        "tiny-mlp:tflite",
+        "--input",
+        str(tmp_path / "x.npy"),
+        "-n",
+        "3",
+        "--save-outputs",
+        "--json",
+    )
+    assert result.code == 0, result.stderr
+    outputs = np.load(Path(result.json()["run_dir"]) / "outputs.npz")
+    np.testing.assert_allclose(outputs["logits"], reference_forward(TINY, x), atol=1e-4)
