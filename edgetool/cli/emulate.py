@@ -5,16 +5,15 @@ from __future__ import annotations
 import click
 
 from edgetool.cli.common import emit_json, get_target, json_option
+from edgetool.emulate.sshd import LoopbackSshd
 from edgetool.errors import ConfigError
 from edgetool.targets import Target
 
 
-def _emulator(target: Target) -> object:
+def _emulator(target: Target) -> LoopbackSshd:
     if target.emulator is None:
         raise ConfigError(f"target {target.name} is a real device (no [emulator] section)")
     if target.emulator.type == "sshd":
-        from edgetool.emulate.sshd import LoopbackSshd
-
         return LoopbackSshd(target.name)
     raise ConfigError(
         f"{target.source}: emulator type '{target.emulator.type}' is not supported "
@@ -36,10 +35,7 @@ def command() -> None:
 @click.pass_context
 def start(ctx: click.Context, name: str, as_json: bool) -> None:
     """Start NAME's emulator and wait until it answers."""
-    from edgetool.emulate.sshd import LoopbackSshd
-
     emulator = _emulator(get_target(ctx, name))
-    assert isinstance(emulator, LoopbackSshd)
     state = emulator.start()
     if as_json:
         emit_json(state)
@@ -56,10 +52,7 @@ def start(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def stop(ctx: click.Context, name: str) -> None:
     """Stop NAME's emulator."""
-    from edgetool.emulate.sshd import LoopbackSshd
-
     emulator = _emulator(get_target(ctx, name))
-    assert isinstance(emulator, LoopbackSshd)
     click.echo(f"{name}: stopped" if emulator.stop() else f"{name}: was not running")
 
 
@@ -69,10 +62,7 @@ def stop(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def status(ctx: click.Context, name: str, as_json: bool) -> None:
     """Say whether NAME's emulator is running, and where."""
-    from edgetool.emulate.sshd import LoopbackSshd
-
     emulator = _emulator(get_target(ctx, name))
-    assert isinstance(emulator, LoopbackSshd)
     state = emulator.state()
     if as_json:
         emit_json({"name": name, "running": state is not None, "state": state})

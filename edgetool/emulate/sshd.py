@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
+from edgetool.procs import pid_alive
 from edgetool.targets import emulator_state_file
 
 
@@ -52,16 +53,6 @@ def _keygen(path: Path) -> None:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class LoopbackSshd:
     """Start/stop/status of one sshd bound to 127.0.0.1 on a free port."""
 
@@ -76,7 +67,7 @@ class LoopbackSshd:
             data: dict[str, Any] = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
             return None
-        return data if _pid_alive(int(data.get("pid", 0))) else None
+        return data if pid_alive(int(data.get("pid", 0))) else None
 
     def start(self, timeout: float = 10.0) -> dict[str, Any]:
         running = self.state()
@@ -187,7 +178,7 @@ class LoopbackSshd:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 5
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         return True
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import ResultsError
+from edgetool.procs import pid_alive
 from edgetool.results.stats import summarize_ns
 
 SCHEMA_VERSION = 1
@@ -103,18 +104,6 @@ class Run:
         return str(self.manifest.get("status", "unknown"))
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_samples(path: Path) -> list[int]:
     """All complete sample lines; a torn last line (killed mid-write) is ignored."""
     samples: list[int] = []
@@ -147,7 +136,7 @@ def load_run(path: Path) -> Run:
             summary = None
     host = manifest.get("host", {})
     if manifest.get("status") == "running" and not (
-        host.get("hostname") == socket.gethostname() and _pid_alive(host.get("pid"))
+        host.get("hostname") == socket.gethostname() and pid_alive(host.get("pid"))
     ):
         manifest["status"] = "partial"
         manifest.setdefault("error", "the deploy process died before the run finished")

@@ -13,7 +13,7 @@ import posixpath
 import shlex
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -55,6 +55,18 @@ def quote_argv(argv: Sequence[str]) -> str:
         if "\x00" in arg:
             raise ValueError("a command argument cannot contain a NUL byte")
     return shlex.join(argv)
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Reassemble a byte stream that arrives in arbitrary pieces into text lines."""
+    buffer = b""
+    for data in chunks:
+        buffer += data
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace")
+    if buffer:
+        yield buffer.decode("utf-8", "replace")
 
 
 def file_sha256(path: Path) -> str:

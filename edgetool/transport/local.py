@@ -15,7 +15,7 @@ from pathlib import Path
 from edgetool import paths
 from edgetool.errors import DeviceError
 from edgetool.targets import LocalSettings
-from edgetool.transport.base import CHUNK, FileTransport, Progress
+from edgetool.transport.base import CHUNK, FileTransport, Progress, split_lines
 
 
 class LocalProcess:
@@ -46,12 +46,14 @@ class LocalProcess:
         self._drain.start()
 
     def lines(self) -> Iterator[str]:
+        return split_lines(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
         stdout = self._popen.stdout
         assert stdout is not None
         fd = stdout.fileno()
         selector = selectors.DefaultSelector()
         selector.register(fd, selectors.EVENT_READ)
-        buffer = b""
         try:
             while True:
                 wait = min(self._idle, self._deadline - time.monotonic())
@@ -63,13 +65,8 @@ class LocalProcess:
                     )
                 data = os.read(fd, CHUNK)
                 if not data:
-                    break
-                buffer += data
-                *complete, buffer = buffer.split(b"\n")
-                for line in complete:
-                    yield line.decode("utf-8", "replace")
-            if buffer:
-                yield buffer.decode("utf-8", "replace")
+                    return
+                yield data
         finally:
             selector.close()
 

@@ -18,7 +18,7 @@ import paramiko
 
 from edgetool.errors import ConnectError, DeviceError, HostKeyError
 from edgetool.targets import SshSettings
-from edgetool.transport.base import CHUNK, FileTransport, Progress, quote_argv
+from edgetool.transport.base import CHUNK, FileTransport, Progress, quote_argv, split_lines
 
 SFTP_WINDOW = 16 << 20
 SFTP_PACKET = 32 << 10
@@ -183,7 +183,9 @@ class SshProcess:
             self._stderr.append(data)
 
     def lines(self) -> Iterator[str]:
-        buffer = b""
+        return split_lines(self._chunks())
+
+    def _chunks(self) -> Iterator[bytes]:
         while True:
             if time.monotonic() > self._deadline:
                 self.kill()
@@ -199,13 +201,8 @@ class SshProcess:
             except (OSError, EOFError, paramiko.SSHException) as exc:
                 raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
             if not data:
-                break
-            buffer += data
-            *complete, buffer = buffer.split(b"\n")
-            for line in complete:
-                yield line.decode("utf-8", "replace")
-        if buffer:
-            yield buffer.decode("utf-8", "replace")
+                return
+            yield data
 
     def wait(self) -> int:
         end = time.monotonic() + self._idle
@@ -354,6 +351,10 @@ class SshTransport(FileTransport):
         self.sftp().get(remote, str(local))
 
     def close(self) -> None:
+        """Never raises: closing a connection the device already dropped is not an error."""
         if self._sftp is not None:
-            self._sftp.close()
-        self._client.close()
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
+        with contextlib.suppress(Exception):
+            self._client.close()

@@ -22,6 +22,12 @@ from tests.conftest import TINY_ONNX, assert_one_line_error, run_cli
 pytestmark = pytest.mark.integration
 
 
+def keygen(path: Path) -> Path:
+    """A fresh ed25519 key pair that the loopback device has never seen."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
 def test_deploy_over_ssh_then_second_deploy_uploads_nothing(loopback: dict[str, Any]) -> None:
     first = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "200", "--json")
     assert first.code == 0, first.stderr
@@ -78,9 +84,7 @@ def test_unknown_host_key_is_refused_until_trusted(
 
 
 def test_changed_host_key_is_refused(loopback: dict[str, Any], tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    kind, blob = Path(f"{other}.pub").read_text().split()[:2]
+    kind, blob = Path(f"{keygen(tmp_path / 'other')}.pub").read_text().split()[:2]
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{loopback['transport']['port']} {kind} {blob}\n")
     env = {"EDGETOOL_LOOPBACK_KNOWN_HOSTS": str(known)}
