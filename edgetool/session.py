@@ -115,15 +115,20 @@ def connect(target: Target) -> Iterator[FileTransport]:
         transport.close()
 
 
-def push(transport: FileTransport, local: Path, remote: str, observer: Observer) -> PutResult:
-    result = transport.put(local, remote, observer.pushing(local.name, local.stat().st_size))
-    observer.pushed(local.name, result)
-    return result
+def push(
+    transport: FileTransport, files: list[tuple[Path, str]], observer: Observer
+) -> list[PutResult]:
+    """Send files with the observer watching; one probe and one commit for all of them."""
+    results = transport.put_many(
+        files, lambda local: observer.pushing(local.name, local.stat().st_size)
+    )
+    for (local, _), result in zip(files, results, strict=True):
+        observer.pushed(local.name, result)
+    return results
 
 
-def push_runner(transport: FileTransport, target: Target, observer: Observer) -> PutResult:
-    remote = device_path(target.workdir, "runner", RUNNER_PATH.name)
-    return push(transport, RUNNER_PATH, remote, observer)
+def runner_remote(target: Target) -> str:
+    return device_path(target.workdir, "runner", RUNNER_PATH.name)
 
 
 def deploy(
@@ -138,18 +143,18 @@ def deploy(
         raise ModelError(f"input file not found: {settings.input}")
     with connect(target) as transport:
         obs.connected(transport.description)
-        runner = push_runner(transport, target, obs)
         model_remote = device_path(
             target.workdir, "artifacts", artifact.sha256[:16], artifact.path.name
         )
-        pushes = [runner, push(transport, artifact.path, model_remote, obs)]
+        files = [(RUNNER_PATH, runner_remote(target)), (artifact.path, model_remote)]
         input_remote = None
         if settings.input is not None:
             input_sha = file_sha256(settings.input)
             input_remote = device_path(
                 target.workdir, "inputs", input_sha[:16], settings.input.name
             )
-            pushes.append(push(transport, settings.input, input_remote, obs))
+            files.append((settings.input, input_remote))
+        pushes = push(transport, files, obs)
         writer = RunWriter(
             results_root,
             new_run_id(results_root, target.name, artifact.path.stem),
@@ -179,7 +184,12 @@ def deploy(
             outputs_remote = device_path(target.workdir, "outputs", f"{writer.run_id}.npz")
             transport.makedirs(device_path(target.workdir, "outputs"))
         argv = runner_argv(
-            transport.python, runner.remote, model_remote, settings, input_remote, outputs_remote
+            transport.python,
+            runner_remote(target),
+            model_remote,
+            settings,
+            input_remote,
+            outputs_remote,
         )
         summary = _run_and_journal(transport, argv, writer, settings, obs)
         if outputs_remote:
@@ -279,8 +289,8 @@ def _summary(
 def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Push the runner and ask it for the device's facts (for `targets check`)."""
     with connect(target) as transport:
-        runner = push_runner(transport, target, Observer())
-        out = transport.run_checked([transport.python, runner.remote, "facts"])
+        push(transport, [(RUNNER_PATH, runner_remote(target))], Observer())
+        out = transport.run_checked([transport.python, runner_remote(target), "facts"])
     hello: dict[str, Any] = {}
     env: dict[str, Any] = {}
     for line in out.splitlines():

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgetool.errors import DeviceError, TransferError
 
@@ -43,6 +43,27 @@ for p in sys.argv[1:]:
                 h.update(b)
         entry["sha256"] = h.hexdigest()
     out[p] = entry
+print(json.dumps(out))
+"""
+
+
+# Runs on the device: for each [part, final, sha256], rename part -> final only if the
+# part's hash matches (else delete it); reply {final: null | the wrong hash}.
+_COMMIT = r"""
+import hashlib, json, os, sys
+out = {}
+for part, final, want in json.loads(sys.argv[1]):
+    h = hashlib.sha256()
+    with open(part, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    got = h.hexdigest()
+    if got == want:
+        os.replace(part, final)
+        out[final] = None
+    else:
+        os.remove(part)
+        out[final] = got
 print(json.dumps(out))
 """
 
@@ -142,9 +163,6 @@ class FileTransport(ABC):
     def _upload(self, local: Path, remote: str, progress: Progress | None) -> None: ...
 
     @abstractmethod
-    def _rename(self, source: str, dest: str) -> None: ...
-
-    @abstractmethod
     def _remove(self, path: str) -> None: ...
 
     @abstractmethod
@@ -167,51 +185,85 @@ class FileTransport(ABC):
             raise DeviceError(f"{self.description}: {argv[0]} failed: {detail}")
         return out
 
-    def probe(self, remotes: Sequence[str]) -> dict[str, dict[str, int | str | None]]:
-        """sha256 (or None) and free bytes for each remote path, in one round trip."""
-        out = self.run_checked([self.python, "-c", _PROBE, *remotes])
+    def _remote_json(self, script: str, *args: str) -> dict[str, Any]:
+        out = self.run_checked([self.python, "-c", script, *args])
         try:
-            result: dict[str, dict[str, int | str | None]] = json.loads(out)
+            result: dict[str, Any] = json.loads(out)
         except ValueError as exc:
-            raise DeviceError(f"{self.description}: unexpected probe output {out[:80]!r}") from exc
+            raise DeviceError(f"{self.description}: unexpected reply {out[:80]!r}") from exc
         return result
 
+    def probe(self, remotes: Sequence[str]) -> dict[str, dict[str, int | str | None]]:
+        """sha256 (or None) and free bytes for each remote path, in one round trip."""
+        return self._remote_json(_PROBE, *remotes)
+
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> PutResult:
+        return self.put_many([(local, remote)], lambda _path: progress)[0]
+
+    def put_many(
+        self,
+        files: Sequence[tuple[Path, str]],
+        progress_for: Callable[[Path], Progress | None] = lambda _path: None,
+    ) -> list[PutResult]:
+        """Send several files with two device commands in all: one probe before, one
+        verify-and-rename after; every SFTP byte in between goes to a `.part` name."""
         start = time.perf_counter()
-        size = local.stat().st_size
-        sha = file_sha256(local)
-        info = self.probe([remote])[remote]
-        if info["sha256"] == sha:
-            if progress:
-                progress(size, size)
-            return PutResult(remote, sha, size, 0, True, time.perf_counter() - start)
-        free = int(info["free"] or 0)
-        if size > free:
-            raise DeviceError(
-                f"{self.description}: disk full: {local.name} needs {size:,} bytes, "
-                f"{posixpath.dirname(remote) or '.'} has {free:,} free.",
-                hint="Free space on the device or set 'workdir' in the target file.",
+        shas = {local: file_sha256(local) for local, _ in files}
+        info = self.probe([remote for _, remote in files])
+        needed = [(lo, re) for lo, re in files if info[re]["sha256"] != shas[lo]]
+        self._check_space(needed, info)
+        sent: list[tuple[Path, str]] = []
+        for local, remote in needed:
+            self.makedirs(posixpath.dirname(remote))
+            partial = remote + ".part"
+            try:
+                self._upload(local, partial, progress_for(local))
+            except OSError as exc:
+                self._try_remove(partial)
+                raise TransferError(
+                    f"{self.description}: upload of {local.name} failed ({exc}); "
+                    "nothing was written at the final path."
+                ) from exc
+            sent.append((local, remote))
+        if sent:
+            jobs = [[remote + ".part", remote, shas[local]] for local, remote in sent]
+            arrived = self._remote_json(_COMMIT, json.dumps(jobs))
+            for local, remote in sent:
+                if arrived[remote] is not None:
+                    raise TransferError(
+                        f"{self.description}: {local.name} arrived corrupted (sha256 "
+                        f"{str(arrived[remote])[:12]} != {shas[local][:12]}); "
+                        "nothing was written at the final path."
+                    )
+        seconds = time.perf_counter() - start
+        results = []
+        for local, remote in files:
+            size = local.stat().st_size
+            skipped = (local, remote) not in sent
+            if skipped:
+                progress = progress_for(local)
+                if progress:
+                    progress(size, size)
+            results.append(
+                PutResult(remote, shas[local], size, 0 if skipped else size, skipped, seconds)
             )
-        self.makedirs(posixpath.dirname(remote))
-        partial = remote + ".part"
-        try:
-            self._upload(local, partial, progress)
-        except OSError as exc:
-            self._try_remove(partial)
-            raise TransferError(
-                f"{self.description}: upload of {local.name} failed ({exc}); "
-                "nothing was written at the final path."
-            ) from exc
-        arrived = self.probe([partial])[partial]["sha256"]
-        if arrived != sha:
-            self._try_remove(partial)
-            raise TransferError(
-                f"{self.description}: {local.name} arrived corrupted "
-                f"(sha256 {str(arrived)[:12]} != {sha[:12]}); "
-                "nothing was written at the final path."
-            )
-        self._rename(partial, remote)
-        return PutResult(remote, sha, size, size, False, time.perf_counter() - start)
+        return results
+
+    def _check_space(
+        self, needed: Sequence[tuple[Path, str]], info: dict[str, dict[str, int | str | None]]
+    ) -> None:
+        """Refuse before sending a byte when the files cannot fit (per device directory)."""
+        demand: dict[str, int] = {}
+        for local, remote in needed:
+            folder = posixpath.dirname(remote) or "."
+            demand[folder] = demand.get(folder, 0) + local.stat().st_size
+            free = int(info[remote]["free"] or 0)
+            if demand[folder] > free:
+                raise DeviceError(
+                    f"{self.description}: disk full: {local.name} needs "
+                    f"{local.stat().st_size:,} bytes, {folder} has {free:,} free.",
+                    hint="Free space on the device or set 'workdir' in the target file.",
+                )
 
     def _try_remove(self, path: str) -> None:
         # The connection may be gone; a stray .part is harmless and replaced next time.

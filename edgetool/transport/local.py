@@ -113,9 +113,6 @@ class LocalTransport(FileTransport):
             dst.flush()
             os.fsync(dst.fileno())
 
-    def _rename(self, source: str, dest: str) -> None:
-        os.replace(self._path(source), self._path(dest))
-
     def _remove(self, path: str) -> None:
         self._path(path).unlink(missing_ok=True)
 

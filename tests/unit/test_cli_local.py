@@ -201,14 +201,14 @@ def test_disk_full_on_device(cli: Any, tmp_path: Path) -> None:
         pytest.skip(f"cannot mount tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         big = tmp_path / "big.onnx"
-        big.write_bytes(TINY_ONNX.read_bytes() * 4)  # 420 KB: runner fits, model does not
+        big.write_bytes(TINY_ONNX.read_bytes() * 4)  # 420 KB > the 256 KB device
         tdir = tmp_path / "targets"
         tdir.mkdir()
         (tdir / "tiny.toml").write_text(f'[transport]\ntype = "local"\nroot = "{small}"\n')
         result = cli("--targets-dir", str(tdir), "deploy", "-t", "tiny", "-m", str(big))
         assert_one_line_error(result, 7, "disk full", "big.onnx")
         leftovers = [p.name for p in small.rglob("*") if p.is_file()]
-        assert leftovers == ["device_runner.py"]
+        assert leftovers == []  # refused before sending a byte
     finally:
         subprocess.run(["umount", str(small)], check=False)
 

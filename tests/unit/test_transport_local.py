@@ -1,0 +1,63 @@
+"""The verified put that every file transport shares, on the local transport."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgetool.errors import TransferError
+from edgetool.targets import LocalSettings
+from edgetool.transport.base import Progress
+from edgetool.transport.local import LocalTransport
+
+
+class FlakyLink(LocalTransport):
+    """Flips one byte on the way, as a bad cable or a full-then-freed disk might."""
+
+    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
+        super()._upload(local, remote, progress)
+        path = self.root / remote
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+
+
+def test_unchanged_file_is_not_sent_again_and_changed_one_is(tmp_path: Path) -> None:
+    device = LocalTransport(LocalSettings(root=tmp_path / "device"))
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"a" * 1000)
+    first = device.put(src, "dir/model.onnx")
+    assert (first.skipped, first.bytes_sent) == (False, 1000)
+    again = device.put(src, "dir/model.onnx")
+    assert (again.skipped, again.bytes_sent) == (True, 0)
+    src.write_bytes(b"b" * 10)
+    changed = device.put(src, "dir/model.onnx")
+    assert changed.bytes_sent == 10
+    assert (tmp_path / "device" / "dir" / "model.onnx").read_bytes() == b"b" * 10
+
+
+def test_corruption_in_transit_never_reaches_the_final_path(tmp_path: Path) -> None:
+    device = FlakyLink(LocalSettings(root=tmp_path / "device"))
+    src = tmp_path / "model.onnx"
+    src.write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(TransferError, match="arrived corrupted"):
+        device.put(src, "m/model.onnx")
+    assert list((tmp_path / "device" / "m").iterdir()) == []  # no final file, no .part
+
+
+def test_put_many_reports_each_file_and_progress(tmp_path: Path) -> None:
+    device = LocalTransport(LocalSettings(root=tmp_path / "device"))
+    files = []
+    for name, size in (("a.bin", 10), ("b.bin", 3_000_000)):
+        path = tmp_path / name
+        path.write_bytes(b"x" * size)
+        files.append((path, f"out/{name}"))
+    seen: dict[str, int] = {}
+
+    def progress_for(local: Path) -> Progress:
+        return lambda done, total: seen.__setitem__(local.name, done)
+
+    results = device.put_many(files, progress_for)
+    assert [r.bytes_sent for r in results] == [10, 3_000_000]
+    assert seen == {"a.bin": 10, "b.bin": 3_000_000}
