@@ -1,0 +1,106 @@
+"""Model families: the code behind recipes. Built-ins register by decorator, third
+parties through the `edgetool.models` entry point group.
+
+A family module imports torch at module level; this registry imports a family only
+when a recipe asks for it, so `edgetool --help` and `models list` stay instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from edgetool.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+    from edgetool.zoo.recipe import Recipe
+
+ProgressFn = Callable[[int, int, str], None]
+"""(step, total steps, short status such as 'epoch 3 loss 0.21')"""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Held-out or calibration data as the exported model sees it."""
+
+    inputs: dict[str, np.ndarray]  # input name -> batch of inputs, float32, leading batch dim
+    targets: np.ndarray  # labels (classification) or ground-truth images (restoration)
+
+
+class Family(Protocol):
+    """What edgetool needs from a model family; see edgetool/zoo/cbnet.py for one."""
+
+    name: str
+    task: str  # "classification" | "super_resolution"
+
+    def train(self, recipe: Recipe, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+        """Train from the recipe (seeded), write weights into out_dir, return metrics."""
+        ...
+
+    def reference(self, recipe: Recipe, weights_dir: Path) -> torch.nn.Module:
+        """The trained PyTorch module in eval mode: what artifacts are verified against."""
+        ...
+
+    def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
+        """`split` is "calibration" (from the training data) or "test" (held out)."""
+        ...
+
+    def task_metric(self, outputs: np.ndarray, samples: Samples) -> dict[str, float]:
+        """The paper's metric for these outputs: {"top1": ...} or {"psnr": ...}."""
+        ...
+
+
+# Optional hooks a family may define (looked up with getattr by edgetool.export):
+#
+#   build_onnx(recipe, weights_dir, quant, opset) -> bytes | None
+#       Build the ONNX graph itself instead of torch.onnx (TinyLUT's LUT graph).
+#       Return None to fall back to the generic torch.onnx path for that quant.
+#   export_module(recipe, weights_dir, quant) -> torch.nn.Module
+#       The module litert-torch converts to TFLite, when it differs from reference().
+#   reference_fn(recipe, weights_dir, quant) -> Callable[[dict[str, np.ndarray]], np.ndarray]
+#       What `verify` compares an artifact of this quant against, when that is not
+#       reference() (e.g. the bit-exact numpy LUT implementation).
+
+
+_BUILTIN: dict[str, str] = {
+    # family name -> module that defines and registers it
+    "cbnet": "edgetool.zoo.cbnet",
+    "tinylut": "edgetool.zoo.tinylut",
+    "fsrcnn": "edgetool.zoo.tinylut",
+}
+_REGISTRY: dict[str, Family] = {}
+
+
+def register(cls: type[Any]) -> type[Any]:
+    """Class decorator: `@register class CBNet: name = "cbnet" ...`."""
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_family(name: str) -> Family:
+    if name not in _REGISTRY:
+        module = _BUILTIN.get(name)
+        if module is None:
+            for ep in entry_points(group="edgetool.models"):
+                if ep.name == name:
+                    module = ep.value.split(":")[0]
+        if module is None:
+            raise ModelError(f"unknown model family '{name}'")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ModelError(
+                f"model family '{name}' needs {exc.name or 'a package'} "
+                f"(pip install 'edgetool[train]')"
+            ) from exc
+    if name not in _REGISTRY:
+        raise ModelError(f"module for family '{name}' did not register it")
+    return _REGISTRY[name]

@@ -1,0 +1,168 @@
+"""Recipes: `models/NAME/recipe.toml`, validated into a frozen Recipe.
+
+A recipe says what to build (family + architecture parameters), what to train it on,
+what its input looks like and how it exports by default. Its hash (recipe text +
+weights) keys the export cache, so a retrained model never reuses a stale artifact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edgetool import paths
+from edgetool.errors import ConfigError, ModelError
+
+FORMATS = ("onnx", "tflite")
+QUANTS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    family: str
+    description: str
+    dir: Path
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[str, ...]
+    arch: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    train: Mapping[str, Any] = field(default_factory=dict)
+    export: Mapping[str, Any] = field(default_factory=dict)
+    weights: str = "weights.pt"
+    licence: str = ""
+
+    @property
+    def weights_path(self) -> Path:
+        return self.dir / self.weights
+
+    @property
+    def default_format(self) -> str:
+        return str(self.export.get("format", "onnx"))
+
+    @property
+    def default_quant(self) -> str:
+        return str(self.export.get("quant", "fp32"))
+
+    @property
+    def opset(self) -> int:
+        return int(self.export.get("opset", 17))
+
+    def content_hash(self) -> str:
+        """Recipe text + every weights file: what an exported artifact depends on."""
+        digest = hashlib.sha256((self.dir / "recipe.toml").read_bytes())
+        for path in sorted(self.dir.glob("weights*")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> Recipe:
+        """A copy with `train`/`arch`/`data` keys replaced (tests train tiny configs)."""
+        from dataclasses import replace
+
+        return replace(
+            self,
+            **{
+                section: {**getattr(self, section), **values}
+                for section, values in overrides.items()
+                if section in ("arch", "data", "train", "export")
+            },
+        )
+
+
+def models_dir() -> Path:
+    return paths.REPO_ROOT / "models"
+
+
+def _table(source: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: '{key}' must be a table")
+    return value
+
+
+def parse_recipe(path: Path) -> Recipe:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
+    known = {
+        "name",
+        "family",
+        "description",
+        "weights",
+        "licence",
+        "inputs",
+        "outputs",
+        "arch",
+        "data",
+        "train",
+        "export",
+    }
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
+    family = data.get("family")
+    if not isinstance(family, str):
+        raise ConfigError(f"{path}: missing key 'family' (a string naming the model family)")
+    raw_inputs = data.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ConfigError(f"{path}: 'inputs' must be a list of {{name, shape, dtype}} tables")
+    inputs = []
+    for i, item in enumerate(raw_inputs):
+        shape = item.get("shape") if isinstance(item, dict) else None
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise ConfigError(f"{path}: inputs[{i}].shape must be a list of positive integers")
+        inputs.append(
+            TensorSpec(
+                str(item.get("name", f"input{i}")), tuple(shape), str(item.get("dtype", "float32"))
+            )
+        )
+    outputs = data.get("outputs", ["output"])
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise ConfigError(f"{path}: 'outputs' must be a list of names")
+    export = _table(path, data, "export")
+    if export.get("format", "onnx") not in FORMATS:
+        raise ConfigError(f"{path}: export.format must be one of {', '.join(FORMATS)}")
+    if export.get("quant", "fp32") not in QUANTS:
+        raise ConfigError(f"{path}: export.quant must be one of {', '.join(QUANTS)}")
+    return Recipe(
+        name=str(data.get("name", path.parent.name)),
+        family=family,
+        description=str(data.get("description", "")),
+        dir=path.parent,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        arch=_table(path, data, "arch"),
+        data=_table(path, data, "data"),
+        train=_table(path, data, "train"),
+        export=export,
+        weights=str(data.get("weights", "weights.pt")),
+        licence=str(data.get("licence", "")),
+    )
+
+
+def recipe_names() -> list[str]:
+    root = models_dir()
+    return sorted(p.parent.name for p in root.glob("*/recipe.toml")) if root.is_dir() else []
+
+
+def load_recipe(name: str) -> Recipe:
+    path = models_dir() / name / "recipe.toml"
+    if not path.is_file():
+        raise ModelError(f"unknown model '{name}' (zoo: {', '.join(recipe_names()) or 'empty'}).")
+    return parse_recipe(path)
