@@ -111,19 +111,41 @@ def interleave(
     label: str = "",
     verbose: bool = True,
 ) -> dict[str, list[float]]:
-    """Run the arms round-robin (A B A B ... or A B C A B C ...), `reps` times each.
+    """Run the arms round-robin (A B A B ... A, or A B C A B C ... A), `reps` times each.
 
-    The first arm is the baseline by convention. Each call gets the repetition index
-    and returns one number (seconds, microseconds, ...).
+    The first arm is the baseline; it runs once more at the end (index `reps`), so every
+    candidate run sits between two baseline runs (see `bracketed`). Each call gets
+    the repetition index and returns one number (seconds, microseconds, ...).
     """
     out: dict[str, list[float]] = {name: [] for name in arms}
+    first = next(iter(arms))
     for i in range(reps):
         for name, arm in arms.items():
             out[name].append(arm(i))
         if verbose:
             row = "  ".join(f"{name} {values[-1]:.4g}" for name, values in out.items())
             print(f"  {label} rep {i + 1}/{reps}: {row}", flush=True)
+    out[first].append(arms[first](reps))
+    if verbose:
+        print(f"  {label} closing {first}: {out[first][-1]:.4g}", flush=True)
     return out
+
+
+def bracketed(base: Sequence[float], cand: Sequence[float]) -> list[float]:
+    """cand / base for every adjacent pair: each candidate run against the baseline run
+    just before it and the one just after it (2 ratios per repetition).
+
+    The median of these cancels a slow drift of the machine (half of the pairs see it
+    one way, half the other way), and one disturbed baseline run spoils only 2 of the
+    2 x reps ratios.
+    """
+    if len(base) != len(cand) + 1:
+        raise ValueError("need one more baseline run than candidate runs")
+    return [c / b for i, c in enumerate(cand) for b in (base[i], base[i + 1])]
+
+
+def fmt(values: Sequence[float], digits: int = 1) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
 def median(values: Sequence[float]) -> float:

@@ -72,13 +72,15 @@ class Recipe:
         """A copy with `train`/`arch`/`data` keys replaced (tests train tiny configs)."""
         from dataclasses import replace
 
+        def merged(section: str) -> dict[str, Any]:
+            return {**getattr(self, section), **overrides.get(section, {})}
+
         return replace(
             self,
-            **{
-                section: {**getattr(self, section), **values}
-                for section, values in overrides.items()
-                if section in ("arch", "data", "train", "export")
-            },
+            arch=merged("arch"),
+            data=merged("data"),
+            train=merged("train"),
+            export=merged("export"),
         )
 
 
