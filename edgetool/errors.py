@@ -67,6 +67,12 @@ class ResultsError(EdgetoolError):
     exit_code = 9
 
 
+class VerificationFailed(EdgetoolError):
+    """An artifact does not match its reference within the tolerances."""
+
+    exit_code = 11
+
+
 class Interrupted(EdgetoolError):
     """The user stopped the run; what was measured is kept."""
 
@@ -84,5 +90,6 @@ EXIT_CODES: dict[int, str] = {
     DeviceError.exit_code: "device error: runtime missing, disk full, runner failed or hung",
     TransferError.exit_code: "transfer error: upload did not verify",
     ResultsError.exit_code: "results error: run not found or unreadable",
+    VerificationFailed.exit_code: "verification failed: artifact differs from its reference",
     Interrupted.exit_code: "interrupted (partial results kept)",
 }

@@ -29,6 +29,11 @@ def results_dir() -> Path:
     return _env_path("EDGETOOL_RESULTS", Path("results"))
 
 
+def models_dir() -> Path:
+    """The zoo: models/NAME/recipe.toml (EDGETOOL_MODELS points at another zoo)."""
+    return _env_path("EDGETOOL_MODELS", REPO_ROOT / "models")
+
+
 def builtin_targets_dir() -> Path:
     """Targets shipped with the repo (or the installed package's copy of them)."""
     return REPO_ROOT / "targets"

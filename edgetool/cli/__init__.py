@@ -15,6 +15,10 @@ from edgetool import __version__
 from edgetool.errors import EXIT_CODES, EdgetoolError
 
 _COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("edgetool.cli.zoo:models", "List and inspect the model zoo."),
+    "train": ("edgetool.cli.zoo:train", "Train a zoo model on offline data."),
+    "export": ("edgetool.cli.zoo:export", "Export a model to ONNX or TFLite."),
+    "verify": ("edgetool.cli.zoo:verify", "Check an artifact against its reference."),
     "targets": ("edgetool.cli.targets", "List, check and trust devices."),
     "deploy": ("edgetool.cli.deploy", "Push a model to a device, run it, collect latency."),
     "results": ("edgetool.cli.results", "List, show and export runs."),
@@ -28,13 +32,14 @@ _EPILOG = "\b\nExit codes:\n" + "\n".join(
 
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
+        return list(_COMMANDS)  # the order a newcomer needs them in
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in _COMMANDS:
             return None
-        module = importlib.import_module(_COMMANDS[cmd_name][0])
-        command: click.Command = module.command
+        module_name, _, attr = _COMMANDS[cmd_name][0].partition(":")
+        module = importlib.import_module(module_name)
+        command: click.Command = getattr(module, attr or "command")
         return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:

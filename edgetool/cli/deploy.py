@@ -134,7 +134,8 @@ def command(
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
     target = get_target(ctx, target_name)
-    artifact = resolve_model(model_spec)
+    ui = DeployView(enabled=not (as_json or quiet))
+    artifact = resolve_model(model_spec, progress=ui.say)
     settings = RunSettings(
         iterations=iterations or 0,
         min_duration=0.0 if iterations or duration else 1.0,
@@ -147,9 +148,10 @@ def command(
         runtime=runtime,
         save_outputs=save_outputs,
     )
-    ui = DeployView(enabled=not (as_json or quiet))
+    m = artifact.manifest
+    label = f"{m['model']}:{m['format']}:{m['quant']}" if m.get("model") else artifact.path.name
     ui.say(
-        f"[bold]{artifact.path.name}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
+        f"[bold]{label}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
         f"{human_bytes(artifact.size)}"
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

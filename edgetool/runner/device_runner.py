@@ -288,12 +288,16 @@ class TfliteModel(Model):
 
         def describe(detail: dict[str, Any]) -> dict[str, Any]:
             dtype = detail["dtype"]
-            return {
+            info = {
                 "name": detail["name"],
                 "shape": [int(d) for d in detail["shape"]],
                 "dtype": getattr(dtype, "__name__", str(dtype)),
                 "index": int(detail["index"]),
             }
+            scale, zero_point = detail.get("quantization", (0.0, 0))
+            if scale:  # an int8 model's float I/O is quantized with these
+                info["quantization"] = [float(scale), int(zero_point)]
+            return info
 
         self.inputs = [describe(d) for d in self.interp.get_input_details()]
         self.outputs = [describe(d) for d in self.interp.get_output_details()]
@@ -306,7 +310,15 @@ class TfliteModel(Model):
         self.interp.invoke()
 
     def results(self) -> dict[str, Any]:
-        return {o["name"]: self.interp.get_tensor(o["index"]) for o in self.outputs}
+        """Outputs as real values: quantized ones are dequantized."""
+        out = {}
+        for spec in self.outputs:
+            value = self.interp.get_tensor(spec["index"])
+            if spec.get("quantization"):
+                scale, zero_point = spec["quantization"]
+                value = (value.astype("float32") - zero_point) * scale
+            out[spec["name"]] = value
+        return out
 
 
 def load_model(path: str, runtime: str, threads: int) -> Model:
@@ -363,6 +375,10 @@ def make_inputs(model: Model, input_path: str | None, seed: int) -> dict[str, An
                         spec["name"], spec["shape"], dtype, list(array.shape), array.dtype
                     ),
                 )
+            if array.dtype.kind == "f" and dtype.kind in "iu" and spec.get("quantization"):
+                scale, zero_point = spec["quantization"]
+                info = np.iinfo(dtype)
+                array = np.clip(np.round(array / scale) + zero_point, info.min, info.max)
             feeds[spec["name"]] = np.ascontiguousarray(array.astype(dtype, copy=False))
             continue
         if provided:

@@ -86,6 +86,14 @@ def register(cls: type[Any]) -> type[Any]:
 
 
 def get_family(name: str) -> Family:
+    """By registered name, or `package.module:Class` for a family outside edgetool."""
+    if name not in _REGISTRY and ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ModelError(f"cannot load model family '{name}': {exc}") from exc
+        _REGISTRY[name] = cls()
     if name not in _REGISTRY:
         module = _BUILTIN.get(name)
         if module is None:

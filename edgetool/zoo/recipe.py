@@ -85,7 +85,7 @@ class Recipe:
 
 
 def models_dir() -> Path:
-    return paths.REPO_ROOT / "models"
+    return paths.models_dir()
 
 
 def _table(source: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:

@@ -1,0 +1,286 @@
+"""`edgetool models / train / export / verify`: the model zoo's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetool.cli.common import console, emit_json, human_bytes, json_option
+
+
+def _metrics(recipe_dir: Path) -> dict[str, Any]:
+    path = recipe_dir / "metrics.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+@click.group("models")
+def models() -> None:
+    """List and inspect the model zoo (models/NAME/recipe.toml)."""
+
+
+@models.command("list")
+@json_option
+def models_list(as_json: bool) -> None:
+    """List zoo models with their family, input and headline metric."""
+    from edgetool.zoo.recipe import load_recipe, recipe_names
+
+    rows: list[dict[str, Any]] = []
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        metrics = _metrics(recipe.dir)
+        rows.append(
+            {
+                "name": name,
+                "family": recipe.family,
+                "input": [list(s.shape) for s in recipe.inputs],
+                "trained": recipe.weights_path.is_file(),
+                "metrics": metrics,
+                "description": recipe.description,
+            }
+        )
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "family", "input", "trained", "metric", "description"):
+        table.add_column(column)
+    for row in rows:
+        metric = ", ".join(
+            f"{k} {v:.3g}"
+            for k, v in row["metrics"].items()
+            if k in ("test_top1", "top1", "psnr", "test_psnr", "accuracy") and isinstance(v, float)
+        )
+        table.add_row(
+            row["name"],
+            row["family"],
+            " ".join(map(str, row["input"])),
+            "yes" if row["trained"] else "no",
+            metric,
+            row["description"],
+        )
+    console().print(table)
+
+
+@models.command("show")
+@click.argument("name")
+@json_option
+def models_show(name: str, as_json: bool) -> None:
+    """Show a recipe, its trained metrics and its cached exports."""
+    from dataclasses import asdict
+
+    from edgetool.zoo.recipe import load_recipe
+
+    recipe = load_recipe(name)
+    data = asdict(recipe)
+    data["dir"] = str(recipe.dir)
+    data["recipe_hash"] = recipe.content_hash()
+    data["trained"] = recipe.weights_path.is_file()
+    data["metrics"] = _metrics(recipe.dir)
+    if as_json:
+        emit_json(data)
+        return
+    out = console()
+    out.print(f"[bold]{recipe.name}[/bold]  ({recipe.family})  {recipe.description}")
+    for key in ("inputs", "outputs", "arch", "data", "train", "export", "licence"):
+        out.print(f"  {key:<8} {data[key]}")
+    out.print(f"  weights  {recipe.weights_path} ({'present' if data['trained'] else 'missing'})")
+    for key, value in data["metrics"].items():
+        out.print(f"  {key:<20} {value}")
+
+
+def _parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    import tomllib
+
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        section, dot, field = key.partition(".")
+        if not sep or not dot or section not in ("arch", "data", "train"):
+            raise click.BadParameter(f"'{item}': expected SECTION.KEY=VALUE (train.epochs=3)")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        overrides.setdefault(section, {})[field] = value
+    return overrides
+
+
+@click.command("train")
+@click.argument("name")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a recipe value, e.g. --set train.epochs=2 (repeatable).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write weights and metrics here instead of models/NAME/.",
+)
+@json_option
+def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> None:
+    """Train a zoo model from its recipe on offline data (seeded, reproducible)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgetool.zoo.family import get_family
+    from edgetool.zoo.recipe import load_recipe
+
+    recipe = load_recipe(name).with_overrides(_parse_sets(sets))
+    family = get_family(recipe.family)
+    target = out or recipe.dir
+    target.mkdir(parents=True, exist_ok=True)
+    bar = Progress(
+        TextColumn(f"train {name}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=console(stderr=True),
+        disable=as_json,
+    )
+    with bar:
+        task = bar.add_task("", total=None)
+
+        def progress(step: int, total: int, status: str) -> None:
+            bar.update(task, completed=step, total=total, description=status)
+
+        metrics = family.train(recipe, target, progress)
+    if as_json:
+        emit_json({"model": name, "out": str(target), "metrics": metrics})
+        return
+    out_console = console()
+    out_console.print(f"trained {name} → {target}")
+    for key, value in metrics.items():
+        out_console.print(f"  {key:<24} {value}")
+
+
+@click.command("export")
+@click.argument("name")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "tflite"]),
+    help="Artifact format [recipe default, usually onnx].",
+)
+@click.option(
+    "-q",
+    "--quant",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    help="Quantization [recipe default, usually fp32].",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also copy the artifact (and its .manifest.json) here.",
+)
+@click.option("--force", is_flag=True, help="Rebuild even when a cached export exists.")
+@json_option
+def export(
+    name: str, fmt: str | None, quant: str | None, out: Path | None, force: bool, as_json: bool
+) -> None:
+    """Export a zoo model to ONNX or TFLite: an artifact file plus a manifest.
+
+    Exports are cached by content (recipe + weights + format + quantization), so a
+    second export of an unchanged model is instant.
+    """
+    import shutil
+
+    from edgetool.export.artifact import manifest_path
+    from edgetool.export.build import export as build
+
+    err = console(stderr=True)
+    artifact = build(
+        name, fmt, quant, force=force, progress=None if as_json else lambda msg: err.print(msg)
+    )
+    path = artifact.path
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+        shutil.copyfile(manifest_path(path), manifest_path(out))
+        path = out
+    if as_json:
+        emit_json({"path": str(path), "manifest": artifact.manifest})
+        return
+    m = artifact.manifest
+    console().print(f"{path}")
+    click.echo(
+        f"  {m.get('format')} {m.get('quant')}  {human_bytes(artifact.size)}  sha256 "
+        f"{artifact.sha256[:12]}…  params {m.get('params', '?')}  MACs {m.get('macs', '?'):,}"
+        if isinstance(m.get("macs"), int)
+        else f"  sha256 {artifact.sha256[:12]}…"
+    )
+    for tensor in m.get("inputs", []) + m.get("outputs", []):
+        click.echo(f"  {tensor['name']:<20} {tensor['shape']} {tensor['dtype']}")
+
+
+@click.command("verify")
+@click.argument("artifact")
+@click.option(
+    "-n",
+    "--samples",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Held-out inputs to compare on.",
+)
+@json_option
+def verify(artifact: str, samples: int, as_json: bool) -> None:
+    """Check an artifact against its reference; exit 11 when it does not match.
+
+    ARTIFACT is an exported file (with its manifest) or NAME[:FORMAT[:QUANT]].
+    """
+    from edgetool.errors import VerificationFailed
+    from edgetool.export.artifact import resolve_model
+    from edgetool.export.verify import verify as run_verify
+
+    err = console(stderr=True)
+    resolved = resolve_model(artifact, progress=None if as_json else lambda m: err.print(m))
+    report = run_verify(resolved, samples)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report)
+    if not report.passed:
+        raise VerificationFailed(f"{Path(report.artifact).name}: " + "; ".join(report.failures))
+
+
+def _print_report(report: Any) -> None:
+    out = console()
+    verdict = "[green]PASS[/green]" if report.passed else "[red]FAIL[/red]"
+    out.print(
+        f"{verdict}  {report.model} {report.format} {report.quant} vs {report.reference}, "
+        f"{report.samples} held-out inputs"
+    )
+    out.print(f"  max abs error  {report.max_abs:.3g}")
+    out.print(f"  RMSE           {report.rmse:.3g}")
+    out.print(f"  cosine         {report.cosine:.6f}")
+    for key, value in report.agreement.items():
+        out.print(f"  {key:<14} {value:.4g}")
+    for key in report.metric_artifact:
+        out.print(
+            f"  {key:<14} {report.metric_artifact[key]:.4g} (reference "
+            f"{report.metric_reference.get(key, float('nan')):.4g})"
+        )
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, title="operators")
+    for column in ("op", "onnxruntime", "litert", "tflite-micro"):
+        table.add_column(column)
+    mark = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "—"}
+    for op, support in report.ops.items():
+        table.add_row(op, *(mark[support[r]] for r in ("onnxruntime", "litert", "tflite-micro")))
+    out.print(table)

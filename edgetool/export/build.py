@@ -1,0 +1,125 @@
+"""`edgetool export`: recipe + weights -> artifact (file + manifest), cached by content.
+
+The cache key is the recipe's content hash (recipe text + weights), the format, the
+quantization, the opset and this exporter's version: change any and a new artifact is
+built; change none and the cached one is returned without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgetool import __version__, paths
+from edgetool.errors import ModelError
+from edgetool.export.artifact import EXTENSIONS, Artifact, manifest_path
+from edgetool.zoo.recipe import QUANTS, Recipe, load_recipe
+
+EXPORTER_VERSION = "1"
+CALIBRATION_SAMPLES = 64
+
+Say = Callable[[str], None]
+
+
+def cache_key(recipe: Recipe, fmt: str, quant: str) -> str:
+    text = f"{recipe.content_hash()}|{fmt}|{quant}|{recipe.opset}|{EXPORTER_VERSION}"
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cached_path(recipe: Recipe, fmt: str, quant: str) -> Path:
+    key = cache_key(recipe, fmt, quant)
+    return (
+        paths.cache_dir()
+        / "exports"
+        / recipe.name
+        / f"{fmt}-{quant}-{key}"
+        / f"{recipe.name}-{quant}{EXTENSIONS[fmt]}"
+    )
+
+
+def export(
+    name: str,
+    fmt: str | None = None,
+    quant: str | None = None,
+    *,
+    force: bool = False,
+    progress: Say | None = None,
+) -> Artifact:
+    recipe = load_recipe(name)
+    fmt = fmt or recipe.default_format
+    quant = quant or recipe.default_quant
+    if fmt not in EXTENSIONS:
+        raise ModelError(f"unknown format '{fmt}' (expected onnx or tflite)")
+    if quant not in QUANTS:
+        raise ModelError(f"unknown quantization '{quant}' (expected {', '.join(QUANTS)})")
+    if fmt == "tflite" and quant == "fp16":
+        raise ModelError(
+            "fp16 TFLite is not supported: litert-torch and LiteRT's quantizer offer no "
+            "float16 recipe. Use --format onnx --quant fp16, or --quant int8."
+        )
+    if not recipe.weights_path.is_file():
+        raise ModelError(
+            f"{recipe.name} has no trained weights ({recipe.weights_path} missing).",
+            hint=f"Run `edgetool train {recipe.name}` first.",
+        )
+    target = cached_path(recipe, fmt, quant)
+    if target.is_file() and manifest_path(target).is_file() and not force:
+        return Artifact.from_path(target)
+    say = progress or (lambda _msg: None)
+    say(f"exporting {recipe.name} to {fmt} {quant} (recipe {recipe.content_hash()[:12]})")
+    started = time.perf_counter()
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure(target.parent.parent)))
+    try:
+        staged = staging / target.name
+        details = _build(recipe, fmt, quant, staged, say)
+        from edgetool.export.inspect import describe
+
+        described = describe(staged)
+        manifest = {
+            "model": recipe.name,
+            "family": recipe.family,
+            "format": fmt,
+            "quant": quant,
+            "sha256": Artifact.from_path(staged).sha256,
+            "size": staged.stat().st_size,
+            "recipe_hash": recipe.content_hash(),
+            "opset": recipe.opset if fmt == "onnx" else None,
+            "exporter": f"edgetool {__version__} (exporter v{EXPORTER_VERSION})",
+            "export_seconds": round(time.perf_counter() - started, 3),
+            **described,
+            **details,
+        }
+        manifest_path(staged).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        # Publish the whole directory at once: a reader never sees a file without manifest.
+        if target.parent.exists():
+            shutil.rmtree(target.parent)
+        os.replace(staging, target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Artifact.from_path(target)
+
+
+def _ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _build(recipe: Recipe, fmt: str, quant: str, out: Path, say: Say) -> dict[str, Any]:
+    from edgetool.zoo.family import get_family
+
+    family = get_family(recipe.family)
+    weights_dir = recipe.dir
+    if fmt == "onnx":
+        from edgetool.export import onnx_export
+
+        return onnx_export.export_onnx(family, recipe, weights_dir, quant, out, say)
+    from edgetool.export import tflite_export
+
+    return tflite_export.export_tflite(family, recipe, weights_dir, quant, out, say)

@@ -1,0 +1,105 @@
+"""ONNX export: torch.onnx (or the family's own graph), fp16 conversion, int8 QDQ."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgetool.errors import ModelError
+from edgetool.export.common import (
+    calibration_batches,
+    example_inputs,
+    export_module,
+    param_count,
+)
+from edgetool.zoo.family import Family
+from edgetool.zoo.recipe import Recipe
+
+CALIBRATION_SAMPLES = 64
+
+
+def _torch_onnx(family: Family, recipe: Recipe, weights_dir: Path, out: Path) -> int:
+    import torch
+
+    module = export_module(family, recipe, weights_dir, "fp32").eval()
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
+        torch.onnx.export(
+            module,
+            example_inputs(recipe),
+            str(out),
+            input_names=[spec.name for spec in recipe.inputs],
+            output_names=list(recipe.outputs),
+            opset_version=recipe.opset,
+            dynamo=False,
+        )
+    return param_count(module)
+
+
+def export_onnx(
+    family: Family, recipe: Recipe, weights_dir: Path, quant: str, out: Path, say: Any
+) -> dict[str, Any]:
+    details: dict[str, Any] = {}
+    builder = getattr(family, "build_onnx", None)
+    custom = builder(recipe, weights_dir, quant, recipe.opset) if builder else None
+    if custom is not None:
+        out.write_bytes(custom)
+        details["graph"] = (
+            f"built by the {family.name} family (no torch.onnx, no extra quantization)"
+        )
+        return details
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        details["params"] = _torch_onnx(family, recipe, weights_dir, fp32)
+        if quant == "fp32":
+            fp32.replace(out)
+        elif quant == "fp16":
+            import onnx
+            from onnxruntime.transformers.float16 import convert_float_to_float16
+
+            # Inputs/outputs stay float32 so the same feeds and comparisons work.
+            model = convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True)
+            onnx.save(model, str(out))
+            details["quantization"] = "float16 weights and activations, float32 I/O"
+        elif quant == "int8":
+            say(f"calibrating int8 on {CALIBRATION_SAMPLES} training samples")
+            details.update(_quantize_int8(family, recipe, fp32, out))
+        else:
+            raise ModelError(f"unknown quantization '{quant}'")
+    return details
+
+
+def _quantize_int8(family: Family, recipe: Recipe, fp32: Path, out: Path) -> dict[str, Any]:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    batches = calibration_batches(family, recipe, CALIBRATION_SAMPLES)
+
+    class Reader(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self._it, None)
+
+    logging.getLogger().setLevel(logging.ERROR)  # ORT nags about pre-processing
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+    )
+    return {
+        "quantization": "onnxruntime static QDQ, int8 weights (per channel) and activations",
+        "calibration_samples": len(batches),
+    }

@@ -1,0 +1,94 @@
+"""TFLite export through litert-torch (no TensorFlow); int8 through LiteRT's quantizer
+(ai-edge-quantizer, static int8 weights and activations, calibrated)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgetool.export.common import (
+    calibration_batches,
+    example_inputs,
+    export_module,
+    param_count,
+)
+from edgetool.zoo.family import Family
+from edgetool.zoo.recipe import Recipe
+
+CALIBRATION_SAMPLES = 64
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """litert-torch and the MLIR converter print progress on stdout/stderr (fd level)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as sink:
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def export_tflite(
+    family: Family, recipe: Recipe, weights_dir: Path, quant: str, out: Path, say: Any
+) -> dict[str, Any]:
+    import litert_torch
+    import torch
+
+    module = export_module(family, recipe, weights_dir, quant).eval()
+    details: dict[str, Any] = {"params": param_count(module)}
+    with torch.no_grad(), _quiet():
+        converted = litert_torch.convert(module, example_inputs(recipe))
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.tflite"
+        with _quiet():
+            converted.export(str(fp32))
+        if quant == "fp32":
+            fp32.replace(out)
+            return details
+        say(f"calibrating int8 on {CALIBRATION_SAMPLES} training samples")
+        details.update(_quantize_int8(family, recipe, fp32, out))
+    return details
+
+
+def _quantize_int8(family: Family, recipe: Recipe, fp32: Path, out: Path) -> dict[str, Any]:
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import recipe as recipes
+
+    signatures = Interpreter(model_path=str(fp32)).get_signature_list()
+    key, signature = next(iter(signatures.items()))
+    batches = calibration_batches(family, recipe, CALIBRATION_SAMPLES)
+    # litert-torch names inputs args_0..; feed them in the recipe's order.
+    feeds = [
+        {
+            arg: batch[spec.name]
+            for arg, spec in zip(signature["inputs"], recipe.inputs, strict=True)
+        }
+        for batch in batches
+    ]
+    with _quiet():
+        qt = quantizer.Quantizer(str(fp32))
+        qt.load_quantization_recipe(recipes.static_wi8_ai8())
+        calibration = qt.calibrate({key: feeds})
+        qt.quantize(calibration).export_model(str(out), overwrite=True)
+    return {
+        "quantization": "ai-edge-quantizer static_wi8_ai8 (int8 weights and activations)",
+        "calibration_samples": len(batches),
+    }
