@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from edgetool.errors import ModelError
 from edgetool.export.common import (
     calibration_batches,
     example_inputs,
@@ -48,18 +49,25 @@ def _quiet() -> Any:
 def export_tflite(
     family: Family, recipe: Recipe, weights_dir: Path, quant: str, out: Path, say: Any
 ) -> dict[str, Any]:
-    import litert_torch
     import torch
+
+    with _quiet():  # importing litert-torch logs from TensorFlow/torchao C++ code
+        import litert_torch
 
     module = export_module(family, recipe, weights_dir, quant).eval()
     details: dict[str, Any] = {"params": param_count(module)}
-    with torch.no_grad(), _quiet():
-        converted = litert_torch.convert(module, example_inputs(recipe))
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.tflite"
-        with _quiet():
-            converted.export(str(fp32))
-        if quant == "fp32":
+        try:
+            with torch.no_grad(), _quiet():
+                litert_torch.convert(module, example_inputs(recipe)).export(str(fp32))
+        except Exception as exc:  # converter errors are MLIR dumps: keep the gist
+            gist = next((ln for ln in str(exc).splitlines() if "error:" in ln), str(exc))
+            raise ModelError(
+                f"litert-torch cannot convert {recipe.name}: {gist.strip()[:300]}",
+                hint="Export it to ONNX instead (--format onnx).",
+            ) from exc
+        if quant == "fp32" or quant in getattr(family, "native_quants", ()):
             fp32.replace(out)
             return details
         say(f"calibrating int8 on {CALIBRATION_SAMPLES} training samples")

@@ -65,6 +65,9 @@ class Family(Protocol):
 #       Return None to fall back to the generic torch.onnx path for that quant.
 #   export_module(recipe, weights_dir, quant) -> torch.nn.Module
 #       The module litert-torch converts to TFLite, when it differs from reference().
+#   native_quants: frozenset[str]
+#       Quantizations the family's own graph/module already implements (TinyLUT's int8
+#       LUTs): exported as they are, never passed through a quantizer again.
 #   reference_fn(recipe, weights_dir, quant) -> Callable[[dict[str, np.ndarray]], np.ndarray]
 #       What `verify` compares an artifact of this quant against, when that is not
 #       reference() (e.g. the bit-exact numpy LUT implementation).

@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""TinyLUT-S x4 (its LUT ONNX graph) vs FSRCNN x4 latency in onnxruntime; goal <= 0.2.
+
+Both models read the same 128x128 held-out input (camera, bicubic-downscaled) and write
+512x512. Baseline: FSRCNN exported by torch.onnx (opset 17) with all graph optimizations.
+Candidate: the LUT graph edgetool ships for tinylut-s-x4 (int8 export). Both sessions:
+intra_op_num_threads=1, inter_op_num_threads=1, sequential execution, ORT_ENABLE_ALL.
+
+Repetitions alternate FSRCNN, LUT, FSRCNN, ..., FSRCNN (each run = median of `--inner`
+inferences); ratio = the median of each LUT run over the FSRCNN run before and after it.
+Also printed: Y-PSNR of both and of bicubic on the held-out images, whether the LUT
+graph is bit-exact to the numpy reference, the per-op profile of the LUT graph, and the
+latency of the banded variant (`--bands`, graph repeated per row band).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import Result, bracketed, interleave, median
+
+GOAL = 0.2
+
+C_KERNEL = r"""
+#include <stddef.h>
+#include <stdint.h>
+/* Straight TinyLUT-S LUT inference on the stored int8 tables (37 KB at x4: L1/L2-resident).
+   Compile-time TL_C (channels), TL_L (clip levels), TL_R (scale). */
+enum { C = TL_C, L = TL_L, R = TL_R, K = TL_R * TL_R };
+static inline int floordiv18(int a) { return a >= 0 ? a / 18 : -((-a + 17) / 18); }
+static inline int rhe16(int a) {  /* a / 16 rounded half to even */
+    int q = a >> 4, m = a & 15;
+    return q + (m > 8 || (m == 8 && (q & 1)));
+}
+void tinylut_x(const uint8_t *x, int h, int w,
+               const int8_t *dw_msb, const int8_t *dw_lsb, const int8_t *pw, const int8_t *up,
+               const uint8_t *amap, const uint8_t *bmap, const int32_t *taps, const int32_t *perm,
+               float *out) {
+    for (int py = 0; py < h; py++) for (int px = 0; px < w; px++) {
+        int nb[9];
+        for (int t = 0; t < 9; t++) {
+            int yy = py + t / 3 - 1, xx = px + t % 3 - 1;
+            yy = yy < 0 ? 0 : (yy >= h ? h - 1 : yy); xx = xx < 0 ? 0 : (xx >= w ? w - 1 : xx);
+            nb[t] = x[yy * w + xx];
+        }
+        int res = 4 * (nb[4] >> 2) - 128;
+        int16_t o[K] = {0};
+        for (int rot = 0; rot < 4; rot++) {
+            int16_t y[K] = {0};
+            for (int b = 0; b < 2; b++) {
+                int16_t s[C] = {0}, acc[C] = {0};
+                uint8_t v[C], u[C];
+                for (int t = 0; t < 9; t++) {
+                    int tap = taps[rot * 9 + t];
+                    const int8_t *row = b == 0 ? dw_msb + (tap * 64 + (nb[t] >> 2)) * C
+                                               : dw_lsb + (tap * 4 + (nb[t] & 3)) * C;
+                    for (int c = 0; c < C; c++) s[c] += row[c];
+                }
+                for (int c = 0; c < C; c++) {
+                    int hv = floordiv18(2 * s[c] + 9) + (b == 0 ? res : 0);
+                    hv = hv < -128 ? -128 : (hv > 127 ? 127 : hv);
+                    v[c] = amap[(b * C + c) * 256 + hv + 128];
+                }
+                for (int c = 0; c < C; c++) {
+                    const int8_t *row = pw + ((b * C + c) * L + v[c]) * C;
+                    for (int j = 0; j < C; j++) acc[j] += row[j];
+                }
+                for (int j = 0; j < C; j++) u[j] = bmap[(b * C + j) * 256 + rhe16(acc[j]) + 128];
+                for (int j = 0; j < C; j++) {
+                    const int8_t *row = up + ((b * C + j) * L + u[j]) * K;
+                    for (int k = 0; k < K; k++) y[k] += row[k];
+                }
+            }
+            for (int k = 0; k < K; k++) o[perm[rot * K + k]] += y[k];
+        }
+        int base = nb[4];
+        for (int k = 0; k < K; k++) {
+            int val = rhe16(o[k]) + base;
+            val = val < 0 ? 0 : (val > 255 ? 255 : val);
+            out[(size_t)(py * R + k / R) * (w * R) + px * R + k % R] = (float)val;
+        }
+    }
+}
+"""
+
+
+def c_kernel(luts: dict[str, np.ndarray], tmp: Path) -> Any:
+    """The same integer LUT inference as one C loop over pixels on the stored 37 KB
+    tables (what an onnxruntime custom op would run); None without a C compiler."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from edgetool.zoo import tinylut
+
+    if shutil.which("gcc") is None:
+        return None
+    r, q, c = int(luts["scale"]), int(luts["q"]), int(luts["pw"].shape[1])
+    src, lib = tmp / "tinylut_kernel.c", tmp / "tinylut_kernel.so"
+    src.write_text(C_KERNEL)
+    flags = [f"-DTL_C={c}", f"-DTL_L={2 * q + 1}", f"-DTL_R={r}", "-shared", "-fPIC"]
+    subprocess.run(["gcc", "-O3", "-march=native", *flags, str(src), "-o", str(lib)], check=True)
+    so = ctypes.CDLL(str(lib))
+    perm = np.zeros((4, r * r), np.int32)
+    for rot in range(4):
+        for orig, sub in enumerate(tinylut.subpixel_of_rotation(rot, r)):
+            perm[rot, sub] = orig
+    taps = np.array([tinylut.tap_of_offset(rot) for rot in range(4)], np.int32)
+    arrays = [
+        np.ascontiguousarray(a)
+        for a in (
+            luts["dw_msb"],
+            luts["dw_lsb"],
+            luts["pw"],
+            luts["up"],
+            tinylut._clip_map(luts["alpha"], q).astype(np.uint8),
+            tinylut._clip_map(luts["beta"], q).astype(np.uint8),
+            taps,
+            perm,
+        )
+    ]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        xi = np.ascontiguousarray(np.clip(np.round(x), 0, 255).astype(np.uint8)[0, 0])
+        h, w = xi.shape
+        out = np.empty((1, 1, h * r, w * r), np.float32)
+        ptrs = [a.ctypes.data_as(ctypes.c_void_p) for a in (xi, *arrays, out)]
+        so.tinylut_x(ptrs[0], h, w, *ptrs[1:])
+        return out
+
+    return run
+
+
+def session(data: bytes, profile: bool = False) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_profiling = profile
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def fsrcnn_onnx(recipe: Any) -> bytes:
+    import torch
+
+    from edgetool.zoo.family import get_family
+
+    module = get_family("fsrcnn").reference(recipe, recipe.dir)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        path = Path(tmp) / "fsrcnn.onnx"
+        torch.onnx.export(
+            module,
+            (torch.zeros(recipe.inputs[0].shape),),
+            str(path),
+            input_names=["lr"],
+            output_names=["sr"],
+            opset_version=17,
+            dynamo=False,
+        )
+        return path.read_bytes()
+
+
+def timed(fn: Any, inner: int, clock: Any) -> float:
+    """Median seconds of `inner` back-to-back calls."""
+    times = []
+    for _ in range(inner):
+        t0 = clock()
+        fn()
+        times.append(clock() - t0)
+    return median(times)
+
+
+def op_profile(data: bytes, feed: dict[str, np.ndarray], runs: int) -> list[tuple[str, str, float]]:
+    """(node, op type, mean ms per inference) for every node, slowest first."""
+    sess = session(data, profile=True)
+    for _ in range(runs):
+        sess.run(None, feed)
+    path = sess.end_profiling()
+    try:
+        events = json.loads(Path(path).read_text())
+    finally:
+        os.unlink(path)
+    total: collections.Counter[str] = collections.Counter()
+    kinds: dict[str, str] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            node = name[: -len("_kernel_time")]
+            total[node] += event["dur"]
+            kinds[node] = event.get("args", {}).get("op_name", "?")
+    return [(n, kinds[n], us / runs / 1000) for n, us in total.most_common()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--inner", type=int, default=5)
+    parser.add_argument("--bands", type=int, default=16, help="rows bands of the variant")
+    parser.add_argument("--profile-runs", type=int, default=5)
+    parser.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="cpu = this thread's CPU time (onnxruntime with 1 thread runs in the caller's "
+        "thread): use on a machine shared with other jobs",
+    )
+    args = parser.parse_args(argv)
+
+    from edgetool.zoo import tinylut
+    from edgetool.zoo.family import get_family
+    from edgetool.zoo.recipe import load_recipe
+
+    lut_recipe = load_recipe("tinylut-s-x4")
+    fsr_recipe = load_recipe("fsrcnn-x4")
+    family = get_family("tinylut")
+    luts = tinylut.load_luts(lut_recipe.dir)
+    height, width = lut_recipe.inputs[0].shape[-2:]
+    lut_data = tinylut.build_lut_onnx(luts, height, width)
+    banded_data = tinylut.build_lut_onnx(luts, height, width, bands=args.bands)
+    fsr_data = fsrcnn_onnx(fsr_recipe)
+    test = family.samples(lut_recipe, "test", 64)
+    feed = {"lr": np.ascontiguousarray(test.inputs["lr"][:1])}
+
+    tmp = tempfile.TemporaryDirectory()
+    kernel = c_kernel(luts, Path(tmp.name))
+    lut, banded, fsr = session(lut_data), session(banded_data), session(fsr_data)
+    for sess in (lut, banded, fsr):
+        for _ in range(3):
+            sess.run(None, feed)
+
+    # quality (held-out images) and exactness
+    outs: dict[str, list[np.ndarray]] = {"lut": [], "fsrcnn": []}
+    exact = True
+    for i in range(len(test.targets)):
+        one = {"lr": np.ascontiguousarray(test.inputs["lr"][i : i + 1])}
+        got = lut.run(None, one)[0]
+        exact &= bool(np.array_equal(got, tinylut.lut_reference(one["lr"], luts)))
+        exact &= bool(np.array_equal(got, banded.run(None, one)[0]))
+        if kernel is not None:
+            exact &= bool(np.array_equal(got, kernel(one["lr"])))
+        outs["lut"].append(got)
+        outs["fsrcnn"].append(fsr.run(None, one)[0])
+    psnr = {k: family.task_metric(np.concatenate(v), test) for k, v in outs.items()}
+    print(
+        f"held-out Y-PSNR ({len(test.targets)} images, x4): "
+        f"TinyLUT-S {psnr['lut']['psnr']:.2f} dB, FSRCNN {psnr['fsrcnn']['psnr']:.2f} dB, "
+        f"bicubic {psnr['lut']['psnr_bicubic']:.2f} dB; LUT ONNX (and C kernel) bit-exact "
+        f"to numpy: {exact}"
+    )
+
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
+    arms = {
+        "fsrcnn": lambda i: timed(lambda: fsr.run(None, feed), args.inner, clock),
+        "lut": lambda i: timed(lambda: lut.run(None, feed), args.inner, clock),
+        "lut_banded": lambda i: timed(lambda: banded.run(None, feed), args.inner, clock),
+    }
+    if kernel is not None:
+        arms["c_kernel"] = lambda i: timed(lambda: kernel(feed["lr"]), args.inner, clock)
+    runs = interleave(args.reps, arms, label="latency s", verbose=False)
+    ratios = bracketed(runs["fsrcnn"], runs["lut"])
+    ratio = median(ratios)
+    banded_ratio = median(bracketed(runs["fsrcnn"], runs["lut_banded"]))
+    ms = {k: 1000 * median(v) for k, v in runs.items()}
+    print(
+        f"latency (1 thread, 128x128 -> 512x512): FSRCNN {ms['fsrcnn']:.2f} ms, "
+        f"TinyLUT-S LUT graph {ms['lut']:.2f} ms (ratio {ratio:.3f}), "
+        f"{args.bands}-band variant {ms['lut_banded']:.2f} ms (ratio {banded_ratio:.3f})"
+        f" [{args.clock} clock]"
+    )
+    kernel_ratio = None
+    if kernel is not None:
+        kernel_ratio = median(bracketed(runs["fsrcnn"], runs["c_kernel"]))
+        print(
+            f"C kernel (not an ONNX graph; what a custom op would run): "
+            f"{ms['c_kernel']:.2f} ms (ratio {kernel_ratio:.3f})"
+        )
+
+    profile = op_profile(lut_data, feed, args.profile_runs)
+    total = sum(t for _, _, t in profile)
+    by_kind: collections.Counter[str] = collections.Counter()
+    for _, kind, t in profile:
+        by_kind[kind] += t
+    print(f"LUT graph per-op profile ({len(profile)} nodes, {total:.2f} ms of kernel time):")
+    for kind, t in by_kind.most_common(8):
+        print(f"  {kind:12s} {t:8.2f} ms {100 * t / total:5.1f}%")
+    print("  slowest nodes:")
+    for node, kind, t in profile[:10]:
+        print(f"    {node:22s} {kind:10s} {t:8.2f} ms {100 * t / total:5.1f}%")
+
+    Result(
+        name="tinylut_vs_fsrcnn_latency",
+        ratio=ratio,
+        goal=f"<= {GOAL} with PSNR >= bicubic + 1 dB",
+        met=ratio <= GOAL and psnr["lut"]["psnr"] >= psnr["lut"]["psnr_bicubic"] + 1.0,
+        details={
+            "ms": {k: round(v, 3) for k, v in ms.items()},
+            "clock": args.clock,
+            "banded_ratio": round(banded_ratio, 4),
+            "c_kernel_ratio": None if kernel_ratio is None else round(kernel_ratio, 4),
+            "psnr": {k: round(v["psnr"], 3) for k, v in psnr.items()},
+            "psnr_bicubic": round(psnr["lut"]["psnr_bicubic"], 3),
+            "bit_exact": exact,
+            "profile_ms_by_op": {k: round(v, 3) for k, v in by_kind.most_common()},
+        },
+    ).emit()
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
