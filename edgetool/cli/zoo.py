@@ -51,18 +51,22 @@ def models_list(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("name", "family", "input", "trained", "metric", "description"):
-        table.add_column(column)
+    for column in ("name", "family", "input", "trained", "metric"):
+        table.add_column(column, no_wrap=True, min_width=len(column))
+    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=40)
     for row in rows:
-        metric = ", ".join(
-            f"{k} {v:.3g}"
-            for k, v in row["metrics"].items()
-            if k in ("test_top1", "top1", "psnr", "test_psnr", "accuracy") and isinstance(v, float)
-        )
+        m = row["metrics"]
+        if "test_top1" in m:
+            metric = f"top1 {m['test_top1']:.3f}"
+        elif "psnr" in m:
+            metric = f"PSNR {m['psnr']:.2f} dB (bicubic {m.get('psnr_bicubic', float('nan')):.2f})"
+        else:
+            metric = ""
+        shapes = " ".join("×".join(map(str, shape)) for shape in row["input"])
         table.add_row(
             row["name"],
             row["family"],
-            " ".join(map(str, row["input"])),
+            shapes,
             "yes" if row["trained"] else "no",
             metric,
             row["description"],
