@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgetool.export.onnx_graph import serialize_graph
 from edgetool.zoo import images
 from edgetool.zoo.family import ProgressFn, Samples, register
 from edgetool.zoo.recipe import Recipe
@@ -54,7 +55,6 @@ LSB_LEVELS = 4
 UNIT = 64.0
 """Tables are stored as parameters / UNIT so Adam's step is ~lr * UNIT table units."""
 LUT_KEYS = ("dw_msb", "dw_lsb", "pw", "up")
-ONNX_IR_VERSION = 8
 PRODUCER = "edgetool.zoo.tinylut"
 
 
@@ -358,7 +358,6 @@ def build_lut_onnx(luts: Luts, height: int, width: int, opset: int = 17, bands: 
     then 64 rows each for the joint-index pointwise and up-sampling tables. Integer
     values stay in float32 (exact below 2**24) so Div/Round/Clip match numpy.
     """
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     r = int(luts["scale"])
@@ -470,16 +469,12 @@ def build_lut_onnx(luts: Luts, height: int, width: int, opset: int = 17, bands: 
         [helper.make_tensor_value_info("sr", TensorProto.FLOAT, [1, 1, height * r, width * r])],
         initializer=inits,
     )
-    model = helper.make_model(
+    data = serialize_graph(
         graph,
-        opset_imports=[helper.make_opsetid("", opset)],
-        producer_name=PRODUCER,
-        producer_version="1",
-        doc_string=f"TinyLUT-S x{r} int8 LUT inference (4-rotation ensemble), 0..255 in/out.",
+        opset,
+        PRODUCER,
+        f"TinyLUT-S x{r} int8 LUT inference (4-rotation ensemble), 0..255 in/out.",
     )
-    model.ir_version = ONNX_IR_VERSION
-    onnx.checker.check_model(model)
-    data: bytes = model.SerializeToString(deterministic=True)
     return data
 
 

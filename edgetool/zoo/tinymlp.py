@@ -35,9 +35,6 @@ FloatArray = npt.NDArray[np.float32]
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 ONNX_OPSET = 17
-# IR version 8 is what opset 17 shipped with; pinning it keeps the files loadable
-# by older onnxruntime builds on devices (onnx >= 1.15 would otherwise write 9+).
-ONNX_IR_VERSION = 8
 PRODUCER = "edgetool.zoo.tinymlp"
 
 # --- TFLite schema constants (tensorflow/compiler/mlir/lite/schema/schema.fbs) ---
@@ -143,8 +140,9 @@ def _hidden_name(i: int) -> str:
 
 def build_onnx(spec: MlpSpec) -> bytes:
     """Serialise ``spec`` as an ONNX model (``Gemm(transB=1)`` + ``Relu``)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
+
+    from edgetool.export.onnx_graph import serialize_graph
 
     params = mlp_weights(spec)
     nodes: list[Any] = []
@@ -170,16 +168,12 @@ def build_onnx(spec: MlpSpec) -> bytes:
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [1, spec.out_features])],
         initializer=inits,
     )
-    model = helper.make_model(
+    data = serialize_graph(
         graph,
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET)],
-        producer_name=PRODUCER,
-        producer_version="1",
-        doc_string=f"Seeded random MLP {spec.layers} seed={spec.seed}; not trained.",
+        ONNX_OPSET,
+        PRODUCER,
+        f"Seeded random MLP {spec.layers} seed={spec.seed}; not trained.",
     )
-    model.ir_version = ONNX_IR_VERSION
-    onnx.checker.check_model(model, full_check=True)
-    data: bytes = model.SerializeToString(deterministic=True)
     return data
 
 

@@ -95,8 +95,7 @@ def test_changed_host_key_is_refused(loopback: dict[str, Any], tmp_path: Path) -
 
 
 def test_authentication_failure(loopback: dict[str, Any], tmp_path: Path) -> None:
-    stranger = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    stranger = keygen(tmp_path / "stranger")
     result = run_cli(
         "deploy",
         "-t",
