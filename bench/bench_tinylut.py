@@ -290,11 +290,11 @@ def main(argv: list[str] | None = None) -> int:
 
     profile = op_profile(lut_data, feed, args.profile_runs)
     total = sum(t for _, _, t in profile)
-    by_kind: collections.Counter[str] = collections.Counter()
+    by_kind: dict[str, float] = collections.defaultdict(float)
     for _, kind, t in profile:
         by_kind[kind] += t
     print(f"LUT graph per-op profile ({len(profile)} nodes, {total:.2f} ms of kernel time):")
-    for kind, t in by_kind.most_common(8):
+    for kind, t in sorted(by_kind.items(), key=lambda item: -item[1])[:8]:
         print(f"  {kind:12s} {t:8.2f} ms {100 * t / total:5.1f}%")
     print("  slowest nodes:")
     for node, kind, t in profile[:10]:
@@ -313,7 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             "psnr": {k: round(v["psnr"], 3) for k, v in psnr.items()},
             "psnr_bicubic": round(psnr["lut"]["psnr_bicubic"], 3),
             "bit_exact": exact,
-            "profile_ms_by_op": {k: round(v, 3) for k, v in by_kind.most_common()},
+            "profile_ms_by_op": {
+                k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda i: -i[1])
+            },
         },
     ).emit()
     tmp.cleanup()

@@ -197,6 +197,7 @@ class DeployView(Observer):
 
     def pushing(self, name: str, size: int) -> Progress | None:
         """A transfer bar for files big enough to take a moment on a slow link."""
+        self._stop_push_bar()  # files go one after another; one bar at a time
         if not self.enabled or size < 1_000_000:
             return None
         from rich.progress import (

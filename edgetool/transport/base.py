@@ -100,6 +100,8 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class PutResult:
+    """`seconds` is this file's upload time (0 when skipped); probe and commit are shared."""
+
     remote: str
     sha256: str
     size: int
@@ -186,7 +188,8 @@ class FileTransport(ABC):
         return out
 
     def _remote_json(self, script: str, *args: str) -> dict[str, Any]:
-        out = self.run_checked([self.python, "-c", script, *args])
+        # -S: stdlib only, so site-packages' .pth start-up hooks do not slow every call.
+        out = self.run_checked([self.python, "-S", "-c", script, *args])
         try:
             result: dict[str, Any] = json.loads(out)
         except ValueError as exc:
@@ -207,15 +210,16 @@ class FileTransport(ABC):
     ) -> list[PutResult]:
         """Send several files with two device commands in all: one probe before, one
         verify-and-rename after; every SFTP byte in between goes to a `.part` name."""
-        start = time.perf_counter()
         shas = {local: file_sha256(local) for local, _ in files}
         info = self.probe([remote for _, remote in files])
         needed = [(lo, re) for lo, re in files if info[re]["sha256"] != shas[lo]]
         self._check_space(needed, info)
         sent: list[tuple[Path, str]] = []
+        upload_seconds: dict[Path, float] = {}
         for local, remote in needed:
             self.makedirs(posixpath.dirname(remote))
             partial = remote + ".part"
+            began = time.perf_counter()
             try:
                 self._upload(local, partial, progress_for(local))
             except OSError as exc:
@@ -224,6 +228,7 @@ class FileTransport(ABC):
                     f"{self.description}: upload of {local.name} failed ({exc}); "
                     "nothing was written at the final path."
                 ) from exc
+            upload_seconds[local] = time.perf_counter() - began
             sent.append((local, remote))
         if sent:
             jobs = [[remote + ".part", remote, shas[local]] for local, remote in sent]
@@ -235,7 +240,6 @@ class FileTransport(ABC):
                         f"{str(arrived[remote])[:12]} != {shas[local][:12]}); "
                         "nothing was written at the final path."
                     )
-        seconds = time.perf_counter() - start
         results = []
         for local, remote in files:
             size = local.stat().st_size
@@ -244,6 +248,7 @@ class FileTransport(ABC):
                 progress = progress_for(local)
                 if progress:
                     progress(size, size)
+            seconds = upload_seconds.get(local, 0.0)
             results.append(
                 PutResult(remote, shas[local], size, 0 if skipped else size, skipped, seconds)
             )

@@ -21,7 +21,7 @@ from edgetool.errors import ConnectError, DeviceError, HostKeyError
 from edgetool.targets import SshSettings
 from edgetool.transport.base import CHUNK, FileTransport, Progress, quote_argv, split_lines
 
-SFTP_WINDOW = 4 << 20  # larger windows make paramiko's receive path (get) quadratic
+SFTP_WINDOW = 2 << 20  # larger windows make paramiko's receive path (get) slower
 SFTP_PACKET = 32 << 10
 OPENSSH_WRITE_REQUEST = 128 << 10  # OpenSSH's sftp-server takes up to 256 KiB per write
 _GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
