@@ -152,3 +152,16 @@ def test_min_duration_extends_a_count_run() -> None:
     assert code == 0
     assert events[-1]["count"] > 5
     assert events[-1]["wall_ns"] >= 0.2e9
+
+
+def test_runner_source_needs_at_most_python_3_9() -> None:
+    """Raspberry Pi OS bullseye ships 3.9: the runner must not use newer syntax or APIs.
+    (Annotations are not evaluated: the runner has `from __future__ import annotations`.)"""
+    vermin = Path(sys.executable).with_name("vermin")
+    proc = subprocess.run(
+        [str(vermin), "-t=3.9-", "--violations", "--no-tips", str(RUNNER_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
