@@ -153,14 +153,10 @@ def median(values: Sequence[float]) -> float:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, q in [0, 100]."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+    """The same linear-interpolated percentile edgetool reports (q in [0, 100])."""
+    from edgetool.results.stats import percentile as sorted_percentile
+
+    return sorted_percentile(sorted(values), q)
 
 
 @dataclass(frozen=True)
