@@ -23,7 +23,6 @@ from edgetool.export.artifact import EXTENSIONS, Artifact, manifest_path
 from edgetool.zoo.recipe import QUANTS, Recipe, load_recipe
 
 EXPORTER_VERSION = "1"
-CALIBRATION_SAMPLES = 64
 
 Say = Callable[[str], None]
 

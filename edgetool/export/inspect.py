@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -173,7 +170,7 @@ def op_support(path: Path) -> dict[str, dict[str, bool | None]]:
             supported = (name, domain) in kernels or (name == "Constant" and not domain)
             result[op] = {"onnxruntime": supported, "litert": None, "tflite-micro": None}
         return result
-    micro_missing = _tflm_missing(path)
+    micro_missing = _tflm_missing(path, set(ops))
     return {
         op: {
             "onnxruntime": None,
@@ -184,24 +181,19 @@ def op_support(path: Path) -> dict[str, dict[str, bool | None]]:
     }
 
 
-def _tflm_missing(path: Path) -> set[str] | None:
+def _tflm_missing(path: Path, ops: set[str]) -> set[str] | None:
     """Ops TFLite Micro lacks, by asking it to build an interpreter (None: not installed)."""
     try:
         from tflite_micro.python.tflite_micro import runtime
     except ImportError:
         return None
-    ops = set(describe(path)["ops"])
-    saved = os.dup(2)
+    from edgetool.export.common import quiet_native_output
+
     try:
-        with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()):
-            os.dup2(null.fileno(), 2)
-            interp = runtime.Interpreter.from_file(str(path))
-            del interp
+        with quiet_native_output():
+            runtime.Interpreter.from_file(str(path))
         return set()
     except Exception as exc:
         text = str(exc)
         missing = {op for op in ops if op in text}
         return missing or ops
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgetool.errors import ModelError
 from edgetool.export.common import (
+    CALIBRATION_SAMPLES,
     calibration_batches,
     example_inputs,
     export_module,
@@ -18,8 +19,6 @@ from edgetool.export.common import (
 )
 from edgetool.zoo.family import Family
 from edgetool.zoo.recipe import Recipe
-
-CALIBRATION_SAMPLES = 64
 
 
 def _torch_onnx(family: Family, recipe: Recipe, weights_dir: Path, out: Path) -> int:

@@ -3,47 +3,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from edgetool.errors import ModelError
 from edgetool.export.common import (
+    CALIBRATION_SAMPLES,
     calibration_batches,
     example_inputs,
     export_module,
     param_count,
+    quiet_native_output,
 )
 from edgetool.zoo.family import Family
 from edgetool.zoo.recipe import Recipe
-
-CALIBRATION_SAMPLES = 64
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """litert-torch and the MLIR converter print progress on stdout/stderr (fd level)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    logging.getLogger("absl").setLevel(logging.ERROR)
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as sink:
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            with (
-                contextlib.redirect_stdout(io.StringIO()),
-                contextlib.redirect_stderr(io.StringIO()),
-            ):
-                yield
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
 
 
 def export_tflite(
@@ -51,7 +25,7 @@ def export_tflite(
 ) -> dict[str, Any]:
     import torch
 
-    with _quiet():  # importing litert-torch logs from TensorFlow/torchao C++ code
+    with quiet_native_output():  # importing litert-torch logs from TensorFlow/torchao C++ code
         import litert_torch
 
     module = export_module(family, recipe, weights_dir, quant).eval()
@@ -59,7 +33,7 @@ def export_tflite(
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.tflite"
         try:
-            with torch.no_grad(), _quiet():
+            with torch.no_grad(), quiet_native_output():
                 litert_torch.convert(module, example_inputs(recipe)).export(str(fp32))
         except Exception as exc:  # converter errors are MLIR dumps: keep the gist
             gist = next((ln for ln in str(exc).splitlines() if "error:" in ln), str(exc))
@@ -91,7 +65,7 @@ def _quantize_int8(family: Family, recipe: Recipe, fp32: Path, out: Path) -> dic
         }
         for batch in batches
     ]
-    with _quiet():
+    with quiet_native_output():
         qt = quantizer.Quantizer(str(fp32))
         qt.load_quantization_recipe(recipes.static_wi8_ai8())
         calibration = qt.calibrate({key: feeds})
