@@ -576,9 +576,20 @@ def _train_loop(
     return loss_value
 
 
-def _write_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
+def _write_metrics(
+    out_dir: Path, metrics: dict[str, Any], test: Samples, loss: float, start: float
+) -> dict[str, Any]:
+    """Add what every SR training reports (held-out set, loss, time) and write metrics.json."""
+    metrics = {
+        **metrics,
+        "test_images": list(images.TEST_IMAGES),
+        "test_tiles": len(test.targets),
+        "final_loss": round(loss, 6),
+        "train_seconds": round(time.monotonic() - start, 1),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
 
 
 def load_luts(weights_dir: Path) -> Luts:
@@ -676,13 +687,8 @@ class TinyLUTFamily:
             "lut_bytes": sizes["tables"],
             "lut_kb": round(sizes["tables"] / 1000, 2),
             "scale_bytes": sizes["scales"],
-            "test_images": list(images.TEST_IMAGES),
-            "test_tiles": len(test.targets),
-            "final_loss": round(loss, 6),
-            "train_seconds": round(time.monotonic() - start, 1),
         }
-        _write_metrics(out_dir, metrics)
-        return metrics
+        return _write_metrics(out_dir, metrics, test, loss, start)
 
     def reference(self, recipe: Recipe, weights_dir: Path) -> nn.Module:
         model = _tinylut_net(recipe)
@@ -741,13 +747,8 @@ class FSRCNNFamily:
             "psnr": round(m["psnr"], 3),
             "psnr_bicubic": round(m["psnr_bicubic"], 3),
             "params": sum(p.numel() for p in model.parameters()),
-            "test_images": list(images.TEST_IMAGES),
-            "test_tiles": len(test.targets),
-            "final_loss": round(loss, 6),
-            "train_seconds": round(time.monotonic() - start, 1),
         }
-        _write_metrics(out_dir, metrics)
-        return metrics
+        return _write_metrics(out_dir, metrics, test, loss, start)
 
     def _net(self, recipe: Recipe) -> FSRCNN:
         a = recipe.arch
