@@ -144,6 +144,18 @@ def bracketed(base: Sequence[float], cand: Sequence[float]) -> list[float]:
     return [c / b for i, c in enumerate(cand) for b in (base[i], base[i + 1])]
 
 
+def arm_ratios(
+    series: dict[str, list[float]], baseline: str, *, throughput: bool = False
+) -> dict[str, float]:
+    """Each arm against the baseline runs around it: median of arm/baseline time
+    (or baseline/arm with `throughput`, so higher is better)."""
+    return {
+        name: median([1 / r if throughput else r for r in bracketed(series[baseline], values)])
+        for name, values in series.items()
+        if name != baseline
+    }
+
+
 def fmt(values: Sequence[float], digits: int = 1) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from _common import (
     Result,
-    bracketed,
+    arm_ratios,
     fmt,
     interleave,
     loopback,
@@ -164,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     med = {name: median(values) for name, values in series.items()}
-    ratios = {
-        name: median(bracketed(series["manual"], values))
-        for name, values in series.items()
-        if name != "manual"
-    }
+    ratios = arm_ratios(series, "manual")
     ratio = ratios["edgetool"]
     print(f"\n{'arm':<20}{'median s':>10}{'vs manual':>11}   reps (s)")
     for name, values in series.items():

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from _common import (
     Result,
-    bracketed,
+    arm_ratios,
     fmt,
     interleave,
     loopback,
@@ -281,11 +281,7 @@ def main_bench(args: argparse.Namespace) -> int:
     med = {name: median(values) for name, values in series.items()}
     mbps = {name: args.mb / seconds for name, seconds in med.items()}
     # Throughput ratio = scp time / arm time, over the adjacent (scp, arm) pairs.
-    ratios = {
-        name: median([1 / r for r in bracketed(series["scp"], values)])
-        for name, values in series.items()
-        if name != "scp"
-    }
+    ratios = arm_ratios(series, "scp", throughput=True)
     ratio = ratios["put"]
     print(f"\n{'arm':<14}{'median s':>10}{'MB/s':>9}{'vs scp':>8}   reps (s)")
     for name, values in series.items():
