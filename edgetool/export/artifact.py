@@ -70,10 +70,6 @@ class Artifact:
         return data
 
 
-def models_dir() -> Path:
-    return paths.models_dir()
-
-
 def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
     """`NAME[:FORMAT[:QUANT]]` -> (name, format or None, quant or None)."""
     parts = spec.split(":")
@@ -91,7 +87,7 @@ def resolve_model(spec: str, progress: Any = None) -> Artifact:
     name, fmt, quant = parse_spec(spec)
     if fmt is not None and fmt not in EXTENSIONS:
         raise ModelError(f"unknown format '{fmt}' in '{spec}' (expected onnx or tflite)")
-    folder = models_dir() / name
+    folder = paths.models_dir() / name
     if (folder / "recipe.toml").is_file():
         from edgetool.export.build import export
 
@@ -100,8 +96,8 @@ def resolve_model(spec: str, progress: Any = None) -> Artifact:
     if shipped.is_file() and quant in (None, "fp32"):
         return Artifact.from_path(shipped)
     known = (
-        sorted(d.name for d in models_dir().iterdir() if d.is_dir())
-        if models_dir().is_dir()
+        sorted(d.name for d in paths.models_dir().iterdir() if d.is_dir())
+        if paths.models_dir().is_dir()
         else []
     )
     raise ModelError(

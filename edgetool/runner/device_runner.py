@@ -440,14 +440,18 @@ def warmup(invoke: Callable[[], None], count: int, seconds: float) -> tuple[int,
     return done, time.perf_counter() - start
 
 
-def cmd_facts(_: argparse.Namespace) -> int:
+def emit_hello() -> None:
     emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
+
+
+def cmd_facts(_: argparse.Namespace) -> int:
+    emit_hello()
     emit("env", when="now", **environment())
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
+    emit_hello()
     try:
         import numpy as np
     except Exception as exc:

@@ -84,10 +84,6 @@ class Recipe:
         )
 
 
-def models_dir() -> Path:
-    return paths.models_dir()
-
-
 def _table(source: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, dict):
@@ -159,12 +155,12 @@ def parse_recipe(path: Path) -> Recipe:
 
 
 def recipe_names() -> list[str]:
-    root = models_dir()
+    root = paths.models_dir()
     return sorted(p.parent.name for p in root.glob("*/recipe.toml")) if root.is_dir() else []
 
 
 def load_recipe(name: str) -> Recipe:
-    path = models_dir() / name / "recipe.toml"
+    path = paths.models_dir() / name / "recipe.toml"
     if not path.is_file():
         raise ModelError(f"unknown model '{name}' (zoo: {', '.join(recipe_names()) or 'empty'}).")
     return parse_recipe(path)
