@@ -15,6 +15,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,3 +201,30 @@ def tool(name: str) -> str:
     if not found:
         raise SystemExit(f"{name} not found on PATH")
     return found
+
+
+def ort_session(path: Path, threads: int = 1) -> Any:
+    """onnxruntime at its best settings for batch-1 latency on `threads` cores."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def median_call_us(fn: Callable[[], Any], inner: int) -> Callable[[int], float]:
+    """An `interleave` arm: the median of `inner` back-to-back calls, in microseconds."""
+
+    def arm(_rep: int) -> float:
+        times = []
+        for _ in range(inner):
+            t0 = time.perf_counter_ns()
+            fn()
+            times.append(time.perf_counter_ns() - t0)
+        return median(times) / 1000.0
+
+    return arm

@@ -176,7 +176,7 @@ def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> 
     "-f",
     "--format",
     "fmt",
-    type=click.Choice(["onnx", "tflite"]),
+    type=click.Choice(["onnx", "tflite", "c"]),
     help="Artifact format [recipe default, usually onnx].",
 )
 @click.option(
@@ -196,7 +196,7 @@ def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> 
 def export(
     name: str, fmt: str | None, quant: str | None, out: Path | None, force: bool, as_json: bool
 ) -> None:
-    """Export a zoo model to ONNX or TFLite: an artifact file plus a manifest.
+    """Export a zoo model to ONNX, TFLite or C: an artifact file plus a manifest.
 
     Exports are cached by content (recipe + weights + format + quantization), so a
     second export of an unchanged model is instant.
@@ -269,11 +269,11 @@ def _print_report(report: Any) -> None:
         f"{verdict}  {report.model} {report.format} {report.quant} vs {report.reference}, "
         f"{report.samples} held-out inputs"
     )
-    out.print(f"  max abs error  {report.max_abs:.3g}")
-    out.print(f"  RMSE           {report.rmse:.3g}")
-    out.print(f"  cosine         {report.cosine:.6f}")
+    out.print(f"  max abs error          {report.max_abs:.3g}")
+    out.print(f"  RMSE                   {report.rmse:.3g}")
+    out.print(f"  cosine                 {report.cosine:.6f}")
     for key, value in report.agreement.items():
-        out.print(f"  {key:<14} {value:.4g}")
+        out.print(f"  {key:<22} {value:.4g}")
     for key in report.metric_artifact:
         out.print(
             f"  {key:<14} {report.metric_artifact[key]:.4g} (reference "

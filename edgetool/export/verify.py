@@ -207,6 +207,9 @@ def _compare(
         agreement["psnr_drop"] = float(metric_ref["psnr"] - metric_art["psnr"])
         if agreement["psnr_drop"] > tol["psnr_drop"]:
             failures.append(f"PSNR drop {agreement['psnr_drop']:.3f} dB > {tol['psnr_drop']} dB")
+    extra = getattr(family, "agreement", None)
+    if extra is not None:
+        agreement.update(extra(outputs, expected))
     scale = float(np.max(np.abs(expected))) or 1.0
     if "max_abs" in tol and max_abs > tol["max_abs"]:
         failures.append(f"max abs error {max_abs:.3g} > {tol['max_abs']:.3g}")

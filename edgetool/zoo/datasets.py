@@ -93,7 +93,7 @@ def upscale_digits(images8: npt.ArrayLike) -> FloatArray:
     return out
 
 
-def _split_indices(
+def split_indices(
     labels: IntArray, seed: int, val_fraction: float, test_fraction: float
 ) -> tuple[IntArray, IntArray, IntArray]:
     """Stratified, seeded: every class is split in the same proportions."""
@@ -118,7 +118,7 @@ def _digits_cached(seed: int, val_fraction: float, test_fraction: float) -> Spli
     bunch = load_digits()
     x = upscale_digits(bunch.images)
     y = np.asarray(bunch.target, dtype=np.int64)
-    tr, va, te = _split_indices(y, seed, val_fraction, test_fraction)
+    tr, va, te = split_indices(y, seed, val_fraction, test_fraction)
     return Splits(
         Split(x[tr], y[tr]),
         Split(x[va], y[va]),
@@ -223,7 +223,7 @@ def load_splits(data: Mapping[str, Any], base: Path) -> Splits:
     labels = _resolve(data.get("labels"), "labels", base)
     full = load_mnist_idx(images, labels)
     has_test = "test_images" in data or "test_labels" in data
-    tr, va, te = _split_indices(full.y, seed, val_fraction, 0.0 if has_test else test_fraction)
+    tr, va, te = split_indices(full.y, seed, val_fraction, 0.0 if has_test else test_fraction)
     if has_test:
         test = load_mnist_idx(
             _resolve(data.get("test_images"), "test_images", base),

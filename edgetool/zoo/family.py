@@ -78,6 +78,7 @@ _BUILTIN: dict[str, str] = {
     "cbnet": "edgetool.zoo.cbnet",
     "tinylut": "edgetool.zoo.tinylut",
     "fsrcnn": "edgetool.zoo.tinylut",
+    "l2mu": "edgetool.zoo.l2mu",
 }
 _REGISTRY: dict[str, Family] = {}
 

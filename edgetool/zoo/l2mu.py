@@ -1,0 +1,363 @@
+"""L2MU: a Legendre Memory Unit whose every part is a population of spiking neurons.
+
+Raw smartwatch IMU windows [B, 40, 6] go in, spike counts of 7 output neurons come out
+(class = the neuron that spiked most). Equations (REFERENCES.md, L2MU):
+
+* input:  each sensor channel -> Linear(1 -> population) -> LIF ("encoding-free")
+* u:      I_u = e_x·x_t + e_h·h_{t-1} + e_m·m_{t-1},   s_u = LIF(I_u)
+* memory: I_m = m_{t-1}·Āᵀ + s_u·B̄ᵀ (per memory row),  m_t = LIF(I_m)
+* hidden: I_h = W_x·x_t + W_h·h_{t-1} + W_m·m_t,       h_t = LIF(I_h)
+* output: Linear(h_t) -> LIF, counted over the window.
+
+Ā, B̄ are the LMU's Legendre state space (order, θ) discretised by zero-order hold and
+frozen as buffers. Training runs snntorch's neurons (``Leaky`` or current-based
+``Synaptic``) with surrogate gradients; export runs the same equations written out with
+``Greater -> Cast`` spikes and the 40 steps unrolled, so the graph needs no Loop/Scan and
+no MatrixExp. Tests compare the two step by step.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import snntorch as snn
+import torch
+import torch.nn.functional as F
+from snntorch import surrogate
+from torch import nn
+
+from edgetool.errors import ConfigError, ModelError
+from edgetool.zoo.family import ProgressFn, Samples, register
+from edgetool.zoo.recipe import Recipe
+from edgetool.zoo.wisdm import ACTIVITIES, CHANNELS, STEPS, WindowSplits, load_windows
+
+NEURONS = ("leaky", "synaptic")
+State = tuple[torch.Tensor, ...]
+
+
+def lmu_matrices(order: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Ā [order, order], B̄ [order]): the Legendre delay system, ZOH with dt = 1.
+
+    A_ij = (2i+1)·(-1 if i < j else (-1)^(i-j+1)), B_i = (2i+1)(-1)^i, both / θ. The
+    exponential of the augmented matrix [[A, B], [0, 0]] yields Ā and B̄ in one step.
+    """
+    i = torch.arange(order, dtype=torch.float64)[:, None]
+    j = torch.arange(order, dtype=torch.float64)[None, :]
+    sign = torch.where(i < j, -torch.ones(()), (-1.0) ** (i - j + 1))
+    a = (2 * i + 1) * sign / theta
+    b = (2 * i[:, 0] + 1) * (-1.0) ** i[:, 0] / theta
+    aug = torch.zeros((order + 1, order + 1), dtype=torch.float64)
+    aug[:order, :order] = a
+    aug[:order, order] = b
+    expo = torch.linalg.matrix_exp(aug)
+    return expo[:order, :order].float(), expo[:order, order].float()
+
+
+class Population(nn.Module):
+    """One population of LIF neurons, stepped by snntorch or by the written-out equations.
+
+    snntorch (reset by subtraction, reset delayed one step):
+      leaky:     U_t = β·U_{t-1} + I_t − S_{t-1}·θ
+      synaptic:  J_t = α·J_{t-1} + I_t;  U_t = β·U_{t-1} + J_t − S_{t-1}·θ
+      S_t = U_t > θ
+    where S_{t-1} = U_{t-1} > θ is snntorch's reset signal. The explicit form keeps the
+    same operation order, so in PyTorch the two agree bit for bit.
+    """
+
+    def __init__(self, kind: str, beta: float, alpha: float, threshold: float, slope: float):
+        super().__init__()
+        self.kind, self.beta, self.alpha, self.threshold = kind, beta, alpha, threshold
+        grad = surrogate.fast_sigmoid(slope=slope)
+        self.lif: nn.Module
+        if kind == "leaky":
+            self.lif = snn.Leaky(beta=beta, threshold=threshold, spike_grad=grad)
+        else:
+            self.lif = snn.Synaptic(alpha=alpha, beta=beta, threshold=threshold, spike_grad=grad)
+
+    def init_state(self, like: torch.Tensor) -> State:
+        zero = torch.zeros_like(like)
+        # (spikes, membrane[, synaptic current])
+        return (zero, zero, zero) if self.kind == "synaptic" else (zero, zero)
+
+    def step(self, current: torch.Tensor, state: State, exact: bool) -> State:
+        if not exact:
+            if self.kind == "synaptic":
+                spk, syn, mem = self.lif(current, state[2], state[1])
+                return spk, mem, syn
+            spk, mem = self.lif(current, state[1])
+            return spk, mem
+        spk_prev, mem_prev = state[0], state[1]
+        if self.kind == "synaptic":
+            syn = self.alpha * state[2] + current
+            mem = self.beta * mem_prev + syn - spk_prev * self.threshold
+            return (mem > self.threshold).to(mem.dtype), mem, syn
+        mem = self.beta * mem_prev + current - spk_prev * self.threshold
+        return (mem > self.threshold).to(mem.dtype), mem
+
+
+class L2MU(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+    a_bar_t: torch.Tensor
+    b_bar: torch.Tensor
+
+    def __init__(
+        self,
+        channels: int = CHANNELS,
+        population: int = 8,
+        memory: int = 16,
+        order: int = 8,
+        theta: float = float(STEPS),
+        hidden: int = 64,
+        classes: int = len(ACTIVITIES),
+        neuron: str = "leaky",
+        beta: float = 0.9,
+        alpha: float = 0.8,
+        threshold: float = 1.0,
+        slope: float = 25.0,
+        trace: bool = False,
+    ) -> None:
+        super().__init__()
+        if neuron not in NEURONS:
+            raise ConfigError(f"arch.neuron must be one of {', '.join(NEURONS)}, not '{neuron}'")
+        self.memory, self.order, self.trace = memory, order, trace
+        self.exact = False  # True: written-out equations (export); False: snntorch (training)
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+        a_bar, b_bar = lmu_matrices(order, theta)
+        self.register_buffer("a_bar_t", a_bar.T.contiguous())
+        self.register_buffer("b_bar", b_bar)
+        gen = torch.Generator().manual_seed(0)
+        self.enc_w = nn.Parameter(torch.randn(channels, population, generator=gen))
+        self.enc_b = nn.Parameter(torch.zeros(channels, population))
+        spikes_in = channels * population
+        self.e_x = nn.Linear(spikes_in, memory)
+        self.e_h = nn.Linear(hidden, memory, bias=False)
+        self.e_m = nn.Linear(memory * order, memory, bias=False)
+        self.w_x = nn.Linear(spikes_in, hidden)
+        self.w_h = nn.Linear(hidden, hidden, bias=False)
+        self.w_m = nn.Linear(memory * order, hidden, bias=False)
+        self.readout = nn.Linear(hidden, classes)
+        self.pops = nn.ModuleDict(
+            {
+                name: Population(neuron, beta, alpha, threshold, slope)
+                for name in ("x", "u", "m", "h", "out")
+            }
+        )
+
+    def pop(self, name: str) -> Population:
+        population = self.pops[name]
+        assert isinstance(population, Population)
+        return population
+
+    def run(self, window: torch.Tensor) -> dict[str, list[torch.Tensor]]:
+        """Every population's spikes at every step (what the step-by-step tests compare)."""
+        batch = window.shape[0]
+        norm = (window - self.mean) / self.std  # [B, T, C]
+        drive = (norm.unsqueeze(-1) * self.enc_w + self.enc_b).flatten(2)  # [B, T, C·P]
+        zeros = {
+            "x": drive[:, 0],
+            "u": torch.zeros(batch, self.memory),
+            "m": torch.zeros(batch, self.memory, self.order),
+            "h": torch.zeros(batch, self.w_h.in_features),
+            "out": torch.zeros(batch, self.readout.out_features),
+        }
+        state = {name: self.pop(name).init_state(like) for name, like in zeros.items()}
+        record: dict[str, list[torch.Tensor]] = {name: [] for name in zeros}
+        for t in range(window.shape[1]):
+            state["x"] = self.pop("x").step(drive[:, t], state["x"], self.exact)
+            s_x, h_prev = state["x"][0], state["h"][0]
+            m_prev = state["m"][0].flatten(1)
+            i_u = self.e_x(s_x) + self.e_h(h_prev) + self.e_m(m_prev)
+            state["u"] = self.pop("u").step(i_u, state["u"], self.exact)
+            i_m = state["m"][0] @ self.a_bar_t + state["u"][0].unsqueeze(-1) * self.b_bar
+            state["m"] = self.pop("m").step(i_m, state["m"], self.exact)
+            i_h = self.w_x(s_x) + self.w_h(h_prev) + self.w_m(state["m"][0].flatten(1))
+            state["h"] = self.pop("h").step(i_h, state["h"], self.exact)
+            state["out"] = self.pop("out").step(
+                self.readout(state["h"][0]), state["out"], self.exact
+            )
+            for name in record:
+                record[name].append(state[name][0])
+        return record
+
+    def forward(
+        self, window: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        record = self.run(window)
+        out_spikes = torch.stack(record["out"], dim=1)  # [B, T, classes]
+        counts = out_spikes.sum(dim=1)
+        if self.trace:
+            return counts, torch.stack(record["h"], dim=1), out_spikes
+        return counts
+
+
+def build(recipe: Recipe) -> L2MU:
+    arch = dict(recipe.arch)
+    known = {
+        "population", "memory", "order", "theta", "hidden", "neuron",
+        "beta", "alpha", "threshold", "slope", "trace",
+    }  # fmt: skip
+    unknown = sorted(set(arch) - known)
+    if unknown:
+        raise ConfigError(f"{recipe.name}: unknown arch key '{unknown[0]}'")
+    try:
+        return L2MU(**arch)
+    except TypeError as exc:
+        raise ConfigError(f"{recipe.name}: bad [arch] value: {exc}") from exc
+
+
+def num_params(module: nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+@contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seeded, one-thread training: the same recipe gives the same weights file."""
+    threads = torch.get_num_threads()
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _splits(recipe: Recipe) -> WindowSplits:
+    return load_windows(recipe.data, recipe.dir)
+
+
+def _counts(model: L2MU, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        out = [model(chunk) for chunk in x.split(256)]
+    return torch.cat([o[0] if isinstance(o, tuple) else o for o in out])
+
+
+def _accuracy(model: L2MU, x: np.ndarray, y: np.ndarray) -> float:
+    if len(y) == 0:
+        return float("nan")
+    counts = _counts(model, torch.from_numpy(x))
+    return float((counts.argmax(1).numpy() == y).mean())
+
+
+def train_l2mu(recipe: Recipe, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+    """Surrogate-gradient BPTT over the 40 steps; cross-entropy on output spike counts."""
+    cfg = recipe.train
+    seed, epochs = int(cfg.get("seed", 0)), int(cfg.get("epochs", 40))
+    batch_size = int(cfg.get("batch_size", 64))
+    data = _splits(recipe)
+    started = time.perf_counter()
+    with _deterministic(seed):
+        model = build(recipe)
+        x = torch.from_numpy(data.train.x)
+        y = torch.from_numpy(data.train.y)
+        model.mean.copy_(x.mean(dim=(0, 1)))
+        model.std.copy_(x.std(dim=(0, 1)).clamp_min(1e-3))
+        opt = torch.optim.Adam(model.parameters(), lr=float(cfg.get("lr", 2e-3)))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
+        gen = torch.Generator().manual_seed(seed)
+        for epoch in range(1, epochs + 1):
+            model.train()
+            total, correct = 0.0, 0
+            for idx in torch.randperm(len(x), generator=gen).split(batch_size):
+                counts = model(x[idx])
+                assert isinstance(counts, torch.Tensor)
+                loss = F.cross_entropy(counts, y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                correct += int((counts.argmax(1) == y[idx]).sum())
+            sched.step()
+            progress(
+                epoch, epochs, f"epoch {epoch} loss {total / len(x):.3f} acc {correct / len(x):.3f}"
+            )
+        model.eval()
+        metrics: dict[str, Any] = {
+            "model": recipe.name,
+            "seed": seed,
+            "data": data.source,
+            "sizes": {"train": len(data.train.y), "val": len(data.val.y), "test": len(data.test.y)},
+            "neuron": model.pop("h").kind,
+            "params": num_params(model),
+        }
+        for name, split in (("train", data.train), ("val", data.val), ("test", data.test)):
+            metrics[f"{name}_top1"] = _accuracy(model, split.x, split.y)
+        with torch.no_grad():
+            rates = {k: float(torch.stack(v).mean()) for k, v in model.run(x[:256]).items()}
+        metrics["spike_rates"] = rates  # share of neurons spiking per step, per population
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), out_dir / recipe.weights)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _load(recipe: Recipe, weights_dir: Path) -> L2MU:
+    path = Path(weights_dir) / recipe.weights
+    if not path.is_file():
+        raise ModelError(f"{path} not found", hint=f"train it first: edgetool train {recipe.name}")
+    model = build(recipe)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a torch state_dict ({type(exc).__name__})") from exc
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: weights do not fit {recipe.name}: {first}") from exc
+    return model.eval()
+
+
+@register
+class L2MUFamily:
+    """Spiking LMU for 2 s smartwatch IMU windows; outputs spike counts per activity."""
+
+    name = "l2mu"
+    task = "classification"
+
+    def train(self, recipe: Recipe, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
+        return train_l2mu(recipe, out_dir, progress)
+
+    def reference(self, recipe: Recipe, weights_dir: Path) -> nn.Module:
+        """snntorch's neurons: what `verify` holds every artifact to."""
+        return _load(recipe, weights_dir)
+
+    def export_module(self, recipe: Recipe, weights_dir: Path, quant: str) -> nn.Module:
+        """The same weights stepping the written-out equations (Greater -> Cast spikes)."""
+        model = copy.deepcopy(_load(recipe, weights_dir))
+        model.exact = True
+        return model
+
+    def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
+        data = _splits(recipe)
+        if split == "calibration":
+            part = data.train
+        elif split == "test":
+            part = data.test
+        else:
+            raise ConfigError(f"unknown split '{split}' (expected calibration or test)")
+        n = len(part.y) if count <= 0 else min(count, len(part.y))
+        name = recipe.inputs[0].name if recipe.inputs else "window"
+        return Samples({name: np.ascontiguousarray(part.x[:n])}, part.y[:n].copy())
+
+    def task_metric(self, outputs: np.ndarray, samples: Samples) -> dict[str, float]:
+        counts = np.asarray(outputs).reshape(len(samples.targets), -1)
+        return {"top1": float((counts.argmax(axis=1) == samples.targets).mean())}
+
+    def agreement(self, outputs: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+        """Spike counts are integers: the share of (window, neuron) counts that match
+        exactly, and the mean absolute count difference."""
+        diff = np.abs(np.rint(outputs) - np.rint(expected))
+        return {
+            "spike_count_agreement": float(np.mean(diff == 0)),
+            "spike_count_mad": float(np.mean(diff)),
+        }
