@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                 top1[quant] = float(np.mean(np.asarray(preds) == labels))
                 for _ in range(50):
                     calls[quant](window)
-            arms = {q: median_call_us(lambda c=calls[q]: c(window), args.inner) for q in calls}
+            arms = {q: median_call_us(lambda c=calls[q], w=window: c(w), args.inner) for q in calls}
             runs = interleave(args.reps, arms, label=f"{model} {fmt}", verbose=False)
             ratio = arm_ratios(runs, "fp32")["int8"]
             params = artifact.manifest.get("params")

@@ -27,6 +27,9 @@ DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     "fp32": {"max_rel": 1e-4, "cosine": 0.99999, "top1_agreement": 0.99, "psnr_drop": 0.05},
     "fp16": {"max_rel": 1e-2, "cosine": 0.9995, "top1_agreement": 0.98, "psnr_drop": 0.2},
     "int8": {"max_rel": math.inf, "cosine": 0.98, "top1_agreement": 0.95, "psnr_drop": 1.0},
+    # LLM weight quantizations: next-token agreement with the fp32 model is the measure
+    "int4": {"max_rel": math.inf, "cosine": 0.95, "top1_agreement": 0.9, "psnr_drop": 1.0},
+    "w4a8": {"max_rel": math.inf, "cosine": 0.95, "top1_agreement": 0.9, "psnr_drop": 1.0},
 }
 
 
@@ -158,7 +161,8 @@ def verify(artifact: Artifact, count: int = 64) -> VerifyReport:
     samples = family.samples(recipe, "test", count)
     names = [spec.name for spec in recipe.inputs]
     total = len(samples.inputs[names[0]])
-    runner = ArtifactRunner(artifact)
+    custom_runner = getattr(family, "artifact_runner", None)
+    runner = custom_runner(artifact) if custom_runner else ArtifactRunner(artifact)
     outputs = np.concatenate(
         [runner([samples.inputs[n][i : i + 1] for n in names]) for i in range(total)]
     )
@@ -195,7 +199,8 @@ def _compare(
     tol = tolerances_for(recipe, quant)
     agreement: dict[str, float] = {}
     failures: list[str] = []
-    if task == "classification":
+    if task in ("classification", "language_modeling"):
+        # language models: next-token agreement at every position of every window
         agreement["top1_agreement"] = float(
             np.mean(outputs.argmax(axis=-1) == expected.argmax(axis=-1))
         )
@@ -203,7 +208,11 @@ def _compare(
             failures.append(
                 f"top-1 agreement {agreement['top1_agreement']:.3f} < {tol['top1_agreement']}"
             )
-    else:
+    if task == "language_modeling":
+        agreement["perplexity_increase"] = float(
+            metric_art["perplexity"] / metric_ref["perplexity"] - 1.0
+        )
+    elif task != "classification":
         agreement["psnr_drop"] = float(metric_ref["psnr"] - metric_art["psnr"])
         if agreement["psnr_drop"] > tol["psnr_drop"]:
             failures.append(f"PSNR drop {agreement['psnr_drop']:.3f} dB > {tol['psnr_drop']} dB")

@@ -52,6 +52,18 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Generation:
+    """One timed greedy generation (LLMs): prefill + first token, then decode steps."""
+
+    repeat: int
+    prompt_tokens: int
+    new_tokens: int
+    ttft_ns: int
+    decode_ns: int
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     kind: str
     message: str
@@ -63,7 +75,7 @@ class Log:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Hello | Env | ModelInfo | Warmup | Samples | Summary | ErrorEvent | Log
+Event = Hello | Env | ModelInfo | Warmup | Samples | Generation | Summary | ErrorEvent | Log
 
 
 def parse_event(line: str) -> Event:
@@ -94,6 +106,15 @@ def parse_event(line: str) -> Event:
             return Warmup(int(data["count"]), float(data["seconds"]), data.get("first_ns"))
         if kind == "sample":
             return Samples(int(data["i"]), [int(v) for v in data["ns"]])
+        if kind == "generation":
+            return Generation(
+                int(data["repeat"]),
+                int(data["prompt_tokens"]),
+                int(data["new_tokens"]),
+                int(data["ttft_ns"]),
+                int(data["decode_ns"]),
+                [int(t) for t in data["tokens"]],
+            )
         if kind == "summary":
             return Summary(int(data["count"]), int(data["wall_ns"]), data.get("peak_rss"))
         if kind == "error":

@@ -499,6 +499,124 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+class Generator:
+    """Greedy decoding with an ONNX decoder that takes and returns its KV cache.
+
+    Inputs `input_ids`, `attention_mask` and `past_key_values.N.key/value`
+    [batch, kv_heads, past, head_size]; outputs `logits` and `present.N.key/value`
+    (the layout onnxruntime-genai's model builder writes). Tokenizing stays on the host:
+    prompts arrive as token ids and generated ids go back as ids.
+    """
+
+    def __init__(self, model: OnnxModel, head_size: int) -> None:
+        import numpy as np
+
+        self.np = np
+        self.session = model.session
+        names = [i["name"] for i in model.inputs]
+        self.pasts = [i for i in model.inputs if i["name"].startswith("past_key_values.")]
+        if "input_ids" not in names or not self.pasts:
+            raise RunnerError(
+                "bad_model", "not a KV-cache decoder (needs input_ids and past_key_values.*)"
+            )
+        self.head_size = head_size
+        self.present = {
+            p["name"]: p["name"].replace("past_key_values.", "present.") for p in self.pasts
+        }
+        self.output_names = ["logits", *self.present.values()]
+        self.has_mask = "attention_mask" in names
+
+    def _step(self, ids: Any, past: dict[str, Any], total: int) -> tuple[int, dict[str, Any]]:
+        np = self.np
+        feeds = {"input_ids": ids, **past}
+        if self.has_mask:
+            feeds["attention_mask"] = np.ones((1, total), dtype=np.int64)
+        out = self.session.run(self.output_names, feeds)
+        token = int(np.argmax(out[0][0, -1]))
+        return token, {name: value for name, value in zip(self.present, out[1:])}
+
+    def generate(self, prompt: Any, new_tokens: int, clock: Callable[[], int]) -> dict[str, Any]:
+        """(ttft_ns, per-token decode ns, tokens): prefill + first token, then one per step."""
+        np = self.np
+        past = {
+            p["name"]: np.zeros((1, int(p["shape"][1]), 0, self.head_size), dtype=np.float32)
+            for p in self.pasts
+        }
+        t0 = clock()
+        token, past = self._step(prompt[None, :], past, len(prompt))
+        ttft = clock() - t0
+        tokens, steps = [token], []
+        for k in range(1, new_tokens):
+            t0 = clock()
+            token, past = self._step(np.asarray([[token]], dtype=np.int64), past, len(prompt) + k)
+            steps.append(clock() - t0)
+            tokens.append(token)
+        return {"ttft_ns": ttft, "step_ns": steps, "tokens": tokens}
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    emit_hello()
+    try:
+        import numpy as np
+    except Exception as exc:
+        raise RunnerError(
+            "runtime_missing", f"numpy is not installed for {sys.executable} ({exc})"
+        ) from exc
+    load_start = time.perf_counter()
+    model = load_model(args.model, "onnxruntime", args.threads)
+    load_ms = (time.perf_counter() - load_start) * 1000
+    assert isinstance(model, OnnxModel)
+    generator = Generator(model, args.head_size)
+    try:
+        prompt = np.asarray(np.load(args.prompt_ids, allow_pickle=False), dtype=np.int64).ravel()
+    except Exception as exc:
+        raise RunnerError("bad_input", f"cannot read prompt ids: {exc}") from exc
+    if prompt.size == 0 or args.tokens < 1:
+        raise RunnerError("bad_input", "need a non-empty prompt and --tokens >= 1")
+    emit(
+        "model",
+        runtime=model.runtime,
+        runtime_version=model.runtime_version,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        load_ms=load_ms,
+        threads=args.threads,
+        rss_after_load=peak_rss_bytes(),
+    )
+    emit("env", when="before", **environment())
+    clock = time.perf_counter_ns
+    try:
+        first = clock()
+        for _ in range(max(args.warmup, 1)):
+            warm = generator.generate(prompt, args.tokens, clock)
+        warm_s = (clock() - first) / 1e9
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RunnerError("inference_failed", f"generation failed: {last_line(exc)}") from exc
+    emit("warmup", count=max(args.warmup, 1), seconds=warm_s, first_ns=warm["ttft_ns"])
+    index = 0
+    start = clock()
+    for rep in range(args.repeat):
+        result = generator.generate(prompt, args.tokens, clock)
+        # Per-token decode latencies are this mode's samples; the rest is per generation.
+        if result["step_ns"]:
+            emit("sample", i=index, ns=result["step_ns"])
+            index += len(result["step_ns"])
+        emit(
+            "generation",
+            repeat=rep,
+            prompt_tokens=int(prompt.size),
+            new_tokens=len(result["tokens"]),
+            ttft_ns=result["ttft_ns"],
+            decode_ns=sum(result["step_ns"]),
+            tokens=result["tokens"],
+        )
+    emit("env", when="after", **environment())
+    emit("summary", count=index, wall_ns=clock() - start, peak_rss=peak_rss_bytes())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgetool-runner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -517,11 +635,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--input", default=None)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--dump-outputs", default=None)
+    gen = sub.add_parser("generate", help="time greedy generation with a KV-cache LLM")
+    gen.add_argument("--model", required=True)
+    gen.add_argument("--prompt-ids", required=True, help=".npy of int64 token ids")
+    gen.add_argument("--tokens", type=int, default=32, help="new tokens per generation")
+    gen.add_argument("--head-size", type=int, required=True)
+    gen.add_argument("--repeat", type=int, default=3, help="timed generations")
+    gen.add_argument("--warmup", type=int, default=1, help="untimed generations first")
+    gen.add_argument("--threads", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "run" and not args.iterations and not args.duration:
         args.iterations = 100
+    commands = {"facts": cmd_facts, "run": cmd_run, "generate": cmd_generate}
     try:
-        return cmd_facts(args) if args.command == "facts" else cmd_run(args)
+        return commands[args.command](args)
     except RunnerError as exc:
         emit("error", kind=exc.kind, message=exc.message)
         return 2

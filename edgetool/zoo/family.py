@@ -79,6 +79,7 @@ _BUILTIN: dict[str, str] = {
     "tinylut": "edgetool.zoo.tinylut",
     "fsrcnn": "edgetool.zoo.tinylut",
     "l2mu": "edgetool.zoo.l2mu",
+    "llm": "edgetool.zoo.llm",
 }
 _REGISTRY: dict[str, Family] = {}
 

@@ -19,7 +19,7 @@ from edgetool import paths
 from edgetool.errors import ConfigError, ModelError
 
 FORMATS = ("onnx", "tflite")
-QUANTS = ("fp32", "fp16", "int8")
+QUANTS = ("fp32", "fp16", "int8", "int4", "w4a8")  # int4, w4a8: LLMs only
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,12 @@ class Recipe:
     def content_hash(self) -> str:
         """Recipe text + every weights file: what an exported artifact depends on."""
         digest = hashlib.sha256((self.dir / "recipe.toml").read_bytes())
-        for path in sorted(self.dir.glob("weights*")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
+        for entry in sorted(self.dir.glob("weights*")):
+            # a weights directory (an LLM's Hugging Face layout) counts file by file
+            files = sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry]
+            for path in files:
+                digest.update(path.relative_to(self.dir).as_posix().encode())
+                digest.update(path.read_bytes())
         return digest.hexdigest()
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]]) -> Recipe:

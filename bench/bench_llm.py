@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""tiny-llama greedy decoding on this CPU: int8 / int4 / W4A8 against fp32.
+
+Each precision is exported the way `edgetool export tiny-llama --quant Q` does (cached)
+and run by edgetool's own on-device runner (`device_runner.py generate`, a fresh process
+per run, 1 thread): one untimed generation, then `--repeat` timed ones of `--tokens` new
+tokens after a fixed prompt from the held-out text. Runs alternate fp32, int8, int4,
+w4a8, fp32, ... fp32 (`--reps` each); a run's value is its decode tokens/s, and each
+ratio is the median of the bracketed run ratios (see bench/README.md "Method").
+Quality (`edgetool verify`: perplexity on the held-out text, next-token top-1
+agreement with the fp32 transformers model), artifact size and peak RSS per precision
+are printed beside it.
+
+Goal (issue): decode tokens/s of int4 and W4A8 >= 2.0 x fp32 with top-1 agreement >= 90 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import Result, arm_ratios, interleave, median
+
+QUANTS = ("fp32", "int8", "int4", "w4a8")
+GOAL = 2.0
+
+
+def generate(model: Path, prompt: Path, tokens: int, repeat: int, head: int) -> dict[str, Any]:
+    from edgetool.runner import RUNNER_PATH
+
+    argv = [
+        sys.executable, str(RUNNER_PATH), "generate", "--model", str(model),
+        "--prompt-ids", str(prompt), "--tokens", str(tokens), "--head-size", str(head),
+        "--repeat", str(repeat), "--threads", "1",
+    ]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    gens = [e for e in events if e["event"] == "generation"]
+    summary = next(e for e in events if e["event"] == "summary")
+    return {
+        "decode_tps": median([(g["new_tokens"] - 1) / (g["decode_ns"] / 1e9) for g in gens]),
+        "prefill_tps": median([g["prompt_tokens"] / (g["ttft_ns"] / 1e9) for g in gens]),
+        "ttft_ms": median([g["ttft_ns"] / 1e6 for g in gens]),
+        "peak_rss": summary["peak_rss"],
+        "tokens": gens[0]["tokens"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="ABAB rounds (default 5)")
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per generation")
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3, help="timed generations per run")
+    args = parser.parse_args(argv)
+
+    from edgetool.export.build import export
+    from edgetool.export.verify import verify
+    from edgetool.zoo import llm
+    from edgetool.zoo.recipe import load_recipe
+
+    recipe = load_recipe("tiny-llama")
+    model_dir = llm.hf_dir(recipe)
+    head = llm.geometry(model_dir)["head_size"]
+    ids = llm.encode(model_dir, llm.heldout_text(recipe.dir))[: args.prompt_tokens]
+    artifacts = {q: export("tiny-llama", "onnx", q) for q in QUANTS}
+    quality = {q: verify(artifacts[q], 16) for q in QUANTS}
+    with tempfile.TemporaryDirectory() as tmp:
+        prompt = Path(tmp) / "prompt.npy"
+        np.save(prompt, ids)
+        last: dict[str, dict[str, Any]] = {}
+
+        def arm(quant: str) -> Any:
+            def run(_rep: int) -> float:
+                last[quant] = generate(
+                    artifacts[quant].path, prompt, args.tokens, args.repeat, head
+                )
+                return float(last[quant]["decode_tps"])
+
+            return run
+
+        series = interleave(args.reps, {q: arm(q) for q in QUANTS}, label="decode tok/s")
+    ratios = arm_ratios({q: [1 / v for v in s] for q, s in series.items()}, "fp32")
+    speedup = {q: 1 / r for q, r in ratios.items()}
+    print(f"\n{args.prompt_tokens}-token prompt, {args.tokens} new tokens, 1 thread:")
+    print(f"{'quant':<6} {'decode tok/s':>12} {'vs fp32':>8} {'prefill tok/s':>13} "
+          f"{'bytes':>10} {'peak RSS':>10} {'top1 agr':>9} {'ppl':>8}")  # fmt: skip
+    details: dict[str, Any] = {}
+    for q in QUANTS:
+        rep = quality[q]
+        agree = rep.agreement["top1_agreement"]
+        ppl = rep.metric_artifact["perplexity"]
+        print(
+            f"{q:<6} {median(series[q]):12.1f} {speedup.get(q, 1.0):8.2f} "
+            f"{last[q]['prefill_tps']:13.1f} {artifacts[q].size:10,} "
+            f"{last[q]['peak_rss'] / 1e6:9.1f}M {agree * 100:8.1f}% {ppl:8.3f}"
+        )
+        details[q] = {
+            "decode_tps": median(series[q]),
+            "speedup": speedup.get(q, 1.0),
+            "bytes": artifacts[q].size,
+            "peak_rss": last[q]["peak_rss"],
+            "top1_agreement": agree,
+            "perplexity": ppl,
+        }
+    worst = min(speedup["int4"], speedup["w4a8"])
+    met = worst >= GOAL and all(details[q]["top1_agreement"] >= 0.9 for q in ("int4", "w4a8"))
+    print(f"\nint4 {speedup['int4']:.2f}x, w4a8 {speedup['w4a8']:.2f}x fp32 decode "
+          f"(goal >= {GOAL}) -> {'MET' if met else 'MISSED'}")  # fmt: skip
+    Result("llm decode int4|w4a8 / fp32", worst, f">= {GOAL}", met, details).emit()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
