@@ -65,7 +65,9 @@ class Recipe:
         digest = hashlib.sha256((self.dir / "recipe.toml").read_bytes())
         for entry in sorted(self.dir.glob("weights*")):
             # a weights directory (an LLM's Hugging Face layout) counts file by file
-            files = sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() else [entry]
+            files = [entry]
+            if entry.is_dir():
+                files = sorted(p for p in entry.rglob("*") if p.is_file())
             for path in files:
                 digest.update(path.relative_to(self.dir).as_posix().encode())
                 digest.update(path.read_bytes())
