@@ -40,7 +40,7 @@ def models_list(as_json: bool) -> None:
                 "name": name,
                 "family": recipe.family,
                 "input": [list(s.shape) for s in recipe.inputs],
-                "trained": recipe.weights_path.is_file(),
+                "trained": recipe.weights_path.exists(),
                 "metrics": metrics,
                 "description": recipe.description,
             }
@@ -60,6 +60,8 @@ def models_list(as_json: bool) -> None:
             metric = f"top1 {m['test_top1']:.3f}"
         elif "psnr" in m:
             metric = f"PSNR {m['psnr']:.2f} dB (bicubic {m.get('psnr_bicubic', float('nan')):.2f})"
+        elif "heldout_perplexity" in m:
+            metric = f"perplexity {m['heldout_perplexity']:.1f}"
         else:
             metric = ""
         shapes = " ".join("×".join(map(str, shape)) for shape in row["input"])
@@ -87,7 +89,7 @@ def models_show(name: str, as_json: bool) -> None:
     data = asdict(recipe)
     data["dir"] = str(recipe.dir)
     data["recipe_hash"] = recipe.content_hash()
-    data["trained"] = recipe.weights_path.is_file()
+    data["trained"] = recipe.weights_path.exists()
     data["metrics"] = _metrics(recipe.dir)
     if as_json:
         emit_json(data)

@@ -127,7 +127,8 @@ def reference_function(
     if hook is not None:
         custom = hook(recipe, recipe.dir, quant)
         if custom is not None:
-            return f"{family.name} reference for {quant}", custom
+            label = getattr(family, "reference_label", f"{family.name} reference for {quant}")
+            return str(label), custom
     import torch
 
     module = family.reference(recipe, recipe.dir).eval()

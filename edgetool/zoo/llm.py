@@ -162,10 +162,23 @@ def _llama_config(recipe: Recipe) -> Any:
     )
 
 
+def _quiet_imports() -> None:
+    """transformers pulls in torchao, whose import logs warnings about optional kernels
+    (CUDA, Triton) that a CPU machine never has: not the user's business."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "torch._dynamo"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def load_model(path: Path) -> Any:
     """The fp32 PyTorch reference (transformers), offline, in eval mode."""
     check_hf_dir(path)
+    _quiet_imports()
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     try:
         model = AutoModelForCausalLM.from_pretrained(
@@ -291,8 +304,18 @@ def torch_perplexity(model: Any, tokens: np.ndarray, length: int) -> float:
 # --- export (onnxruntime-genai model builder) --------------------------------------------
 
 
-def build_onnx_file(source: Path, quant: str, out: Path, block_size: int = 32) -> dict[str, Any]:
-    """ONNX with KV cache for `source` (an HF directory) in `quant`, as one file."""
+def build_onnx_file(
+    source: Path,
+    quant: str,
+    out: Path,
+    block_size: int = 32,
+    builder_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """ONNX with KV cache for `source` (an HF directory) in `quant`, as one file.
+
+    `builder_options` go to the model builder's 4-bit quantizer as its extra options
+    (e.g. ``matmul_mixed_precision = "last_matmul:int8"`` keeps the LM head in int8).
+    """
     check_hf_dir(source)
     if quant not in LLM_QUANTS:
         raise ModelError(f"LLM quantization '{quant}' unknown (expected {', '.join(LLM_QUANTS)})")
@@ -308,7 +331,8 @@ def build_onnx_file(source: Path, quant: str, out: Path, block_size: int = 32) -
         ]  # fmt: skip
         if precision == "int4":
             level = 4 if quant == "w4a8" else 1
-            argv += ["--extra_options", f"accuracy_level={level}", f"block_size={block_size}"]
+            extra = {"accuracy_level": level, "block_size": block_size, **(builder_options or {})}
+            argv += ["--extra_options", *(f"{k}={v}" for k, v in extra.items())]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0 or not (built / "model.onnx").is_file():
@@ -382,6 +406,7 @@ class LLMFamily:
     task = "language_modeling"
     formats = ("onnx",)
     quants = LLM_QUANTS
+    reference_label = "transformers fp32 model"
 
     def train(self, recipe: Recipe, out_dir: Path, progress: ProgressFn) -> dict[str, Any]:
         return train_tiny(recipe, out_dir, progress)
@@ -429,5 +454,8 @@ class LLMFamily:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "model.onnx"
             block = int(recipe.export.get("block_size", 32))
-            build_onnx_file(hf_dir(recipe, weights_dir), quant, out, block)
+            options = recipe.export.get("builder", {})
+            if not isinstance(options, dict):
+                raise ConfigError(f"{recipe.name}: [export.builder] must be a table")
+            build_onnx_file(hf_dir(recipe, weights_dir), quant, out, block, options)
             return out.read_bytes()
