@@ -169,6 +169,13 @@ def environment() -> dict[str, Any]:
 
 
 def peak_rss_bytes() -> int:
+    """This process's own peak RSS. Linux keeps ru_maxrss across exec, so a runner
+    started from a big process (a Python that loaded torch) would report its parent's
+    peak; VmHWM belongs to the new address space and starts from zero."""
+    status = read_text("/proc/self/status") or ""
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(usage) * (1 if sys.platform == "darwin" else 1024)
 

@@ -165,3 +165,19 @@ def test_runner_source_needs_at_most_python_3_9() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_peak_rss_is_the_runners_own_not_its_parents() -> None:
+    """Linux carries ru_maxrss across exec: a runner started by a process holding 400 MB
+    must still report only what it used itself."""
+    script = (
+        "import json, subprocess, sys\n"
+        "ballast = bytearray(400_000_000)\n"
+        "for i in range(0, len(ballast), 4096): ballast[i] = 1\n"
+        f"out = subprocess.run([sys.executable, {str(RUNNER_PATH)!r}, 'run', '--model', "
+        f"{str(TINY_ONNX)!r}, '--iterations', '5'], capture_output=True, text=True).stdout\n"
+        "print([json.loads(l)['peak_rss'] for l in out.splitlines() if '\"summary\"' in l][0])\n"
+    )
+    peak = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True).stdout)  # fmt: skip
+    assert 10_000_000 < peak < 300_000_000
