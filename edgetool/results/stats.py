@@ -139,3 +139,31 @@ def _instability(values: Sequence[float], mean: float, std: float) -> list[str]:
     if len(values) < 20:
         warnings.append(f"only {len(values)} samples")
     return warnings
+
+
+def summarize_generations(
+    generations: Sequence[tuple[int, int, int, int]],
+) -> dict[str, float | int]:
+    """(prompt_tokens, new_tokens, ttft_ns, decode_ns) per timed generation -> the LLM
+    figures: time to first token, prefill and decode tokens/s (medians over generations).
+
+    Prefill speed counts the prompt over the time to the first token (prefill plus the
+    first sampled token, as llama.cpp and onnxruntime-genai report it); decode speed counts
+    the tokens after the first over the decode time.
+    """
+    if not generations:
+        return {}
+    ttft = sorted(g[2] / 1e6 for g in generations)
+    prefill = sorted(g[0] / (g[2] / 1e9) for g in generations if g[2] > 0)
+    decode = sorted((g[1] - 1) / (g[3] / 1e9) for g in generations if g[3] > 0 and g[1] > 1)
+    out: dict[str, float | int] = {
+        "generations": len(generations),
+        "prompt_tokens": generations[0][0],
+        "new_tokens": generations[0][1],
+        "ttft_ms": percentile(ttft, 50),
+    }
+    if prefill:
+        out["prefill_tokens_per_s"] = percentile(prefill, 50)
+    if decode:
+        out["decode_tokens_per_s"] = percentile(decode, 50)
+    return out

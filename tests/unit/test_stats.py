@@ -85,3 +85,16 @@ def test_unstable_run_is_flagged_and_stable_run_is_not() -> None:
 def test_empty_is_an_error() -> None:
     with pytest.raises(ValueError):
         summarize_ns([])
+
+
+def test_generation_summary_medians() -> None:
+    from edgetool.results.stats import summarize_generations
+
+    gens = [(32, 65, 10_000_000, 640_000_000), (32, 65, 30_000_000, 320_000_000),
+            (32, 65, 20_000_000, 1_280_000_000)]  # fmt: skip
+    out = summarize_generations(gens)
+    assert out["ttft_ms"] == 20.0
+    assert out["prefill_tokens_per_s"] == 32 / 0.02
+    assert out["decode_tokens_per_s"] == 64 / 0.64  # the middle of 200, 100, 50 tok/s
+    assert out["generations"] == 3 and out["new_tokens"] == 65
+    assert summarize_generations([]) == {}
