@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from edgetool.zoo import images
 from edgetool.zoo import tinylut as T
@@ -161,6 +162,41 @@ def test_psnr_and_data() -> None:
     assert torch.equal(lr, lr.round())
     assert images.psnr_y(hr.numpy(), hr.numpy(), 4) > 90
     assert not set(images.TRAIN_IMAGES) & set(images.TEST_IMAGES)
+
+
+def test_lookup_sum_gradients_match_autograd() -> None:
+    """The hand-written backward (per-column index_add, matmul slope) is the true gradient
+    of sum_c table[idx] for the table, and the slope contraction for v."""
+    g = torch.Generator().manual_seed(0)
+    rows, k, p, c = 30, 5, 40, 3
+    table = torch.randn(rows, k, generator=g, requires_grad=True)
+    slope = torch.randn(rows, k, generator=g)
+    idx = torch.randint(0, rows, (p, c), generator=g)
+    v = torch.zeros(p, c, requires_grad=True)
+    weight = torch.randn(p, k, generator=g)
+    (T._LookupSum.apply(table, idx, v, slope) * weight).sum().backward()
+    want_table = torch.autograd.grad((F.embedding(idx, table).sum(1) * weight).sum(), table)[0]
+    assert table.grad is not None and v.grad is not None
+    torch.testing.assert_close(table.grad, want_table)
+    torch.testing.assert_close(v.grad, (F.embedding(idx, slope) * weight[:, None, :]).sum(-1))
+    with torch.no_grad():
+        out = T._LookupSum.apply(table, idx, None, None)
+    torch.testing.assert_close(out, F.embedding(idx, table).sum(1))
+
+
+def test_patch_sampler_options_are_seeded_and_skip_flat_crops() -> None:
+    def stds(sampler: images.PatchSampler) -> np.ndarray:
+        hr = sampler.batch(64)[1].numpy()
+        return np.asarray(hr.reshape(len(hr), -1).std(axis=1))
+
+    plain = images.PatchSampler(4, 8, seed=3)
+    picky = images.PatchSampler(4, 8, seed=3, min_std=8.0, size_power=0.5)
+    again = images.PatchSampler(4, 8, seed=3, min_std=8.0, size_power=0.5)
+    assert torch.equal(picky.batch(4)[1], again.batch(4)[1])
+    assert np.mean(stds(picky) < 8.0) < np.mean(stds(plain) < 8.0)
+    even = images.PatchSampler(4, 8, seed=3, size_power=0.0)
+    np.testing.assert_allclose(even.weights, 1.0 / len(even.images))
+    assert {"cell", "microaneurysms"} <= set(images.TRAIN_IMAGES)
 
 
 def test_fp32_network_exports_with_torch_onnx(tmp_path: Path) -> None:
