@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo setup test test-fast lint bench models clean
+.PHONY: demo setup test test-fast lint bench models firmware clean
 
 ## demo: set up (first time) and deploy the shipped tiny-mlp on the default target (local)
 demo: $(STAMP)
@@ -41,5 +41,12 @@ bench: $(STAMP)
 models: $(STAMP)
 	$(BIN)/python -m edgetool.zoo.tinymlp
 
+## firmware: build the bench firmware for every board port (protocol only, no model)
+firmware:
+	for board in $$(ls firmware_stubs/boards); do \
+	  $(MAKE) -s -C firmware_stubs BOARD=$$board OUT=build/$$board || exit 1; \
+	  arm-none-eabi-size firmware_stubs/build/$$board/firmware.elf; \
+	done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache firmware_stubs/build

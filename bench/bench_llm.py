@@ -52,13 +52,88 @@ def generate(model: Path, prompt: Path, tokens: int, repeat: int, head: int) -> 
     }
 
 
+def random_llama(spec: str, out: Path, tokenizer_dir: Path) -> Path:
+    """A random LLaMA of `spec` (HIDDENxLAYERS) saved as an HF directory: decode speed
+    of a model that no longer fits in the CPU caches, where weight bytes dominate."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hidden, layers = (int(v) for v in spec.lower().split("x"))
+    heads = max(hidden // 64, 1)
+    config = LlamaConfig(
+        vocab_size=32000, hidden_size=hidden, intermediate_size=int(hidden * 8 / 3) // 64 * 64,
+        num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=max(heads // 3, 1), max_position_embeddings=1024,
+        bos_token_id=1, eos_token_id=2, tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(out))
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tokenizer_dir / name, out / name)
+    return out
+
+
+def speed_only(args: argparse.Namespace) -> int:
+    from edgetool.zoo import llm
+    from edgetool.zoo.recipe import load_recipe
+
+    recipe = load_recipe("tiny-llama")
+    ids = llm.encode(llm.hf_dir(recipe), llm.heldout_text(recipe.dir))[: args.prompt_tokens]
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = random_llama(args.random_llama, Path(tmp) / "hf", llm.hf_dir(recipe))
+        head = llm.geometry(model_dir)["head_size"]
+        paths = {}
+        for quant in QUANTS:
+            paths[quant] = Path(tmp) / f"{quant}.onnx"
+            print(f"exporting {quant} ...", flush=True)
+            llm.build_onnx_file(model_dir, quant, paths[quant], 32)
+        prompt = Path(tmp) / "prompt.npy"
+        np.save(prompt, ids)
+        last: dict[str, dict[str, Any]] = {}
+
+        def arm(quant: str) -> Any:
+            def run(_rep: int) -> float:
+                last[quant] = generate(paths[quant], prompt, args.tokens, args.repeat, head)
+                return float(last[quant]["decode_tps"])
+
+            return run
+
+        series = interleave(args.reps, {q: arm(q) for q in QUANTS}, label="decode tok/s")
+        sizes = {q: p.stat().st_size for q, p in paths.items()}
+    ratios = arm_ratios({q: [1 / v for v in s] for q, s in series.items()}, "fp32")
+    speedup = {q: 1 / r for q, r in ratios.items()}
+    params = sizes["fp32"] / 4 / 1e6
+    print(f"\nrandom LLaMA {args.random_llama} (~{params:.0f} M parameters), "
+          f"{args.prompt_tokens}-token prompt, {args.tokens} new tokens, 1 thread:")  # fmt: skip
+    for q in QUANTS:
+        print(
+            f"{q:<6} decode {median(series[q]):8.2f} tok/s  x{speedup.get(q, 1.0):.2f}  "
+            f"prefill {last[q]['prefill_tps']:8.1f} tok/s  {sizes[q] / 1e6:8.1f} MB  "
+            f"peak RSS {last[q]['peak_rss'] / 1e6:8.1f} MB"
+        )
+    worst = min(speedup["int4"], speedup["w4a8"])
+    Result(f"llm decode ({args.random_llama} random)", worst, f">= {GOAL}", worst >= GOAL,
+           {"speedup": speedup, "bytes": sizes}).emit()  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5, help="ABAB rounds (default 5)")
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per generation")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3, help="timed generations per run")
+    parser.add_argument(
+        "--random-llama",
+        metavar="HIDDENxLAYERS",
+        help="time a random-weight LLaMA of this size instead (speed only: its quality "
+        "figures mean nothing), e.g. 768x12 (~125 M parameters, vocab 32000)",
+    )
     args = parser.parse_args(argv)
+    if args.random_llama:
+        return speed_only(args)
 
     from edgetool.export.build import export
     from edgetool.export.verify import verify

@@ -133,12 +133,19 @@ def runner_remote(target: Target) -> str:
 
 def deploy(
     target: Target,
-    artifact: Artifact,
+    artifact: Artifact | None,
     settings: RunSettings,
     results_root: Path,
     observer: Observer | None = None,
 ) -> DeployOutcome:
+    """Run `artifact` on `target`; None = the model already in a microcontroller's firmware."""
     obs = observer or Observer()
+    if target.kind == "mcu":
+        from edgetool.mcu.session import deploy_mcu
+
+        return deploy_mcu(target, artifact, settings, results_root, obs)
+    if artifact is None:
+        raise ModelError(f"target {target.name} needs a model: pass --model")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
     with connect(target) as transport:

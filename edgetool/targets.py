@@ -47,7 +47,30 @@ class LocalSettings:
     idle_timeout: float = 120.0
 
 
-TransportSettings = SshSettings | LocalSettings
+@dataclass(frozen=True)
+class SerialSettings:
+    """A UART: `/dev/ttyACM0`, or any pyserial URL (`socket://127.0.0.1:PORT` for QEMU)."""
+
+    url: str
+    baud: int = 115200
+    timeout: float = 10.0
+    """Seconds to wait for a reply line before the device counts as not answering."""
+
+
+TransportSettings = SshSettings | LocalSettings | SerialSettings
+
+FLASH_METHODS = ("qemu", "pyocd", "none")
+
+
+@dataclass(frozen=True)
+class McuSettings:
+    """`[mcu]`: what the firmware is built for and the limits a model must fit in."""
+
+    board: str
+    flash: str
+    flash_bytes: int
+    ram_bytes: int
+    pyocd_target: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,9 +94,12 @@ class Target:
     meter: Section | None = None
     emulator: Section | None = None
     emulator_state: Mapping[str, Any] | None = None
+    mcu: McuSettings | None = None
 
     @property
     def transport_type(self) -> str:
+        if isinstance(self.transport, SerialSettings):
+            return "serial"
         return "ssh" if isinstance(self.transport, SshSettings) else "local"
 
 
@@ -161,7 +187,7 @@ def _env_overrides(name: str) -> dict[str, Any]:
     """`EDGETOOL_<NAME>_HOST` etc. point a shipped target at the user's own board."""
     prefix = "EDGETOOL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
     overrides: dict[str, Any] = {}
-    for key in ("host", "user", "identity_file", "known_hosts", "port"):
+    for key in ("host", "user", "identity_file", "known_hosts", "port", "url"):
         value = os.environ.get(prefix + key.upper())
         if value:
             overrides[key] = int(value) if key == "port" and value.isdigit() else value
@@ -199,9 +225,42 @@ def _parse_local(reader: _Reader) -> LocalSettings:
     return settings
 
 
+def _parse_serial(reader: _Reader) -> SerialSettings:
+    baud = reader.get("baud", int, "an integer", 115200)
+    if baud <= 0:
+        raise reader._fail("baud", "a positive integer", baud)
+    settings = SerialSettings(
+        url=reader.required_str("url"),
+        baud=baud,
+        timeout=reader.number("timeout", 10.0),
+    )
+    reader.finish()
+    return settings
+
+
+def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
+    reader = _Reader(source, raw, "mcu.")
+    sizes = {}
+    for key in ("flash_bytes", "ram_bytes"):
+        value = reader.get(key, int, "an integer number of bytes", None)
+        if value is None or value <= 0:
+            raise ConfigError(f"{source}: key 'mcu.{key}' must be a positive number of bytes")
+        sizes[key] = value
+    settings = McuSettings(
+        board=reader.required_str("board"),
+        flash=reader.choice("flash", FLASH_METHODS, None),
+        flash_bytes=sizes["flash_bytes"],
+        ram_bytes=sizes["ram_bytes"],
+        pyocd_target=reader.text("pyocd_target"),
+    )
+    reader.finish()
+    return settings
+
+
 _TRANSPORT_PARSERS: dict[str, Callable[[_Reader], TransportSettings]] = {
     "ssh": _parse_ssh,
     "local": _parse_local,
+    "serial": _parse_serial,
 }
 
 
@@ -244,6 +303,12 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     treader = _Reader(source, raw_transport, "transport.")
     ttype = treader.choice("type", tuple(_TRANSPORT_PARSERS), None)
     transport = _TRANSPORT_PARSERS[ttype](treader)
+    raw_mcu = top.get("mcu", dict, "a table", None)
+    mcu = _parse_mcu(source, raw_mcu) if raw_mcu is not None else None
+    if kind == "mcu" and (mcu is None or not isinstance(transport, SerialSettings)):
+        raise ConfigError(
+            f"{source}: a target of kind 'mcu' needs an [mcu] table and transport type 'serial'"
+        )
     target = Target(
         name=name,
         kind=kind,
@@ -256,6 +321,7 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         meter=top.section("meter"),
         emulator=emulator,
         emulator_state=state,
+        mcu=mcu,
     )
     top.finish()
     return target

@@ -17,9 +17,10 @@ from edgetool.errors import EXIT_CODES, EdgetoolError
 _COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("edgetool.cli.zoo:models", "List and inspect the model zoo."),
     "train": ("edgetool.cli.zoo:train", "Train a zoo model on offline data."),
-    "export": ("edgetool.cli.zoo:export", "Export a model to ONNX or TFLite."),
+    "export": ("edgetool.cli.zoo:export", "Export a model to ONNX, TFLite or C."),
     "verify": ("edgetool.cli.zoo:verify", "Check an artifact against its reference."),
     "targets": ("edgetool.cli.targets", "List, check and trust devices."),
+    "build": ("edgetool.cli.build", "Build microcontroller firmware with a model; fit check."),
     "deploy": ("edgetool.cli.deploy", "Push a model to a device, run it, collect latency."),
     "results": ("edgetool.cli.results", "List, show and export runs."),
     "emulate": ("edgetool.cli.emulate", "Start and stop emulated devices."),

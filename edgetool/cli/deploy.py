@@ -35,8 +35,9 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     "-m",
     "--model",
     "model_spec",
-    required=True,
-    help="An .onnx/.tflite file, or NAME[:FORMAT] of a model in models/ (e.g. tiny-mlp:tflite).",
+    help="An .onnx/.tflite file, or NAME[:FORMAT] of a model in models/ (e.g. tiny-mlp:tflite). "
+    "On a microcontroller target: a zoo NAME (built into firmware as C), or omitted to run "
+    "the model already in its firmware.",
 )
 @click.option(
     "-n",
@@ -102,7 +103,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
 def command(
     ctx: click.Context,
     target_name: str,
-    model_spec: str,
+    model_spec: str | None,
     iterations: int | None,
     duration: float | None,
     warmup: int,
@@ -127,6 +128,7 @@ def command(
     Examples:
       edgetool deploy --model tiny-mlp
       edgetool deploy --target rpi4 --model model.tflite --duration 10 --threads 4
+      edgetool deploy --target mcu-m4-qemu --model cbnet-classifier   # firmware, QEMU M4
     """
     from edgetool.export.artifact import resolve_model
     from edgetool.session import RunSettings, deploy
@@ -135,7 +137,14 @@ def command(
         raise click.UsageError("give --iterations or --duration, not both")
     target = get_target(ctx, target_name)
     ui = DeployView(enabled=not (as_json or quiet))
-    artifact = resolve_model(model_spec, progress=ui.say)
+    artifact = None
+    if model_spec is None:
+        if target.kind != "mcu":
+            raise click.UsageError("--model is required (except on microcontroller targets)")
+    else:
+        if target.kind == "mcu" and ":" not in model_spec and not Path(model_spec).exists():
+            model_spec += ":c"  # a microcontroller runs the C export
+        artifact = resolve_model(model_spec, progress=ui.say)
     settings = RunSettings(
         iterations=iterations or 0,
         min_duration=0.0 if iterations or duration else 1.0,
@@ -148,12 +157,13 @@ def command(
         runtime=runtime,
         save_outputs=save_outputs,
     )
-    m = artifact.manifest
-    label = f"{m['model']}:{m['format']}:{m['quant']}" if m.get("model") else artifact.path.name
-    ui.say(
-        f"[bold]{label}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
-        f"{human_bytes(artifact.size)}"
-    )
+    if artifact is not None:
+        m = artifact.manifest
+        label = f"{m['model']}:{m['format']}:{m['quant']}" if m.get("model") else artifact.path.name
+        ui.say(
+            f"[bold]{label}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
+            f"{human_bytes(artifact.size)}"
+        )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         outcome = deploy(target, artifact, settings, out or paths.results_dir(), ui)
@@ -241,7 +251,10 @@ class DeployView(Observer):
             )
 
     def event(self, event: schema.Event) -> None:
-        if isinstance(event, schema.Hello):
+        if isinstance(event, schema.Hello) and "board" in event.device:
+            d = event.device
+            self.say(f"device  {d.get('name')}  board {d.get('board')} · model {d.get('model')}")
+        elif isinstance(event, schema.Hello):
             d = event.device
             self.say(
                 f"device  {d.get('hostname')}  {d.get('arch')} · {d.get('cores')}× "

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
 
 from edgetool.cli.common import emit_json, get_target, json_option
+from edgetool.emulate.qemu_m import QemuCortexM
 from edgetool.emulate.sshd import LoopbackSshd
 from edgetool.errors import ConfigError
 from edgetool.targets import Target
 
 
-def _emulator(target: Target) -> LoopbackSshd:
+def _emulator(target: Target) -> LoopbackSshd | QemuCortexM:
     if target.emulator is None:
         raise ConfigError(f"target {target.name} is a real device (no [emulator] section)")
     if target.emulator.type == "sshd":
         return LoopbackSshd(target.name)
+    if target.emulator.type == "qemu-m":
+        return QemuCortexM(target.name)
     raise ConfigError(
         f"{target.source}: emulator type '{target.emulator.type}' is not supported "
-        "(supported: sshd)"
+        "(supported: sshd, qemu-m)"
     )
+
+
+def _where(state: dict[str, Any]) -> str:
+    t = state["transport"]
+    if "url" in t:
+        return f"QEMU UART on {t['url']} ({Path(state['elf']).name})"
+    return f"sshd on {t['host']}:{t['port']}"
 
 
 @click.group()
 def command() -> None:
-    """Start and stop emulated devices (loopback sshd).
+    """Start and stop emulated devices (loopback sshd, QEMU Cortex-M4).
 
     A started emulator is used like hardware: `edgetool deploy --target loopback ...`.
     """
@@ -40,9 +53,8 @@ def start(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         emit_json(state)
         return
-    transport = state["transport"]
     click.echo(
-        f"{name}: sshd on {transport['host']}:{transport['port']} (pid {state['pid']}); "
+        f"{name}: {_where(state)} (pid {state['pid']}); "
         f"deploy with `edgetool deploy --target {name} --model ...`"
     )
 
@@ -68,7 +80,6 @@ def status(ctx: click.Context, name: str, as_json: bool) -> None:
         emit_json({"name": name, "running": state is not None, "state": state})
         return
     if state:
-        t = state["transport"]
-        click.echo(f"{name}: running, sshd on {t['host']}:{t['port']} (pid {state['pid']})")
+        click.echo(f"{name}: running, {_where(state)} (pid {state['pid']})")
     else:
         click.echo(f"{name}: stopped")

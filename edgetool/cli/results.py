@@ -33,6 +33,12 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
     target = manifest.get("target", {})
     if target.get("emulated"):
         out.print("[yellow]emulated device: times are emulator times, not device times[/yellow]")
+    if target.get("time_base"):
+        out.print(f"time base: {target['time_base']}")
+    parity = (summary or {}).get("parity")
+    if parity:
+        verdict = "ok" if parity.get("ok") else "[red]MISMATCH[/red]"
+        out.print(f"parity vs {parity.get('reference')}: {verdict}, max abs {parity['max_abs']}")
     if status != "complete":
         reason = f" ({manifest['error']})" if manifest.get("error") else ""
         out.print(f"[yellow]status: {status}{reason}[/yellow]")

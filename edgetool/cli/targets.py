@@ -110,6 +110,9 @@ def check(ctx: click.Context, name: str, as_json: bool) -> None:
     from edgetool.session import device_facts
 
     target = get_target(ctx, name)
+    if target.kind == "mcu":
+        _check_mcu(target, as_json)
+        return
     where, hello, env = device_facts(target)
     if as_json:
         emit_json({"target": target.name, "transport": where, **hello, "env": env})
@@ -175,3 +178,25 @@ def trust(ctx: click.Context, name: str, yes: bool) -> None:
         raise HostKeyError("host key not recorded (declined).")
     path = ssh.record_host_key(endpoint, key)
     click.echo(f"recorded in {path}")
+
+
+def _check_mcu(target: Target, as_json: bool) -> None:
+    """A microcontroller: sync on the bench protocol and print what the firmware says."""
+    from dataclasses import asdict
+
+    from edgetool.mcu.session import connect
+
+    with connect(target) as client:
+        client.sync()
+        info = client.info()
+    if as_json:
+        emit_json({"target": target.name, "transport": client.description, **asdict(info)})
+        return
+    out = console()
+    out.print(f"[bold]{target.name}[/bold]  {client.description}  [green]answers[/green]")
+    out.print(f"  name      {info.name}\n  profile   {info.profile}\n  model     {info.model}")
+    if info.extended:
+        extra = ", ".join(f"{k}={v}" for k, v in info.extended.items())
+        out.print(f"  edgetool  {extra}")
+    else:
+        out.print("  plain MLPerf Tiny firmware (no edgetool extensions)")

@@ -15,7 +15,7 @@ from edgetool import paths
 from edgetool.errors import ModelError
 from edgetool.transport.base import file_sha256
 
-MODEL_FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+MODEL_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".c": "c"}
 EXTENSIONS = {fmt: ext for ext, fmt in MODEL_FORMATS.items()}
 
 
@@ -38,7 +38,7 @@ class Artifact:
         fmt = MODEL_FORMATS.get(path.suffix.lower())
         if fmt is None:
             raise ModelError(
-                f"{path.name}: unknown model format '{path.suffix}' (expected .onnx or .tflite)"
+                f"{path.name}: unknown model format '{path.suffix}' (expected .onnx, .tflite or .c)"
             )
         size = path.stat().st_size
         if size == 0:
@@ -64,7 +64,7 @@ class Artifact:
             "size": self.size,
             "format": self.format,
         }
-        for key in ("model", "quant", "recipe_hash", "params", "macs", "opset"):
+        for key in ("model", "quant", "recipe_hash", "params", "macs", "opset", "source_onnx"):
             if key in self.manifest:
                 data[key] = self.manifest[key]
         return data
@@ -86,7 +86,7 @@ def resolve_model(spec: str, progress: Any = None) -> Artifact:
         return Artifact.from_path(path)
     name, fmt, quant = parse_spec(spec)
     if fmt is not None and fmt not in EXTENSIONS:
-        raise ModelError(f"unknown format '{fmt}' in '{spec}' (expected onnx or tflite)")
+        raise ModelError(f"unknown format '{fmt}' in '{spec}' (expected onnx, tflite or c)")
     folder = paths.models_dir() / name
     if (folder / "recipe.toml").is_file():
         from edgetool.export.build import export

@@ -55,7 +55,12 @@ def export(
     fmt = fmt or recipe.default_format
     quant = quant or recipe.default_quant
     if fmt not in EXTENSIONS:
-        raise ModelError(f"unknown format '{fmt}' (expected onnx or tflite)")
+        raise ModelError(f"unknown format '{fmt}' (expected onnx, tflite or c)")
+    if fmt == "c" and quant != "fp32":
+        raise ModelError(
+            f"{quant} C export is not supported yet: the C exporter takes fp32 graphs.",
+            hint="Use --quant fp32 (the default) with --format c.",
+        )
     if quant not in QUANTS:
         raise ModelError(f"unknown quantization '{quant}' (expected {', '.join(QUANTS)})")
     if fmt == "tflite" and quant == "fp16":
@@ -63,7 +68,7 @@ def export(
             "fp16 TFLite is not supported: litert-torch and LiteRT's quantizer offer no "
             "float16 recipe. Use --format onnx --quant fp16, or --quant int8."
         )
-    if not recipe.weights_path.is_file():
+    if not recipe.weights_path.exists():  # a file, or an LLM's model directory
         raise ModelError(
             f"{recipe.name} has no trained weights ({recipe.weights_path} missing).",
             hint=f"Run `edgetool train {recipe.name}` first.",
@@ -80,7 +85,8 @@ def export(
         details = _build(recipe, fmt, quant, staged, say)
         from edgetool.export.inspect import describe
 
-        described = describe(staged)
+        # A C file describes itself through the ONNX graph it was generated from.
+        described = details.pop("described") if fmt == "c" else describe(staged)
         manifest = {
             "model": recipe.name,
             "family": recipe.family,
@@ -115,6 +121,20 @@ def _build(recipe: Recipe, fmt: str, quant: str, out: Path, say: Say) -> dict[st
 
     family = get_family(recipe.family)
     weights_dir = recipe.dir
+    if fmt == "c":
+        from edgetool.export import c_export
+        from edgetool.export.inspect import describe
+
+        onnx = export(recipe.name, "onnx", quant, progress=say)
+        described = describe(onnx.path)
+        say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
+        details = c_export.export_c(onnx.path, described, recipe.name, out)
+        return {
+            **details,
+            "described": described,
+            "params": onnx.manifest.get("params"),
+            "source_onnx": {"path": str(onnx.path), "sha256": onnx.sha256},
+        }
     if fmt == "onnx":
         from edgetool.export import onnx_export
 

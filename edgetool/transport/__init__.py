@@ -23,4 +23,11 @@ def open_transport(target: Target) -> FileTransport:
         from edgetool.transport.local import LocalTransport
 
         return LocalTransport(target.transport, target.python)
+    if target.kind == "mcu":
+        from edgetool.errors import ConfigError
+
+        raise ConfigError(
+            f"target {target.name} is a microcontroller: it has no file transport.",
+            hint="Use `edgetool deploy`, `build` or `targets check`, which speak its UART.",
+        )
     raise ConnectError(f"target {target.name}: no transport for {type(target.transport).__name__}")

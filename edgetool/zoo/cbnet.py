@@ -51,7 +51,7 @@ from edgetool.zoo.datasets import Split, Splits, load_splits
 from edgetool.zoo.family import ProgressFn, Samples, register
 from edgetool.zoo.recipe import Recipe
 
-VARIANTS = ("cbnet", "lenet", "branchynet")
+VARIANTS = ("cbnet", "lenet", "branchynet", "classifier")
 NUM_CLASSES = 10
 SIDE = 28
 DEFAULT_THRESHOLD = 0.05
@@ -265,6 +265,8 @@ def build(recipe: Recipe) -> nn.Module:
         return LeNet()
     if variant == "branchynet":
         return BLeNet(_threshold(recipe))
+    if variant == "classifier":  # CBNet's classifier alone (microcontroller-sized)
+        return FirstExit()
     ae = ConvertingAE(
         int(recipe.arch.get("latent", DEFAULT_LATENT)),
         _ints(recipe.arch.get("ae_hidden", list(DEFAULT_AE_HIDDEN)), "ae_hidden"),
@@ -487,6 +489,8 @@ def train_variant(recipe: Recipe, out_dir: Path, progress: ProgressFn) -> dict[s
             module = blenet
             if variant == "cbnet":
                 module = _train_cbnet(recipe, blenet, data, gen, steps, metrics)
+            elif variant == "classifier":
+                module = blenet.first_exit()
         module.eval()
         for name, split in (("val", data.val), ("test", data.test)):
             x, y = _tensor(split)
@@ -574,6 +578,9 @@ class CBNetFamily:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as exc:
             raise ModelError(f"{path}: not a torch state_dict ({type(exc).__name__})") from exc
+        if _variant(recipe) == "classifier" and any(k.startswith("classifier.") for k in state):
+            # A whole CBNet's weights work too: take its classifier part.
+            state = {k[11:]: v for k, v in state.items() if k.startswith("classifier.")}
         try:
             module.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError, AttributeError) as exc:

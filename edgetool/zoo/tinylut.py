@@ -548,7 +548,8 @@ def _train_loop(
 
     `train.warmup` steps ramp the rate from ~0 (Adam's first steps on freshly
     initialised tables and clip scales are otherwise the largest and noisiest);
-    `train.init` (a weights file relative to the recipe dir) warm-starts a second stage.
+    `train.init` (a weights file relative to the recipe dir) warm-starts a second stage;
+    `train.scale_lr` sets the rate of the clip scales apart from the tables'.
     """
     cfg = recipe.train
     if cfg.get("init"):
@@ -568,7 +569,15 @@ def _train_loop(
         size_power=float(data.get("size_power", 1.0)),
     )
     base_lr = float(cfg.get("lr", 1e-2)) * lr_scale
-    opt = torch.optim.Adam(model.parameters(), lr=base_lr)
+    # `train.scale_lr`: a separate rate for TinyLUT's clip scales (alpha, beta); default lr
+    scale_lr = float(cfg.get("scale_lr", cfg.get("lr", 1e-2))) * lr_scale
+    named = list(model.named_parameters())
+    scales = [p for n, p in named if n.split(".")[-1] in ("alpha", "beta")]
+    others = [p for n, p in named if n.split(".")[-1] not in ("alpha", "beta")]
+    groups: list[dict[str, Any]] = [{"params": others, "lr": base_lr}]
+    if scales:
+        groups.append({"params": scales, "lr": scale_lr})
+    opt = torch.optim.Adam(groups, lr=base_lr)
     warmup = int(cfg.get("warmup", 0))
 
     def rate(i: int) -> float:

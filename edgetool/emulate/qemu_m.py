@@ -1,0 +1,167 @@
+"""QEMU's Cortex-M4 board (mps2-an386) as a device: its UART on a loopback TCP port.
+
+`start` boots an ELF (the protocol-only firmware when none is given) with `-icount
+shift=0`, so SysTick counts instructions deterministically, waits for the firmware's
+`m-init-done` banner, and publishes `socket://127.0.0.1:PORT` in the state file, which
+overlays the target's transport URL. "Flashing" an emulated board = booting a new ELF.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from edgetool.errors import DeviceError
+from edgetool.procs import pid_alive
+from edgetool.targets import emulator_state_file
+
+MACHINE = "mps2-an386"
+TIME_BASE = "emulated instructions (QEMU -icount shift=0: 1 ns of virtual time = 1 instruction)"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def qemu_binary() -> str:
+    found = shutil.which("qemu-system-arm")
+    if found is None:
+        raise DeviceError(
+            "qemu-system-arm not found.", hint="Install it: apt-get install qemu-system-arm"
+        )
+    return found
+
+
+class QemuCortexM:
+    """Start/stop/status of one QEMU mps2-an386 whose UART listens on 127.0.0.1."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state_file = emulator_state_file(name)
+        self.dir = self.state_file.parent / name
+
+    def state(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if pid_alive(int(data.get("pid", 0))) else None
+
+    def start(self, elf: Path | None = None, timeout: float = 15.0) -> dict[str, Any]:
+        """Boot `elf` (or keep the running one when it is already that ELF)."""
+        if elf is None:
+            from edgetool.mcu.build import build_firmware
+
+            elf = build_firmware(MACHINE, None).elf
+        running = self.state()
+        if running and running.get("elf") == str(elf):
+            return running
+        if running:
+            self.stop()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        log = self.dir / "qemu.log"
+        port = _free_port()
+        argv = [
+            qemu_binary(),
+            "-M",
+            MACHINE,
+            "-nographic",
+            "-monitor",
+            "none",
+            "-icount",
+            "shift=0",
+            "-kernel",
+            str(elf),
+            "-serial",
+            f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
+        ]
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        banner = self._wait_banner(port, proc, timeout)
+        if banner is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+            tail = log.read_text(errors="replace").strip().splitlines()[-2:]
+            raise DeviceError(
+                f"QEMU {MACHINE} did not boot {elf.name} (no m-init-done within {timeout:g} s)"
+                + (f": {' | '.join(tail)}" if tail else ""),
+                hint="Was the ELF built for board mps2-an386?",
+            )
+        state = {
+            "pid": proc.pid,
+            "elf": str(elf),
+            "log": str(log),
+            "argv": argv,
+            "emulated_cpu": True,
+            "time_base": TIME_BASE,
+            "banner": banner,
+            "transport": {"url": f"socket://127.0.0.1:{port}"},
+        }
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+        return state
+
+    @staticmethod
+    def _wait_banner(port: int, proc: subprocess.Popen[bytes], timeout: float) -> str | None:
+        """Connect (QEMU waits for us before it boots) and read up to `m-init-done`."""
+        deadline = time.monotonic() + timeout
+        sock: socket.socket | None = None
+        while sock is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=1)
+            except OSError:
+                time.sleep(0.05)
+        if sock is None:
+            return None
+        data = b""
+        with sock:
+            while b"m-ready" not in data and time.monotonic() < deadline:
+                sock.settimeout(max(0.05, deadline - time.monotonic()))
+                try:
+                    chunk = sock.recv(4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        text = data.decode("ascii", errors="replace")
+        return text.strip() if "m-init-done" in text else None
+
+    def stop(self) -> bool:
+        state = self.state()
+        self.state_file.unlink(missing_ok=True)
+        if not state:
+            return False
+        pid = int(state["pid"])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _alive(pid)
+        return True
+
+
+def _alive(pid: int) -> bool:
+    """pid_alive, reaping it first when it is our own exited child (no zombie left)."""
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return pid_alive(pid)

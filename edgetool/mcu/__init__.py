@@ -1,0 +1,1 @@
+"""Microcontroller targets: firmware build, fit check, flashing and the bench protocol."""

@@ -1,0 +1,83 @@
+"""A TCP proxy that flips bits: a serial link with a known bit error rate, for tests and
+benchmarks of the upload protocols (QEMU's UART itself never corrupts a byte).
+
+Only the host -> device direction is corrupted by default: that is where uploads travel,
+and it keeps the device's replies (ACK/NAK, text) readable so the effect measured is the
+upload's. `both=True` corrupts the replies too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+
+
+class BitFlipProxy:
+    """Listen on 127.0.0.1:port; forward to upstream with bits flipped at `ber`."""
+
+    def __init__(self, upstream: tuple[str, int], ber: float, seed: int = 0, both: bool = False):
+        self.upstream = upstream
+        self.ber = ber
+        self.both = both
+        self.rng = random.Random(seed)
+        self.flipped = 0
+        self.bytes = 0
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen(1)
+        self.port = int(self._server.getsockname()[1])
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    @property
+    def url(self) -> str:
+        return f"socket://127.0.0.1:{self.port}"
+
+    def _corrupt(self, data: bytes) -> bytes:
+        if self.ber <= 0:
+            return data
+        out = bytearray(data)
+        with self._lock:
+            self.bytes += len(out)
+            for i in range(len(out)):
+                for bit in range(8):
+                    if self.rng.random() < self.ber:
+                        out[i] ^= 1 << bit
+                        self.flipped += 1
+        return bytes(out)
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            for sock in (client, upstream):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for src, dst, noisy in ((client, upstream, True), (upstream, client, self.both)):
+                thread = threading.Thread(target=self._pump, args=(src, dst, noisy), daemon=True)
+                thread.start()
+                self._threads.append(thread)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, noisy: bool) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                dst.sendall(self._corrupt(data) if noisy else data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()

@@ -1,0 +1,353 @@
+"""The deploy flow for microcontrollers: build → fit check → flash → upload → infer → journal.
+
+The device speaks the bench text protocol; this module turns what it says into the same
+typed events (hello, model, warmup, sample, summary) the Linux runner prints, so the
+result store, `edgetool results` and every later step stay target-agnostic.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgetool import __version__
+from edgetool.errors import (
+    ConfigError,
+    DeviceError,
+    EdgetoolError,
+    Interrupted,
+    ModelError,
+    VerificationFailed,
+)
+from edgetool.export.artifact import Artifact
+from edgetool.mcu.build import Firmware, build_firmware, check_fit
+from edgetool.mcu.protocol import BenchClient, DeviceInfo, open_port
+from edgetool.results import schema
+from edgetool.results.store import RunWriter, new_run_id
+from edgetool.targets import McuSettings, SerialSettings, Target
+
+if TYPE_CHECKING:
+    from edgetool.session import DeployOutcome, Observer, RunSettings
+
+BATCH = 50
+PARITY_ATOL = 1e-4
+PARITY_RTOL = 1e-4
+
+
+def _mcu(target: Target) -> tuple[McuSettings, SerialSettings]:
+    if target.mcu is None or not isinstance(target.transport, SerialSettings):
+        raise ConfigError(f"{target.source}: target {target.name} is not a microcontroller")
+    return target.mcu, target.transport
+
+
+def build_for(target: Target, artifact: Artifact | None) -> Firmware:
+    """Firmware for the target's board with the artifact's C model, fit-checked."""
+    mcu, _ = _mcu(target)
+    if artifact is not None and artifact.format != "c":
+        raise ModelError(
+            f"{artifact.path.name} is {artifact.format}; a microcontroller needs the C export.",
+            hint="Pass a zoo model (NAME or NAME:c) so edgetool exports it with emx-onnx-cgen.",
+        )
+    label = _label(artifact)
+    firmware = build_firmware(mcu.board, artifact.path if artifact else None, label)
+    check_fit(firmware, mcu.flash_bytes, mcu.ram_bytes, label, target.name)
+    return firmware
+
+
+def _label(artifact: Artifact | None) -> str:
+    if artifact is None:
+        return "the protocol-only firmware"
+    m = artifact.manifest
+    return f"{m['model']}:c:{m['quant']}" if m.get("model") else artifact.path.name
+
+
+def flash(target: Target, firmware: Firmware) -> str:
+    """Put the image on the device; returns the serial URL to talk to it on."""
+    mcu, serial = _mcu(target)
+    if mcu.flash == "qemu":
+        from edgetool.emulate.qemu_m import QemuCortexM
+
+        state = QemuCortexM(target.name).start(firmware.elf)
+        return str(state["transport"]["url"])
+    if mcu.flash == "pyocd":
+        pyocd = shutil.which("pyocd")
+        if pyocd is None:
+            raise DeviceError(
+                "pyocd not found: it flashes real boards.", hint="pip install 'edgetool[pyocd]'"
+            )
+        argv = [pyocd, "flash", "--no-wait"]
+        if mcu.pyocd_target:
+            argv += ["-t", mcu.pyocd_target]
+        result = subprocess.run(
+            [*argv, str(firmware.elf)], capture_output=True, text=True, check=False, timeout=300
+        )
+        if result.returncode != 0:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
+            raise DeviceError(f"pyocd could not flash {target.name}: {' '.join(tail)}")
+        time.sleep(1.0)  # the board resets after flashing; let the firmware boot
+        return serial.url
+    raise ConfigError(
+        f"target {target.name} has flash = 'none': its firmware is fixed.",
+        hint="Run without --model to benchmark the firmware's own model.",
+    )
+
+
+@contextmanager
+def connect(target: Target, url: str | None = None) -> Iterator[BenchClient]:
+    _, serial = _mcu(target)
+    if target.emulator is not None and target.emulator_state is None and url is None:
+        from edgetool.errors import ConnectError
+
+        raise ConnectError(
+            f"target {target.name} is an emulated board that is not running.",
+            hint=f"Start it with `edgetool emulate start {target.name}`, or deploy a --model.",
+        )
+    where = url or serial.url
+    client = BenchClient(open_port(where, serial.baud, serial.timeout), where, serial.timeout)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def input_tensors(artifact: Artifact, settings: RunSettings) -> dict[str, np.ndarray]:
+    """The inputs to upload: --input (.npy / .npz) or seeded uniform [0, 1) floats."""
+    specs = artifact.manifest.get("inputs") or []
+    if not specs:
+        raise ModelError(f"{artifact.path.name}: the manifest names no inputs")
+    if settings.input is not None:
+        if settings.input.suffix == ".npz":
+            with np.load(settings.input) as data:
+                loaded = {s["name"]: np.asarray(data[s["name"]]) for s in specs}
+        else:
+            loaded = {specs[0]["name"]: np.load(settings.input)}
+    else:
+        rng = np.random.default_rng(settings.seed)
+        loaded = {s["name"]: rng.random(s["shape"], dtype=np.float32) for s in specs}
+    tensors = {}
+    for spec in specs:
+        value = np.ascontiguousarray(loaded[spec["name"]], dtype=np.float32)
+        if list(value.shape) != list(spec["shape"]):
+            raise ModelError(
+                f"input {spec['name']} has shape {list(value.shape)}, the model wants "
+                f"{spec['shape']}"
+            )
+        tensors[spec["name"]] = value
+    return tensors
+
+
+def reference_outputs(artifact: Artifact, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """onnxruntime on the ONNX graph the C was generated from: the parity reference."""
+    source = artifact.manifest.get("source_onnx") or {}
+    path = Path(str(source.get("path", "")))
+    if not path.is_file():
+        raise ModelError(f"{artifact.path.name}: its source ONNX {path} is gone; re-export it")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, feeds)
+    return np.concatenate([np.asarray(o, dtype=np.float32).ravel() for o in outputs])
+
+
+def deploy_mcu(
+    target: Target,
+    artifact: Artifact | None,
+    settings: RunSettings,
+    results_root: Path,
+    obs: Observer,
+) -> DeployOutcome:
+    from edgetool.session import DeployOutcome
+
+    mcu, _ = _mcu(target)
+    firmware: Firmware | None = None
+    url = None
+    if artifact is not None:
+        firmware = build_for(target, artifact)
+        obs.connected(
+            f"firmware {mcu.board}  flash {firmware.flash_bytes:,} B / {mcu.flash_bytes:,}  "
+            f"RAM {firmware.ram_bytes:,} B / {mcu.ram_bytes:,} (stack {firmware.stack_bytes:,})"
+        )
+        url = flash(target, firmware)
+    with connect(target, url) as client:
+        client.sync()
+        info = client.info()
+        obs.connected(f"{client.description}  {info.name} · model {info.model or '?'}")
+        emulated = bool(
+            target.emulator is not None and (target.emulator_state or {}).get("emulated_cpu", True)
+        )
+        from edgetool.emulate.qemu_m import TIME_BASE
+
+        time_base = (
+            TIME_BASE if emulated else f"device timer ({info.extended.get('timer', 'm-lap-us')})"
+        )
+        model_name = artifact.path.stem if artifact else (info.model or "firmware")
+        writer = RunWriter(
+            results_root,
+            new_run_id(results_root, target.name, model_name),
+            {
+                "target": {
+                    "name": target.name,
+                    "kind": target.kind,
+                    "description": target.description,
+                    "transport": client.description,
+                    "source": str(target.source),
+                    "emulated": emulated,
+                    "time_base": time_base,
+                    "board": mcu.board,
+                    "flash": mcu.flash,
+                },
+                "artifact": artifact.to_dict() if artifact else {"name": info.model},
+                "firmware": firmware.to_dict() if firmware else None,
+                "settings": {
+                    **asdict(settings),
+                    "input": str(settings.input) if settings.input else None,
+                    "iterations": settings.effective_iterations(),
+                },
+                "edgetool": {"version": __version__, "python": platform.python_version()},
+            },
+        )
+        return DeployOutcome(
+            writer.dir,
+            writer.run_id,
+            writer.manifest,
+            _measure(client, info, artifact, settings, writer, obs),
+        )
+
+
+def events(
+    client: BenchClient, info: DeviceInfo, settings: RunSettings, samples_wanted: int
+) -> Iterator[schema.Event]:
+    """Drive warm-up and measurement; yield the typed events the Linux runner would print."""
+    device = {
+        "board": info.extended.get("board", "?"),
+        "name": info.name,
+        "profile": info.profile,
+        "model": info.model,
+        **info.extended,
+    }
+    yield schema.Hello(device, {"firmware": info.profile or "mlperf-tiny"}, "mcu-bench")
+    yield schema.ModelInfo("firmware", info.profile, [], [], 0.0, 1)
+    started = time.monotonic()
+    first_us, _ = client.infer(1, settings.warmup)
+    yield schema.Warmup(settings.warmup, time.monotonic() - started, first_us * 1000)
+    hz = info.tick_hz
+    done, device_ns = 0, 0
+    wall = time.monotonic()
+    while done < samples_wanted or (
+        settings.duration and time.monotonic() - wall < settings.duration
+    ):
+        if hz:
+            batch = [t * 1_000_000_000 // hz for t in client.xinfer(BATCH)]
+        else:
+            batch = [client.infer(1, 0)[0] * 1000]  # MLPerf Tiny firmware: laps in µs
+        if not settings.duration:
+            batch = batch[: samples_wanted - done]
+        yield schema.Samples(done, batch)
+        done += len(batch)
+        device_ns += sum(batch)
+    # Device time, not host time: protocol round trips are not the device's throughput.
+    yield schema.Summary(done, device_ns)
+
+
+def _measure(
+    client: BenchClient,
+    info: DeviceInfo,
+    artifact: Artifact | None,
+    settings: RunSettings,
+    writer: RunWriter,
+    obs: Observer,
+) -> dict[str, Any]:
+    from edgetool.session import _summary
+
+    samples: list[int] = []
+    end: schema.Summary | None = None
+    warm: schema.Warmup | None = None
+    failure: EdgetoolError | None = None
+    parity: dict[str, Any] | None = None
+    try:
+        feeds: dict[str, np.ndarray] = {}
+        if artifact is not None and info.is_edgetool:
+            feeds = input_tensors(artifact, settings)
+            payload = b"".join(v.tobytes() for v in feeds.values())
+            wanted = int(info.extended.get("in", "0"))
+            if wanted != len(payload):
+                raise ModelError(
+                    f"the firmware takes {wanted} input bytes, the model's inputs are "
+                    f"{len(payload)}: the board runs a different model"
+                )
+            sent_before = client.stats.sent
+            client.load_binary(payload)
+            writer.update(
+                upload={
+                    "method": "xbin",
+                    "payload_bytes": len(payload),
+                    "wire_bytes": client.stats.sent - sent_before,
+                    "retransmits": client.stats.retransmits,
+                }
+            )
+        expected = settings.effective_iterations()
+        for event in events(client, info, settings, expected):
+            obs.event(event)
+            if isinstance(event, schema.Hello):
+                writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
+            elif isinstance(event, schema.Warmup):
+                warm = event
+                obs.measuring(0 if settings.duration else expected, settings.duration)
+            elif isinstance(event, schema.Samples):
+                writer.append_samples(event.first_index, event.ns)
+                samples.extend(event.ns)
+                obs.progress(len(samples))
+            elif isinstance(event, schema.Summary):
+                end = event
+        if feeds:
+            assert artifact is not None
+            got = np.frombuffer(client.xresults(), dtype="<f4").astype(np.float32)
+            want = reference_outputs(artifact, feeds)
+            ok = got.shape == want.shape and bool(
+                np.allclose(got, want, atol=PARITY_ATOL, rtol=PARITY_RTOL)
+            )
+            parity = {
+                "reference": "onnxruntime on the source ONNX, same input",
+                "max_abs": float(np.max(np.abs(got - want))) if got.shape == want.shape else None,
+                "atol": PARITY_ATOL,
+                "rtol": PARITY_RTOL,
+                "ok": ok,
+                "outputs": got.tolist(),
+            }
+            writer.update(parity=parity)
+            if not ok:
+                failure = VerificationFailed(
+                    f"firmware outputs differ from onnxruntime (max abs "
+                    f"{parity['max_abs']}, tolerance {PARITY_ATOL})"
+                )
+    except KeyboardInterrupt as exc:
+        failure = Interrupted(f"interrupted after {len(samples)} samples")
+        failure.__cause__ = exc
+    except EdgetoolError as exc:
+        failure = exc
+    summary = _summary(samples, end, warm, None) if samples else None
+    if summary is not None:
+        summary["parity"] = parity
+        summary["time_base"] = writer.manifest["target"]["time_base"]
+    if failure is not None:
+        status = (
+            "partial"
+            if samples and not isinstance(failure, VerificationFailed)
+            else ("complete" if samples else "failed")
+        )
+        writer.finish(status, summary, error=str(failure))
+        if samples:
+            failure.run_dir = writer.dir
+        raise failure
+    assert summary is not None
+    writer.finish("complete", summary)
+    return summary

@@ -1,0 +1,206 @@
+"""Firmware on an emulated Cortex-M4 (QEMU mps2-an386), driven through its real UART:
+the MLPerf Tiny command set, the CRC-framed upload over a bit-flipping link, and
+`edgetool deploy` end to end into the result store with parity against onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgetool.emulate.qemu_m import QemuCortexM
+from edgetool.mcu.build import build_firmware
+from edgetool.mcu.noisy import BitFlipProxy
+from edgetool.mcu.protocol import BenchClient, open_port
+from tests.conftest import assert_one_line_error
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not (shutil.which("qemu-system-arm") and shutil.which("arm-none-eabi-gcc")),
+        reason="needs qemu-system-arm and gcc-arm-none-eabi",
+    ),
+]
+
+
+@pytest.fixture
+def board(home: Path) -> Iterator[dict[str, Any]]:
+    """QEMU booted with the protocol-only firmware (null model: 128 bytes in, 10 out)."""
+    qemu = QemuCortexM("test-m4")
+    state = qemu.start(build_firmware("mps2-an386", None).elf)
+    yield state
+    qemu.stop()
+
+
+def _client(url: str, timeout: float = 5.0) -> BenchClient:
+    client = BenchClient(open_port(url, 115200, timeout), url, timeout)
+    client.sync()
+    return client
+
+
+def test_firmware_speaks_the_mlperf_tiny_command_set(board: dict[str, Any]) -> None:
+    assert "m-init-done" in board["banner"]
+    client = _client(board["transport"]["url"])
+    try:
+        assert client.command("name") == ["m-name-dut-[edgetool-mps2-an386]"]
+        assert client.command("profile") == ["m-profile-[edgetool-bench-1]", "m-model-[null]"]
+        data = bytes(range(40)) + bytes(range(200, 240)) + bytes(48)
+        assert client.command("db load 128") == ["m-[Expecting 128 bytes]"]
+        replies = [client.command("db " + data[i : i + 31].hex()) for i in range(0, 128, 31)]
+        assert replies[-1] == ["m-load-done"] and all(r == [] for r in replies[:-1])
+        assert client.command("db print") == ["m-buffer-" + "-".join(f"{b:02x}" for b in data)]
+        lines = client.command("infer 3 2")
+        assert lines[:3] == ["m-warmup-start-2", "m-warmup-done", "m-infer-start-3"]
+        assert lines[3].startswith("m-lap-us-") and lines[4].startswith("m-lap-us-")
+        assert lines[5] == "m-infer-done"
+        want = [sum(data[j] for j in range(i, 128, 10)) / 255 for i in range(10)]
+        expected = "m-results-[" + ",".join(f"{v:.3f}" for v in want) + "]"
+        assert lines[6] == expected
+        assert client.command("results") == [expected]
+        assert client.command("frobnicate 3") == ["e-[Unknown command: frobnicate 3]"]
+        assert client.command("timestamp")[0].startswith("m-lap-us-")
+        # Deterministic under -icount: the same work costs the same ticks (±1: the 1 ms
+        # SysTick interrupt may land inside one inference).
+        ticks = client.xinfer(5)
+        assert min(ticks) > 0 and max(ticks) - min(ticks) <= 1
+    finally:
+        client.close()
+
+
+def test_line_noise_then_the_device_still_answers(board: dict[str, Any]) -> None:
+    client = _client(board["transport"]["url"])
+    try:
+        rng = random.Random(3)
+        client._write(bytes(rng.randrange(256) for _ in range(300)))
+        client.sync()
+        assert client.info().model == "null"
+    finally:
+        client.close()
+
+
+def test_binary_upload_over_a_noisy_link_delivers_no_corrupted_upload(
+    board: dict[str, Any],
+) -> None:
+    port = int(board["transport"]["url"].rsplit(":", 1)[1])
+    proxy = BitFlipProxy(("127.0.0.1", port), ber=1e-3, seed=7)
+    client = BenchClient(open_port(proxy.url, 115200, 5), proxy.url, 5)
+    rng = random.Random(11)
+    corrupted = 0
+    try:
+        client.sync(attempts=10)
+        for _ in range(20):
+            data = bytes(rng.randrange(256) for _ in range(128))
+            client.load_binary(data)  # raises unless the device's CRC of the buffer matches
+            # Independent check: read the buffer back (over the clean device -> host side).
+            for _attempt in range(5):
+                lines = client.command("db print")
+                if lines and lines[0].startswith("m-buffer-"):
+                    break
+            got = bytes(int(h, 16) for h in lines[0][len("m-buffer-") :].split("-"))
+            corrupted += got != data
+    finally:
+        client.close()
+        proxy.close()
+    assert proxy.flipped > 0, "the proxy flipped no bits: the test proved nothing"
+    assert client.stats.retransmits > 0
+    assert corrupted == 0
+
+
+def test_device_that_never_answers_fails_fast(home: Path, cli: Any, tmp_path: Path) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    port = listener.getsockname()[1]
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "mute.toml").write_text(
+        'kind = "mcu"\n[transport]\ntype = "serial"\n'
+        f'url = "socket://127.0.0.1:{port}"\ntimeout = 1\n'
+        '[mcu]\nboard = "x"\nflash = "none"\nflash_bytes = 1\nram_bytes = 1\n'
+    )
+    started = time.monotonic()
+    result = cli("--targets-dir", str(tmp_path / "t"), "deploy", "--target", "mute", "-n", "5")
+    listener.close()
+    assert time.monotonic() - started < 60
+    assert_one_line_error(result, 7, "does not answer")
+
+
+@pytest.mark.slow
+def test_deploy_classifier_end_to_end_with_parity(home: Path, cli: Any) -> None:
+    try:
+        result = cli(
+            "deploy",
+            "--target",
+            "mcu-m4-qemu",
+            "--model",
+            "cbnet-classifier",
+            "-n",
+            "60",
+            "--json",
+            timeout=300,
+        )
+        assert result.code == 0, result.stderr
+        out = result.json()
+        manifest, summary = out["manifest"], out["summary"]
+        assert manifest["status"] == "complete"
+        assert manifest["target"]["emulated"] is True
+        assert "emulated instructions" in manifest["target"]["time_base"]
+        assert manifest["parity"]["ok"] is True and manifest["parity"]["max_abs"] < 1e-4
+        assert manifest["upload"]["payload_bytes"] == 784 * 4
+        assert manifest["firmware"]["flash_bytes"] < manifest["firmware"]["ram_bytes"] * 10
+        assert summary["count"] == 60
+        # The same store and `edgetool results` as the Linux targets.
+        shown = cli("results", "show", "latest", "--json")
+        assert shown.code == 0 and shown.json()["summary"]["count"] == 60
+        assert len(Path(out["run_dir"], "samples.jsonl").read_text().splitlines()) >= 2
+        # The emulator keeps running the model's firmware: deploy without --model uses it.
+        again = cli("deploy", "--target", "mcu-m4-qemu", "-n", "10", "--json")
+        assert again.code == 0, again.stderr
+        assert again.json()["manifest"]["device"]["model"] == "cbnet-classifier"
+        status = cli("emulate", "status", "mcu-m4-qemu")
+        assert "running" in status.stdout
+    finally:
+        cli("emulate", "stop", "mcu-m4-qemu")
+
+
+@pytest.mark.slow
+def test_model_too_big_for_the_board_fails_before_flashing(home: Path, cli: Any) -> None:
+    result = cli("build", "--target", "nucleo-l476rg", "--model", "cbnet", timeout=300)
+    assert_one_line_error(result, 3, "does not fit board nucleo-l476rg", "bytes")
+
+
+def test_emulate_start_boots_the_protocol_firmware(home: Path, cli: Any) -> None:
+    try:
+        started = cli("emulate", "start", "mcu-m4-qemu", "--json")
+        assert started.code == 0, started.stderr
+        url = started.json()["transport"]["url"]
+        assert url.startswith("socket://127.0.0.1:")
+        result = cli("deploy", "--target", "mcu-m4-qemu", "-n", "5", "--json")
+        assert result.code == 0, result.stderr
+        assert result.json()["summary"]["count"] == 5
+    finally:
+        cli("emulate", "stop", "mcu-m4-qemu")
+    assert not os.path.exists(Path(os.environ["EDGETOOL_STATE_DIR"], "emulators", "x.json"))
+
+
+def test_every_board_port_builds_within_its_targets_limits(home: Path) -> None:
+    from edgetool.mcu.build import boards
+    from edgetool.targets import load_target
+
+    assert {"mps2-an386", "nucleo-l476rg"} <= set(boards())
+    for name in ("mcu-m4-qemu", "nucleo-l476rg"):
+        target = load_target(name)
+        assert target.mcu is not None
+        firmware = build_firmware(target.mcu.board, None)
+        assert firmware.elf.is_file()
+        assert 0 < firmware.flash_bytes <= target.mcu.flash_bytes
+        assert 0 < firmware.ram_bytes <= target.mcu.ram_bytes

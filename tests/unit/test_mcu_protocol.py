@@ -1,0 +1,184 @@
+"""The host side of the bench protocol against a pty peer: a plain MLPerf Tiny DUT (text
+only, no `x` extensions), a silent device and a device that prints garbage. The serial
+link is a real pty opened through pyserial, as a USB UART would be."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edgetool.errors import ConfigError, DeviceError, ModelError
+from edgetool.export.c_export import glue
+from edgetool.mcu.build import Firmware, check_fit
+from edgetool.mcu.protocol import BenchClient, open_port
+from edgetool.targets import parse_target
+
+Peer = Callable[[int, threading.Event], None]
+
+
+def mlperf_dut(fd: int, stop: threading.Event) -> None:
+    """A minimal MLPerf Tiny reference DUT: text commands only, 0.25 ms per inference."""
+    buf, expect, loaded = b"", 0, bytearray()
+    clock = [0]
+
+    def out(*lines: str) -> None:
+        os.write(fd, "".join(line + "\r\n" for line in lines).encode())
+
+    out("m-timestamp-mode-performance", "m-init-done", "m-ready")
+    while not stop.is_set():
+        try:
+            chunk = os.read(fd, 256)
+        except OSError:
+            return
+        buf += chunk
+        while b"%" in buf:
+            raw, _, buf = buf.partition(b"%")
+            cmd = raw.decode(errors="replace").strip()
+            if cmd == "name":
+                out("m-name-dut-[reference]")
+            elif cmd == "profile":
+                out("m-profile-[ulp-mlperf]", "m-model-[ic01]")
+            elif cmd.startswith("db load "):
+                expect, loaded = int(cmd[8:]), bytearray()
+                out(f"m-[Expecting {expect} bytes]")
+            elif cmd.startswith("db "):
+                loaded += bytes.fromhex(cmd[3:])
+                if len(loaded) == expect:
+                    out("m-load-done")
+            elif cmd.startswith("infer "):
+                n, w = (int(v) for v in cmd.split()[1:3])
+                start = clock[0]
+                clock[0] += 250 * n
+                out(f"m-warmup-start-{w}", "m-warmup-done", f"m-infer-start-{n}")
+                out(f"m-lap-us-{start}", f"m-lap-us-{clock[0]}", "m-infer-done")
+                out(f"m-results-[{sum(loaded) % 7}.000,0.500]")
+            else:
+                out(f"e-[Unknown command: {cmd}]")
+            out("m-ready")
+
+
+def silent(fd: int, stop: threading.Event) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            os.read(fd, 256)
+
+
+def garbage(fd: int, stop: threading.Event) -> None:
+    rng = random.Random(0)
+    while not stop.is_set():
+        with contextlib.suppress(OSError):
+            os.write(fd, bytes(rng.randrange(256) for _ in range(64)).replace(b"\n", b"."))
+        time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def pty_device(peer: Peer, timeout: float = 2.0) -> Iterator[BenchClient]:
+    master, slave = os.openpty()
+    stop = threading.Event()
+    thread = threading.Thread(target=peer, args=(master, stop), daemon=True)
+    thread.start()
+    path = os.ttyname(slave)
+    client = BenchClient(open_port(path, 115200, timeout), path, timeout)
+    try:
+        yield client
+    finally:
+        stop.set()
+        client.close()
+        os.close(slave)
+        os.close(master)
+        thread.join(timeout=2)
+
+
+def test_plain_mlperf_tiny_device_is_driven_without_extensions() -> None:
+    with pty_device(mlperf_dut) as client:
+        client.sync()
+        info = client.info()
+        assert (info.name, info.profile, info.model) == ("reference", "ulp-mlperf", "ic01")
+        assert not info.is_edgetool and info.tick_hz is None
+        data = bytes(range(100))
+        client.load_hex(data)
+        # MLPerf's hex loading: 31 bytes a command, so 4 `db` lines for 100 bytes.
+        assert client.stats.sent > 2 * len(data)
+        elapsed_us, results = client.infer(4, 1)
+        assert elapsed_us == 1000
+        assert results == [sum(data) % 7, 0.5]
+
+
+def test_events_from_a_plain_device_fill_the_same_schema() -> None:
+    from edgetool.mcu.session import events
+    from edgetool.results import schema
+    from edgetool.session import RunSettings
+
+    with pty_device(mlperf_dut) as client:
+        client.sync()
+        info = client.info()
+        got = list(events(client, info, RunSettings(iterations=5, warmup=2), 5))
+    kinds = [type(e) for e in got]
+    assert kinds[:3] == [schema.Hello, schema.ModelInfo, schema.Warmup]
+    assert kinds[-1] is schema.Summary
+    samples = [ns for e in got if isinstance(e, schema.Samples) for ns in e.ns]
+    assert samples == [250_000] * 5  # one `infer 1 0` per sample, µs -> ns
+
+
+def test_silent_device_times_out_with_a_clear_error() -> None:
+    started = time.monotonic()
+    with pty_device(silent, timeout=0.5) as client, pytest.raises(DeviceError) as err:
+        client.sync(attempts=2)
+    assert time.monotonic() - started < 10
+    assert "does not answer" in err.value.message
+
+
+def test_garbage_on_the_line_is_an_error_not_a_hang() -> None:
+    started = time.monotonic()
+    with pty_device(garbage, timeout=0.5) as client, pytest.raises(DeviceError) as err:
+        client.sync(attempts=2)
+    assert time.monotonic() - started < 10
+    assert "m-ready" in err.value.message
+
+
+def _mcu_toml(**mcu: object) -> dict[str, object]:
+    table = {"board": "mps2-an386", "flash": "qemu", "flash_bytes": 1024, "ram_bytes": 512}
+    table.update(mcu)
+    return {"kind": "mcu", "transport": {"type": "serial", "url": "loop://"}, "mcu": table}
+
+
+def test_mcu_targets_are_validated(tmp_path: Path) -> None:
+    target = parse_target(tmp_path / "m.toml", _mcu_toml())
+    assert target.mcu is not None and target.mcu.flash_bytes == 1024
+    assert target.transport_type == "serial"
+    with pytest.raises(ConfigError, match=r"mcu\.flash"):
+        parse_target(tmp_path / "m.toml", _mcu_toml(flash="jtag"))
+    with pytest.raises(ConfigError, match="ram_bytes"):
+        parse_target(tmp_path / "m.toml", _mcu_toml(ram_bytes=0))
+    with pytest.raises(ConfigError, match="needs an \\[mcu\\] table"):
+        parse_target(tmp_path / "m.toml", {"kind": "mcu", "transport": {"type": "local"}})
+
+
+def test_fit_check_names_the_bytes_over() -> None:
+    firmware = Firmware("b", Path("f.elf"), 2000, 400, 256, 100, {})
+    check_fit(firmware, 2000, 400, "m", "t")  # exactly full fits
+    with pytest.raises(ModelError) as err:
+        check_fit(firmware, 1500, 400, "cbnet:c:fp32", "nucleo")
+    assert "2,000 bytes flash; nucleo has 1,500 (500 over)" in err.value.message
+
+
+def test_c_glue_maps_buffers_and_refuses_non_float() -> None:
+    text = glue(
+        "two",
+        [
+            {"name": "a", "shape": [1, 4], "dtype": "float32"},
+            {"name": "b", "shape": [2], "dtype": "float32"},
+        ],
+        [{"name": "y", "shape": [1, 3], "dtype": "float32"}],
+    )
+    assert "edgetool_input_bytes = 24u" in text
+    assert "(edgetool_input_buffer + 16)" in text
+    with pytest.raises(ModelError, match="float32"):
+        glue("q", [{"name": "a", "shape": [1], "dtype": "int8"}], [])
