@@ -17,7 +17,7 @@ from edgetool import __version__
 from edgetool.errors import DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
 from edgetool.results import schema
-from edgetool.results.stats import summarize_ns
+from edgetool.results.stats import summarize_generations, summarize_ns
 from edgetool.results.store import RunWriter, new_run_id
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import Target
@@ -37,8 +37,13 @@ class RunSettings:
     seed: int = 0
     save_outputs: bool = False
     runtime: str = "auto"
+    # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
+    new_tokens: int = 0
+    head_size: int = 0
 
     def effective_iterations(self) -> int:
+        if self.new_tokens:
+            return self.iterations or 3
         return self.iterations if self.iterations or self.duration else 100
 
 
@@ -82,6 +87,15 @@ def runner_argv(
     input_path: str | None,
     outputs_path: str | None = None,
 ) -> list[str]:
+    if settings.new_tokens:
+        if not input_path:
+            raise ModelError("generation needs the prompt's token ids")
+        return [
+            python, runner, "generate", "--model", model, "--prompt-ids", input_path,
+            "--tokens", str(settings.new_tokens), "--head-size", str(settings.head_size),
+            "--repeat", str(settings.effective_iterations()),
+            "--warmup", str(max(min(settings.warmup, 3), 1)), "--threads", str(settings.threads),
+        ]  # fmt: skip
     argv = [python, runner, "run", "--model", model, "--runtime", settings.runtime]
     iterations = settings.effective_iterations()
     if iterations:
@@ -213,6 +227,7 @@ def _run_and_journal(
     obs: Observer,
 ) -> dict[str, Any]:
     samples: list[int] = []
+    generations: list[schema.Generation] = []
     end: schema.Summary | None = None
     warm: schema.Warmup | None = None
     model: schema.ModelInfo | None = None
@@ -235,10 +250,16 @@ def _run_and_journal(
                 writer.update(**{f"env_{event.when}": event.values})
             elif isinstance(event, schema.Warmup):
                 warm = event
+                expected = settings.effective_iterations()
+                if settings.new_tokens:  # samples are decode steps: new tokens - 1 each
+                    expected *= max(settings.new_tokens - 1, 0)
                 obs.measuring(
-                    0 if settings.min_duration else settings.effective_iterations(),
+                    0 if settings.min_duration and not settings.new_tokens else expected,
                     settings.duration,
                 )
+            elif isinstance(event, schema.Generation):
+                generations.append(event)
+                writer.update(generations=[asdict(g) for g in generations])
             elif isinstance(event, schema.Summary):
                 end = event
             elif isinstance(event, schema.ErrorEvent):
@@ -262,6 +283,10 @@ def _run_and_journal(
         process.kill()
         failure = exc
     summary = _summary(samples, end, warm, model) if samples else None
+    if summary is not None and generations:
+        summary["generation"] = summarize_generations(
+            [(g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns) for g in generations]
+        )
     if failure is not None:
         writer.finish("partial" if samples else "failed", summary, error=str(failure))
         if samples:

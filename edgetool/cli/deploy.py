@@ -97,6 +97,18 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Results directory [./results or EDGETOOL_RESULTS].",
 )
+@click.option(
+    "--prompt",
+    default=None,
+    help="LLMs: the prompt text (tokenized on this host). Default: a line of Python.",
+)
+@click.option(
+    "--tokens",
+    "new_tokens",
+    type=click.IntRange(min=2),
+    default=None,
+    help="LLMs: new tokens per generation (greedy) [default: 32]. -n counts generations.",
+)
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
 @click.pass_context
@@ -114,6 +126,8 @@ def command(
     seed: int,
     save_outputs: bool,
     out: Path | None,
+    prompt: str | None,
+    new_tokens: int | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -129,6 +143,7 @@ def command(
       edgetool deploy --model tiny-mlp
       edgetool deploy --target rpi4 --model model.tflite --duration 10 --threads 4
       edgetool deploy --target mcu-m4-qemu --model cbnet-classifier   # firmware, QEMU M4
+      edgetool deploy --target rpi4 --model tiny-llama:onnx:int4 --prompt "def " --tokens 64
     """
     from edgetool.export.artifact import resolve_model
     from edgetool.session import RunSettings, deploy
@@ -145,7 +160,24 @@ def command(
         if target.kind == "mcu" and ":" not in model_spec and not Path(model_spec).exists():
             model_spec += ":c"  # a microcontroller runs the C export
         artifact = resolve_model(model_spec, progress=ui.say)
+    head_size = 0
+    is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
+    if (prompt is not None or new_tokens is not None) and not is_llm:
+        raise click.UsageError("--prompt and --tokens apply to LLM models only")
+    if is_llm:
+        from edgetool.zoo.llm import DEFAULT_PROMPT, prompt_file
+
+        assert artifact is not None
+        if input_path is not None:
+            raise click.UsageError("an LLM takes --prompt, not --input")
+        input_path, prompt_tokens, head_size = prompt_file(
+            artifact.manifest, DEFAULT_PROMPT if prompt is None else prompt
+        )
+        new_tokens = new_tokens or 32
+        ui.say(f"prompt: {prompt_tokens} tokens; generating {new_tokens} per run (greedy)")
     settings = RunSettings(
+        new_tokens=new_tokens or 0,
+        head_size=head_size,
         iterations=iterations or 0,
         min_duration=0.0 if iterations or duration else 1.0,
         duration=duration or 0.0,
@@ -170,6 +202,12 @@ def command(
     finally:
         ui.stop()
         signal.signal(signal.SIGTERM, previous)
+    text = None
+    if is_llm and outcome.manifest.get("generations"):
+        from edgetool.zoo.llm import decode
+
+        assert artifact is not None
+        text = decode(artifact.manifest, outcome.manifest["generations"][0]["tokens"])
     if as_json:
         emit_json(
             {
@@ -177,6 +215,7 @@ def command(
                 "manifest": outcome.manifest,
                 "summary": outcome.summary,
                 "pushes": [dataclasses.asdict(p) for p in outcome.pushes],
+                **({"generated_text": text} if text is not None else {}),
             }
         )
     elif quiet:
@@ -185,6 +224,8 @@ def command(
         from edgetool.cli.results import print_summary
 
         print_summary(outcome.manifest, outcome.summary)
+        if text is not None:
+            console().print(f"\ngenerated: {text!r}")
         console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")
 
 

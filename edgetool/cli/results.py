@@ -46,13 +46,25 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
         out.print("no samples were recorded")
         return
     lat = summary["latency"]
+    gen = summary.get("generation")
+    if gen:
+        out.print(
+            f"\n  generation ({gen['generations']}×, {gen['prompt_tokens']}-token prompt, "
+            f"{gen['new_tokens']} new tokens, greedy)"
+        )
+        out.print(f"  time to first token  {gen['ttft_ms']:10.2f} ms")
+        if "prefill_tokens_per_s" in gen:
+            out.print(f"  prefill              {gen['prefill_tokens_per_s']:10.1f} tokens/s")
+        if "decode_tokens_per_s" in gen:
+            out.print(f"  decode               {gen['decode_tokens_per_s']:10.1f} tokens/s")
     ci = lat.get("median_ci")
     ci_text = (
         f"  [{ci[0]:.3f}, {ci[1]:.3f}] {round(100 * lat['confidence'])}% CI"
         if ci
         else "  (too few samples for a CI)"
     )
-    out.print(f"\n                 latency (ms), n={lat['count']}")
+    unit = "decode step latency (ms)" if gen else "latency (ms)"
+    out.print(f"\n                 {unit}, n={lat['count']}")
     out.print(f"  p50   {_fmt(lat['p50']):>10}{ci_text}")
     for key in ("p90", "p95", "p99", "p999"):
         out.print(f"  {key:<5} {_fmt(lat[key]):>10}")

@@ -184,8 +184,14 @@ def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> 
 @click.option(
     "-q",
     "--quant",
-    type=click.Choice(["fp32", "fp16", "int8"]),
-    help="Quantization [recipe default, usually fp32].",
+    type=click.Choice(["fp32", "fp16", "int8", "int4", "w4a8"]),
+    help="Quantization [recipe default, usually fp32]; int4 and w4a8 are for LLMs.",
+)
+@click.option(
+    "--hf-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With NAME 'llm': export this Hugging Face model directory (LLaMA family; "
+    "config, safetensors, tokenizer.json) instead of a zoo model. Works offline.",
 )
 @click.option(
     "-o",
@@ -196,21 +202,46 @@ def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> 
 @click.option("--force", is_flag=True, help="Rebuild even when a cached export exists.")
 @json_option
 def export(
-    name: str, fmt: str | None, quant: str | None, out: Path | None, force: bool, as_json: bool
+    name: str,
+    fmt: str | None,
+    quant: str | None,
+    hf_dir: Path | None,
+    out: Path | None,
+    force: bool,
+    as_json: bool,
 ) -> None:
     """Export a zoo model to ONNX, TFLite or C: an artifact file plus a manifest.
 
     Exports are cached by content (recipe + weights + format + quantization), so a
     second export of an unchanged model is instant.
+
+    \b
+    Examples:
+      edgetool export cbnet --format tflite --quant int8
+      edgetool export tiny-llama --quant w4a8
+      edgetool export llm --hf-dir ~/models/TinyLlama-1.1B --quant int4
     """
     import shutil
 
     from edgetool.export.artifact import manifest_path
     from edgetool.export.build import export as build
 
+    recipe = None
+    if (name == "llm") != (hf_dir is not None):
+        raise click.UsageError("use NAME 'llm' together with --hf-dir PATH")
+    if hf_dir is not None:
+        from edgetool.zoo.llm import hf_recipe
+
+        recipe = hf_recipe(hf_dir)
+        name = recipe.name
     err = console(stderr=True)
     artifact = build(
-        name, fmt, quant, force=force, progress=None if as_json else lambda msg: err.print(msg)
+        name,
+        fmt,
+        quant,
+        force=force,
+        progress=None if as_json else lambda msg: err.print(msg),
+        recipe=recipe,
     )
     path = artifact.path
     if out is not None:

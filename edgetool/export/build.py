@@ -50,8 +50,10 @@ def export(
     *,
     force: bool = False,
     progress: Say | None = None,
+    recipe: Recipe | None = None,
 ) -> Artifact:
-    recipe = load_recipe(name)
+    """`recipe` overrides the zoo lookup of `name` (an LLM from a user's HF directory)."""
+    recipe = recipe or load_recipe(name)
     fmt = fmt or recipe.default_format
     quant = quant or recipe.default_quant
     if fmt not in EXTENSIONS:
@@ -95,6 +97,7 @@ def export(
             "sha256": Artifact.from_path(staged).sha256,
             "size": staged.stat().st_size,
             "recipe_hash": recipe.content_hash(),
+            "recipe_dir": str(recipe.dir),
             "opset": recipe.opset if fmt == "onnx" else None,
             "exporter": f"edgetool {__version__} (exporter v{EXPORTER_VERSION})",
             "export_seconds": round(time.perf_counter() - started, 3),
@@ -120,6 +123,13 @@ def _build(recipe: Recipe, fmt: str, quant: str, out: Path, say: Say) -> dict[st
     from edgetool.zoo.family import get_family
 
     family = get_family(recipe.family)
+    formats = getattr(family, "formats", ("onnx", "tflite", "c"))
+    quants = getattr(family, "quants", ("fp32", "fp16", "int8"))
+    if fmt not in formats or quant not in quants:
+        raise ModelError(
+            f"{recipe.name} ({family.name} family) exports as {', '.join(formats)} in "
+            f"{', '.join(quants)}, not {fmt} {quant}"
+        )
     weights_dir = recipe.dir
     if fmt == "c":
         from edgetool.export import c_export

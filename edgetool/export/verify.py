@@ -20,7 +20,7 @@ from edgetool.errors import ModelError
 from edgetool.export.artifact import Artifact
 from edgetool.export.inspect import op_support
 from edgetool.zoo.family import Samples, get_family
-from edgetool.zoo.recipe import Recipe, load_recipe
+from edgetool.zoo.recipe import Recipe, recipe_of
 
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
     # max_rel: max abs error / max |reference|; agreement: top-1 share or PSNR drop (dB)
@@ -150,7 +150,7 @@ def verify(artifact: Artifact, count: int = 64) -> VerifyReport:
             f"{artifact.path.name} has no edgetool manifest: verify needs an artifact made by "
             "`edgetool export` (or name a zoo model: `edgetool verify cbnet:onnx:int8`)."
         )
-    recipe = load_recipe(str(manifest["model"]))
+    recipe = recipe_of(manifest)
     if manifest.get("recipe_hash") != recipe.content_hash():
         raise ModelError(
             f"{artifact.path.name} was exported from a different version of {recipe.name} "

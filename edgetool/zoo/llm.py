@@ -43,6 +43,7 @@ from edgetool.zoo.family import ProgressFn, Samples, register
 from edgetool.zoo.recipe import Recipe
 
 LLM_QUANTS = ("fp32", "int8", "int4", "w4a8")
+DEFAULT_PROMPT = "def main(argv=None):\n    "
 HELDOUT = "heldout.txt"
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>")
 _ARCH_KEYS = {
@@ -119,6 +120,81 @@ def geometry(path: Path) -> dict[str, int]:
         "context_length": int(cfg.get("max_position_embeddings", 2048)),
         "vocab_size": int(cfg["vocab_size"]),
     }
+
+
+def artifact_model_dir(manifest: dict[str, Any]) -> Path:
+    """The HF directory an exported LLM came from (its tokenizer and geometry)."""
+    from edgetool.zoo.recipe import recipe_of
+
+    if manifest.get("family") == "llm" and manifest.get("model"):
+        return hf_dir(recipe_of(manifest))
+    raise ModelError("not an LLM artifact made by `edgetool export` (no model directory)")
+
+
+def prompt_file(manifest: dict[str, Any], text: str) -> tuple[Path, int, int]:
+    """(.npy of the prompt's token ids, prompt length, head size) for the runner.
+
+    The file lives in the cache under its content hash, so the same prompt is not sent
+    to the device twice.
+    """
+    from edgetool import paths
+
+    model_dir = artifact_model_dir(manifest)
+    ids = encode(model_dir, text)
+    if ids.size == 0:
+        raise ModelError("the prompt encodes to no tokens")
+    geo = geometry(model_dir)
+    digest = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
+    path = paths.cache_dir() / "prompts" / f"prompt-{digest}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        staged = path.with_suffix(".part.npy")
+        np.save(staged, ids)
+        staged.replace(path)
+    return path, int(ids.size), geo["head_size"]
+
+
+def decode(manifest: dict[str, Any], ids: Sequence[int]) -> str:
+    return str(load_tokenizer(artifact_model_dir(manifest)).decode(list(ids)))
+
+
+def hf_recipe(source: Path) -> Recipe:
+    """A recipe for a user's Hugging Face directory, so its exports are cached, verified
+    and deployed like a zoo model's. It lives in the cache; its `weights-hf` is a symlink
+    to the user's directory (hashed file by file, so a changed model re-exports), and it
+    is verified on tiny-llama's held-out text."""
+    from edgetool import paths
+    from edgetool.zoo.recipe import parse_recipe
+
+    source = source.expanduser().resolve()
+    check_hf_dir(source)
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in source.name)[:40]
+    name = f"hf-{safe}-{hashlib.sha256(str(source).encode()).hexdigest()[:8]}"
+    folder = paths.cache_dir() / "hf-models" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "weights-hf"
+    if link.is_symlink() and Path(os.readlink(link)) != source:
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(source, target_is_directory=True)
+    held = paths.models_dir() / "tiny-llama" / HELDOUT
+    if held.is_file():
+        shutil.copyfile(held, folder / HELDOUT)
+    else:
+        (folder / HELDOUT).write_text(
+            "\n\n".join(p.read_text(encoding="utf-8") for p in stdlib_files()[:2]), encoding="utf-8"
+        )
+    text = (
+        f'family = "llm"\ndescription = "Hugging Face model directory {source}"\n'
+        'weights = "weights-hf"\n'
+        'inputs = [{ name = "input_ids", shape = [1, 128], dtype = "int64" }]\n'
+        'outputs = ["logits"]\n\n[export]\nformat = "onnx"\nquant = "fp32"\n'
+        "block_size = 32\n"
+    )
+    recipe_file = folder / "recipe.toml"
+    if not recipe_file.is_file() or recipe_file.read_text() != text:
+        recipe_file.write_text(text, encoding="utf-8")
+    return parse_recipe(recipe_file)
 
 
 def load_tokenizer(path: Path) -> Any:
@@ -444,9 +520,7 @@ class LLMFamily:
 
     def artifact_runner(self, artifact: Any) -> Callable[[list[np.ndarray]], np.ndarray]:
         """An exported decoder run on whole windows with an empty KV cache."""
-        from edgetool.zoo.recipe import load_recipe
-
-        head_size = geometry(hf_dir(load_recipe(str(artifact.manifest["model"]))))["head_size"]
+        head_size = geometry(artifact_model_dir(artifact.manifest))["head_size"]
         logits = onnx_logits(artifact.path, head_size)
         return lambda feeds: logits(feeds[0]).astype(np.float64)
 

@@ -169,3 +169,15 @@ def load_recipe(name: str) -> Recipe:
     if not path.is_file():
         raise ModelError(f"unknown model '{name}' (zoo: {', '.join(recipe_names()) or 'empty'}).")
     return parse_recipe(path)
+
+
+def recipe_of(manifest: Mapping[str, Any]) -> Recipe:
+    """The recipe an artifact was exported from: the zoo model of that name, else the
+    recipe directory its manifest records (an LLM exported from a user's HF directory)."""
+    name = str(manifest.get("model", ""))
+    if name and (paths.models_dir() / name / "recipe.toml").is_file():
+        return load_recipe(name)
+    recipe_dir = manifest.get("recipe_dir")
+    if recipe_dir and (Path(str(recipe_dir)) / "recipe.toml").is_file():
+        return parse_recipe(Path(str(recipe_dir)) / "recipe.toml")
+    return load_recipe(name)

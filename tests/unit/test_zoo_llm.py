@@ -148,3 +148,38 @@ def test_runner_generate_rejects_a_model_without_kv_cache(tmp_path: Path) -> Non
         if e["event"] == "error"
     ]  # fmt: skip
     assert events and events[0]["kind"] == "bad_model" and "KV-cache" in events[0]["message"]
+
+
+def test_cli_exports_verifies_and_deploys_a_user_hf_directory(
+    cli: Any, home: Path, hf_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The user's path for their own model: export llm --hf-dir, verify, deploy."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    exported = cli("export", "llm", "--hf-dir", str(hf_model), "--quant", "fp32", "--json")
+    assert exported.code == 0, exported.stderr
+    manifest = exported.json()["manifest"]
+    assert manifest["family"] == "llm" and manifest["quant"] == "fp32"
+    assert manifest["model"].startswith("hf-tiny-")
+    path = exported.json()["path"]
+    again = cli("export", "llm", "--hf-dir", str(hf_model), "--quant", "fp32", "--json")
+    assert again.json()["path"] == path  # cached by content
+    checked = cli("verify", path, "--samples", "4", "--json")
+    assert checked.code == 0, checked.stderr
+    report = checked.json()
+    assert report["agreement"]["top1_agreement"] == 1.0
+    assert "perplexity" in report["metric_artifact"]
+    deployed = cli("deploy", "-m", path, "--prompt", "import os\n", "--tokens", "6", "-n", "2",
+                   "--json")  # fmt: skip
+    assert deployed.code == 0, deployed.stderr
+    data = deployed.json()
+    assert data["summary"]["generation"]["new_tokens"] == 6
+    assert isinstance(data["generated_text"], str)
+
+
+def test_cli_llm_export_errors(cli: Any, home: Path, tmp_path: Path) -> None:
+    from tests.conftest import assert_one_line_error
+
+    assert_one_line_error(cli("export", "llm", "--hf-dir", str(tmp_path)), 3, "no config.json")
+    missing = cli("export", "llm")
+    assert missing.code == 2 and "--hf-dir" in missing.stderr
+    assert_one_line_error(cli("export", "tiny-llama", "--format", "tflite"), 3, "exports as onnx")
