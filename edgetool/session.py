@@ -287,14 +287,26 @@ def _run_and_journal(
         summary["generation"] = summarize_generations(
             [(g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns) for g in generations]
         )
+    finish_run(writer, summary, failure, "partial" if samples else "failed")
+    assert summary is not None
+    return summary
+
+
+def finish_run(
+    writer: RunWriter,
+    summary: dict[str, Any] | None,
+    failure: EdgetoolError | None,
+    status_on_failure: str,
+) -> None:
+    """Close the run's journal. On a failure the samples measured so far are kept (the
+    error names the run directory) and the failure is raised."""
     if failure is not None:
-        writer.finish("partial" if samples else "failed", summary, error=str(failure))
-        if samples:
+        writer.finish(status_on_failure, summary, error=str(failure))
+        if summary is not None:
             failure.run_dir = writer.dir
         raise failure
     assert summary is not None
     writer.finish("complete", summary)
-    return summary
 
 
 def _summary(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.procs import pid_alive
+from edgetool.procs import pid_alive, terminate
 from edgetool.targets import emulator_state_file
 
 MACHINE = "mps2-an386"
@@ -146,22 +146,5 @@ class QemuCortexM:
         self.state_file.unlink(missing_ok=True)
         if not state:
             return False
-        pid = int(state["pid"])
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        _alive(pid)
+        terminate(int(state["pid"]), kill=True)
         return True
-
-
-def _alive(pid: int) -> bool:
-    """pid_alive, reaping it first when it is our own exited child (no zombie left)."""
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    return pid_alive(pid)

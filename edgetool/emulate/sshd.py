@@ -12,7 +12,6 @@ import getpass
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.procs import pid_alive
+from edgetool.procs import pid_alive, terminate
 from edgetool.targets import emulator_state_file
 
 
@@ -174,12 +173,7 @@ class LoopbackSshd:
         self.state_file.unlink(missing_ok=True)
         if not state:
             return False
-        pid = int(state["pid"])
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        terminate(int(state["pid"]))
         return True
 
 

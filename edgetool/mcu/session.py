@@ -266,7 +266,7 @@ def _measure(
     writer: RunWriter,
     obs: Observer,
 ) -> dict[str, Any]:
-    from edgetool.session import _summary
+    from edgetool.session import _summary, finish_run
 
     samples: list[int] = []
     end: schema.Summary | None = None
@@ -338,16 +338,11 @@ def _measure(
     if summary is not None:
         summary["parity"] = parity
         summary["time_base"] = writer.manifest["target"]["time_base"]
-    if failure is not None:
-        status = (
-            "partial"
-            if samples and not isinstance(failure, VerificationFailed)
-            else ("complete" if samples else "failed")
-        )
-        writer.finish(status, summary, error=str(failure))
-        if samples:
-            failure.run_dir = writer.dir
-        raise failure
+    status = (
+        "partial"
+        if samples and not isinstance(failure, VerificationFailed)
+        else ("complete" if samples else "failed")
+    )
+    finish_run(writer, summary, failure, status)
     assert summary is not None
-    writer.finish("complete", summary)
     return summary

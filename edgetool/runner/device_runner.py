@@ -451,6 +451,21 @@ def emit_hello() -> None:
     emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
 
 
+def emit_model(model: Model, load_ms: float, threads: int) -> None:
+    """What was loaded, and the device's state just before measuring starts."""
+    emit(
+        "model",
+        runtime=model.runtime,
+        runtime_version=model.runtime_version,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        load_ms=load_ms,
+        threads=threads,
+        rss_after_load=peak_rss_bytes(),
+    )
+    emit("env", when="before", **environment())
+
+
 def cmd_facts(_: argparse.Namespace) -> int:
     emit_hello()
     emit("env", when="now", **environment())
@@ -470,17 +485,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_ms = (time.perf_counter() - load_start) * 1000
     feeds = make_inputs(model, args.input, args.seed)
     model.prepare(feeds)
-    emit(
-        "model",
-        runtime=model.runtime,
-        runtime_version=model.runtime_version,
-        inputs=model.inputs,
-        outputs=model.outputs,
-        load_ms=load_ms,
-        threads=args.threads,
-        rss_after_load=peak_rss_bytes(),
-    )
-    emit("env", when="before", **environment())
+    emit_model(model, load_ms, args.threads)
     first_start = time.perf_counter_ns()
     try:
         model.invoke()
@@ -580,17 +585,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise RunnerError("bad_input", f"cannot read prompt ids: {exc}") from exc
     if prompt.size == 0 or args.tokens < 1:
         raise RunnerError("bad_input", "need a non-empty prompt and --tokens >= 1")
-    emit(
-        "model",
-        runtime=model.runtime,
-        runtime_version=model.runtime_version,
-        inputs=model.inputs,
-        outputs=model.outputs,
-        load_ms=load_ms,
-        threads=args.threads,
-        rss_after_load=peak_rss_bytes(),
-    )
-    emit("env", when="before", **environment())
+    emit_model(model, load_ms, args.threads)
     clock = time.perf_counter_ns
     try:
         first = clock()

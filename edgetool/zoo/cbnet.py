@@ -48,7 +48,7 @@ from torch import nn
 
 from edgetool.errors import ConfigError, ModelError
 from edgetool.zoo.datasets import Split, Splits, load_splits
-from edgetool.zoo.family import ProgressFn, Samples, register
+from edgetool.zoo.family import ProgressFn, Samples, labelled_samples, register, top1
 from edgetool.zoo.recipe import Recipe
 
 VARIANTS = ("cbnet", "lenet", "branchynet", "classifier")
@@ -590,18 +590,9 @@ class CBNetFamily:
         return module.eval()
 
     def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
-        """The first `count` images of the split (all of them when count <= 0)."""
+        """The first `count` examples of the split (all of them when count <= 0)."""
         data = _splits(recipe)
-        if split == "calibration":
-            part = data.train
-        elif split == "test":
-            part = data.test
-        else:
-            raise ConfigError(f"unknown split '{split}' (expected calibration or test)")
-        n = len(part.y) if count <= 0 else min(count, len(part.y))
-        name = recipe.inputs[0].name if recipe.inputs else "image"
-        return Samples({name: np.ascontiguousarray(part.x[:n])}, part.y[:n].copy())
+        return labelled_samples(recipe, data.train, data.test, split, count)
 
     def task_metric(self, outputs: np.ndarray, samples: Samples) -> dict[str, float]:
-        logits = np.asarray(outputs).reshape(len(samples.targets), -1)
-        return {"top1": float((logits.argmax(axis=1) == samples.targets).mean())}
+        return top1(outputs, samples)

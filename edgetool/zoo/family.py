@@ -35,6 +35,37 @@ class Samples:
     targets: np.ndarray  # labels (classification) or ground-truth images (restoration)
 
 
+class LabelledSplit(Protocol):
+    """A split of a labelled dataset (cbnet's digits, L2MU's windows)."""
+
+    @property
+    def x(self) -> np.ndarray: ...
+
+    @property
+    def y(self) -> np.ndarray: ...
+
+
+def labelled_samples(
+    recipe: Recipe, train: LabelledSplit, test: LabelledSplit, split: str, count: int
+) -> Samples:
+    """The first `count` examples (all when count <= 0) of the training data
+    ("calibration") or the held-out data ("test"), under the recipe's input name."""
+    from edgetool.errors import ConfigError
+
+    if split not in ("calibration", "test"):
+        raise ConfigError(f"unknown split '{split}' (expected calibration or test)")
+    part = train if split == "calibration" else test
+    n = len(part.y) if count <= 0 else min(count, len(part.y))
+    name = recipe.inputs[0].name if recipe.inputs else "input"
+    return Samples({name: np.ascontiguousarray(part.x[:n])}, np.asarray(part.y[:n]).copy())
+
+
+def top1(outputs: np.ndarray, samples: Samples) -> dict[str, float]:
+    """Share of examples whose largest output is the label (logits or spike counts)."""
+    scores = np.asarray(outputs).reshape(len(samples.targets), -1)
+    return {"top1": float((scores.argmax(axis=1) == samples.targets).mean())}
+
+
 class Family(Protocol):
     """What edgetool needs from a model family; see edgetool/zoo/cbnet.py for one."""
 

@@ -35,7 +35,7 @@ from snntorch import surrogate
 from torch import nn
 
 from edgetool.errors import ConfigError, ModelError
-from edgetool.zoo.family import ProgressFn, Samples, register
+from edgetool.zoo.family import ProgressFn, Samples, labelled_samples, register, top1
 from edgetool.zoo.recipe import Recipe
 from edgetool.zoo.wisdm import ACTIVITIES, CHANNELS, STEPS, WindowSplits, load_windows
 
@@ -338,20 +338,12 @@ class L2MUFamily:
         return model
 
     def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
+        """The first `count` examples of the split (all of them when count <= 0)."""
         data = _splits(recipe)
-        if split == "calibration":
-            part = data.train
-        elif split == "test":
-            part = data.test
-        else:
-            raise ConfigError(f"unknown split '{split}' (expected calibration or test)")
-        n = len(part.y) if count <= 0 else min(count, len(part.y))
-        name = recipe.inputs[0].name if recipe.inputs else "window"
-        return Samples({name: np.ascontiguousarray(part.x[:n])}, part.y[:n].copy())
+        return labelled_samples(recipe, data.train, data.test, split, count)
 
     def task_metric(self, outputs: np.ndarray, samples: Samples) -> dict[str, float]:
-        counts = np.asarray(outputs).reshape(len(samples.targets), -1)
-        return {"top1": float((counts.argmax(axis=1) == samples.targets).mean())}
+        return top1(outputs, samples)
 
     def agreement(self, outputs: np.ndarray, expected: np.ndarray) -> dict[str, float]:
         """Spike counts are integers: the share of (window, neuron) counts that match
