@@ -204,3 +204,22 @@ def test_every_board_port_builds_within_its_targets_limits(home: Path) -> None:
         assert firmware.elf.is_file()
         assert 0 < firmware.flash_bytes <= target.mcu.flash_bytes
         assert 0 < firmware.ram_bytes <= target.mcu.ram_bytes
+
+
+@pytest.mark.slow
+def test_deploy_l2mu_mcu_end_to_end_with_parity(home: Path, cli: Any) -> None:
+    """The microcontroller-sized spiking LMU as C on the emulated M4, checked against
+    onnxruntime on the same window."""
+    try:
+        result = cli(
+            "deploy", "--target", "mcu-m4-qemu", "--model", "l2mu-mcu", "-n", "5", "--json",
+            timeout=600,
+        )  # fmt: skip
+        assert result.code == 0, result.stderr
+        manifest = result.json()["manifest"]
+        assert manifest["status"] == "complete"
+        assert manifest["parity"]["ok"] is True
+        assert manifest["upload"]["payload_bytes"] == 40 * 6 * 4
+        assert result.json()["summary"]["count"] == 5
+    finally:
+        cli("emulate", "stop", "mcu-m4-qemu")
