@@ -114,6 +114,28 @@ def test_binary_upload_over_a_noisy_link_delivers_no_corrupted_upload(
     assert corrupted == 0
 
 
+def test_a_link_too_noisy_for_retransmits_is_a_clear_error_not_a_hang(
+    board: dict[str, Any],
+) -> None:
+    from edgetool.errors import TransferError
+
+    port = int(board["transport"]["url"].rsplit(":", 1)[1])
+    client = BenchClient(open_port(f"socket://127.0.0.1:{port}", 115200, 5), "qemu", 5)
+    client.sync(attempts=10)
+    client.close()
+    proxy = BitFlipProxy(("127.0.0.1", port), ber=0.03, seed=3)  # ~every 4th byte damaged
+    client = BenchClient(open_port(proxy.url, 115200, 5), proxy.url, 5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(TransferError) as caught:
+            client.load_binary(bytes(range(256)) * 2, retries=2)
+    finally:
+        client.close()
+        proxy.close()
+    assert "\n" not in str(caught.value) and proxy.url in str(caught.value)
+    assert time.monotonic() - started < 120
+
+
 def test_device_that_never_answers_fails_fast(home: Path, cli: Any, tmp_path: Path) -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
