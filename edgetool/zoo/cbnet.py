@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +47,14 @@ from torch import nn
 
 from edgetool.errors import ConfigError, ModelError
 from edgetool.zoo.datasets import Split, Splits, load_splits
-from edgetool.zoo.family import ProgressFn, Samples, labelled_samples, register, top1
+from edgetool.zoo.family import (
+    ProgressFn,
+    Samples,
+    labelled_samples,
+    load_trained,
+    register,
+    top1,
+)
 from edgetool.zoo.recipe import Recipe
 
 VARIANTS = ("cbnet", "lenet", "branchynet", "classifier")
@@ -548,11 +554,6 @@ def _train_cbnet(
     return model
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 # --- the family -----------------------------------------------------------------------
 
 
@@ -568,26 +569,14 @@ class CBNetFamily:
         return train_variant(recipe, out_dir, progress)
 
     def reference(self, recipe: Recipe, weights_dir: Path) -> nn.Module:
-        path = Path(weights_dir) / recipe.weights
-        if not path.is_file():
-            raise ModelError(
-                f"{path} not found", hint=f"train it first: edgetool train {recipe.name}"
-            )
-        module = build(recipe)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as exc:
-            raise ModelError(f"{path}: not a torch state_dict ({type(exc).__name__})") from exc
-        if _variant(recipe) == "classifier" and any(k.startswith("classifier.") for k in state):
-            # A whole CBNet's weights work too: take its classifier part.
-            state = {k[11:]: v for k, v in state.items() if k.startswith("classifier.")}
-        try:
-            module.load_state_dict(state)
-        except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-            raise ModelError(
-                f"{path}: weights do not fit {recipe.name} ({_variant(recipe)}): {_first_line(exc)}"
-            ) from exc
-        return module.eval()
+        def whole_cbnet_too(state: dict[str, Any]) -> dict[str, Any]:
+            """A whole CBNet's weights work for the classifier variant: take that part."""
+            if _variant(recipe) == "classifier" and any(k.startswith("classifier.") for k in state):
+                return {k[11:]: v for k, v in state.items() if k.startswith("classifier.")}
+            return state
+
+        label = f"{recipe.name} ({_variant(recipe)})"
+        return load_trained(build(recipe), recipe, weights_dir, label, whole_cbnet_too)
 
     def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
         """The first `count` examples of the split (all of them when count <= 0)."""

@@ -66,6 +66,37 @@ def top1(outputs: np.ndarray, samples: Samples) -> dict[str, float]:
     return {"top1": float((scores.argmax(axis=1) == samples.targets).mean())}
 
 
+def load_trained(
+    module: torch.nn.Module,
+    recipe: Recipe,
+    weights_dir: Path,
+    label: str,
+    adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> torch.nn.Module:
+    """`module` with the recipe's trained state_dict, in eval mode; a missing, corrupt or
+    mismatched weights file is one clear ModelError (`label` names the architecture)."""
+    import pickle
+
+    import torch
+
+    path = Path(weights_dir) / recipe.weights
+    if not path.is_file():
+        raise ModelError(f"{path} not found", hint=f"train it first: edgetool train {recipe.name}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not a torch state_dict ({type(exc).__name__})") from exc
+    if adapt is not None:
+        state = adapt(state)
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise ModelError(f"{path}: weights do not fit {label}: {first}") from exc
+    return module.eval()
+
+
 class Family(Protocol):
     """What edgetool needs from a model family; see edgetool/zoo/cbnet.py for one."""
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +33,15 @@ import torch.nn.functional as F
 from snntorch import surrogate
 from torch import nn
 
-from edgetool.errors import ConfigError, ModelError
-from edgetool.zoo.family import ProgressFn, Samples, labelled_samples, register, top1
+from edgetool.errors import ConfigError
+from edgetool.zoo.family import (
+    ProgressFn,
+    Samples,
+    labelled_samples,
+    load_trained,
+    register,
+    top1,
+)
 from edgetool.zoo.recipe import Recipe
 from edgetool.zoo.wisdm import ACTIVITIES, CHANNELS, STEPS, WindowSplits, load_windows
 
@@ -302,19 +308,9 @@ def train_l2mu(recipe: Recipe, out_dir: Path, progress: ProgressFn) -> dict[str,
 
 
 def _load(recipe: Recipe, weights_dir: Path) -> L2MU:
-    path = Path(weights_dir) / recipe.weights
-    if not path.is_file():
-        raise ModelError(f"{path} not found", hint=f"train it first: edgetool train {recipe.name}")
-    model = build(recipe)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        raise ModelError(f"{path}: not a torch state_dict ({type(exc).__name__})") from exc
-    except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: weights do not fit {recipe.name}: {first}") from exc
-    return model.eval()
+    model = load_trained(build(recipe), recipe, weights_dir, recipe.name)
+    assert isinstance(model, L2MU)
+    return model
 
 
 @register
