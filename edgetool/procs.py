@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
+from pathlib import Path
+from typing import Any
 
 
 def pid_alive(pid: object) -> bool:
@@ -44,3 +47,13 @@ def terminate(pid: int, grace: float = 5.0, kill: bool = False) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         reaped_alive(pid)
+
+
+def live_state(state_file: Path) -> dict[str, Any] | None:
+    """An emulator's published state, or None when it is missing, unreadable, or its
+    process is gone (a stale file from a crashed emulator never counts as running)."""
+    try:
+        data: dict[str, Any] = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if pid_alive(int(data.get("pid", 0))) else None

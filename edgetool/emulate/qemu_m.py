@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.procs import pid_alive, terminate
+from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
 
 MACHINE = "mps2-an386"
@@ -51,11 +51,7 @@ class QemuCortexM:
         self.dir = self.state_file.parent / name
 
     def state(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if pid_alive(int(data.get("pid", 0))) else None
+        return live_state(self.state_file)
 
     def start(self, elf: Path | None = None, timeout: float = 15.0) -> dict[str, Any]:
         """Boot `elf` (or keep the running one when it is already that ELF)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.procs import pid_alive, terminate
+from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
 
 
@@ -62,11 +62,7 @@ class LoopbackSshd:
         self.user = getpass.getuser()
 
     def state(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.state_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if pid_alive(int(data.get("pid", 0))) else None
+        return live_state(self.state_file)
 
     def start(self, timeout: float = 10.0) -> dict[str, Any]:
         running = self.state()

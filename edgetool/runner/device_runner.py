@@ -451,6 +451,24 @@ def emit_hello() -> None:
     emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
 
 
+def import_numpy() -> Any:
+    """numpy, or the runner's `runtime_missing` error naming this interpreter."""
+    try:
+        import numpy as np
+    except Exception as exc:
+        raise RunnerError(
+            "runtime_missing", f"numpy is not installed for {sys.executable} ({exc})"
+        ) from exc
+    return np
+
+
+def timed_load(path: str, runtime: str, threads: int) -> tuple[Model, float]:
+    """The model and how long loading it took, in ms."""
+    start = time.perf_counter()
+    model = load_model(path, runtime, threads)
+    return model, (time.perf_counter() - start) * 1000
+
+
 def emit_model(model: Model, load_ms: float, threads: int) -> None:
     """What was loaded, and the device's state just before measuring starts."""
     emit(
@@ -474,15 +492,8 @@ def cmd_facts(_: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     emit_hello()
-    try:
-        import numpy as np
-    except Exception as exc:
-        raise RunnerError(
-            "runtime_missing", f"numpy is not installed for {sys.executable} ({exc})"
-        ) from exc
-    load_start = time.perf_counter()
-    model = load_model(args.model, args.runtime, args.threads)
-    load_ms = (time.perf_counter() - load_start) * 1000
+    np = import_numpy()
+    model, load_ms = timed_load(args.model, args.runtime, args.threads)
     feeds = make_inputs(model, args.input, args.seed)
     model.prepare(feeds)
     emit_model(model, load_ms, args.threads)
@@ -568,15 +579,8 @@ class Generator:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     emit_hello()
-    try:
-        import numpy as np
-    except Exception as exc:
-        raise RunnerError(
-            "runtime_missing", f"numpy is not installed for {sys.executable} ({exc})"
-        ) from exc
-    load_start = time.perf_counter()
-    model = load_model(args.model, "onnxruntime", args.threads)
-    load_ms = (time.perf_counter() - load_start) * 1000
+    np = import_numpy()
+    model, load_ms = timed_load(args.model, "onnxruntime", args.threads)
     assert isinstance(model, OnnxModel)
     generator = Generator(model, args.head_size)
     try:
