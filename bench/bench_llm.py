@@ -52,6 +52,31 @@ def generate(model: Path, prompt: Path, tokens: int, repeat: int, head: int) -> 
     }
 
 
+def time_decoding(
+    models: dict[str, Path], ids: np.ndarray, head: int, args: argparse.Namespace
+) -> tuple[dict[str, list[float]], dict[str, dict[str, Any]], dict[str, float]]:
+    """Alternate the precisions (fp32 first: the baseline) for `args.reps` rounds.
+
+    Returns decode tokens/s per run, each precision's last run in full, and the decode
+    speed-up against fp32: the inverse of the median bracketed time ratio.
+    """
+    last: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        prompt = Path(tmp) / "prompt.npy"
+        np.save(prompt, ids)
+
+        def arm(quant: str) -> Any:
+            def run(_rep: int) -> float:
+                last[quant] = generate(models[quant], prompt, args.tokens, args.repeat, head)
+                return float(last[quant]["decode_tps"])
+
+            return run
+
+        series = interleave(args.reps, {q: arm(q) for q in QUANTS}, label="decode tok/s")
+    ratios = arm_ratios({q: [1 / v for v in s] for q, s in series.items()}, "fp32")
+    return series, last, {q: 1 / r for q, r in ratios.items()}
+
+
 def random_llama(spec: str, out: Path, tokenizer_dir: Path) -> Path:
     """A random LLaMA of `spec` (HIDDENxLAYERS) saved as an HF directory: decode speed
     of a model that no longer fits in the CPU caches, where weight bytes dominate."""
@@ -89,21 +114,8 @@ def speed_only(args: argparse.Namespace) -> int:
             paths[quant] = Path(tmp) / f"{quant}.onnx"
             print(f"exporting {quant} ...", flush=True)
             llm.build_onnx_file(model_dir, quant, paths[quant], 32)
-        prompt = Path(tmp) / "prompt.npy"
-        np.save(prompt, ids)
-        last: dict[str, dict[str, Any]] = {}
-
-        def arm(quant: str) -> Any:
-            def run(_rep: int) -> float:
-                last[quant] = generate(paths[quant], prompt, args.tokens, args.repeat, head)
-                return float(last[quant]["decode_tps"])
-
-            return run
-
-        series = interleave(args.reps, {q: arm(q) for q in QUANTS}, label="decode tok/s")
         sizes = {q: p.stat().st_size for q, p in paths.items()}
-    ratios = arm_ratios({q: [1 / v for v in s] for q, s in series.items()}, "fp32")
-    speedup = {q: 1 / r for q, r in ratios.items()}
+        series, last, speedup = time_decoding(paths, ids, head, args)
     params = sizes["fp32"] / 4 / 1e6
     print(f"\nrandom LLaMA {args.random_llama} (~{params:.0f} M parameters), "
           f"{args.prompt_tokens}-token prompt, {args.tokens} new tokens, 1 thread:")  # fmt: skip
@@ -146,23 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = llm.encode(model_dir, llm.heldout_text(recipe.dir))[: args.prompt_tokens]
     artifacts = {q: export("tiny-llama", "onnx", q) for q in QUANTS}
     quality = {q: verify(artifacts[q], 16) for q in QUANTS}
-    with tempfile.TemporaryDirectory() as tmp:
-        prompt = Path(tmp) / "prompt.npy"
-        np.save(prompt, ids)
-        last: dict[str, dict[str, Any]] = {}
-
-        def arm(quant: str) -> Any:
-            def run(_rep: int) -> float:
-                last[quant] = generate(
-                    artifacts[quant].path, prompt, args.tokens, args.repeat, head
-                )
-                return float(last[quant]["decode_tps"])
-
-            return run
-
-        series = interleave(args.reps, {q: arm(q) for q in QUANTS}, label="decode tok/s")
-    ratios = arm_ratios({q: [1 / v for v in s] for q, s in series.items()}, "fp32")
-    speedup = {q: 1 / r for q, r in ratios.items()}
+    paths = {q: artifacts[q].path for q in QUANTS}
+    series, last, speedup = time_decoding(paths, ids, head, args)
     print(f"\n{args.prompt_tokens}-token prompt, {args.tokens} new tokens, 1 thread:")
     print(f"{'quant':<6} {'decode tok/s':>12} {'vs fp32':>8} {'prefill tok/s':>13} "
           f"{'bytes':>10} {'peak RSS':>10} {'top1 agr':>9} {'ppl':>8}")  # fmt: skip
