@@ -111,7 +111,8 @@ def build_firmware(board: str, model_c: Path | None, label: str = "") -> Firmwar
     if board not in boards():
         raise ConfigError(
             f"no firmware port for board '{board}' (ports: {', '.join(boards())})",
-            hint=f"Add {firmware_dir()}/boards/{board}/ (startup, linker script, board.c).",
+            hint=f"Add {firmware_dir()}/boards/{board}/ (board.mk, linker script, board.c, "
+            "board_vectors.h).",
         )
     out = paths.cache_dir() / "firmware" / f"{board}-{_source_hash(model_c, board)}"
     elf = out / "firmware.elf"

@@ -1,8 +1,10 @@
 /* Cortex-M4 reset: enable the FPU (emx-onnx-cgen's float code needs it before any float
  * instruction), copy .data, zero .bss, run main. Faults print an MLPerf-style error line
- * so the host reports "firmware crashed" instead of waiting for a timeout. */
+ * so the host reports "firmware crashed" instead of waiting for a timeout.
+ * Shared by every Cortex-M4 board; a board's board_vectors.h names its device IRQs. */
 #include <stdint.h>
 #include "board.h"
+#include "board_vectors.h"
 
 extern uint32_t __data_load__, __data_start__, __data_end__, __bss_start__, __bss_end__;
 extern uint32_t __stack_top__;
@@ -33,7 +35,7 @@ static void fault(const char *what) {
 void HardFault_Handler(void) { fault("HardFault"); }
 void Default_Handler(void) { fault("unexpected interrupt"); }
 
-__attribute__((section(".vectors"), used)) static void (*const vectors[16])(void) = {
+__attribute__((section(".vectors"), used)) static void (*const vectors[])(void) = {
     (void (*)(void))(&__stack_top__),
     Reset_Handler,
     Default_Handler,   /* NMI */
@@ -47,4 +49,5 @@ __attribute__((section(".vectors"), used)) static void (*const vectors[16])(void
     0,
     Default_Handler, /* PendSV */
     SysTick_Handler,
+    BOARD_IRQ_VECTORS /* the board's device interrupts, from IRQ 0 on */
 };
