@@ -20,14 +20,12 @@ import contextlib
 import io
 import sys
 import tempfile
-import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import Result, bracketed, interleave, median
+from _common import Result, bracketed, interleave, median, median_call_us, ort_session
 
 GOAL_RATIO = 0.33
 GOAL_POINTS = 1.0
@@ -69,29 +67,6 @@ def export(module: Any, path: Path) -> None:
         )
 
 
-def session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def timer(sess: Any, feed: dict[str, np.ndarray], inner: int) -> Callable[[int], float]:
-    def arm(_rep: int) -> float:
-        times = []
-        for _ in range(inner):
-            t0 = time.perf_counter_ns()
-            sess.run(None, feed)
-            times.append(time.perf_counter_ns() - t0)
-        return median(times) / 1000.0  # µs
-
-    return arm
-
-
 def onnx_top1(sess: Any, images: np.ndarray, labels: np.ndarray) -> float:
     preds = [int(sess.run(None, {"image": img[None]})[0].argmax()) for img in images]
     return float(np.mean(np.asarray(preds) == labels))
@@ -115,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ARMS:
             path = Path(tmp) / f"{name}.onnx"
             export(modules[name], path)
-            sessions[name] = session(path)
+            sessions[name] = ort_session(path)
             for _ in range(args.warmup):
                 sessions[name].run(None, feed)
         top1 = {name: onnx_top1(sessions[name], images, labels) for name in ARMS}
@@ -126,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name:<11} {num_params(modules[name]):>8} "
                 f"{count_macs(modules[name]):>10} {top1[name] * 100:>11.2f}%"
             )
-        arms = {name: timer(sessions[name], feed, args.inner) for name in ARMS}
+        arms = {
+            name: median_call_us(lambda s=sessions[name]: s.run(None, feed), args.inner)
+            for name in ARMS
+        }
         runs = interleave(args.reps, arms, label="latency", verbose=False)
 
     ratios = {name: median(bracketed(runs["lenet"], runs[name])) for name in ARMS[1:]}
