@@ -67,6 +67,12 @@ class ResultsError(EdgetoolError):
     exit_code = 9
 
 
+class Regression(EdgetoolError):
+    """A comparison found a change beyond the threshold (for nightly gating)."""
+
+    exit_code = 10
+
+
 class VerificationFailed(EdgetoolError):
     """An artifact does not match its reference within the tolerances."""
 
@@ -90,6 +96,7 @@ EXIT_CODES: dict[int, str] = {
     DeviceError.exit_code: "device error: runtime missing, disk full, runner failed or hung",
     TransferError.exit_code: "transfer error: upload did not verify",
     ResultsError.exit_code: "results error: run not found or unreadable",
+    Regression.exit_code: "regression: a compared run got worse beyond the threshold",
     VerificationFailed.exit_code: "verification failed: artifact differs from its reference",
     Interrupted.exit_code: "interrupted (partial results kept)",
 }

@@ -21,8 +21,13 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("edgetool.cli.zoo:verify", "Check an artifact against its reference."),
     "targets": ("edgetool.cli.targets", "List, check and trust devices."),
     "build": ("edgetool.cli.build", "Build microcontroller firmware with a model; fit check."),
-    "deploy": ("edgetool.cli.deploy", "Push a model to a device, run it, collect latency."),
-    "results": ("edgetool.cli.results", "List, show and export runs."),
+    "deploy": (
+        "edgetool.cli.deploy",
+        "Push a model to a device, run it, collect latency (and energy).",
+    ),
+    "results": ("edgetool.cli.results", "List, show, compare and export runs."),
+    "trace": ("edgetool.cli.report:trace", "Write a Perfetto trace of a run."),
+    "report": ("edgetool.cli.report:report", "Write an HTML report with plots."),
     "emulate": ("edgetool.cli.emulate", "Start and stop emulated devices."),
 }
 

@@ -1,4 +1,11 @@
-"""Journaled result directories: `results/<run-id>/{manifest.json,samples.jsonl,summary.json}`.
+"""Journaled result directories: `results/<run-id>/{manifest.json,samples.jsonl,power.jsonl,
+summary.json}`.
+
+samples.jsonl lines are `{"i": first index, "ns": [durations], "t": [device start times]}`
+("t", on the device's monotonic clock, is absent in runs from older runners); power.jsonl
+lines are `{"t": [ns on the meter's clock], "w": [watts], "v": [volts], "a": [amps]}` with
+null where a channel is not measured. Which clock the power samples use, and how device
+time maps onto it, is in the manifest's "power" entry.
 
 Samples are appended and fsynced batch by batch, and the manifest is rewritten atomically,
 so a crash, a Ctrl-C or a SIGKILL leaves a run that still reads (as `partial`).
@@ -13,11 +20,12 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edgetool.errors import ResultsError
+from edgetool.power.base import PowerSample
 from edgetool.procs import pid_alive
 from edgetool.results.stats import summarize_ns
 
@@ -25,6 +33,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
+POWER = "power.jsonl"
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -52,6 +61,13 @@ def new_run_id(root: Path, target: str, model: str) -> str:
     return run_id
 
 
+def _append_line(handle: IO[str], record: dict[str, Any]) -> None:
+    """One JSON line, fsynced: a kill leaves at most a torn last line, which readers skip."""
+    handle.write(json.dumps(record) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
 class RunWriter:
     """Owns one run directory while a deploy is in progress."""
 
@@ -69,20 +85,41 @@ class RunWriter:
         }
         write_json_atomic(self.dir / MANIFEST, self.manifest)
         self._samples = (self.dir / SAMPLES).open("a", encoding="utf-8")
+        self._power: IO[str] | None = None
         self.count = 0
 
     def update(self, **fields: Any) -> None:
         self.manifest.update(fields)
         write_json_atomic(self.dir / MANIFEST, self.manifest)
 
-    def append_samples(self, first_index: int, ns: list[int]) -> None:
-        self._samples.write(json.dumps({"i": first_index, "ns": ns}) + "\n")
-        self._samples.flush()
-        os.fsync(self._samples.fileno())
+    def append_samples(
+        self, first_index: int, ns: list[int], starts: list[int] | None = None
+    ) -> None:
+        record: dict[str, Any] = {"i": first_index, "ns": ns}
+        if starts is not None:
+            record["t"] = starts
+        _append_line(self._samples, record)
         self.count += len(ns)
+
+    def append_power(self, samples: list[PowerSample]) -> None:
+        if not samples:
+            return
+        if self._power is None:
+            self._power = (self.dir / POWER).open("a", encoding="utf-8")
+        _append_line(
+            self._power,
+            {
+                "t": [s.t_ns for s in samples],
+                "w": [s.watts for s in samples],
+                "v": [s.volts for s in samples],
+                "a": [s.amps for s in samples],
+            },
+        )
 
     def finish(self, status: str, summary: dict[str, Any] | None, error: str | None = None) -> None:
         self._samples.close()
+        if self._power is not None:
+            self._power.close()
         if summary is not None:
             write_json_atomic(self.dir / SUMMARY, summary)
         self.update(status=status, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), error=error)
@@ -94,6 +131,9 @@ class Run:
     manifest: dict[str, Any]
     samples_ns: list[int]
     summary: dict[str, Any] | None
+    starts_ns: list[int] | None = None
+    """Device-clock start of each inference, when the runner reported it."""
+    power: list[PowerSample] = field(default_factory=list)
 
     @property
     def run_id(self) -> str:
@@ -104,19 +144,55 @@ class Run:
         return str(self.manifest.get("status", "unknown"))
 
 
-def read_samples(path: Path) -> list[int]:
-    """All complete sample lines; a torn last line (killed mid-write) is ignored."""
-    samples: list[int] = []
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    """Complete JSON lines; a torn last line (killed mid-write) is skipped."""
     if not path.exists():
-        return samples
+        return
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             try:
                 record = json.loads(line)
-                samples.extend(int(v) for v in record["ns"])
-            except (ValueError, KeyError, TypeError):
+            except ValueError:
                 continue
-    return samples
+            if isinstance(record, dict):
+                yield record
+
+
+def read_samples_with_starts(path: Path) -> tuple[list[int], list[int] | None]:
+    """Durations, and start times when every line has them (else None)."""
+    samples: list[int] = []
+    starts: list[int] | None = []
+    for record in _records(path):
+        try:
+            ns = [int(v) for v in record["ns"]]
+            t = [int(v) for v in record["t"]] if "t" in record else None
+        except (KeyError, TypeError, ValueError):
+            continue
+        samples.extend(ns)
+        if starts is not None and t is not None and len(t) == len(ns):
+            starts.extend(t)
+        else:
+            starts = None
+    return samples, starts
+
+
+def read_samples(path: Path) -> list[int]:
+    return read_samples_with_starts(path)[0]
+
+
+def read_power(path: Path) -> list[PowerSample]:
+    power: list[PowerSample] = []
+    for record in _records(path):
+        try:
+            power.extend(
+                PowerSample(int(t), float(w), v, a)
+                for t, w, v, a in zip(
+                    record["t"], record["w"], record["v"], record["a"], strict=True
+                )
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return power
 
 
 def load_run(path: Path) -> Run:
@@ -127,7 +203,7 @@ def load_run(path: Path) -> Run:
         raise ResultsError(f"no run at {path} (missing {MANIFEST})") from exc
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{manifest_path}: unreadable ({exc})") from exc
-    samples = read_samples(path / SAMPLES)
+    samples, starts = read_samples_with_starts(path / SAMPLES)
     summary: dict[str, Any] | None = None
     if (path / SUMMARY).exists():
         try:
@@ -142,7 +218,7 @@ def load_run(path: Path) -> Run:
         manifest.setdefault("error", "the deploy process died before the run finished")
     if summary is None and samples:
         summary = {"latency": summarize_ns(samples).to_dict(), "count": len(samples)}
-    return Run(path, manifest, samples, summary)
+    return Run(path, manifest, samples, summary, starts, read_power(path / POWER))
 
 
 def find_run(ref: str, root: Path) -> Run:
