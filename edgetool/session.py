@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import __version__
-from edgetool.errors import DeviceError, EdgetoolError, Interrupted, ModelError
+from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
+from edgetool.power.base import PowerMeter
+from edgetool.power.recorder import EnergyRecorder
 from edgetool.results import schema
 from edgetool.results.stats import summarize_generations, summarize_ns
-from edgetool.results.store import RunWriter, new_run_id
+from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import Target
 from edgetool.transport import FileTransport, PutResult, open_transport
@@ -40,6 +42,9 @@ class RunSettings:
     # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
     new_tokens: int = 0
     head_size: int = 0
+    # Energy: read the target's [meter] beside the run; the device idles this long first
+    energy: bool = False
+    idle_seconds: float = 2.0
 
     def effective_iterations(self) -> int:
         if self.new_tokens:
@@ -71,6 +76,8 @@ class Observer:
     def measuring(self, expected: int, duration: float) -> None: ...
 
     def progress(self, count: int) -> None: ...
+
+    def metering(self, meter: str, idle_seconds: float) -> None: ...
 
 
 def device_path(workdir: str, *parts: str) -> str:
@@ -145,6 +152,28 @@ def runner_remote(target: Target) -> str:
     return device_path(target.workdir, "runner", RUNNER_PATH.name)
 
 
+def open_target_meter(target: Target, settings: RunSettings) -> PowerMeter | None:
+    """The target's meter when --energy asks for it; a clear error when it cannot be had."""
+    if not settings.energy:
+        return None
+    if target.meter is None:
+        from edgetool.power import meter_types
+
+        raise ConfigError(
+            f"target {target.name} has no [meter] section, so --energy has nothing to read",
+            hint=f"Add one to {target.source} (type = one of {', '.join(meter_types())}).",
+        )
+    if target.kind == "mcu":
+        raise ConfigError(
+            f"--energy is not supported on microcontroller targets yet ({target.name})"
+        )
+    if settings.new_tokens:
+        raise ConfigError("--energy is not supported with --tokens (LLM generation) yet")
+    from edgetool.power import open_meter
+
+    return open_meter(target.meter.type, target.meter.options)
+
+
 def deploy(
     target: Target,
     artifact: Artifact | None,
@@ -162,6 +191,22 @@ def deploy(
         raise ModelError(f"target {target.name} needs a model: pass --model")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
+    meter = open_target_meter(target, settings)
+    try:
+        return _deploy_linux(target, artifact, settings, results_root, obs, meter)
+    finally:
+        if meter is not None:
+            meter.close()
+
+
+def _deploy_linux(
+    target: Target,
+    artifact: Artifact,
+    settings: RunSettings,
+    results_root: Path,
+    obs: Observer,
+    meter: PowerMeter | None,
+) -> DeployOutcome:
     with connect(target) as transport:
         obs.connected(transport.description)
         model_remote = device_path(
@@ -212,7 +257,14 @@ def deploy(
             input_remote,
             outputs_remote,
         )
-        summary = _run_and_journal(transport, argv, writer, settings, obs)
+        recorder = None
+        if meter is not None:
+            recorder = EnergyRecorder(meter, settings.idle_seconds, writer.append_power)
+            argv += recorder.runner_args()
+            obs.metering(meter.label, settings.idle_seconds)
+            clock_argv = [transport.python, runner_remote(target), "clock"]
+            recorder.before(lambda: transport.run(clock_argv))
+        summary = _run_and_journal(transport, argv, writer, settings, obs, recorder)
         if outputs_remote:
             # The first inference's outputs, for parity checks against a reference.
             transport.get(outputs_remote, writer.dir / "outputs.npz")
@@ -225,6 +277,7 @@ def _run_and_journal(
     writer: RunWriter,
     settings: RunSettings,
     obs: Observer,
+    recorder: EnergyRecorder | None = None,
 ) -> dict[str, Any]:
     samples: list[int] = []
     generations: list[schema.Generation] = []
@@ -237,8 +290,10 @@ def _run_and_journal(
         for line in process.lines():
             event = schema.parse_event(line)
             obs.event(event)
+            if recorder is not None:
+                recorder.on_event(event)
             if isinstance(event, schema.Samples):
-                writer.append_samples(event.first_index, event.ns)
+                writer.append_samples(event.first_index, event.ns, event.starts)
                 samples.extend(event.ns)
                 obs.progress(len(samples))
             elif isinstance(event, schema.Hello):
@@ -275,6 +330,8 @@ def _run_and_journal(
                 f"{transport.description}: runner exited with status {status} before finishing"
                 + (f": {' | '.join(tail)}" if tail else "")
             )
+        if recorder is not None and failure is None:
+            recorder.after(lambda: transport.run([*argv[:2], "clock"]))
     except KeyboardInterrupt as exc:
         process.kill()
         failure = Interrupted(f"interrupted after {len(samples)} samples")
@@ -283,6 +340,8 @@ def _run_and_journal(
         process.kill()
         failure = exc
     summary = _summary(samples, end, warm, model) if samples else None
+    if recorder is not None and failure is None and summary is not None:
+        failure = _add_energy(recorder, writer, summary)
     if summary is not None and generations:
         summary["generation"] = summarize_generations(
             [(g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns) for g in generations]
@@ -290,6 +349,21 @@ def _run_and_journal(
     finish_run(writer, summary, failure, "partial" if samples else "failed")
     assert summary is not None
     return summary
+
+
+def _add_energy(
+    recorder: EnergyRecorder, writer: RunWriter, summary: dict[str, Any]
+) -> EdgetoolError | None:
+    """Energy figures into the summary; a failure keeps the latency results (run partial)."""
+    writer.update(power=recorder.manifest_entry())
+    try:
+        energy = recorder.energy(read_power(writer.dir / POWER))
+    except EdgetoolError as exc:
+        summary["energy"] = {"meter": recorder.meter.label, "error": str(exc)}
+        return exc
+    summary["energy"] = energy.to_dict()
+    summary["energy"]["alignment"] = writer.manifest["power"]["alignment"]
+    return None
 
 
 def finish_run(

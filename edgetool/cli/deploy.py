@@ -109,6 +109,19 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     default=None,
     help="LLMs: new tokens per generation (greedy) [default: 32]. -n counts generations.",
 )
+@click.option(
+    "--energy",
+    is_flag=True,
+    help="Read the target's [meter] beside the run: idle power first, then energy per "
+    "inference (dynamic and total, with CIs).",
+)
+@click.option(
+    "--idle-seconds",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="With --energy: how long the idle device is measured before the run.",
+)
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
 @click.pass_context
@@ -128,15 +141,19 @@ def command(
     out: Path | None,
     prompt: str | None,
     new_tokens: int | None,
+    energy: bool,
+    idle_seconds: float,
     as_json: bool,
     quiet: bool,
 ) -> None:
-    """Push a model to a device, run it, collect latency.
+    """Push a model to a device, run it, collect latency (and energy).
 
     Connects to the target, uploads the runner and the model (verified by sha256; files
     the device already has are not sent again), warms up, times every inference, and
     streams the samples into results/<run-id>/ as they arrive. Ctrl-C keeps what was
-    measured (status `partial`).
+    measured (status `partial`). With --energy the target's power meter (hwmon, ppk2,
+    um25c, rapl, or a declared estimate) is read beside the run and each inference's
+    window is integrated after mapping device time onto the meter's clock.
 
     \b
     Examples:
@@ -144,6 +161,7 @@ def command(
       edgetool deploy --target rpi4 --model model.tflite --duration 10 --threads 4
       edgetool deploy --target mcu-m4-qemu --model cbnet-classifier   # firmware, QEMU M4
       edgetool deploy --target rpi4 --model tiny-llama:onnx:int4 --prompt "def " --tokens 64
+      edgetool deploy --target rpi4-ina260 --model cbnet --energy --duration 10
     """
     from edgetool.export.artifact import resolve_model
     from edgetool.session import RunSettings, deploy
@@ -188,6 +206,8 @@ def command(
         seed=seed,
         runtime=runtime,
         save_outputs=save_outputs,
+        energy=energy,
+        idle_seconds=idle_seconds,
     )
     if artifact is not None:
         m = artifact.manifest
@@ -310,6 +330,9 @@ class DeployView(Observer):
             self.say(f"warm-up  {event.count} runs / {event.seconds:.2f} s")
         elif isinstance(event, schema.Log) and event.text.strip():
             self.say(f"[dim]device: {event.text.strip()}[/dim]")
+
+    def metering(self, meter: str, idle_seconds: float) -> None:
+        self.say(f"energy  meter {meter} · idle {idle_seconds:g} s first")
 
     def measuring(self, expected: int, duration: float) -> None:
         if not self.enabled:

@@ -42,6 +42,32 @@ class Warmup:
 class Samples:
     first_index: int
     ns: list[int]
+    starts: list[int] | None = None
+    """Device-clock start of each inference (runner 1 with power support sends them)."""
+
+
+@dataclass(frozen=True)
+class Power:
+    """Samples of a device-side meter (hwmon), on the device clock."""
+
+    t: list[int]
+    watts: list[float]
+    volts: list[float | None]
+    amps: list[float | None]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A named device-clock window: `idle` before loading, `measure` around the timed loop."""
+
+    name: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Clock:
+    t: int
 
 
 @dataclass(frozen=True)
@@ -75,7 +101,20 @@ class Log:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Event = Hello | Env | ModelInfo | Warmup | Samples | Generation | Summary | ErrorEvent | Log
+Event = (
+    Hello
+    | Env
+    | ModelInfo
+    | Warmup
+    | Samples
+    | Power
+    | Phase
+    | Clock
+    | Generation
+    | Summary
+    | ErrorEvent
+    | Log
+)
 
 
 def parse_event(line: str) -> Event:
@@ -105,7 +144,23 @@ def parse_event(line: str) -> Event:
         if kind == "warmup":
             return Warmup(int(data["count"]), float(data["seconds"]), data.get("first_ns"))
         if kind == "sample":
-            return Samples(int(data["i"]), [int(v) for v in data["ns"]])
+            ns = [int(v) for v in data["ns"]]
+            starts = [int(v) for v in data["t"]] if "t" in data else None
+            return Samples(
+                int(data["i"]), ns, starts if starts and len(starts) == len(ns) else None
+            )
+        if kind == "power":
+            t = [int(v) for v in data["t"]]
+            watts = [float(v) for v in data["w"]]
+            volts = [None if v is None else float(v) for v in data["v"]]
+            amps = [None if v is None else float(v) for v in data["a"]]
+            if not len(t) == len(watts) == len(volts) == len(amps):
+                raise ValueError("ragged power batch")
+            return Power(t, watts, volts, amps)
+        if kind == "phase":
+            return Phase(str(data["name"]), int(data["start"]), int(data["end"]))
+        if kind == "clock":
+            return Clock(int(data["t"]))
         if kind == "generation":
             return Generation(
                 int(data["repeat"]),

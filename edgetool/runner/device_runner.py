@@ -3,7 +3,8 @@
 
 Pushed to the device as is, next to the model. Loads an .onnx (onnxruntime) or .tflite
 (ai_edge_litert, else tflite_runtime) model, times inferences with perf_counter_ns and
-writes JSON lines on stdout: hello, env, model, warmup, sample (batched), summary, error.
+writes JSON lines on stdout: hello, env, model, warmup, sample (batched), summary, error;
+with a hwmon power meter also power (batched) and phase (idle, measure) on the same clock.
 It imports nothing from edgetool, so what runs on a Raspberry Pi is exactly this file.
 """
 
@@ -17,6 +18,7 @@ import resource
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -49,10 +51,15 @@ class RunnerError(Exception):
         self.message = message
 
 
+_EMIT_LOCK = threading.Lock()
+
+
 def emit(event: str, **fields: Any) -> None:
     fields["event"] = event
-    sys.stdout.write(json.dumps(fields, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+    line = json.dumps(fields, separators=(",", ":")) + "\n"
+    with _EMIT_LOCK:  # the power sampler thread emits too: never interleave two lines
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def last_line(exc: BaseException) -> str:
@@ -412,13 +419,16 @@ def measure(
     iterations: int,
     duration: float,
     min_duration: float,
-    on_batch: Callable[[int, list[int]], None],
+    on_batch: Callable[[int, list[int], list[int]], None],
 ) -> tuple[int, int]:
-    """Time each call; flush batches so a killed run still leaves its samples."""
+    """Time each call; flush batches so a killed run still leaves its samples. Each
+    inference's start time is kept too: energy windows and traces need where, not only
+    how long."""
     clock = time.perf_counter_ns
     deadline = clock() + int(duration * 1e9) if duration > 0 else 0
     at_least = clock() + int(min_duration * 1e9)
     batch: list[int] = []
+    starts: list[int] = []
     first_index = 0
     count = 0
     start = last_flush = clock()
@@ -427,15 +437,110 @@ def measure(
         invoke()
         t1 = clock()
         batch.append(t1 - t0)
+        starts.append(t0)
         count += 1
         if len(batch) >= FLUSH_SAMPLES or t1 - last_flush >= FLUSH_NS:
-            on_batch(first_index, batch)
-            first_index, batch, last_flush = count, [], t1
+            on_batch(first_index, batch, starts)
+            first_index, batch, starts, last_flush = count, [], [], t1
         if (iterations and count >= iterations and t1 >= at_least) or (deadline and t1 >= deadline):
             break
     if batch:
-        on_batch(first_index, batch)
+        on_batch(first_index, batch, starts)
     return count, clock() - start
+
+
+class HwmonSampler:
+    """Reads an INA219/226/260/3221 through Linux hwmon beside the run, on the runner's
+    clock, so its samples need no alignment: `power{N}_input` (uW) when the chip has it,
+    else `in{N}_input` (mV) x `curr{N}_input` (mA)."""
+
+    def __init__(self, spec: str, channel: int, root: str, rate_hz: float) -> None:
+        self.dir = self._find(spec, root)
+        self.period = 1.0 / max(rate_hz, 0.1)
+        self._fds: dict[str, int] = {}
+        for kind, name in (("w", "power"), ("v", "in"), ("a", "curr")):
+            path = os.path.join(self.dir, f"{name}{channel}_input")
+            if os.path.exists(path):
+                self._fds[kind] = os.open(path, os.O_RDONLY)
+        if "w" not in self._fds and not ("v" in self._fds and "a" in self._fds):
+            raise RunnerError(
+                "meter",
+                f"{self.dir} has neither power{channel}_input nor in{channel}_input and "
+                f"curr{channel}_input: wrong channel?",
+            )
+        self._stop = threading.Event()
+        self._first = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @staticmethod
+    def _find(spec: str, root: str) -> str:
+        if spec.startswith("/"):
+            if not os.path.isdir(spec):
+                raise RunnerError("meter", f"no hwmon device at {spec}")
+            return spec
+        names = []
+        for entry in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+            name = read_text(os.path.join(root, entry, "name"))
+            names.append(f"{entry}={name}")
+            if name == spec:
+                return os.path.join(root, entry)
+        raise RunnerError(
+            "meter", f"no hwmon chip named {spec!r} under {root} ({', '.join(names) or 'none'})"
+        )
+
+    def _read(self, kind: str) -> float | None:
+        fd = self._fds.get(kind)
+        if fd is None:
+            return None
+        return float(os.pread(fd, 64, 0).strip() or b"nan")
+
+    def _loop(self) -> None:
+        clock = time.perf_counter_ns
+        batch: dict[str, list[Any]] = {"t": [], "w": [], "v": [], "a": []}
+        last_flush = next_at = clock()
+        stopping = False
+        while not stopping:
+            stopping = self._stop.is_set()  # one last sample after stop(): covers the run's end
+            t = clock()
+            microwatts, millivolts, milliamps = self._read("w"), self._read("v"), self._read("a")
+            volts = millivolts / 1e3 if millivolts is not None else None
+            amps = milliamps / 1e3 if milliamps is not None else None
+            if microwatts is not None:
+                watts = microwatts / 1e6
+            else:
+                watts = (volts or 0.0) * (amps or 0.0)
+            batch["t"].append((t + clock()) // 2)
+            batch["w"].append(watts)
+            batch["v"].append(volts)
+            batch["a"].append(amps)
+            self._first.set()
+            if t - last_flush >= FLUSH_NS:
+                emit("power", **batch)
+                batch = {"t": [], "w": [], "v": [], "a": []}
+                last_flush = t
+            next_at += int(self.period * 1e9)
+            self._stop.wait(max(next_at - clock(), 0) / 1e9)
+        if batch["t"]:
+            emit("power", **batch)
+
+    def start(self) -> None:
+        """Returns once the first sample is in, so every later window is covered."""
+        self._thread.start()
+        self._first.wait(timeout=5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for fd in self._fds.values():
+            os.close(fd)
+
+
+def idle_phase(seconds: float) -> None:
+    """Leave the device idle (model not yet loaded) so the meter sees its idle power."""
+    if seconds > 0:
+        start = time.perf_counter_ns()
+        time.sleep(seconds)
+        emit("phase", name="idle", start=start, end=time.perf_counter_ns())
 
 
 def warmup(invoke: Callable[[], None], count: int, seconds: float) -> tuple[int, float]:
@@ -490,9 +595,36 @@ def cmd_facts(_: argparse.Namespace) -> int:
     return 0
 
 
+def start_sampler(args: argparse.Namespace) -> HwmonSampler | None:
+    if not args.hwmon:
+        return None
+    sampler = HwmonSampler(args.hwmon, args.hwmon_channel, args.hwmon_root, args.power_rate)
+    sampler.start()
+    return sampler
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     emit_hello()
     np = import_numpy()
+    sampler = start_sampler(args)
+    try:
+        idle_phase(args.idle_seconds)
+        return timed_run(args, np)
+    finally:
+        if sampler is not None:
+            sampler.stop()
+
+
+def cmd_clock(_: argparse.Namespace) -> int:
+    """Answer each stdin line with this clock: the host's round trips bound the offset."""
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        emit("clock", t=time.perf_counter_ns())
+    return 0
+
+
+def timed_run(args: argparse.Namespace, np: Any) -> int:
     model, load_ms = timed_load(args.model, args.runtime, args.threads)
     feeds = make_inputs(model, args.input, args.seed)
     model.prepare(feeds)
@@ -511,12 +643,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     done, seconds = warmup(model.invoke, args.warmup, args.warmup_seconds)
     emit("warmup", count=done, seconds=seconds, first_ns=first_ns)
 
-    def on_batch(first: int, ns: list[int]) -> None:
-        emit("sample", i=first, ns=ns)
+    def on_batch(first: int, ns: list[int], starts: list[int]) -> None:
+        emit("sample", i=first, ns=ns, t=starts)
 
+    measure_start = time.perf_counter_ns()
     count, wall_ns = measure(
         model.invoke, args.iterations, args.duration, args.min_duration, on_batch
     )
+    emit("phase", name="measure", start=measure_start, end=time.perf_counter_ns())
     emit("env", when="after", **environment())
     emit("summary", count=count, wall_ns=wall_ns, peak_rss=peak_rss_bytes())
     return 0
@@ -641,6 +775,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--input", default=None)
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--dump-outputs", default=None)
+    run.add_argument("--hwmon", default=None, help="hwmon chip name (e.g. ina260) or path")
+    run.add_argument("--hwmon-channel", type=int, default=1)
+    run.add_argument("--hwmon-root", default="/sys/class/hwmon")
+    run.add_argument("--power-rate", type=float, default=100.0, help="hwmon reads per second")
+    run.add_argument("--idle-seconds", type=float, default=0.0, help="idle before loading")
+    sub.add_parser("clock", help="answer each stdin line with the device clock (alignment)")
     gen = sub.add_parser("generate", help="time greedy generation with a KV-cache LLM")
     gen.add_argument("--model", required=True)
     gen.add_argument("--prompt-ids", required=True, help=".npy of int64 token ids")
@@ -652,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run" and not args.iterations and not args.duration:
         args.iterations = 100
-    commands = {"facts": cmd_facts, "run": cmd_run, "generate": cmd_generate}
+    commands = {"facts": cmd_facts, "run": cmd_run, "generate": cmd_generate, "clock": cmd_clock}
     try:
         return commands[args.command](args)
     except RunnerError as exc:

@@ -123,6 +123,9 @@ class Process(Protocol):
 
     def stderr_text(self) -> str: ...
 
+    def send(self, data: bytes) -> None:
+        """Write to the command's stdin (the clock probe's round trips)."""
+
     def kill(self) -> None: ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import shutil
@@ -25,7 +26,7 @@ class LocalProcess:
             self._popen = subprocess.Popen(
                 self._argv,
                 cwd=cwd,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
@@ -78,7 +79,19 @@ class LocalProcess:
     def stderr_text(self) -> str:
         return b"".join(self._stderr).decode("utf-8", "replace")
 
+    def send(self, data: bytes) -> None:
+        stdin = self._popen.stdin
+        assert stdin is not None
+        try:
+            stdin.write(data)
+            stdin.flush()
+        except OSError as exc:
+            raise DeviceError(f"local: {os.path.basename(self._argv[0])} stopped reading") from exc
+
     def kill(self) -> None:
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdin.close()
         if self._popen.poll() is None:
             self._popen.kill()
 

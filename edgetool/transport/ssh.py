@@ -235,6 +235,12 @@ class SshProcess:
     def stderr_text(self) -> str:
         return b"".join(self._stderr).decode("utf-8", "replace")
 
+    def send(self, data: bytes) -> None:
+        try:
+            self._chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
+
     def kill(self) -> None:
         # No pty, so no signal forwarding: closing the channel makes the remote
         # runner's next write fail with SIGPIPE, which ends it.

@@ -1,0 +1,147 @@
+"""A meter beside one deploy: idle window, clock alignment, samples journaled, energy.
+
+The session calls before() once the device is ready, on_event() for each runner event,
+and after() when the runner is done; finish() turns what was recorded into the run's
+energy figures. Samples are written to the run directory as they arrive, so a failed
+energy computation never loses them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from edgetool.errors import DeviceError
+from edgetool.power.align import Alignment, OffsetEstimate, estimate_offset, probe_clock
+from edgetool.power.base import PowerMeter, PowerSample, host_ns
+from edgetool.power.energy import EnergyResult, energy_from_model, energy_from_trace
+from edgetool.results import schema
+from edgetool.transport.base import Process
+
+CLOCK_ROUNDS = 32
+
+
+@runtime_checkable
+class DeviceMeter(Protocol):
+    """A meter the runner reads on the device (hwmon): its samples arrive as events."""
+
+    def runner_args(self) -> list[str]: ...
+
+    def feed(self, event: schema.Power) -> None: ...
+
+
+class EnergyRecorder:
+    def __init__(
+        self,
+        meter: PowerMeter,
+        idle_seconds: float,
+        write: Callable[[list[PowerSample]], None],
+    ) -> None:
+        self.meter = meter
+        self.idle_seconds = idle_seconds
+        self._write = write
+        self.idle_window: tuple[int, int] | None = None
+        self.measure_window: tuple[int, int] | None = None
+        self._before: OffsetEstimate | None = None
+        self._after: OffsetEstimate | None = None
+        self.starts: list[int] = []
+        self.durations: list[int] = []
+        self.count = 0
+
+    @property
+    def clock(self) -> str:
+        return self.meter.capabilities.clock
+
+    def runner_args(self) -> list[str]:
+        if isinstance(self.meter, DeviceMeter):
+            return [*self.meter.runner_args(), "--idle-seconds", repr(self.idle_seconds)]
+        return []
+
+    def before(self, start_clock: Callable[[], Process]) -> None:
+        """Host-side meters: start sampling, watch the idle device, align the clocks."""
+        if self.clock != "host":
+            return
+        self.meter.start()
+        start = host_ns()
+        time.sleep(self.idle_seconds)
+        self.idle_window = (start, host_ns())
+        self._before = estimate_offset(probe_clock(start_clock(), CLOCK_ROUNDS))
+        self.drain()
+
+    def on_event(self, event: schema.Event) -> None:
+        if isinstance(event, schema.Samples):
+            if event.starts is not None:
+                self.starts.extend(event.starts)
+                self.durations.extend(event.ns)
+            self.drain()
+        elif isinstance(event, schema.Power) and isinstance(self.meter, DeviceMeter):
+            self.meter.feed(event)
+            self.drain()
+        elif isinstance(event, schema.Phase) and self.clock == "device":
+            window = (event.start, event.end)
+            if event.name == "idle":
+                self.idle_window = window
+            elif event.name == "measure":
+                self.measure_window = window
+
+    def drain(self) -> None:
+        samples = self.meter.samples()
+        self.count += len(samples)
+        self._write(samples)
+
+    def after(self, start_clock: Callable[[], Process]) -> None:
+        if self.clock == "host":
+            self._after = estimate_offset(probe_clock(start_clock(), CLOCK_ROUNDS))
+        self.meter.stop()
+        self.drain()
+
+    def alignment(self) -> Alignment | None:
+        if self.clock == "device":
+            return Alignment.same_clock()
+        if self._before is None:
+            return None
+        return Alignment.from_probes(self._before, self._after)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        alignment = self.alignment()
+        return {
+            "meter": self.meter.label,
+            "type": type(self.meter).__name__,
+            "clock": self.clock,
+            "estimate": self.meter.capabilities.estimate,
+            "rate_hz": self.meter.capabilities.rate_hz,
+            "alignment": alignment.to_dict() if alignment else None,
+            "idle_window": list(self.idle_window) if self.idle_window else None,
+            "measure_window": self._measure_on_meter(alignment),
+            "samples": self.count,
+        }
+
+    def _measure_on_meter(self, alignment: Alignment | None) -> list[int] | None:
+        if self.measure_window is not None:
+            return list(self.measure_window)
+        if alignment is None or not self.starts:
+            return None
+        return [
+            alignment.to_meter(self.starts[0]),
+            alignment.to_meter(self.starts[-1] + self.durations[-1]),
+        ]
+
+    def energy(self, samples: Sequence[PowerSample]) -> EnergyResult:
+        """Energy per inference from everything recorded (samples read back from the run)."""
+        from edgetool.power.estimate import EstimateMeter
+
+        if isinstance(self.meter, EstimateMeter):
+            if not self.durations:
+                raise DeviceError("no inferences to estimate energy for")
+            return energy_from_model(
+                self.meter.label, self.durations, self.meter.idle_w, self.meter.active_w
+            )
+        alignment = self.alignment()
+        if alignment is None or not self.starts:
+            raise DeviceError(f"{self.meter.label}: no inference windows to integrate")
+        windows = [
+            (alignment.to_meter(s), alignment.to_meter(s + d))
+            for s, d in zip(self.starts, self.durations, strict=True)
+        ]
+        return energy_from_trace(self.meter.label, samples, windows, self.idle_window)
