@@ -11,7 +11,16 @@ import click
 
 from edgetool import paths
 from edgetool.cli.common import console, emit_json, human_bytes, json_option
-from edgetool.results.store import find_run, iter_run_dirs, load_run
+from edgetool.errors import Regression, ResultsError
+from edgetool.results.compare import (
+    METRICS,
+    CompareSettings,
+    PairComparison,
+    SetComparison,
+    compare_runs,
+    compare_sets,
+)
+from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_run
 
 out_option = click.option(
     "-o",
@@ -24,6 +33,39 @@ out_option = click.option(
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _mj(figure: dict[str, Any] | None, what: str) -> str:
+    """`0.73 mJ/inference dynamic [0.71, 0.75]`: the mean, what it is, its CI."""
+    if not figure:
+        return f"— {what}"
+    ci = figure.get("ci")
+    interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
+    return f"{figure['mean']:.4g} {what}{interval}"
+
+
+def energy_lines(energy: dict[str, Any] | None) -> list[str]:
+    """`energy  0.73 mJ/inference dynamic (1.98 mJ total), idle 2.71 W — meter: ...`"""
+    if not energy:
+        return []
+    if "error" in energy:
+        return [f"  energy  [red]not measured[/red]: {energy['error']} — meter: {energy['meter']}"]
+    kind = "[yellow]ESTIMATE[/yellow] " if energy.get("estimate") else ""
+    idle = f", idle {energy['idle_w']:.3g} W" if energy.get("idle_w") is not None else ""
+    lines = [
+        f"  energy  {kind}{_mj(energy.get('dynamic_mj'), 'mJ/inference dynamic')} "
+        f"({_mj(energy.get('total_mj'), 'mJ total')}){idle} — meter: {energy['meter']}"
+    ]
+    alignment = energy.get("alignment") or {}
+    if alignment.get("method") == "round-trip":
+        drift = alignment.get("drift_ns")
+        lines.append(
+            f"  clock   device→meter offset ±{alignment['uncertainty_ns'] / 1e3:.0f} µs"
+            + (f", drift {drift / 1e3:+.0f} µs over the run" if drift is not None else "")
+        )
+    if energy.get("note"):
+        lines.append(f"  [dim]note: {energy['note']}[/dim]")
+    return lines
 
 
 def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> None:
@@ -77,6 +119,8 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
         out.print(f"  first {_fmt(summary['first_inference_ms']):>10}  (cold, not in stats)")
     if summary.get("peak_rss"):
         out.print(f"  rss   {human_bytes(summary['peak_rss']):>10}  peak")
+    for line in energy_lines(summary.get("energy")):
+        out.print(line)
     before, after = manifest.get("env_before") or {}, manifest.get("env_after") or {}
     if before.get("temp_c") is not None and after.get("temp_c") is not None:
         throttle = after.get("throttled")
@@ -204,3 +248,228 @@ def export(run: str, root: Path | None, as_csv: bool, dest: Path | None) -> None
     finally:
         if dest:
             handle.close()
+
+
+def _parse_threshold(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    """`5%` or `0.05`; a bare `5` is refused rather than read as 500 %."""
+    text = value.strip()
+    try:
+        number = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a number (use 5% or 0.05)") from None
+    if number < 0 or (not text.endswith("%") and number >= 1.0):
+        raise click.BadParameter(f"'{value}' is not a fraction (use 5% or 0.05)")
+    return number
+
+
+def _load_side(ref: str, root: Path) -> tuple[list[Run], bool]:
+    """(runs, is a set): a run directory, a directory of run directories (a night,
+    as a path or under the results root), or any ref `find_run` understands."""
+    for candidate in (Path(ref), root / ref):
+        if (candidate / MANIFEST).is_file():
+            return [load_run(candidate)], False
+        if candidate.is_dir():
+            dirs = list(iter_run_dirs(candidate))
+            if not dirs:
+                raise ResultsError(f"no runs in {candidate}")
+            return [load_run(d) for d in dirs], True
+    return [find_run(ref, root)], False
+
+
+def _pct(change: float | None) -> str:
+    if change is None:
+        return "—"
+    text = f"{100 * change:+.1f} %"
+    if text in ("+0.0 %", "-0.0 %"):
+        return "0.0 %"
+    return text.replace("-", "−")
+
+
+def _num(value: float | None) -> str:
+    """Three significant figures, the precision a latency table can carry."""
+    if value is None:
+        return "—"
+    return f"{value:#.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _change_cell(pair: PairComparison) -> str:
+    lat = pair.latency
+    if lat is None:
+        return f"({pair.verdict})"
+    text = _pct(lat.change)
+    test = pair.test
+    p_text = "" if test is None else ("p<0.001" if test.p < 0.001 else f"p={test.p:.3f}")
+    if pair.verdict == "regression":
+        return f"[red]{text} ▲ {p_text}[/red]"
+    if pair.verdict == "improvement":
+        return f"[green]{text} ▼ {p_text}[/green]"
+    if pair.verdict == "within threshold":
+        return f"{text} {p_text}"
+    return f"{text} ({pair.verdict})"
+
+
+def _energy_cell(pair: PairComparison) -> str:
+    total = next((m for m in pair.energy if m.name == "energy_total_mj"), None)
+    if total is None:
+        return "—"
+    text = f"{_num(total.before)} → {_num(total.after)} mJ"
+    return f"[red]{text} ▲[/red]" if total.regression else text
+
+
+def _notes(pair: PairComparison, threshold: float) -> str:
+    notes: list[str] = []
+    if pair.partial:
+        notes.append("(partial)")
+    for metric in pair.energy:
+        if metric.name != "energy_total_mj" and metric.regression:
+            notes.append(f"[red]dynamic energy {_pct(metric.change)} ▲[/red]")
+    if pair.size and pair.size.change:
+        size = (
+            f"size {human_bytes(pair.size.before)} → {human_bytes(pair.size.after)} "
+            f"{_pct(pair.size.change)}"
+        )
+        notes.append(f"[red]{size} ▲[/red]" if pair.size.regression else size)
+    for metric in pair.info:
+        if metric.change is not None and abs(metric.change) > threshold:
+            notes.append(f"{metric.name} {_pct(metric.change)}")
+    notes.extend(
+        f"[yellow]{w}[/yellow]" for w in pair.warnings if not w.endswith(("partial", "failed"))
+    )
+    return "; ".join(notes)
+
+
+def _print_comparison(result: SetComparison) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console()
+    if not out.is_terminal:
+        out.width = 1000  # a log or a pipe: one row per line, never wrapped at 80 columns
+    metric = result.settings.metric
+    table = Table(box=None, pad_edge=False)
+    for column in ("model", "target", f"{metric} before", f"{metric} after", "change"):
+        table.add_column(
+            column, justify="right" if "before" in column or "after" in column else "left"
+        )
+    table.add_column("energy/inf")
+    table.add_column("notes")
+    for pair in result.pairs:
+        lat = pair.latency
+        table.add_row(
+            escape(pair.model),
+            escape(pair.target),
+            f"{_num(lat.before)} ms" if lat else "—",
+            f"{_num(lat.after)} ms" if lat else "—",
+            _change_cell(pair),
+            _energy_cell(pair),
+            _notes(pair, result.settings.threshold),
+        )
+    if result.pairs:
+        out.print(table)
+    else:
+        out.print("no pairs to compare")
+    for label, runs in (("only in base", result.only_base), ("only in new", result.only_new)):
+        for run in runs:
+            out.print(
+                f"[yellow]{label}: {escape(run.model)} on {escape(run.target)} "
+                f"({escape(run.run_id)}, {run.status})[/yellow]"
+            )
+    if any(pair.test and pair.test.subsampled for pair in result.pairs):
+        out.print(
+            f"note: the U test ran on seeded random subsamples of "
+            f"{result.settings.max_samples} inferences a side; medians use every sample"
+        )
+
+
+@command.command("compare")
+@click.argument("base")
+@click.argument("new")
+@out_option
+@click.option(
+    "--threshold",
+    default="5%",
+    show_default=True,
+    callback=_parse_threshold,
+    help="Smallest relative change that counts (5% or 0.05).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.01,
+    show_default=True,
+    help="Significance level of the Mann–Whitney U test.",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default="p50",
+    show_default=True,
+    help="Latency figure whose change is reported and gated (the test uses all samples).",
+)
+@click.option(
+    "--fail-on-missing",
+    is_flag=True,
+    help="Exit 9 when a run has no counterpart on the other side.",
+)
+@json_option
+def compare(
+    base: str,
+    new: str,
+    root: Path | None,
+    threshold: float,
+    alpha: float,
+    metric: str,
+    fail_on_missing: bool,
+    as_json: bool,
+) -> None:
+    """Compare NEW against BASE: two runs, or two directories of runs (nights).
+
+    \b
+    BASE and NEW are run refs (id, prefix, path, `latest`) or directories holding run
+    directories; those are paired by model (artifact name, format, quant) and target,
+    taking the latest complete run of each pair. Unpaired runs are listed.
+
+    \b
+    Latency regresses only when all three hold:
+      1. Mann–Whitney U on the per-inference samples gives p < --alpha
+         (subsampled to 20000 a side, seeded, for big runs; skipped below 20 samples);
+      2. the --metric grew by more than --threshold;
+      3. the metric's 95 % CIs do not overlap (the new one is entirely higher).
+    Energy per inference regresses on growth beyond the threshold with separated CIs;
+    artifact size on any growth beyond the threshold. Peak RSS is informational.
+
+    Exit 0: no regression; 10: a regression; 9: a run missing or unreadable.
+    """
+    try:
+        settings = CompareSettings(threshold=threshold, alpha=alpha, metric=metric)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    results_root = root or paths.results_dir()
+    base_runs, base_is_set = _load_side(base, results_root)
+    new_runs, new_is_set = _load_side(new, results_root)
+    if base_is_set or new_is_set:
+        result = compare_sets(base_runs, new_runs, settings)
+    else:
+        result = SetComparison(
+            [compare_runs(base_runs[0], new_runs[0], settings)], [], [], settings
+        )
+    limit = f"{100 * threshold:g} %"
+    if as_json:
+        emit_json({"base": base, "new": new, **result.to_dict()})
+    else:
+        _print_comparison(result)
+    if result.regressions:
+        names = [
+            f"{p.model}/{p.target} ({', '.join(p.regressions)})"
+            for p in result.pairs
+            if p.regressions
+        ]
+        more = f", +{len(names) - 3} more" if len(names) > 3 else ""
+        plural = "s" if result.regressions > 1 else ""
+        raise Regression(
+            f"{result.regressions} regression{plural} beyond {limit}: {'; '.join(names[:3])}{more}"
+        )
+    if fail_on_missing and result.missing:
+        raise ResultsError(f"{result.missing} run(s) without a counterpart (--fail-on-missing)")
+    if not as_json:
+        console().print(f"no regression beyond {limit}")
