@@ -63,6 +63,7 @@ class EnergyRecorder:
         if self.clock != "host":
             return
         self.meter.start()
+        self._wait_for_sample_after(host_ns())
         start = host_ns()
         time.sleep(self.idle_seconds)
         self.idle_window = (start, host_ns())
@@ -90,9 +91,27 @@ class EnergyRecorder:
         self.count += len(samples)
         self._write(samples)
 
+    def _wait_for_sample_after(self, mark_ns: int, timeout: float = 10.0) -> None:
+        """Block until the meter has a sample later than mark_ns, so every window before
+        the mark lies inside the sampled span (a slow meter polls every few 100 ms)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = self.meter.samples()
+            self.count += len(samples)
+            self._write(samples)
+            if any(s.t_ns > mark_ns for s in samples):
+                return
+            if time.monotonic() > deadline:
+                raise DeviceError(
+                    f"{self.meter.label} delivered no samples for {timeout:.0f} s: "
+                    "is the meter connected and powered?"
+                )
+            time.sleep(0.005)
+
     def after(self, start_clock: Callable[[], Process]) -> None:
         if self.clock == "host":
             self._after = estimate_offset(probe_clock(start_clock(), CLOCK_ROUNDS))
+            self._wait_for_sample_after(host_ns())
         self.meter.stop()
         self.drain()
 

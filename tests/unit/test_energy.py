@@ -259,3 +259,41 @@ def test_estimate_meter_deploy_is_labelled_an_estimate(cli: Any, tmp_path: Path)
     shown = cli("--targets-dir", str(targets), "deploy", "-t", "est", "-m", "tiny-mlp",
                 "--energy", "-n", "20")  # fmt: skip
     assert "estimate" in shown.stdout
+
+
+@pytest.mark.parametrize("kind", ["ppk2", "um25c"])
+def test_deploy_energy_with_a_host_meter_aligns_and_integrates(
+    cli: Any, tmp_path: Path, kind: str
+) -> None:
+    """A host-side meter on a pty speaking the real protocol: the device clock is found by
+    round trips (true offset 0 here) and each window is integrated on the meter's clock."""
+    from edgetool.power.peers import start_peer
+
+    volts = 3.3
+    # The UM25C answers with a reading ~0.1 s old: give it a load that changes slowly.
+    period = 60_000_000 if kind == "ppk2" else 30_000_000_000
+    waveform = Sine(period_ns=period, mean_amps=0.4, amplitude=0.15, phase_ns=host_ns())
+    options = f"volts = {volts}\n" if kind == "ppk2" else "interval = 0.1\n"
+    with start_peer(kind, waveform, volts) as peer:
+        targets = tmp_path / "targets"
+        targets.mkdir()
+        (targets / "metered.toml").write_text(
+            'kind = "linux"\n[transport]\ntype = "local"\n'
+            f'[meter]\ntype = "{kind}"\nport = "{peer.port}"\n{options}'
+        )
+        out = cli("--targets-dir", str(targets), "deploy", "-t", "metered", "-m", "tiny-mlp",
+                  "--energy", "--idle-seconds", "1", "-d", "2", "--json")  # fmt: skip
+    assert out.code == 0, out.stderr
+    data = out.json()
+    alignment = data["manifest"]["power"]["alignment"]
+    assert alignment["method"] == "round-trip" and alignment["rounds"] == 64
+    assert abs(alignment["offset_ns"]) <= alignment["uncertainty_ns"] < 50_000_000
+    run = load_run(Path(data["run_dir"]))
+    assert run.starts_ns is not None
+    start, end = run.starts_ns[0], run.starts_ns[-1] + run.samples_ns[-1]
+    exact_mean_w = volts * waveform.charge(start, end) / ((end - start) / 1e9)
+    energy = data["summary"]["energy"]
+    assert energy["mean_power_w"] == pytest.approx(exact_mean_w, rel=0.02)
+    idle_a, idle_b = data["manifest"]["power"]["idle_window"]
+    exact_idle = volts * waveform.charge(idle_a, idle_b) / ((idle_b - idle_a) / 1e9)
+    assert energy["idle_w"] == pytest.approx(exact_idle, rel=0.02)
