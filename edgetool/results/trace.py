@@ -1,0 +1,310 @@
+"""A run as a Chrome/Perfetto trace (trace-event JSON Object Format).
+
+Open the file in https://ui.perfetto.dev (or chrome://tracing): one process per run, a
+"device" track with one slice per inference, the power meter as a counter mapped onto the
+device timeline, the meter's idle/measure windows on their own track, log lines as instant
+events and temperature/frequency as counters. Everything is on the device clock, in µs
+from the first event, so inferences and power line up without the reader doing clock maths.
+
+Events are generated one at a time so `write_trace` stays linear in time and writes a run
+of a million inferences without holding the whole JSON text in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from edgetool.power.base import PowerSample
+from edgetool.results.store import Run
+
+PID = 1
+DEVICE_TID = 1
+METER_TID = 2
+LOG_TID = 3
+
+
+def model_label(manifest: dict[str, Any]) -> str:
+    """The model as a person names it: recipe name if known, else the artifact file name."""
+    artifact = manifest.get("artifact") or {}
+    return str(artifact.get("model") or artifact.get("name") or "model")
+
+
+def target_label(manifest: dict[str, Any]) -> str:
+    return str((manifest.get("target") or {}).get("name") or "target")
+
+
+def is_emulated(manifest: dict[str, Any]) -> bool:
+    return bool((manifest.get("target") or {}).get("emulated"))
+
+
+def inference_starts(run: Run) -> list[int]:
+    """Device-clock start of each inference. Older runs without start times are laid back
+    to back from their durations, from the start of the meter's measure window when there
+    is one (that window is the inferences' span), else from 0: the best the data allows."""
+    if run.starts_ns is not None and len(run.starts_ns) == len(run.samples_ns):
+        return list(run.starts_ns)
+    starts: list[int] = []
+    measure = [t0 for name, t0, _ in meter_windows(run.manifest) if name == "measure"]
+    t = measure[0] if measure else 0
+    for ns in run.samples_ns:
+        starts.append(t)
+        t += ns
+    return starts
+
+
+def power_offset_ns(manifest: dict[str, Any]) -> int:
+    """Meter time = device time + offset (0 when the run has no alignment)."""
+    power = manifest.get("power") or {}
+    alignment = power.get("alignment") or {}
+    try:
+        return int(alignment.get("offset_ns") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _window(value: Any) -> tuple[int, int] | None:
+    try:
+        t0, t1 = int(value[0]), int(value[1])
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return (t0, t1) if t1 >= t0 else None
+
+
+def meter_windows(manifest: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """(name, t0, t1) of the idle and measure windows on the device clock."""
+    power = manifest.get("power") or {}
+    offset = power_offset_ns(manifest)
+    out: list[tuple[str, int, int]] = []
+    for key, name in (("idle_window", "idle"), ("measure_window", "measure")):
+        window = _window(power.get(key))
+        if window is not None:
+            out.append((name, window[0] - offset, window[1] - offset))
+    return out
+
+
+def log_lines(manifest: dict[str, Any]) -> list[tuple[int, str]]:
+    """(device ns, text) of the runner's log lines, if the manifest has any."""
+    out: list[tuple[int, str]] = []
+    for entry in manifest.get("logs") or []:
+        try:
+            out.append((int(entry["t_ns"]), str(entry["text"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return out
+
+
+def time_origin_ns(run: Run, starts: list[int]) -> int:
+    """The earliest device-clock instant anything in the trace happens (linear scan)."""
+    offset = power_offset_ns(run.manifest)
+    candidates: list[int] = []
+    if starts:
+        candidates.append(min(starts))
+    if run.power:
+        candidates.append(min(s.t_ns for s in run.power) - offset)
+    candidates.extend(t0 for _, t0, _ in meter_windows(run.manifest))
+    candidates.extend(t for t, _ in log_lines(run.manifest))
+    return min(candidates) if candidates else 0
+
+
+MAX_POWER_EVENTS = 400_000
+"""Above this, power counters are thinned to the min and max sample per time bucket: a
+10 kHz meter over a long run is tens of millions of samples, more than the Perfetto UI
+loads, and min/max per bucket keeps every spike visible."""
+
+
+def thin_power(samples: Sequence[PowerSample], limit: int = MAX_POWER_EVENTS) -> list[PowerSample]:
+    """At most about `limit` samples: the lowest and highest of each time bucket, in time
+    order (linear time; samples are assumed sorted by time, as meters deliver them)."""
+    if len(samples) <= limit:
+        return list(samples)
+    buckets = max(limit // 2, 1)
+    t0, t1 = samples[0].t_ns, samples[-1].t_ns
+    span = max(t1 - t0, 1)
+    out: list[PowerSample] = []
+    current = -1
+    low: PowerSample | None = None
+    high: PowerSample | None = None
+    for sample in samples:
+        bucket = min((sample.t_ns - t0) * buckets // span, buckets - 1)
+        if bucket != current:
+            if low is not None and high is not None:
+                out.extend(sorted({id(low): low, id(high): high}.values(), key=_t))
+            current, low, high = bucket, sample, sample
+        else:
+            assert low is not None and high is not None
+            if sample.watts < low.watts:
+                low = sample
+            if sample.watts > high.watts:
+                high = sample
+    if low is not None and high is not None:
+        out.extend(sorted({id(low): low, id(high): high}.values(), key=_t))
+    return out
+
+
+def _t(sample: PowerSample) -> int:
+    return sample.t_ns
+
+
+def _us(ns: int) -> float:
+    return ns / 1000.0
+
+
+def _env_counters(
+    manifest: dict[str, Any], first_us: float, last_us: float
+) -> Iterator[dict[str, Any]]:
+    """Temperature and mean CPU frequency before (at the trace start) and after (at its end):
+    the environment probes are snapshots, not a series, so two points is all there is."""
+    for key, ts in (("env_before", first_us), ("env_after", last_us)):
+        env = manifest.get(key) or {}
+        temp = env.get("temp_c")
+        if isinstance(temp, (int, float)):
+            yield {
+                "ph": "C",
+                "name": "temperature (°C)",
+                "pid": PID,
+                "ts": ts,
+                "args": {"°C": float(temp)},
+            }
+        freqs = env.get("freq_khz")
+        if isinstance(freqs, list):
+            values = {
+                f"cpu{i}": v / 1000.0 for i, v in enumerate(freqs) if isinstance(v, (int, float))
+            }
+            if values:
+                yield {"ph": "C", "name": "cpu freq (MHz)", "pid": PID, "ts": ts, "args": values}
+
+
+def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
+    """Every trace event of the run, metadata first, in one linear pass per series."""
+    manifest = run.manifest
+    emulated = is_emulated(manifest)
+    clock = "emulated device clock" if emulated else "device clock"
+    starts = inference_starts(run)
+    origin = time_origin_ns(run, starts)
+    offset = power_offset_ns(manifest)
+    name = f"{target_label(manifest)} · {model_label(manifest)}"
+    if emulated:
+        name += " (emulated)"
+    yield {"ph": "M", "name": "process_name", "pid": PID, "args": {"name": name}}
+    yield {"ph": "M", "name": "process_labels", "pid": PID, "args": {"labels": run.run_id}}
+    for tid, thread in (
+        (DEVICE_TID, f"device ({clock})"),
+        (METER_TID, "meter" + (" (emulated time)" if emulated else "")),
+        (LOG_TID, "logs"),
+    ):
+        yield {"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": thread}}
+        yield {
+            "ph": "M",
+            "name": "thread_sort_index",
+            "pid": PID,
+            "tid": tid,
+            "args": {"sort_index": tid},
+        }
+
+    first_us, last_us = 0.0, 0.0
+    for index, (start, ns) in enumerate(zip(starts, run.samples_ns, strict=True)):
+        ts = _us(start - origin)
+        yield {
+            "ph": "X",
+            "name": "inference",
+            "cat": "inference",
+            "pid": PID,
+            "tid": DEVICE_TID,
+            "ts": ts,
+            "dur": _us(ns),
+            "args": {"index": index, "latency_ms": ns / 1e6},
+        }
+        last_us = max(last_us, ts + _us(ns))
+
+    for window_name, t0, t1 in meter_windows(manifest):
+        yield {
+            "ph": "X",
+            "name": f"{window_name} window",
+            "cat": "meter",
+            "pid": PID,
+            "tid": METER_TID,
+            "ts": _us(t0 - origin),
+            "dur": _us(t1 - t0),
+            "args": {"meter_t0_ns": t0 + offset, "meter_t1_ns": t1 + offset},
+        }
+        last_us = max(last_us, _us(t1 - origin))
+
+    for sample in thin_power(run.power):
+        ts = _us(sample.t_ns - offset - origin)
+        yield {"ph": "C", "name": "power (W)", "pid": PID, "ts": ts, "args": {"W": sample.watts}}
+        last_us = max(last_us, ts)
+
+    for t_ns, text in log_lines(manifest):
+        yield {
+            "ph": "i",
+            "s": "t",
+            "name": text[:200],
+            "cat": "log",
+            "pid": PID,
+            "tid": LOG_TID,
+            "ts": _us(t_ns - origin),
+            "args": {"text": text},
+        }
+        last_us = max(last_us, _us(t_ns - origin))
+
+    yield from _env_counters(manifest, first_us, last_us)
+
+
+def trace_metadata(run: Run) -> dict[str, Any]:
+    """What the trace is of, for a reader who finds the file later."""
+    manifest = run.manifest
+    power = manifest.get("power") or {}
+    return {
+        "run_id": run.run_id,
+        "status": run.status,
+        "target": target_label(manifest),
+        "model": model_label(manifest),
+        "emulated": is_emulated(manifest),
+        "clock": "emulated device clock" if is_emulated(manifest) else "device clock",
+        "start_times": "measured" if run.starts_ns is not None else "back-to-back (estimated)",
+        "power_offset_ns": power_offset_ns(manifest),
+        "meter": power.get("meter"),
+        "inferences": len(run.samples_ns),
+        "power_samples": len(run.power),
+        "power_thinned": len(run.power) > MAX_POWER_EVENTS,
+    }
+
+
+def build_trace(run: Run) -> dict[str, Any]:
+    """The whole trace as one JSON-ready dict (fine for tests and small runs)."""
+    return {
+        "traceEvents": list(iter_trace_events(run)),
+        "displayTimeUnit": "ms",
+        "metadata": trace_metadata(run),
+    }
+
+
+def write_trace(run: Run, path: Path) -> int:
+    """Stream the trace to `path` event by event, atomically; returns the event count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write('{"displayTimeUnit": "ms", "metadata": ')
+            handle.write(json.dumps(trace_metadata(run)))
+            handle.write(', "traceEvents": [\n')
+            for event in iter_trace_events(run):
+                if count:
+                    handle.write(",\n")
+                handle.write(json.dumps(event, separators=(",", ":")))
+                count += 1
+            handle.write("\n]}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # a file to share, not mkstemp's private 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
