@@ -17,7 +17,9 @@ driver and the pyummeter package agree on it; offsets in bytes):
 
 Note the model ids: the UM25C is 0x09c9 and the UM24C 0x0963 in both public sources.
 The meter refreshes its reading a few times a second, so polling faster than ~5 Hz only
-repeats values; each sample is stamped at the midpoint of request and response.
+repeats values. The meter answers with a reading it already has, so each sample is stamped
+when the request was sent (the latest moment the reading can describe), not when the
+130 bytes finished arriving at 9600 baud (~135 ms later).
 """
 
 from __future__ import annotations
@@ -233,7 +235,8 @@ class Um25cMeter(PollingMeter):
         sent, received, record = self._poll()
         # volts*amps has finer resolution than the 1 mW power field.
         watts = record.volts * record.amps
-        return [PowerSample((sent + received) // 2, watts, record.volts, record.amps)]
+        del received
+        return [PowerSample(sent, watts, record.volts, record.amps)]
 
     def close(self) -> None:
         try:
