@@ -9,8 +9,6 @@ one somebody needs to look at.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 
 from edgetool.results import plots
 from edgetool.results.plots import Bar, Series, Shade, esc
-from edgetool.results.store import Run
+from edgetool.results.store import Run, write_text_atomic
 from edgetool.results.trace import (
     inference_starts,
     is_emulated,
@@ -475,14 +473,4 @@ def write_report(runs: list[Run], path: Path, title: str | None = None) -> None:
     """Write the report atomically: a reader never sees half a file."""
     text = build_report(runs, title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # a file to share, not mkstemp's private 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, lambda handle: handle.write(text), mode=0o644)

@@ -13,14 +13,12 @@ of a million inferences without holding the whole JSON text in memory.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from edgetool.power.base import PowerSample
-from edgetool.results.store import Run
+from edgetool.results.store import Run, write_text_atomic
 
 PID = 1
 DEVICE_TID = 1
@@ -287,24 +285,19 @@ def build_trace(run: Run) -> dict[str, Any]:
 def write_trace(run: Run, path: Path) -> int:
     """Stream the trace to `path` event by event, atomically; returns the event count."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write('{"displayTimeUnit": "ms", "metadata": ')
-            handle.write(json.dumps(trace_metadata(run)))
-            handle.write(', "traceEvents": [\n')
-            for event in iter_trace_events(run):
-                if count:
-                    handle.write(",\n")
-                handle.write(json.dumps(event, separators=(",", ":")))
-                count += 1
-            handle.write("\n]}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)  # a file to share, not mkstemp's private 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def stream(handle: IO[str]) -> None:
+        nonlocal count
+        handle.write('{"displayTimeUnit": "ms", "metadata": ')
+        handle.write(json.dumps(trace_metadata(run)))
+        handle.write(', "traceEvents": [\n')
+        for event in iter_trace_events(run):
+            if count:
+                handle.write(",\n")
+            handle.write(json.dumps(event, separators=(",", ":")))
+            count += 1
+        handle.write("\n]}\n")
+
+    write_text_atomic(path, stream, mode=0o644)
     return count
