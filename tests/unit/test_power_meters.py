@@ -12,6 +12,7 @@ import sys
 import time
 import tty
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -358,3 +359,70 @@ def test_um25c_dead_or_silent_meter() -> None:
                     {"port": "/dev/x", "interval": 0.0}):  # fmt: skip
         with pytest.raises(ConfigError):
             um25c.Um25cMeter(options)
+
+
+def _rapl_tree(root: Path, energy_uj: int, wrap_uj: int) -> Path:
+    domain = root / "intel-rapl:0"
+    domain.mkdir(parents=True)
+    (domain / "name").write_text("package-0\n")
+    (domain / "max_energy_range_uj").write_text(f"{wrap_uj}\n")
+    (domain / "energy_uj").write_text(f"{energy_uj}\n")
+    (root / "intel-rapl:0:0").mkdir()  # a subdomain (core): not summed twice
+    (root / "intel-rapl:0:0" / "energy_uj").write_text("0\n")
+    return domain / "energy_uj"
+
+
+def test_rapl_counts_energy_across_a_counter_wrap(tmp_path: Path) -> None:
+    """The powercap file format, with a counter that wraps while the meter reads it."""
+    from edgetool.power.rapl import RaplMeter
+
+    wrap = 1_000_000_000
+    counter = _rapl_tree(tmp_path, wrap - 300_000, wrap)
+    meter = RaplMeter({"root": str(tmp_path), "interval": 0.02})
+    assert meter.label == "rapl@intel-rapl:0"
+    meter.start()
+    fd = os.open(counter, os.O_WRONLY)
+    try:
+        written = wrap - 300_000
+        for _ in range(20):  # +60 mJ every 10 ms: 6 W, wrapping after 50 ms
+            time.sleep(0.01)
+            written = (written + 60_000) % wrap
+            os.pwrite(fd, f"{written:012d}\n".encode(), 0)
+    finally:
+        os.close(fd)
+    time.sleep(0.05)
+    meter.stop()
+    samples = meter.samples()
+    meter.close()
+    assert samples and all(s.watts >= 0 for s in samples)
+    from edgetool.power.energy import PowerTrace
+
+    trace = PowerTrace(samples)
+    joules = float(trace.energy([trace.span[0]], [trace.span[1]])[0])
+    assert 0.8 < joules < 1.3  # 1.2 J written; the span between sample midpoints is shorter
+    assert max(s.watts for s in samples) < 20  # a wrap read as -1e3 J would explode
+
+
+def test_rapl_on_this_host_or_the_reason_it_cannot_run() -> None:
+    from edgetool.power.rapl import RaplMeter, package_domains
+
+    root = Path("/sys/class/powercap")
+    if not package_domains(root):
+        pytest.skip(f"no Intel RAPL on this host ({root} has no intel-rapl:N package domain)")
+    try:
+        meter = RaplMeter({})
+    except DeviceError as exc:
+        pytest.skip(f"RAPL present but unreadable here: {exc}")
+    meter.start()
+    time.sleep(0.3)
+    meter.stop()
+    samples = meter.samples()
+    meter.close()
+    assert samples and all(0 <= s.watts < 2000 for s in samples)
+
+
+def test_rapl_without_powercap_is_a_clear_error(tmp_path: Path) -> None:
+    from edgetool.power.rapl import RaplMeter
+
+    with pytest.raises(DeviceError, match="no Intel RAPL package domains"):
+        RaplMeter({"root": str(tmp_path)})
