@@ -161,7 +161,7 @@ def command(
       edgetool deploy --target rpi4 --model model.tflite --duration 10 --threads 4
       edgetool deploy --target mcu-m4-qemu --model cbnet-classifier   # firmware, QEMU M4
       edgetool deploy --target rpi4 --model tiny-llama:onnx:int4 --prompt "def " --tokens 64
-      edgetool deploy --target rpi4-ina260 --model cbnet --energy --duration 10
+      edgetool deploy --target rpi4 --model cbnet --energy --duration 10   # [meter] in its TOML
     """
     from edgetool.export.artifact import resolve_model
     from edgetool.session import RunSettings, deploy
