@@ -259,11 +259,16 @@ def _deploy_linux(
         )
         recorder = None
         if meter is not None:
-            recorder = EnergyRecorder(meter, settings.idle_seconds, writer.append_power)
+            clock_argv = [transport.python, runner_remote(target), "clock"]
+            recorder = EnergyRecorder(
+                meter,
+                settings.idle_seconds,
+                writer.append_power,
+                lambda: transport.run(clock_argv),
+            )
             argv += recorder.runner_args()
             obs.metering(meter.label, settings.idle_seconds)
-            clock_argv = [transport.python, runner_remote(target), "clock"]
-            recorder.before(lambda: transport.run(clock_argv))
+            recorder.before()
         summary = _run_and_journal(transport, argv, writer, settings, obs, recorder)
         if outputs_remote:
             # The first inference's outputs, for parity checks against a reference.
@@ -331,7 +336,7 @@ def _run_and_journal(
                 + (f": {' | '.join(tail)}" if tail else "")
             )
         if recorder is not None and failure is None:
-            recorder.after(lambda: transport.run([*argv[:2], "clock"]))
+            recorder.after()
     except KeyboardInterrupt as exc:
         process.kill()
         failure = Interrupted(f"interrupted after {len(samples)} samples")

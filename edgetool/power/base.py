@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -143,8 +142,3 @@ def option(options: dict[str, Any] | Any, key: str, kind: type, default: Any) ->
     if value is None or isinstance(value, kind) or (kind is float and isinstance(value, int)):
         return value
     raise ConfigError(f"[meter] {key} must be a {kind.__name__}, not {value!r}")
-
-
-def iter_windows(starts: list[int], durations: list[int]) -> Iterator[tuple[int, int]]:
-    for start, duration in zip(starts, durations, strict=True):
-        yield start, start + duration

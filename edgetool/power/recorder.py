@@ -1,7 +1,7 @@
 """A meter beside one deploy: idle window, clock alignment, samples journaled, energy.
 
 The session calls before() once the device is ready, on_event() for each runner event,
-and after() when the runner is done; finish() turns what was recorded into the run's
+and after() when the runner is done; energy() turns what was recorded into the run's
 energy figures. Samples are written to the run directory as they arrive, so a failed
 energy computation never loses them.
 """
@@ -37,10 +37,13 @@ class EnergyRecorder:
         meter: PowerMeter,
         idle_seconds: float,
         write: Callable[[list[PowerSample]], None],
+        start_clock: Callable[[], Process],
     ) -> None:
+        """`start_clock` starts the runner's `clock` command on the device (round trips)."""
         self.meter = meter
         self.idle_seconds = idle_seconds
         self._write = write
+        self._start_clock = start_clock
         self.idle_window: tuple[int, int] | None = None
         self.measure_window: tuple[int, int] | None = None
         self._before: OffsetEstimate | None = None
@@ -58,7 +61,7 @@ class EnergyRecorder:
             return [*self.meter.runner_args(), "--idle-seconds", repr(self.idle_seconds)]
         return []
 
-    def before(self, start_clock: Callable[[], Process]) -> None:
+    def before(self) -> None:
         """Host-side meters: start sampling, watch the idle device, align the clocks."""
         if self.clock != "host":
             return
@@ -67,7 +70,7 @@ class EnergyRecorder:
         start = host_ns()
         time.sleep(self.idle_seconds)
         self.idle_window = (start, host_ns())
-        self._before = estimate_offset(probe_clock(start_clock(), CLOCK_ROUNDS))
+        self._before = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
         self.drain()
 
     def on_event(self, event: schema.Event) -> None:
@@ -86,20 +89,19 @@ class EnergyRecorder:
             elif event.name == "measure":
                 self.measure_window = window
 
-    def drain(self) -> None:
+    def drain(self) -> list[PowerSample]:
+        """Journal what the meter collected since the last drain; returns it."""
         samples = self.meter.samples()
         self.count += len(samples)
         self._write(samples)
+        return samples
 
     def _wait_for_sample_after(self, mark_ns: int, timeout: float = 10.0) -> None:
         """Block until the meter has a sample later than mark_ns, so every window before
         the mark lies inside the sampled span (a slow meter polls every few 100 ms)."""
         deadline = time.monotonic() + timeout
         while True:
-            samples = self.meter.samples()
-            self.count += len(samples)
-            self._write(samples)
-            if any(s.t_ns > mark_ns for s in samples):
+            if any(s.t_ns > mark_ns for s in self.drain()):
                 return
             if time.monotonic() > deadline:
                 raise DeviceError(
@@ -108,9 +110,9 @@ class EnergyRecorder:
                 )
             time.sleep(0.005)
 
-    def after(self, start_clock: Callable[[], Process]) -> None:
+    def after(self) -> None:
         if self.clock == "host":
-            self._after = estimate_offset(probe_clock(start_clock(), CLOCK_ROUNDS))
+            self._after = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
             self._wait_for_sample_after(host_ns())
         self.meter.stop()
         self.drain()
