@@ -73,6 +73,51 @@ class McuSettings:
     pyocd_target: str | None = None
 
 
+_PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~*;:'\"()+]*$")
+_FACT_RES = {
+    "machine": (re.compile(r"^[A-Za-z0-9_]+$"), "a machine name such as 'aarch64'"),
+    "python_version": (re.compile(r"^3\.[0-9]+$"), "a Python version such as '3.11'"),
+    "glibc": (re.compile(r"^2\.[0-9]+$"), "a glibc version such as '2.36'"),
+}
+RUNTIME_PACKAGES = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert"}
+"""The PyPI distribution that provides each runtime on a Linux device."""
+
+
+@dataclass(frozen=True)
+class ProvisionSettings:
+    """`[provision]`: a venv on the device that `edgetool provision` fills from wheels
+    fetched on the host, so an offline board needs no internet and no apt/pip of its own."""
+
+    venv: str = "venv"
+    """Relative to the target's workdir, or absolute."""
+    packages: tuple[str, ...] = ()
+    wheelhouse: Path | None = None
+    """A host directory: when set, only its wheels are used (no index)."""
+    machine: str | None = None
+    python_version: str | None = None
+    glibc: str | None = None
+    """Declared device facts: with all three, `--fetch-only` needs no device."""
+
+    @property
+    def declared(self) -> bool:
+        return None not in (self.machine, self.python_version, self.glibc)
+
+
+def device_path(workdir: str, *parts: str) -> str:
+    """Device paths are POSIX and relative to the login home (or sandbox) unless absolute."""
+    base = workdir[2:] if workdir.startswith("~/") else workdir
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def venv_dir(workdir: str, venv: str) -> str:
+    """Where a [provision] venv lives on the device: absolute as given, else in workdir."""
+    if venv.startswith("/"):
+        return venv.rstrip("/") or "/"
+    if venv.startswith("~/"):
+        return venv[2:].rstrip("/")
+    return device_path(workdir, venv.rstrip("/"))
+
+
 @dataclass(frozen=True)
 class Section:
     """An optional typed section (`[meter]`, `[emulator]`) whose details later parts validate."""
@@ -95,6 +140,24 @@ class Target:
     emulator: Section | None = None
     emulator_state: Mapping[str, Any] | None = None
     mcu: McuSettings | None = None
+    provision: ProvisionSettings | None = None
+
+    @property
+    def venv_dir(self) -> str | None:
+        """The device path of the [provision] venv (None without the section)."""
+        return venv_dir(self.workdir, self.provision.venv) if self.provision else None
+
+    @property
+    def venv_python(self) -> str | None:
+        venv = self.venv_dir
+        return f"{venv}/bin/python" if venv else None
+
+    @property
+    def missing_python_hint(self) -> str | None:
+        """What to do when the device lacks `python`: provision when it is our venv's."""
+        if self.python is not None and self.python == self.venv_python:
+            return f"The venv is not there yet: run `edgetool provision --target {self.name}`."
+        return None
 
     @property
     def transport_type(self) -> str:
@@ -257,6 +320,44 @@ def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
     return settings
 
 
+def _parse_provision(
+    source: Path, raw: Mapping[str, Any], runtimes: list[str]
+) -> ProvisionSettings:
+    reader = _Reader(source, raw, "provision.")
+    venv = reader.text("venv", "venv")
+    if not venv.strip() or ".." in venv.split("/"):
+        raise reader._fail("venv", "a directory name or path without '..'", venv)
+    default = [RUNTIME_PACKAGES[r] for r in runtimes if r in RUNTIME_PACKAGES] + ["numpy"]
+    packages = reader.get("packages", list, "a list of requirement strings", default)
+    for package in packages:
+        # A leading '-' would be a pip option, not a requirement.
+        if not isinstance(package, str) or not _PACKAGE_RE.match(package):
+            raise reader._fail("packages", "a list of requirement strings", package)
+    if not packages:
+        raise reader._fail("packages", "a non-empty list of requirement strings", packages)
+    wheelhouse = reader.text("wheelhouse")
+    facts: dict[str, str | None] = {}
+    for key, (pattern, expected) in _FACT_RES.items():
+        value = reader.text(key)
+        if value is not None and not pattern.match(value):
+            raise reader._fail(key, expected, value)
+        facts[key] = value
+    reader.finish()
+    house = None
+    if wheelhouse:
+        # Relative to the target file, so a lab can keep its wheels beside its targets.
+        house = _expand(wheelhouse)
+        house = (house if house.is_absolute() else source.parent / house).resolve()
+    return ProvisionSettings(
+        venv=venv,
+        packages=tuple(packages),
+        wheelhouse=house,
+        machine=facts["machine"],
+        python_version=facts["python_version"],
+        glibc=facts["glibc"],
+    )
+
+
 _TRANSPORT_PARSERS: dict[str, Callable[[_Reader], TransportSettings]] = {
     "ssh": _parse_ssh,
     "local": _parse_local,
@@ -309,19 +410,32 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         raise ConfigError(
             f"{source}: a target of kind 'mcu' needs an [mcu] table and transport type 'serial'"
         )
+    raw_provision = top.get("provision", dict, "a table", None)
+    provision = (
+        _parse_provision(source, raw_provision, runtimes) if raw_provision is not None else None
+    )
+    if provision is not None and kind != "linux":
+        raise ConfigError(f"{source}: [provision] applies to kind 'linux' targets only")
+    workdir = (state or {}).get("workdir", top.text("workdir", "edgetool"))
+    # An explicit interpreter (the file's or a running emulator's) wins; otherwise a
+    # provisioned target runs under the venv that `edgetool provision` fills.
+    python = (state or {}).get("python", top.text("python"))
+    if python is None and provision is not None:
+        python = venv_dir(workdir, provision.venv) + "/bin/python"
     target = Target(
         name=name,
         kind=kind,
         transport=transport,
         source=source,
         description=top.text("description", ""),
-        python=(state or {}).get("python", top.text("python")),
-        workdir=(state or {}).get("workdir", top.text("workdir", "edgetool")),
+        python=python,
+        workdir=workdir,
         runtimes=tuple(runtimes),
         meter=top.section("meter"),
         emulator=emulator,
         emulator_state=state,
         mcu=mcu,
+        provision=provision,
     )
     top.finish()
     return target

@@ -20,6 +20,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("edgetool.cli.zoo:export", "Export a model to ONNX, TFLite or C."),
     "verify": ("edgetool.cli.zoo:verify", "Check an artifact against its reference."),
     "targets": ("edgetool.cli.targets", "List, check and trust devices."),
+    "provision": ("edgetool.cli.provision", "Install runtimes on an offline device."),
     "build": ("edgetool.cli.build", "Build microcontroller firmware with a model; fit check."),
     "deploy": (
         "edgetool.cli.deploy",

@@ -15,14 +15,23 @@ def open_transport(target: Target) -> FileTransport:
             f"target {target.name} is an emulated device that is not running.",
             hint=f"Start it with `edgetool emulate start {target.name}`.",
         )
+    transport: FileTransport
     if isinstance(target.transport, SshSettings):
         from edgetool.transport.ssh import SshTransport
 
-        return SshTransport(target.transport, target.name, target.python)
-    if isinstance(target.transport, LocalSettings):
+        transport = SshTransport(target.transport, target.name, target.python)
+    elif isinstance(target.transport, LocalSettings):
         from edgetool.transport.local import LocalTransport
 
-        return LocalTransport(target.transport, target.python)
+        transport = LocalTransport(target.transport, target.python)
+    else:
+        transport = _no_file_transport(target)
+    if target.missing_python_hint:
+        transport.python_hint = target.missing_python_hint
+    return transport
+
+
+def _no_file_transport(target: Target) -> FileTransport:
     if target.kind == "mcu":
         from edgetool.errors import ConfigError
 

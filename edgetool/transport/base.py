@@ -154,6 +154,8 @@ class FileTransport(ABC):
 
     description: str
     python: str
+    python_hint = "Set 'python' in the target file to the device's interpreter."
+    """What to do when `python` is missing on the device (a provisioned target: provision)."""
 
     @abstractmethod
     def run(self, argv: Sequence[str]) -> Process: ...
@@ -176,7 +178,12 @@ class FileTransport(ABC):
 
     def run_checked(self, argv: Sequence[str]) -> str:
         """Run a short command and return its stdout; a non-zero exit is a DeviceError."""
-        proc = self.run(argv)
+        try:
+            proc = self.run(argv)
+        except DeviceError as exc:
+            if argv[0] == self.python and exc.hint:
+                exc.hint = self.python_hint  # a local interpreter that does not exist
+            raise
         out = "\n".join(proc.lines())
         status = proc.wait()
         if status != 0:
@@ -185,7 +192,9 @@ class FileTransport(ABC):
             if "No such file" in detail or status == 127:
                 raise DeviceError(
                     f"{self.description}: cannot run {argv[0]!r}: {detail}",
-                    hint="Set 'python' in the target file to the device's interpreter.",
+                    hint=self.python_hint
+                    if argv[0] == self.python
+                    else "Set 'python' in the target file to the device's interpreter.",
                 )
             raise DeviceError(f"{self.description}: {argv[0]} failed: {detail}")
         return out
