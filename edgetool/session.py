@@ -22,7 +22,7 @@ from edgetool.results import schema
 from edgetool.results.stats import summarize_generations, summarize_ns
 from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
 from edgetool.runner import RUNNER_PATH
-from edgetool.targets import Target
+from edgetool.targets import Target, device_path
 from edgetool.transport import FileTransport, PutResult, open_transport
 from edgetool.transport.base import Progress, file_sha256
 
@@ -78,12 +78,6 @@ class Observer:
     def progress(self, count: int) -> None: ...
 
     def metering(self, meter: str, idle_seconds: float) -> None: ...
-
-
-def device_path(workdir: str, *parts: str) -> str:
-    """Device paths are POSIX and relative to the login home (or sandbox) unless absolute."""
-    base = workdir[2:] if workdir.startswith("~/") else workdir
-    return "/".join([base.rstrip("/"), *parts])
 
 
 def runner_argv(
@@ -235,6 +229,11 @@ def _deploy_linux(
                     "emulated": bool(
                         target.emulator_state and target.emulator_state.get("emulated_cpu", True)
                     ),
+                    **{
+                        key: target.emulator_state[key]
+                        for key in ("emulator", "time_base")
+                        if target.emulator_state and key in target.emulator_state
+                    },
                 },
                 "artifact": artifact.to_dict(),
                 "settings": {

@@ -312,14 +312,15 @@ class DeployView(Observer):
             )
 
     def event(self, event: schema.Event) -> None:
-        if isinstance(event, schema.Hello) and "board" in event.device:
+        if isinstance(event, schema.Hello) and "hostname" not in event.device:  # firmware
             d = event.device
             self.say(f"device  {d.get('name')}  board {d.get('board')} · model {d.get('model')}")
         elif isinstance(event, schema.Hello):
             d = event.device
+            board = f" · {d['board']}" if d.get("board") else ""
             self.say(
                 f"device  {d.get('hostname')}  {d.get('arch')} · {d.get('cores')}× "
-                f"{d.get('cpu_model')} · {d.get('os')} · python {d.get('python')}"
+                f"{d.get('cpu_model')}{board} · {d.get('os')} · python {d.get('python')}"
             )
         elif isinstance(event, schema.ModelInfo):
             self.say(

@@ -125,6 +125,7 @@ def check(ctx: click.Context, name: str, as_json: bool) -> None:
         ("arch", device.get("arch")),
         ("cpu", f"{device.get('cores')}× {device.get('cpu_model')}"),
         ("board", device.get("board")),
+        ("virtual", device.get("virtualization")),
         ("os", f"{device.get('os')} (kernel {device.get('kernel')})"),
         ("python", f"{device.get('python')} ({device.get('python_path')})"),
         (

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgetool.emulate.keys import keygen
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
@@ -36,19 +37,6 @@ def _sshd_binary() -> str:
             return candidate
     raise DeviceError(
         "OpenSSH server not found (sshd).", hint="Install it: apt-get install openssh-server"
-    )
-
-
-def _keygen(path: Path) -> None:
-    if path.exists():
-        return
-    keygen = shutil.which("ssh-keygen")
-    if keygen is None:
-        raise DeviceError("ssh-keygen not found.", hint="Install openssh-client.")
-    subprocess.run(
-        [keygen, "-q", "-t", "ed25519", "-N", "", "-C", "edgetool-loopback", "-f", str(path)],
-        check=True,
-        stdin=subprocess.DEVNULL,
     )
 
 
@@ -71,8 +59,8 @@ class LoopbackSshd:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
         host_key, client_key = self.dir / "host_ed25519", self.dir / "id_ed25519"
-        _keygen(host_key)
-        _keygen(client_key)
+        keygen(host_key, "edgetool-loopback")
+        keygen(client_key, "edgetool-loopback")
         (self.dir / "authorized_keys").write_text(
             Path(str(client_key) + ".pub").read_text(), encoding="ascii"
         )

@@ -123,14 +123,35 @@ def runtime_versions() -> dict[str, str | None]:
     return versions
 
 
+def virtualization() -> str | None:
+    """'qemu' (or the hypervisor's vendor) when this "device" is a virtual machine, so an
+    emulated Cortex-A72 is never reported as a Raspberry Pi; None on bare metal."""
+    compatible = read_text("/sys/firmware/devicetree/base/compatible") or ""
+    if "dummy-virt" in compatible or "qemu" in compatible.lower():
+        return "qemu"
+    vendor = " ".join(
+        read_text("/sys/class/dmi/id/" + key) or "" for key in ("sys_vendor", "product_name")
+    )
+    for name in ("QEMU", "KVM", "VMware", "VirtualBox", "Xen", "Microsoft"):
+        if name.lower() in vendor.lower():
+            return name.lower()
+    flags = (read_text("/proc/cpuinfo") or "").split()
+    return "vm" if "hypervisor" in flags else None
+
+
 def device_facts() -> dict[str, Any]:
     mem = meminfo()
+    virt = virtualization()
+    board = read_text("/proc/device-tree/model")
+    if virt == "qemu" and (not board or "dummy-virt" in board):
+        board = "QEMU virt machine (emulated)"
     disk = os.statvfs(".")
     return {
         "hostname": socket.gethostname(),
         "arch": platform.machine(),
         "cpu_model": cpu_model(),
-        "board": read_text("/proc/device-tree/model"),
+        "board": board,
+        "virtualization": virt,
         "cores": os.cpu_count(),
         "os": os_name(),
         "kernel": platform.release(),

@@ -1,0 +1,400 @@
+"""An emulated Raspberry Pi 4 class device: QEMU `virt` with Cortex-A72 cores, Debian
+arm64, reached over SSH on a loopback port.
+
+The cached image (`debian_image.py`) is never written: each emulator boots a qcow2
+overlay of its own, kept between starts like a real board's SD card (so provisioning
+survives a restart) until `start --fresh`. The guest's network is QEMU user-mode with
+`restrict=on`: it cannot reach anything; the only way in is the SSH port forwarded to
+127.0.0.1. The host key comes from the image build, so the first connection is verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgetool.emulate.debian_image import Image, Recipe, build_image, cached_image
+from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
+from edgetool.procs import pid_alive, terminate
+from edgetool.targets import SshSettings, Target, emulator_state_file
+
+CPU = "cortex-a72"
+MACHINE = "virt"
+TIME_BASE = (
+    "emulated Cortex-A72 (QEMU TCG binary translation on the host): wall-clock times of "
+    "the emulator, not of a Raspberry Pi"
+)
+
+
+def qemu_binary() -> str:
+    found = shutil.which("qemu-system-aarch64")
+    if found is None:
+        raise DeviceError(
+            "qemu-system-aarch64 not found.", hint="Install it: apt-get install qemu-system-arm"
+        )
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int = 6) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip())
+
+
+class QemuArm64:
+    """build/start/stop/status of one emulated Pi; its state file overlays the target's
+    transport, so after `start` the target is used exactly like a real `rpi4`."""
+
+    def __init__(self, target: Target) -> None:
+        if target.emulator is None:
+            raise ConfigError(f"target {target.name} has no [emulator] section")
+        options = dict(target.emulator.options)
+        self.name = target.name
+        self.source = target.source
+        self.recipe = Recipe.from_options(options, target.source)
+        self.cores = self._int(options, "cores", 4, 1, 64)  # a Pi 4 has four A72 cores
+        self.memory_mb = self._int(options, "memory_mb", 2048, 256, 65536)
+        self.boot_timeout = float(self._int(options, "boot_timeout", 600, 10, 7200))
+        self.fixed_port = self._int(options, "port", 0, 0, 65535)
+        self.state_file = emulator_state_file(self.name)
+        self.dir = self.state_file.parent / self.name
+        self.overlay = self.dir / "overlay.qcow2"
+
+    def _int(self, options: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
+        value = options.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ConfigError(
+                f"{self.source}: key 'emulator.{key}' must be an integer from {lo} to {hi}"
+            )
+        return value
+
+    # -- image -------------------------------------------------------------------------
+
+    def build(self, stage: Callable[[str], None] = lambda _s: None) -> tuple[Image, bool]:
+        return build_image(self.recipe, self.name, stage)
+
+    def image(self) -> Image | None:
+        return cached_image(self.recipe, self.name)
+
+    # -- state -------------------------------------------------------------------------
+
+    def _read_state(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def _ours(self, pid: object) -> bool:
+        """The pid is alive and is a QEMU booting our overlay (not a reused pid)."""
+        return isinstance(pid, int) and pid_alive(pid) and str(self.overlay) in _cmdline(pid)
+
+    def orphans(self) -> list[int]:
+        """QEMU processes on our overlay that no state file accounts for (a killed run)."""
+        known = (self._read_state() or {}).get("pid")
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != known:
+                line = _cmdline(int(entry.name))
+                if "qemu-system-aarch64" in line and str(self.overlay) in line:
+                    found.append(int(entry.name))
+        return found
+
+    def state(self) -> dict[str, Any] | None:
+        """The running, ready emulator's state; None otherwise."""
+        data = self._read_state()
+        if data and data.get("ready") and self._ours(data.get("pid")):
+            return data
+        return None
+
+    def inspect(self) -> dict[str, Any]:
+        """What `status` reports: running / booting / stale (with why) / stopped."""
+        data = self._read_state()
+        orphans = self.orphans()
+        if data and self._ours(data.get("pid")):
+            if data.get("ready"):
+                return {"status": "running", "state": data, "orphans": orphans}
+            starter = data.get("starter_pid")
+            if isinstance(starter, int) and pid_alive(starter):
+                return {"status": "booting", "state": data, "orphans": orphans}
+            return {
+                "status": "stale",
+                "reason": f"left booting by a killed `emulate start` (QEMU pid {data['pid']})",
+                "state": data,
+                "orphans": orphans,
+            }
+        if orphans:
+            return {
+                "status": "stale",
+                "reason": f"QEMU still running on the overlay with no state (pid "
+                f"{', '.join(map(str, orphans))})",
+                "state": data,
+                "orphans": orphans,
+            }
+        if data:
+            self.state_file.unlink(missing_ok=True)
+            return {"status": "stopped", "reason": f"QEMU pid {data.get('pid')} had died"}
+        return {"status": "stopped"}
+
+    def _write_state(self, state: dict[str, Any]) -> None:
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+    # -- start / stop --------------------------------------------------------------------
+
+    def stop(self) -> bool:
+        """Stop our QEMU and any stale one on our overlay; True if something was running."""
+        data = self._read_state()
+        pids = [*self.orphans()]
+        if data and self._ours(data.get("pid")):
+            pids.append(int(data["pid"]))
+        self.state_file.unlink(missing_ok=True)
+        for pid in pids:
+            terminate(pid, grace=5.0, kill=True)
+        return bool(pids)
+
+    def start(
+        self, fresh: bool = False, stage: Callable[[str], None] = lambda _s: None
+    ) -> dict[str, Any]:
+        running = self.state()
+        if running and not fresh:
+            return running
+        report = self.inspect()
+        if report["status"] == "booting":
+            raise DeviceError(
+                f"{self.name} is already being started by pid {report['state']['starter_pid']}"
+            )
+        if report["status"] != "stopped" or fresh:
+            if report["status"] == "stale":
+                stage(f"cleaning a stale VM: {report['reason']}")
+            self.stop()
+        binary = qemu_binary()
+        if self.fixed_port and _port_taken(self.fixed_port):
+            raise DeviceError(
+                f"port 127.0.0.1:{self.fixed_port} for {self.name}'s SSH is taken by another "
+                "process.",
+                hint="Stop that process, or remove 'port' from the target's [emulator] "
+                "so a free port is chosen.",
+            )
+        image = self.image()
+        if image is None:
+            stage("no cached image: building it (needs Debian's package registry)")
+            image, _ = self.build(stage)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        self._prepare_overlay(image, fresh)
+        known_hosts = self.dir / "known_hosts"
+        attempts = 1 if self.fixed_port else 3
+        for attempt in range(attempts):
+            port = self.fixed_port or _free_port()
+            known_hosts.write_text(f"[127.0.0.1]:{port} {image.host_public_key}\n")
+            try:
+                return self._boot(binary, image, port, known_hosts, stage)
+            except _PortLost:
+                if attempt == attempts - 1:
+                    raise DeviceError(
+                        f"could not forward a loopback port to {self.name}: another process "
+                        "took each free port before QEMU bound it"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _prepare_overlay(self, image: Image, fresh: bool) -> None:
+        """A qcow2 overlay backed by the cached image; a new one when the image changed."""
+        record = self.dir / "overlay.json"
+        try:
+            backing = json.loads(record.read_text()).get("image")
+        except (OSError, ValueError):
+            backing = None
+        if not fresh and self.overlay.exists() and backing == str(image.disk):
+            return
+        qemu_img = shutil.which("qemu-img")
+        if qemu_img is None:
+            raise DeviceError("qemu-img not found.", hint="Install it: apt-get install qemu-utils")
+        self.overlay.unlink(missing_ok=True)
+        subprocess.run(
+            [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "qcow2",
+             str(self.overlay)],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True,
+        )  # fmt: skip
+        record.write_text(json.dumps({"image": str(image.disk)}))
+
+    def argv(self, binary: str, image: Image, port: int) -> list[str]:
+        return [
+            binary,
+            "-M", MACHINE, "-cpu", CPU, "-smp", str(self.cores), "-m", str(self.memory_mb),
+            "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none",
+            "-serial", f"file:{self.dir / 'console.log'}",
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            "-append", "console=ttyAMA0 root=/dev/vda rw panic=-1 net.ifnames=0",
+            "-no-reboot",
+            "-drive", f"if=none,id=disk0,format=qcow2,file={self.overlay}",
+            "-device", "virtio-blk-pci,drive=disk0",
+            "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", "virtio-net-pci,netdev=net0",
+            "-device", "virtio-rng-pci",
+        ]  # fmt: skip
+
+    def _boot(
+        self,
+        binary: str,
+        image: Image,
+        port: int,
+        known_hosts: Path,
+        stage: Callable[[str], None],
+    ) -> dict[str, Any]:
+        console = self.dir / "console.log"
+        console.unlink(missing_ok=True)
+        qemu_log = self.dir / "qemu.log"
+        argv = self.argv(binary, image, port)
+        with qemu_log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+        state: dict[str, Any] = {
+            "pid": proc.pid,
+            "starter_pid": os.getpid(),
+            "ready": False,
+            "image": str(image.dir),
+            "overlay": str(self.overlay),
+            "log": str(console),
+            "argv": argv,
+            "emulated_cpu": True,
+            "emulator": f"qemu-system-aarch64 -M {MACHINE} -cpu {CPU} -smp {self.cores} (TCG)",
+            "time_base": TIME_BASE,
+            "transport": {
+                "host": "127.0.0.1",
+                "port": port,
+                "user": self.recipe.user,
+                "identity_file": str(image.client_key),
+                "known_hosts": str(known_hosts),
+                "use_ssh_config": False,
+            },
+        }
+        self._write_state(state)
+        began = time.monotonic()
+        try:
+            self._wait_ssh(proc, state, began, stage)
+        except BaseException:
+            terminate(proc.pid, grace=2.0, kill=True)
+            self.state_file.unlink(missing_ok=True)
+            raise
+        state["ready"] = True
+        state["boot_seconds"] = round(time.monotonic() - began, 1)
+        self._write_state(state)
+        return state
+
+    def _wait_ssh(
+        self,
+        proc: subprocess.Popen[bytes],
+        state: dict[str, Any],
+        began: float,
+        stage: Callable[[str], None],
+    ) -> None:
+        """Until a real SSH login runs a command (sshd answers before logins are allowed)."""
+        from edgetool.transport.ssh import SshTransport
+
+        port = int(state["transport"]["port"])
+        t = state["transport"]
+        settings = SshSettings(
+            host="127.0.0.1",
+            port=port,
+            user=t["user"],
+            identity_file=Path(t["identity_file"]),
+            known_hosts=(Path(t["known_hosts"]),),
+            connect_timeout=10.0,
+            use_ssh_config=False,
+        )
+        console = Path(state["log"])
+        last_error = "no answer yet"
+        while True:
+            elapsed = time.monotonic() - began
+            if proc.poll() is not None:
+                qemu_says = _tail(self.dir / "qemu.log", 3)
+                if "hostfwd" in qemu_says or "host forwarding" in qemu_says:
+                    raise _PortLost
+                raise DeviceError(
+                    f"QEMU for {self.name} exited (status {proc.returncode}) during boot: "
+                    + (qemu_says or _tail(console) or "no output")
+                )
+            if elapsed > self.boot_timeout:
+                raise DeviceError(
+                    f"{self.name} did not answer SSH within {self.boot_timeout:g} s "
+                    f"({last_error}); console: {_tail(console) or 'empty'}",
+                    hint=f"The whole console log is in {console}; a slow host may need a "
+                    "larger boot_timeout in the target's [emulator].",
+                )
+            stage(f"booting ({elapsed:.0f} s): {_last_console_line(console)}")
+            if not _banner(port):
+                time.sleep(1.0)
+                continue
+            try:
+                transport = SshTransport(settings, self.name)
+                try:
+                    transport.run_checked(["true"])
+                finally:
+                    transport.close()
+                return
+            except (ConnectError, DeviceError) as exc:
+                last_error = str(exc)
+            except EdgetoolError:
+                raise  # a host key mismatch is never retried
+            time.sleep(2.0)
+
+
+class _PortLost(Exception):
+    """QEMU could not bind the forwarded port (someone took it after we chose it)."""
+
+
+def _banner(port: int) -> bool:
+    """True once the guest's sshd greets us through the forwarded port."""
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), timeout=2) as sock,
+    ):
+        sock.settimeout(3)
+        return sock.recv(8).startswith(b"SSH-")
+    return False
+
+
+def _last_console_line(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 400))
+            lines = handle.read().decode(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1][-80:].strip() if lines else ""
