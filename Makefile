@@ -10,13 +10,13 @@ STAMP  := $(VENV)/.installed
 demo: $(STAMP)
 	$(BIN)/edgetool deploy --model tiny-mlp
 
-## setup: create .venv and install edgetool with its dev extras
+## setup: create .venv and install edgetool with its dev and farm extras
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,farm]'
 	touch $(STAMP)
 
 ## test: every test, including the ones against a real loopback sshd (what CI runs)
