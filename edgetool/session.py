@@ -378,6 +378,12 @@ def finish_run(
 ) -> None:
     """Close the run's journal. On a failure the samples measured so far are kept (the
     error names the run directory) and the failure is raised."""
+    target = writer.manifest["target"]
+    if summary is not None and target.get("emulated"):
+        # The summary travels alone (JSON, compare, farm): it says what its times are.
+        summary["emulated"] = True
+        if target.get("time_base"):
+            summary["time_base"] = target["time_base"]
     if failure is not None:
         writer.finish(status_on_failure, summary, error=str(failure))
         if summary is not None:

@@ -43,7 +43,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> CliResult:
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 240) -> CliResult:
+    # 240 s: an export + verify took >120 s once on a CI host loaded 8x; pytest's own
+    # per-test limit (300 s, pyproject) still catches a hang.
     proc = subprocess.run(
         [sys.executable, "-m", "edgetool", *args],
         capture_output=True,

@@ -124,6 +124,7 @@ def test_boot_provision_deploy_stop(emu_home: Path) -> None:
         assert "not of a Raspberry Pi" in target["time_base"]
         assert data["manifest"]["device"]["virtualization"] == "qemu"
         assert data["summary"]["latency"]["count"] == 30
+        assert data["summary"]["emulated"] is True and data["summary"]["time_base"]
     shown = cli("deploy", "--target", TARGET, "--model", "tiny-mlp", "-n", "5")
     assert shown.code == 0 and "emulated" in shown.stdout
 
