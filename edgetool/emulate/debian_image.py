@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import paths
+from edgetool.emulate.host import keygen, require_tool
 from edgetool.emulate.initrd import INIT_SCRIPT, ROOT_MODULES, build_initrd
-from edgetool.emulate.keys import keygen
 from edgetool.errors import ConfigError, DeviceError
 
 FORMAT = 1  # bump when the layout of a built image changes
@@ -191,14 +191,6 @@ def cached_image(recipe: Recipe, name: str) -> Image | None:
     return image if (image.dir / "image.json").is_file() else None
 
 
-def _require(tool: str, package: str) -> str:
-    sbin = f"/usr/sbin/{tool}"  # root's tools, not on every user's PATH
-    found = shutil.which(tool) or (sbin if os.path.exists(sbin) else None)
-    if found is None:
-        raise DeviceError(f"{tool} not found.", hint=f"Install it: apt-get install {package}")
-    return found
-
-
 def _check_binfmt(arch: str) -> None:
     """mmdebstrap runs arm64 maintainer scripts through qemu-user; say so up front."""
     if shutil.which("arch-test"):
@@ -263,9 +255,9 @@ def _remove_tree(path: Path) -> None:
 
 def _build_into(recipe: Recipe, work: Path, stage: Stage) -> None:
     began = time.monotonic()
-    mmdebstrap = _require("mmdebstrap", "mmdebstrap")
-    mke2fs = _require("mke2fs", "e2fsprogs")
-    qemu_img = _require("qemu-img", "qemu-utils")
+    mmdebstrap = require_tool("mmdebstrap", "mmdebstrap")
+    mke2fs = require_tool("mke2fs", "e2fsprogs")
+    qemu_img = require_tool("qemu-img", "qemu-utils")
     _check_binfmt(recipe.arch)
     files = work / "files"
     files.mkdir()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.emulate.debian_image import Image, Recipe, build_image, cached_image
+from edgetool.emulate.host import free_port, require_tool
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
 from edgetool.procs import pid_alive, terminate
 from edgetool.targets import SshSettings, Target, emulator_state_file
@@ -35,18 +35,7 @@ TIME_BASE = (
 
 
 def qemu_binary() -> str:
-    found = shutil.which("qemu-system-aarch64")
-    if found is None:
-        raise DeviceError(
-            "qemu-system-aarch64 not found.", hint="Install it: apt-get install qemu-system-arm"
-        )
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return require_tool("qemu-system-aarch64", "qemu-system-arm")
 
 
 def _port_taken(port: int) -> bool:
@@ -220,7 +209,7 @@ class QemuArm64:
         known_hosts = self.dir / "known_hosts"
         attempts = 1 if self.fixed_port else 3
         for attempt in range(attempts):
-            port = self.fixed_port or _free_port()
+            port = self.fixed_port or free_port()
             known_hosts.write_text(f"[127.0.0.1]:{port} {image.host_public_key}\n")
             try:
                 return self._boot(binary, image, port, known_hosts, stage)
@@ -241,9 +230,7 @@ class QemuArm64:
             backing = None
         if not fresh and self.overlay.exists() and backing == str(image.disk):
             return
-        qemu_img = shutil.which("qemu-img")
-        if qemu_img is None:
-            raise DeviceError("qemu-img not found.", hint="Install it: apt-get install qemu-utils")
+        qemu_img = require_tool("qemu-img", "qemu-utils")
         self.overlay.unlink(missing_ok=True)
         subprocess.run(
             [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "qcow2",

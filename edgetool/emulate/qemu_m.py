@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgetool.emulate.host import free_port, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
@@ -27,19 +27,8 @@ MACHINE = "mps2-an386"
 TIME_BASE = "emulated instructions (QEMU -icount shift=0: 1 ns of virtual time = 1 instruction)"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def qemu_binary() -> str:
-    found = shutil.which("qemu-system-arm")
-    if found is None:
-        raise DeviceError(
-            "qemu-system-arm not found.", hint="Install it: apt-get install qemu-system-arm"
-        )
-    return found
+    return require_tool("qemu-system-arm", "qemu-system-arm")
 
 
 class QemuCortexM:
@@ -66,7 +55,7 @@ class QemuCortexM:
             self.stop()
         self.dir.mkdir(parents=True, exist_ok=True)
         log = self.dir / "qemu.log"
-        port = _free_port()
+        port = free_port()
         argv = [
             qemu_binary(),
             "-M",

@@ -11,7 +11,6 @@ import contextlib
 import getpass
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,25 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgetool.emulate.keys import keygen
+from edgetool.emulate.host import free_port, keygen, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _sshd_binary() -> str:
-    for candidate in (shutil.which("sshd"), "/usr/sbin/sshd"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise DeviceError(
-        "OpenSSH server not found (sshd).", hint="Install it: apt-get install openssh-server"
-    )
 
 
 class LoopbackSshd:
@@ -68,10 +52,10 @@ class LoopbackSshd:
         device.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        sshd = _sshd_binary()
+        sshd = require_tool("sshd", "openssh-server")
         last_error = ""
         for _ in range(3):  # another process may grab the free port before sshd binds it
-            port = _free_port()
+            port = free_port()
             config = self._write_config(port, host_key)
             log = self.dir / "sshd.log"
             log.unlink(missing_ok=True)
