@@ -79,6 +79,12 @@ class VerificationFailed(EdgetoolError):
     exit_code = 11
 
 
+class JobsFailed(EdgetoolError):
+    """`farm run`: one or more jobs of the night failed (the rest ran; see summary.json)."""
+
+    exit_code = 12
+
+
 class Interrupted(EdgetoolError):
     """The user stopped the run; what was measured is kept."""
 
@@ -98,5 +104,6 @@ EXIT_CODES: dict[int, str] = {
     ResultsError.exit_code: "results error: run not found or unreadable",
     Regression.exit_code: "regression: a compared run got worse beyond the threshold",
     VerificationFailed.exit_code: "verification failed: artifact differs from its reference",
+    JobsFailed.exit_code: "farm: one or more jobs of the night failed (see its summary.json)",
     Interrupted.exit_code: "interrupted (partial results kept)",
 }

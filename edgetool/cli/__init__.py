@@ -30,6 +30,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("edgetool.cli.report:trace", "Write a Perfetto trace of a run."),
     "report": ("edgetool.cli.report:report", "Write an HTML report with plots."),
     "emulate": ("edgetool.cli.emulate", "Start and stop emulated devices."),
+    "farm": ("edgetool.cli.farm", "Run nightly plans over many devices."),
 }
 
 _EPILOG = "\b\nExit codes:\n" + "\n".join(

@@ -1,0 +1,414 @@
+"""`edgetool farm`: run a nightly plan (models × targets) over many devices.
+
+`show` expands the matrix without touching a device, so a lab can review a plan change
+in a PR; `run` executes it with one worker per place and leaves a night directory that
+CI uploads (runs, summary.json, JUnit XML, HTML report).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from edgetool import paths
+from edgetool.cli.common import emit_json, json_option, targets_dirs
+
+if TYPE_CHECKING:
+    from edgetool.farm.execute import Attempt, JobResult
+    from edgetool.farm.places import PlaceProvider
+    from edgetool.farm.plan import Job, Plan
+
+coordinator_option = click.option(
+    "--coordinator",
+    metavar="HOST:PORT",
+    default=lambda: os.environ.get("EDGETOOL_COORDINATOR") or None,
+    show_default="$EDGETOOL_COORDINATOR; without one: local locks on this host",
+    help="labgrid coordinator that hands out places.",
+)
+
+
+@click.group("farm")
+def command() -> None:
+    """Run nightly plans over many devices.
+
+    \b
+    A plan (TOML) is a matrix of models (formats, quantizations) × targets (by name or
+    by labgrid tags), with run settings, retries and regression thresholds:
+      edgetool farm show examples/nightly-local.toml
+      edgetool farm run examples/nightly-local.toml --junit out.xml
+    """
+
+
+def _load(path: Path, ctx: click.Context) -> Plan:
+    from edgetool.farm.plan import check_targets, load_plan
+
+    plan = load_plan(path)
+    check_targets(plan, targets_dirs(ctx))
+    return plan
+
+
+def _provider(coordinator: str | None) -> PlaceProvider:
+    from edgetool.farm.places import open_places
+
+    return open_places(coordinator)
+
+
+def _emulated(target: str, ctx: click.Context) -> bool:
+    from edgetool.errors import ConfigError
+    from edgetool.targets import load_target
+
+    try:
+        return load_target(target, targets_dirs(ctx)).emulator is not None
+    except ConfigError:
+        return False
+
+
+@command.command("show")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@coordinator_option
+@json_option
+@click.pass_context
+def show(ctx: click.Context, plan_file: Path, coordinator: str | None, as_json: bool) -> None:
+    """Expand PLAN into jobs and say which run where, without running anything.
+
+    Tag targets are resolved through the places provider (labgrid with --coordinator);
+    named targets need no coordinator.
+    """
+    from edgetool.farm.plan import expand, slots, unmatched_tags
+
+    plan = _load(plan_file, ctx)
+    provider = _provider(coordinator) if any(t.tags for t in plan.targets) else None
+    jobs = expand(plan, provider)
+    warnings = unmatched_tags(plan, provider)
+    grouped = slots(jobs)
+    if as_json:
+        emit_json(
+            {
+                "plan": plan.name,
+                "plan_file": str(plan.source),
+                "description": plan.description,
+                "places": provider.description if provider else "by target name",
+                "run": {
+                    "iterations": plan.run.iterations,
+                    "duration": plan.run.duration,
+                    "energy": plan.run.energy,
+                    "timeout": plan.run.timeout,
+                    "priority": plan.priority,
+                    "place_timeout": plan.place_timeout,
+                },
+                "retry": {
+                    "retries": plan.retry.retries,
+                    "on": list(plan.retry.on),
+                    "recover": list(plan.retry.recover),
+                    "backoff": plan.retry.backoff,
+                },
+                "regression": {
+                    "threshold": plan.regression.threshold,
+                    "alpha": plan.regression.alpha,
+                    "metric": plan.regression.metric,
+                    "baseline": plan.regression.baseline,
+                },
+                "jobs": len(jobs),
+                "workers": [
+                    {
+                        "slot": slot,
+                        "target": group[0].target,
+                        "place": group[0].place,
+                        "emulated": _emulated(group[0].target, ctx),
+                        "jobs": [
+                            {"id": j.id, "model": j.model, "argv": ["edgetool", *j.argv()]}
+                            for j in group
+                        ],
+                    }
+                    for slot, group in grouped.items()
+                ],
+                "warnings": warnings,
+            }
+        )
+        return
+    head = f"plan {plan.name}  ({plan.source})"
+    click.echo(head + (f"\n  {plan.description}" if plan.description else ""))
+    click.echo(
+        f"{len(jobs)} job{'s' if len(jobs) != 1 else ''} on {len(grouped)} "
+        f"worker{'s' if len(grouped) != 1 else ''} (in parallel; one job at a time per place)"
+    )
+    r = plan.retry
+    click.echo(
+        f"each job: {plan.run.describe()}; retries {r.retries} on {', '.join(r.on) or 'nothing'}"
+        f" (power-cycle/restart after {', '.join(r.recover) or 'nothing'})"
+    )
+    reg = plan.regression
+    click.echo(
+        f"regression: {reg.metric} beyond {100 * reg.threshold:g} % at alpha {reg.alpha:g}"
+        f" vs {reg.baseline or 'no baseline (give --baseline)'}"
+    )
+    for group in grouped.values():
+        first = group[0]
+        where = f"place {first.place} as target {first.target}" if first.place else first.target
+        emu = "  (emulated)" if _emulated(first.target, ctx) else ""
+        click.echo(f"\n{where}{emu}")
+        for job in group:
+            override = f"  [{job.run.describe()}]" if job.run != plan.run else ""
+            click.echo(f"  {job.index + 1:>3}. {job.model}{override}")
+    for warning in warnings:
+        click.echo(f"\nwarning: {warning}", err=True)
+
+
+class LineProgress:
+    """Progress lines on stderr: readable live and in a CI log (no cursor tricks)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.done = 0
+        self.lock = threading.Lock()
+        self.t0 = time.monotonic()
+
+    def _say(self, mark: str, slot: str, model: str, text: str) -> None:
+        if not self.enabled:
+            return
+        elapsed = time.monotonic() - self.t0
+        with self.lock:
+            click.echo(
+                f"{elapsed:6.1f}s [{self.done}/{self.total}] {mark} {slot:<14} {model:<22} {text}",
+                err=True,
+            )
+
+    def health(self, slot: str, target: str, ok: bool, detail: str) -> None:
+        if not ok:
+            self._say("!", slot, "", f"unhealthy: {detail}")
+
+    def started(self, job: Job, place: str, attempt: int) -> None:
+        where = f" on place {place}" if place and place != job.slot else ""
+        self._say("▶", job.slot, job.model, f"started (attempt {attempt}){where}")
+
+    def retrying(self, job: Job, attempt: Attempt, recovery: str | None) -> None:
+        then = f"; {recovery}" if recovery else ""
+        self._say("↻", job.slot, job.model, f"retrying: {attempt.error}{then}")
+
+    def finished(self, result: JobResult) -> None:
+        with self.lock:
+            self.done += 1
+        job = result.job
+        if result.status == "passed":
+            p50 = f"p50 {result.p50_ms:.4g} ms  " if result.p50_ms is not None else ""
+            self._say("✓", job.slot, job.model, f"passed  {p50}{result.seconds:.1f} s")
+        elif result.status == "skipped":
+            self._say("–", job.slot, job.model, f"skipped: {result.reason}")
+        else:
+            tries = len(result.attempts)
+            self._say(
+                "✗",
+                job.slot,
+                job.model,
+                f"failed after {tries} attempt{'s' if tries != 1 else ''}: {result.error}",
+            )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _baseline(cli_value: str | None, plan: Plan, night: Path) -> tuple[Path | None, str | None]:
+    """(baseline night dir, note): `latest` is the newest earlier night beside this one."""
+    from edgetool.errors import ResultsError
+    from edgetool.farm.outputs import latest_night, night_runs
+
+    value = cli_value or plan.regression.baseline
+    if value is None:
+        return None, None
+    if value == "latest":
+        found = latest_night(night.parent, plan, exclude=night)
+        return (found, None) if found else (None, "no earlier night of this plan: no comparison")
+    path = Path(value).expanduser()
+    if not night_runs(path):
+        raise ResultsError(f"baseline {path} has no runs (expected a night directory)")
+    return path, None
+
+
+@command.command("run")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@coordinator_option
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Night directory [<results>/nights/<plan>-<UTC time>/].",
+)
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write JUnit XML here (always written as junit.xml in the night directory).",
+)
+@click.option(
+    "--baseline",
+    metavar="DIR|latest",
+    help="Night to compare against [plan's regression.baseline]; `latest`: the newest "
+    "earlier night of this plan beside this one.",
+)
+@click.option("--strict", is_flag=True, help="Skipped jobs (unhealthy devices) fail the night too.")
+@json_option
+@click.pass_context
+def run(
+    ctx: click.Context,
+    plan_file: Path,
+    coordinator: str | None,
+    out: Path | None,
+    junit: Path | None,
+    baseline: str | None,
+    strict: bool,
+    as_json: bool,
+) -> None:
+    """Run every job of PLAN: places in parallel, jobs on a place one after another.
+
+    Each job is an `edgetool deploy ... --json` process with the place's environment;
+    its run directory lands in NIGHT/runs/. A device is health-checked (`targets check`)
+    before its first job; an unhealthy device's jobs are skipped with the reason. A job
+    that hangs is killed at the plan's timeout, the device power-cycled (an emulated one
+    restarted) and the job retried as the plan says. One failure never stops the rest.
+    Ctrl-C stops running jobs, releases the places and still writes the outputs.
+
+    \b
+    Writes NIGHT/summary.json, NIGHT/junit.xml, NIGHT/report.html (and comparison.json
+    with a baseline). Exit 0: all passed; 10: a regression against the baseline;
+    12: a job failed (or was skipped, with --strict); 130: interrupted; 5: bad plan.
+    """
+    from edgetool.errors import EdgetoolError, Interrupted, JobsFailed, Regression
+    from edgetool.farm import outputs
+    from edgetool.farm.execute import Executor
+    from edgetool.farm.plan import expand, unmatched_tags
+
+    plan = _load(plan_file, ctx)
+    provider = _provider(coordinator)
+    jobs = expand(plan, provider)
+    started = time.time()
+    night = (out or paths.results_dir() / "nights" / outputs.night_name(plan, started)).absolute()
+    if (night / outputs.SUMMARY).exists():
+        raise click.UsageError(f"{night} already holds a night (summary.json); pick another --out")
+    base_dir, base_note = _baseline(baseline, plan, night)
+    night.mkdir(parents=True, exist_ok=True)
+    progress = LineProgress(len(jobs), enabled=not as_json)
+    if not as_json:
+        click.echo(
+            f"night {plan.name}: {len(jobs)} jobs → {night}/  (places: {provider.description})",
+            err=True,
+        )
+        for warning in unmatched_tags(plan, provider):
+            click.echo(f"warning: {warning}", err=True)
+    executor = Executor(
+        plan, jobs, provider, night, observer=progress, targets_dirs=targets_dirs(ctx)
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    interrupted = False
+    try:
+        executor.start()
+        executor.wait()
+        executed = time.time()
+    except KeyboardInterrupt:
+        executed = time.time()
+        interrupted = True
+        if not as_json:
+            click.echo("interrupted: stopping running jobs, releasing places …", err=True)
+        with contextlib.suppress(KeyboardInterrupt):  # a 2nd Ctrl-C: write outputs now
+            executor.interrupt()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    results = executor.ordered()
+    for result in results:
+        if result.status == "pending":  # a worker still blocked waiting for a place
+            result.status, result.reason = "skipped", "interrupted before it ran"
+    notes = [base_note] if base_note else []
+    if base_dir is not None:
+        try:  # a bad baseline must not cost the night's own outputs
+            comparison = outputs.apply_baseline(results, base_dir, plan)
+            from edgetool.results.store import write_json_atomic
+
+            write_json_atomic(night / "comparison.json", comparison)
+        except EdgetoolError as exc:
+            notes.append(f"no comparison with {base_dir}: {exc}")
+    report = None
+    try:
+        report = outputs.write_night_report(plan, results, night / "report.html")
+    except (EdgetoolError, OSError) as exc:
+        notes.append(f"no HTML report: {exc}")
+    for note in notes:
+        if not as_json:
+            click.echo(f"note: {note}", err=True)
+    c = outputs.counts(results)
+    failed = c["failed"] + (c["skipped"] if strict else 0)
+    error: Exception | None = None
+    if interrupted:
+        error = Interrupted(f"interrupted: outputs for the finished jobs are in {night}")
+    elif c["regressed"]:
+        names = [f"{r.job.model} on {r.job.slot}" for r in results if r.status == "regressed"]
+        more = f" (and {c['failed']} failed)" if c["failed"] else ""
+        error = Regression(
+            f"{c['regressed']} regression(s) beyond {100 * plan.regression.threshold:g} % "
+            f"against {base_dir}: {'; '.join(names[:3])}{more}"
+        )
+    elif failed:
+        what = f"{c['failed']} of {c['total']} jobs failed"
+        if strict and c["skipped"]:
+            what += f", {c['skipped']} skipped (--strict)"
+        error = JobsFailed(f"{what}; see {night / outputs.SUMMARY}")
+    code = getattr(error, "exit_code", 0) if error else 0
+    data = outputs.summary(
+        plan,
+        results,
+        night,
+        started=started,
+        executed=executed,
+        finished=time.time(),
+        provider=provider.description,
+        baseline=str(base_dir) if base_dir else None,
+        exit_code=code,
+        interrupted=interrupted,
+        report=report,
+        notes=notes,
+    )
+    outputs.write_summary(night, data)
+    outputs.write_junit(plan, results, night / "junit.xml")
+    if junit is not None:
+        outputs.write_junit(plan, results, junit)
+    if as_json:
+        emit_json(data)
+    else:
+        _print_night(data, night, junit, report)
+    if error is not None:
+        raise error
+
+
+def _print_night(
+    data: dict[str, Any], night: Path, junit: Path | None, report: Path | None
+) -> None:
+    c = data["counts"]
+    click.echo(
+        f"\n{c['total']} jobs: {c['passed']} passed, {c['regressed']} regressed, "
+        f"{c['failed']} failed, {c['skipped']} skipped  in {data['duration_s']:.1f} s"
+    )
+    width = max((len(j["place"] or j["target"]) for j in data["jobs"]), default=6)
+    for job in data["jobs"]:
+        detail = ""
+        if job["status"] in ("passed", "regressed") and job["p50_ms"] is not None:
+            detail = f"p50 {job['p50_ms']:.4g} ms"
+            if job["regressions"]:
+                detail += "  ▲ " + ", ".join(job["regressions"])
+        elif job["status"] == "failed":
+            detail = job["error"] or ""
+        elif job["status"] == "skipped":
+            detail = job["reason"] or ""
+        where = job["place"] or job["target"]
+        click.echo(f"  {job['status']:<9} {where:<{width}}  {job['model']:<24} {detail}")
+    click.echo(f"\nnight   {night}/")
+    click.echo(f"summary {night / 'summary.json'}")
+    click.echo(f"junit   {junit or night / 'junit.xml'}")
+    if report is not None:
+        click.echo(f"report  file://{report}")

@@ -1,0 +1,257 @@
+"""What a night leaves behind: summary.json, JUnit XML, the HTML report, the comparison.
+
+The statistics are `results.compare`'s (the same rules as `edgetool results compare`);
+this module only maps its verdicts onto jobs and writes files CI systems understand.
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edgetool.errors import ResultsError
+from edgetool.farm.execute import JobResult
+from edgetool.farm.plan import Plan
+from edgetool.results.store import MANIFEST, Run, iter_run_dirs, load_run, write_json_atomic
+
+STATUSES = ("passed", "failed", "skipped", "regressed")
+SUMMARY = "summary.json"
+
+
+def night_name(plan: Plan, when: float | None = None) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(when))
+    return f"{plan.name}-{stamp}"
+
+
+def night_runs(night: Path) -> list[Path]:
+    """Run directories of a night (`DIR/runs/*`), or of a plain directory of runs."""
+    if (night / MANIFEST).is_file():
+        return [night]
+    found = list(iter_run_dirs(night / "runs")) or list(iter_run_dirs(night))
+    return found
+
+
+def latest_night(nights_root: Path, plan: Plan, exclude: Path | None = None) -> Path | None:
+    """The newest earlier night of this plan that finished (has a summary)."""
+    if not nights_root.is_dir():
+        return None
+    candidates = sorted(
+        d
+        for d in nights_root.glob(f"{plan.name}-*")
+        if (d / SUMMARY).is_file() and (exclude is None or d.resolve() != exclude.resolve())
+    )
+    return candidates[-1] if candidates else None
+
+
+def apply_baseline(results: Sequence[JobResult], baseline: Path, plan: Plan) -> dict[str, Any]:
+    """Compare this night's passed runs against the baseline night; mark regressions.
+
+    Pairs by (artifact name, format, quant, target) exactly like `results compare`.
+    """
+    from edgetool.results.compare import CompareSettings, compare_sets
+
+    dirs = night_runs(baseline)
+    if not dirs:
+        raise ResultsError(f"no runs in baseline {baseline}")
+    base_runs = [load_run(d) for d in dirs]
+    by_dir: dict[str, JobResult] = {}
+    new_runs: list[Run] = []
+    for result in results:
+        if result.status == "passed" and result.run_dir:
+            run = load_run(Path(result.run_dir))
+            new_runs.append(run)
+            by_dir[str(run.dir)] = result
+    reg = plan.regression
+    settings = CompareSettings(threshold=reg.threshold, alpha=reg.alpha, metric=reg.metric)
+    comparison = compare_sets(base_runs, new_runs, settings)
+    for pair in comparison.pairs:
+        matched = by_dir.get(pair.new_dir)
+        if matched is None:
+            continue
+        result = matched
+        result.comparison = pair.to_dict()
+        result.regressions = list(pair.regressions)
+        if pair.regressions:
+            result.status = "regressed"
+    return {"baseline": str(baseline), **comparison.to_dict()}
+
+
+def counts(results: Sequence[JobResult]) -> dict[str, int]:
+    out = {status: 0 for status in STATUSES}
+    for result in results:
+        out[result.status] = out.get(result.status, 0) + 1
+    out["total"] = len(results)
+    return out
+
+
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def job_dict(result: JobResult) -> dict[str, Any]:
+    job = result.job
+    return {
+        "id": job.id,
+        "index": job.index,
+        "target": job.target,
+        "place": result.place or job.place,
+        "model": job.model,
+        "status": result.status,
+        "attempts": len(result.attempts),
+        "attempt_log": [a.to_dict() for a in result.attempts],
+        "started": _iso(result.started),
+        "finished": _iso(result.finished),
+        "duration_s": round(result.seconds, 3),
+        "place_wait_s": round(result.place_wait, 3),
+        "health_check_s": result.health_s,
+        "run_id": result.run_id,
+        "run_dir": result.run_dir,
+        "p50_ms": result.p50_ms,
+        "error": result.error,
+        "failure": result.failure,
+        "reason": result.reason,
+        "regressions": result.regressions,
+        "comparison": result.comparison,
+        "argv": ["edgetool", *job.argv()],
+    }
+
+
+def summary(
+    plan: Plan,
+    results: Sequence[JobResult],
+    night: Path,
+    *,
+    started: float,
+    executed: float,
+    finished: float,
+    provider: str,
+    baseline: str | None,
+    exit_code: int,
+    interrupted: bool,
+    report: Path | None,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    return {
+        "schema": 1,
+        "plan": plan.name,
+        "plan_file": str(plan.source),
+        "description": plan.description,
+        "night_dir": str(night),
+        "started": _iso(started),
+        "finished": _iso(finished),
+        "duration_s": round(finished - started, 3),
+        "execute_s": round(executed - started, 3),
+        "places": provider,
+        "baseline": baseline,
+        "regression": {
+            "threshold": plan.regression.threshold,
+            "alpha": plan.regression.alpha,
+            "metric": plan.regression.metric,
+        },
+        "interrupted": interrupted,
+        "counts": counts(results),
+        "exit_code": exit_code,
+        "report": str(report) if report else None,
+        "notes": list(notes),
+        "jobs": [job_dict(r) for r in results],
+    }
+
+
+def write_summary(night: Path, data: dict[str, Any]) -> Path:
+    path = night / SUMMARY
+    write_json_atomic(path, data)
+    return path
+
+
+def junit_xml(plan: Plan, results: Sequence[JobResult]) -> ET.ElementTree[ET.Element]:
+    """One testcase per job: classname = target (or place), name = model spec.
+
+    A job that could not run (device error, timeout, crash) is an <error>; a regression
+    beyond the threshold against the baseline is a <failure>; a job on an unhealthy
+    device (or never started after Ctrl-C) is <skipped>. CI test views count them apart.
+    """
+    c = counts(results)
+    total = sum(r.seconds for r in results)
+    attrs = {
+        "name": plan.name,
+        "tests": str(c["total"]),
+        "failures": str(c["regressed"]),
+        "errors": str(c["failed"]),
+        "skipped": str(c["skipped"]),
+        "time": f"{total:.3f}",
+    }
+    root = ET.Element("testsuites", attrs)
+    suite = ET.SubElement(root, "testsuite", {**attrs, "timestamp": _iso(time.time()) or ""})
+    for result in results:
+        job = result.job
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            {
+                "classname": result.place or job.slot,
+                "name": job.model,
+                "time": f"{result.seconds:.3f}",
+            },
+        )
+        props = ET.SubElement(case, "properties")
+        for name, value in (
+            ("target", job.target),
+            ("place", result.place or job.place),
+            ("run_dir", result.run_dir),
+            ("run_id", result.run_id),
+            ("p50_ms", result.p50_ms),
+            ("attempts", len(result.attempts)),
+        ):
+            if value is not None:
+                ET.SubElement(props, "property", {"name": name, "value": str(value)})
+        if result.status == "failed":
+            error = ET.SubElement(
+                case, "error", {"type": result.failure or "error", "message": result.error or ""}
+            )
+            error.text = "\n".join(
+                f"attempt {a.number}: {a.status}: {a.error or 'ok'}"
+                + (f" (then {a.recovery})" if a.recovery else "")
+                for a in result.attempts
+            )
+        elif result.status == "regressed":
+            failure = ET.SubElement(
+                case,
+                "failure",
+                {
+                    "type": "regression",
+                    "message": f"regression beyond {100 * plan.regression.threshold:g} %: "
+                    + ", ".join(result.regressions),
+                },
+            )
+            latency = (result.comparison or {}).get("latency") or {}
+            failure.text = (
+                f"{latency.get('name')}: {latency.get('before')} -> {latency.get('after')} "
+                f"{latency.get('unit', '')} (change {latency.get('change')})"
+            )
+        elif result.status == "skipped":
+            ET.SubElement(case, "skipped", {"message": result.reason or "skipped"})
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def write_junit(plan: Plan, results: Sequence[JobResult], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    junit_xml(plan, results).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def write_night_report(plan: Plan, results: Sequence[JobResult], path: Path) -> Path | None:
+    """The night's runs in one HTML file (the same report as `edgetool report`)."""
+    from edgetool.results.report import write_report
+
+    runs = [
+        load_run(Path(r.run_dir))
+        for r in results
+        if r.status in ("passed", "regressed") and r.run_dir and Path(r.run_dir).is_dir()
+    ]
+    if not runs:
+        return None
+    write_report(runs, path, f"edgetool night — {plan.name} ({len(runs)} runs)")
+    return path

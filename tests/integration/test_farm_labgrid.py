@@ -1,0 +1,145 @@
+"""A night through a real labgrid coordinator: `labgrid-coordinator` and a
+`labgrid-exporter` on 127.0.0.1 export one `NetworkService` per loopback sshd; the plan's
+targets know only their keys, so host, port and user reach each deploy from the place's
+resources. One sshd is killed mid-job: that job is retried, then fails cleanly, while the
+others pass; afterwards no place is left acquired or reserved and the JUnit XML counts
+the failure."""
+
+from __future__ import annotations
+
+import getpass
+import importlib.util
+import shutil
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgetool.emulate.sshd import LoopbackSshd
+from tests.conftest import run_cli
+from tests.integration.test_farm_run import by_id, kill_device, load_summary, running_run
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("labgrid") is None,
+        reason="labgrid not installed (pip install -e '.[farm]')",
+    ),
+]
+
+NAMES = ("lg1", "lg2", "lg3")
+
+# No [emulator] and no port: where the device is comes only from the labgrid place.
+TARGET = """description = "loopback sshd {name}, reached through a labgrid place"
+kind = "linux"
+workdir = "edgetool-{name}"
+runtimes = ["onnxruntime"]
+
+[transport]
+type = "ssh"
+host = "127.0.0.2"   # no sshd there: the place's NetworkService must override it
+identity_file = "{identity}"
+known_hosts = "{known_hosts}"
+use_ssh_config = false
+connect_timeout = 5
+idle_timeout = 20
+"""
+
+
+@pytest.fixture
+def lab(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    from tests.labgrid_env import labgrid_env
+
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        pytest.skip("OpenSSH server not installed (apt-get install openssh-server)")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sshds = {name: LoopbackSshd(name, home / "sshd" / name) for name in NAMES}
+    targets = home / "targets"
+    targets.mkdir()
+    services: dict[str, tuple[str, int, str]] = {}
+    try:
+        for name, sshd in sshds.items():
+            state = sshd.start()
+            t = state["transport"]
+            (targets / f"{name}.toml").write_text(
+                TARGET.format(name=name, identity=t["identity_file"], known_hosts=t["known_hosts"])
+            )
+            services[name] = ("127.0.0.1", int(t["port"]), getpass.getuser())
+        monkeypatch.setenv("EDGETOOL_TARGETS", str(targets))
+        with labgrid_env(tmp_path / "lab", services) as env:
+            yield {"env": env, "sshds": sshds}
+    finally:
+        for sshd in sshds.values():
+            sshd.stop()
+
+
+def test_night_through_the_coordinator_one_device_dies(lab: dict[str, Any], tmp_path: Path) -> None:
+    env = lab["env"]
+    plan = tmp_path / "lab.toml"
+    plan.write_text(
+        """
+name = "lab"
+targets = ["lg1", "lg2", "lg3"]
+[run]
+duration = 3
+warmup = 2
+timeout = 60
+place_timeout = 60
+[retry]
+retries = 1
+backoff = 0.5
+[[models]]
+name = "tiny-mlp"
+formats = ["onnx"]
+"""
+    )
+    night = tmp_path / "night"
+    junit = tmp_path / "junit.xml"
+    killed = threading.Event()
+
+    def killer() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if running_run(night, "lg2"):
+                kill_device(lab["sshds"]["lg2"])
+                killed.set()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = run_cli(
+        "farm", "run", str(plan), "--coordinator", env.url, "--out", str(night),
+        "--junit", str(junit), timeout=280,
+    )  # fmt: skip
+    thread.join(5)
+    assert killed.is_set(), result.stderr
+    assert result.code == 12, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+
+    jobs = by_id(load_summary(night))
+    for name in ("lg1", "lg3"):
+        job = jobs[f"{name}/tiny-mlp:onnx"]
+        assert job["status"] == "passed", job
+        # The deploy went where the place said: the sshd's real port, not the TOML's host.
+        port = lab["sshds"][name].dir.joinpath("sshd_config").read_text().split("Port ")[1]
+        manifest = (Path(job["run_dir"]) / "manifest.json").read_text()
+        assert f"127.0.0.1:{port.split()[0]}" in manifest
+    dead = jobs["lg2/tiny-mlp:onnx"]
+    assert dead["status"] == "failed" and dead["attempts"] == 2
+
+    # Nothing left behind on the coordinator: every place released, no reservation.
+    assert env.acquired() == set()
+    assert env.reservations() == []
+
+    root = ET.parse(junit).getroot()
+    assert root.get("tests") == "3"
+    assert int(root.get("errors") or 0) + int(root.get("failures") or 0) == 1
+    cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
+    failed = cases[("lg2", "tiny-mlp:onnx")]
+    assert failed.find("error") is not None or failed.find("failure") is not None

@@ -1,0 +1,333 @@
+"""Plans: strict validation, matrix expansion, `farm show`, and the JUnit XML of a night."""
+
+from __future__ import annotations
+
+import contextlib
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgetool.errors import ConfigError
+from edgetool.farm.execute import Attempt, JobResult
+from edgetool.farm.outputs import counts, junit_xml, write_junit
+from edgetool.farm.plan import Job, check_targets, expand, load_plan, slots
+from tests.conftest import REPO, assert_one_line_error
+
+MINIMAL = """
+[[models]]
+name = "tiny-mlp"
+[[targets]]
+name = "local"
+"""
+
+
+@dataclass
+class FakePlace:
+    target: str
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def power_cycle(self) -> bool:
+        return False
+
+
+class FakeProvider:
+    """Answers tag queries from a fixed table (stands in for labgrid)."""
+
+    description = "fake places"
+
+    def __init__(self, places: dict[str, dict[str, str]]) -> None:
+        self.places = places
+
+    @contextlib.contextmanager
+    def hold(
+        self, target: str, *, timeout: float, priority: int = 0, place: str | None = None
+    ) -> Iterator[FakePlace]:
+        yield FakePlace(target, place or target)
+
+    def places_with_tags(self, tags: dict[str, str]) -> list[str]:
+        return [
+            name
+            for name, have in self.places.items()
+            if all(have.get(k) == v for k, v in tags.items())
+        ]
+
+
+def write(tmp_path: Path, text: str, name: str = "plan.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_minimal_plan_defaults(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, MINIMAL))
+    assert plan.name == "plan"  # the file stem
+    assert plan.run.iterations is None and plan.run.duration is None
+    assert plan.retry.retries == 1 and "timeout" in plan.retry.on
+    assert plan.regression.threshold == 0.05
+    jobs = expand(plan)
+    assert [(j.target, j.model) for j in jobs] == [("local", "tiny-mlp")]
+    assert jobs[0].argv() == [
+        "deploy", "--target", "local", "--model", "tiny-mlp", "-n", "100", "--json",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("bogus = 1\n" + MINIMAL, "unknown key 'bogus'"),
+        ("[run]\niterations = 'ten'\n" + MINIMAL, "key 'run.iterations' must be a positive"),
+        ("[run]\niterations = 0\n" + MINIMAL, "key 'run.iterations' must be a positive"),
+        ("[run]\niterations = 5\nduration = 1.0\n" + MINIMAL, "exclude each other"),
+        ("[run]\nenergy = 'yes'\n" + MINIMAL, "key 'run.energy' must be true or false"),
+        ("[run]\ntimeout = -1\n" + MINIMAL, "key 'run.timeout' must be a positive number"),
+        ("[run]\ntimeuot = 5\n" + MINIMAL, "unknown key 'run.timeuot'"),
+        ("[retry]\nretries = -1\n" + MINIMAL, "key 'retry.retries'"),
+        ("[retry]\non = ['sometimes']\n" + MINIMAL, "key 'retry.on' must be a list of"),
+        ("[regression]\nthreshold = 5\n" + MINIMAL, "key 'regression.threshold'"),
+        ("[regression]\nmetric = 'p42'\n" + MINIMAL, "key 'regression.metric'"),
+        ("[[targets]]\nname = 'local'\n", "key 'models' must list at least one model"),
+        ("[[models]]\nname = 'tiny-mlp'\n", "key 'targets' must list at least one target"),
+        (
+            "[[models]]\nname = 'm'\nformat = 'onnx'\n[[targets]]\nname = 'local'\n",
+            "unknown key 'models[0].format'",
+        ),
+        (
+            "[[models]]\nname = 'm'\nformats = ['onyx']\n[[targets]]\nname = 'local'\n",
+            "key 'models[0].formats' must be a list of 'onnx'",
+        ),
+        (
+            "[[models]]\nname = 'm'\nquants = ['int8']\n[[targets]]\nname = 'local'\n",
+            "key 'models[0].quants' needs 'formats'",
+        ),
+        (
+            "[[models]]\nname = 'm:onnx'\n[[targets]]\nname = 'local'\n",
+            "key 'models[0].name'",
+        ),
+        (
+            "[[models]]\nname = 'm'\n[[targets]]\ntags = {board = 3}\n",
+            "key 'targets[0].tags' must be a non-empty table",
+        ),
+        (
+            "[[models]]\nname = 'm'\n[[targets]]\nname = 'a'\ntags = {board = 'x'}\ntarget = 'a'\n",
+            "key 'targets[0]' needs exactly one of 'name' or 'tags'",
+        ),
+        (
+            "[[models]]\nname = 'm'\n[[targets]]\nname = 'local'\nmodels = ['n']\n",
+            "key 'targets[0].models' names 'n'",
+        ),
+        ("models = 3\n[[targets]]\nname = 'local'\n", "key 'models' must be a list"),
+        ("name = 'has space'\n" + MINIMAL, "key 'name'"),
+        ("[[models]\n", "malformed TOML"),
+    ],
+)
+def test_validation_errors_name_file_and_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_plan(path)
+    message = str(info.value)
+    assert str(path) in message, message
+    assert needle in message, message
+    assert "\n" not in message
+
+
+def test_unknown_target_is_refused_before_the_night(tmp_path: Path) -> None:
+    path = write(tmp_path, "[[models]]\nname = 'm'\n[[targets]]\nname = 'rpi5'\n")
+    with pytest.raises(ConfigError, match=r"key 'targets\[0\].name' names unknown target 'rpi5'"):
+        check_targets(load_plan(path))
+
+
+MATRIX = """
+name = "matrix"
+targets = [
+  "local",
+  { name = "loopback", models = ["tiny-mlp"] },
+  { tags = { board = "rpi4" }, target = "rpi4" },
+]
+[run]
+duration = 2.5
+energy = true
+[[models]]
+name = "cbnet"
+formats = ["onnx", "tflite"]
+quants = ["fp32", "fp16", "int8"]
+exclude = ["tflite:fp16"]
+[[models]]
+name = "tiny-mlp"
+formats = ["onnx"]
+iterations = 50
+[[models]]
+name = "solo"
+"""
+
+
+def test_matrix_expansion_with_tags(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, MATRIX))
+    provider = FakeProvider(
+        {
+            "pi-01": {"board": "rpi4"},
+            "pi-02": {"board": "rpi4", "rack": "b"},
+            "nano": {"board": "jetson"},
+        }
+    )
+    jobs = expand(plan, provider)
+    cbnet = [
+        "cbnet:onnx:fp32", "cbnet:onnx:fp16", "cbnet:onnx:int8",
+        "cbnet:tflite:fp32", "cbnet:tflite:int8",
+    ]  # fmt: skip
+    per_target = [*cbnet, "tiny-mlp:onnx", "solo"]
+    grouped = slots(jobs)
+    assert list(grouped) == ["local", "loopback", "pi-01", "pi-02"]
+    assert [j.model for j in grouped["local"]] == per_target
+    assert [j.model for j in grouped["loopback"]] == ["tiny-mlp:onnx"]
+    for place in ("pi-01", "pi-02"):
+        assert [j.model for j in grouped[place]] == per_target
+        assert {j.target for j in grouped[place]} == {"rpi4"}
+    assert len(jobs) == 3 * 7 + 1
+    assert [j.index for j in jobs] == list(range(len(jobs)))
+    by_id = {j.id: j for j in jobs}
+    assert by_id["pi-02/cbnet:tflite:int8"].argv()[-4:] == ["-d", "2.5", "--energy", "--json"]
+    assert by_id["local/tiny-mlp:onnx"].argv()[-4:] == ["-n", "50", "--energy", "--json"]
+
+
+def test_tag_entry_without_target_uses_the_providers_names(tmp_path: Path) -> None:
+    text = "[[models]]\nname = 'm'\n[[targets]]\ntags = {board = 'rpi4'}\n"
+    plan = load_plan(write(tmp_path, text))
+    jobs = expand(plan, FakeProvider({"rpi4-a": {"board": "rpi4"}, "rpi4-b": {"board": "rpi4"}}))
+    assert [(j.target, j.place, j.slot) for j in jobs] == [
+        ("rpi4-a", None, "rpi4-a"),
+        ("rpi4-b", None, "rpi4-b"),
+    ]
+
+
+def test_tags_without_provider_fail(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, MATRIX))
+    with pytest.raises(ConfigError, match="needs a place provider"):
+        expand(plan, None)
+
+
+def test_farm_show_text_and_json(cli: Any) -> None:
+    plan = str(REPO / "examples" / "nightly-local.toml")
+    text = cli("farm", "show", plan)
+    assert text.code == 0, text.stderr
+    assert "4 jobs on 2 workers" in text.stdout
+    assert "loopback  (emulated)" in text.stdout
+    assert "tiny-mlp:tflite" in text.stdout
+    data = cli("farm", "show", plan, "--json").json()
+    assert data["jobs"] == 4
+    assert [w["slot"] for w in data["workers"]] == ["local", "loopback"]
+    assert [w["emulated"] for w in data["workers"]] == [False, True]
+    assert [j["model"] for j in data["workers"][0]["jobs"]] == ["tiny-mlp:onnx", "tiny-mlp:tflite"]
+    assert data["workers"][1]["jobs"][0]["argv"][:5] == [
+        "edgetool", "deploy", "--target", "loopback", "--model",
+    ]  # fmt: skip
+
+
+def test_farm_show_bad_plan_is_one_line_exit_5(cli: Any, tmp_path: Path) -> None:
+    path = write(tmp_path, "[run]\niteration = 3\n" + MINIMAL)
+    assert_one_line_error(cli("farm", "show", str(path)), 5, str(path), "run.iteration")
+
+
+def _result(job: Job, status: str, **kw: Any) -> JobResult:
+    result = JobResult(job, status=status, started=100.0, finished=101.5, **kw)
+    return result
+
+
+def test_junit_counts_and_structure(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path, MATRIX))
+    jobs = expand(plan, FakeProvider({}))[:5]
+    results = [
+        _result(jobs[0], "passed", run_dir="/r/a", run_id="a", p50_ms=0.5),
+        _result(
+            jobs[1],
+            "failed",
+            failure="timeout",
+            error="timed out after 60 s",
+            attempts=[
+                Attempt(1, "timeout", 60.0, failure="timeout", recovery="power-cycled"),
+                Attempt(2, "timeout", 60.0, failure="timeout"),
+            ],
+        ),
+        _result(jobs[2], "skipped", reason="health check failed: unreachable"),
+        _result(jobs[3], "regressed", run_dir="/r/d", regressions=["latency_p50"]),
+        _result(jobs[4], "passed"),
+    ]
+    assert counts(results) == {
+        "passed": 2, "failed": 1, "skipped": 1, "regressed": 1, "total": 5,
+    }  # fmt: skip
+    path = tmp_path / "out" / "junit.xml"
+    write_junit(plan, results, path)
+    root = ET.parse(path).getroot()
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    assert suite is not None
+    for element in (root, suite):
+        assert element.get("tests") == "5"
+        assert element.get("failures") == "1"
+        assert element.get("errors") == "1"
+        assert element.get("skipped") == "1"
+    cases = suite.findall("testcase")
+    assert [c.get("classname") for c in cases] == ["local"] * 5
+    assert [c.get("name") for c in cases] == [j.model for j in jobs]
+    assert cases[0].find("failure") is None and cases[0].find("error") is None
+    props = {p.get("name"): p.get("value") for p in cases[0].iter("property")}
+    assert props["run_dir"] == "/r/a" and props["p50_ms"] == "0.5"
+    error = cases[1].find("error")
+    assert error is not None and error.get("type") == "timeout"
+    assert "power-cycled" in (error.text or "")
+    skipped = cases[2].find("skipped")
+    assert skipped is not None and "unreachable" in (skipped.get("message") or "")
+    failure = cases[3].find("failure")
+    assert failure is not None and failure.get("type") == "regression"
+    assert "latency_p50" in (failure.get("message") or "")
+    assert float(cases[0].get("time") or 0) == pytest.approx(1.5)
+    # the same tree in memory
+    assert junit_xml(plan, results).getroot().get("tests") == "5"
+
+
+def _fake_run(runs: Path, name: str, target: str, ms: float) -> Path:
+    """A complete run directory with 200 samples around `ms` milliseconds."""
+    import json
+
+    run = runs / name
+    run.mkdir(parents=True)
+    manifest = {
+        "run_id": name,
+        "status": "complete",
+        "artifact": {"name": "tiny-mlp.onnx", "format": "onnx"},
+        "target": {"name": target},
+    }
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    ns = [int(ms * 1e6 * (1 + 0.01 * ((i * 7) % 10) / 10)) for i in range(200)]
+    (run / "samples.jsonl").write_text(json.dumps({"i": 0, "ns": ns}) + "\n")
+    return run
+
+
+def test_baseline_marks_regressions(tmp_path: Path) -> None:
+    from edgetool.farm.outputs import apply_baseline, latest_night
+
+    plan = load_plan(write(tmp_path, MINIMAL + "[[targets]]\nname = 'loopback'\n"))
+    jobs = expand(plan)
+    base = tmp_path / "nights" / "plan-2026-11-20T01-00-00Z"
+    (base / "summary.json").parent.mkdir(parents=True)
+    (base / "summary.json").write_text("{}")
+    _fake_run(base / "runs", "b-local", "local", 1.0)
+    _fake_run(base / "runs", "b-loop", "loopback", 1.0)
+    new = tmp_path / "nights" / "plan-2026-11-21T01-00-00Z"
+    results = [
+        _result(jobs[0], "passed", run_dir=str(_fake_run(new / "runs", "n-local", "local", 1.3))),
+        _result(jobs[1], "passed", run_dir=str(_fake_run(new / "runs", "n-lo", "loopback", 1.0))),
+    ]
+    assert latest_night(tmp_path / "nights", plan, exclude=new) == base
+    comparison = apply_baseline(results, base, plan)
+    assert comparison["regressions"] == 1
+    assert results[0].status == "regressed" and results[0].regressions == ["latency_p50"]
+    assert results[0].comparison is not None and results[0].comparison["verdict"] == "regression"
+    assert results[1].status == "passed" and results[1].regressions == []
+    failure = junit_xml(plan, results).getroot().find("testsuite/testcase/failure")
+    assert failure is not None and "latency_p50" in (failure.get("message") or "")
