@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgetool import paths
+from edgetool.config import read_toml
 from edgetool.errors import ConfigError
 
 KINDS = ("linux", "mcu", "android")
@@ -442,15 +441,7 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
 
 
 def load_target_file(path: Path) -> Target:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read target file {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
-    return parse_target(path, data)
+    return parse_target(path, read_toml(path, "target file"))
 
 
 def search_dirs(extra: list[Path] | None = None) -> list[Path]:

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
-
+from edgetool.config import read_toml
 from edgetool.errors import ConfigError
 from edgetool.targets import _Reader
 
@@ -328,15 +327,7 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
 
 
 def load_plan(path: Path) -> Plan:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read plan file {path}: {exc.strerror}") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
-    return parse_plan(path, data)
+    return parse_plan(path, read_toml(path, "plan file"))
 
 
 def check_targets(plan: Plan, extra_dirs: list[Path] | None = None) -> None:

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgetool import paths
+from edgetool.config import read_toml
 from edgetool.errors import ConfigError, ModelError
 
 FORMATS = ("onnx", "tflite")
@@ -97,12 +96,7 @@ def _table(source: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
 
 
 def parse_recipe(path: Path) -> Recipe:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read recipe {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
+    data = read_toml(path, "recipe")
     known = {
         "name",
         "family",

@@ -10,8 +10,7 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import shutil
-import threading
-import time
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from edgetool.emulate.sshd import LoopbackSshd
 from tests.conftest import run_cli
-from tests.integration.test_farm_run import by_id, kill_device, load_summary, running_run
+from tests.integration.test_farm_run import DIES_PLAN, by_id, kill_when_running, load_summary
 
 pytestmark = [
     pytest.mark.integration,
@@ -37,6 +36,7 @@ NAMES = ("lg1", "lg2", "lg3")
 # No [emulator] and no port: where the device is comes only from the labgrid place.
 TARGET = """description = "loopback sshd {name}, reached through a labgrid place"
 kind = "linux"
+python = "{python}"
 workdir = "edgetool-{name}"
 runtimes = ["onnxruntime"]
 
@@ -67,7 +67,12 @@ def lab(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
             state = sshd.start()
             t = state["transport"]
             (targets / f"{name}.toml").write_text(
-                TARGET.format(name=name, identity=t["identity_file"], known_hosts=t["known_hosts"])
+                TARGET.format(
+                    name=name,
+                    python=sys.executable,  # this host's venv, as `loopback` uses
+                    identity=t["identity_file"],
+                    known_hosts=t["known_hosts"],
+                )
             )
             services[name] = ("127.0.0.1", int(t["port"]), getpass.getuser())
         monkeypatch.setenv("EDGETOOL_TARGETS", str(targets))
@@ -82,37 +87,11 @@ def test_night_through_the_coordinator_one_device_dies(lab: dict[str, Any], tmp_
     env = lab["env"]
     plan = tmp_path / "lab.toml"
     plan.write_text(
-        """
-name = "lab"
-targets = ["lg1", "lg2", "lg3"]
-[run]
-duration = 3
-warmup = 2
-timeout = 60
-place_timeout = 60
-[retry]
-retries = 1
-backoff = 0.5
-[[models]]
-name = "tiny-mlp"
-formats = ["onnx"]
-"""
+        DIES_PLAN.format(name="lab", targets='"lg1", "lg2", "lg3"', extra="place_timeout = 60")
     )
     night = tmp_path / "night"
     junit = tmp_path / "junit.xml"
-    killed = threading.Event()
-
-    def killer() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if running_run(night, "lg2"):
-                kill_device(lab["sshds"]["lg2"])
-                killed.set()
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
+    killed, thread = kill_when_running(night, "lg2", lab["sshds"]["lg2"])
     result = run_cli(
         "farm", "run", str(plan), "--coordinator", env.url, "--out", str(night),
         "--junit", str(junit), timeout=280,

@@ -1,0 +1,22 @@
+"""TOML files users write (targets, plans, recipes): one reader, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from edgetool.errors import ConfigError
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The parsed file; an unreadable or malformed one is a ConfigError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed TOML: {exc}") from exc
