@@ -215,13 +215,13 @@ def test_farm_show_text_and_json(cli: Any) -> None:
     plan = str(REPO / "examples" / "nightly-local.toml")
     text = cli("farm", "show", plan)
     assert text.code == 0, text.stderr
-    assert "4 jobs on 2 workers" in text.stdout
-    assert "loopback  (emulated)" in text.stdout
+    assert "6 jobs on 3 workers" in text.stdout
+    assert "loopback  (emulated)" in text.stdout and "rpi4-qemu  (emulated)" in text.stdout
     assert "tiny-mlp:tflite" in text.stdout
     data = cli("farm", "show", plan, "--json").json()
-    assert data["jobs"] == 4
-    assert [w["slot"] for w in data["workers"]] == ["local", "loopback"]
-    assert [w["emulated"] for w in data["workers"]] == [False, True]
+    assert data["jobs"] == 6
+    assert [w["slot"] for w in data["workers"]] == ["local", "loopback", "rpi4-qemu"]
+    assert [w["emulated"] for w in data["workers"]] == [False, True, True]
     assert [j["model"] for j in data["workers"][0]["jobs"]] == ["tiny-mlp:onnx", "tiny-mlp:tflite"]
     assert data["workers"][1]["jobs"][0]["argv"][:5] == [
         "edgetool", "deploy", "--target", "loopback", "--model",
