@@ -28,6 +28,7 @@ from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolErro
 from edgetool.session import Observer, connect, push
 from edgetool.targets import ProvisionSettings, Target, device_path
 from edgetool.transport import FileTransport
+from edgetool.transport.base import file_sha256
 
 MARKER = "edgetool-provision.json"
 LOCK = "lock.json"
@@ -280,12 +281,6 @@ def _lock_key(requirements: Sequence[str], wheelhouse: Path | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    from edgetool.transport.base import file_sha256
-
-    return file_sha256(path)
-
-
 def _read_lock(directory: Path) -> dict[str, Any]:
     try:
         data = json.loads((directory / LOCK).read_text())
@@ -307,7 +302,7 @@ def _cached(directory: Path, entry: Any) -> list[Wheel] | None:
         path = directory / wheel.filename
         if not path.is_file() or path.stat().st_size != wheel.size:
             return None
-        if _file_sha256(path) != wheel.sha256:
+        if file_sha256(path) != wheel.sha256:
             return None
         wheels.append(wheel)
     return wheels or None
@@ -415,7 +410,7 @@ def fetch(
                     f"pip download gave {path.name}, not a wheel",
                     hint="Only binary wheels can be installed offline.",
                 )
-            wheels.append(Wheel(path.name, _file_sha256(path), path.stat().st_size))
+            wheels.append(Wheel(path.name, file_sha256(path), path.stat().st_size))
             os.replace(path, directory / path.name)
     if not wheels:
         raise ConfigError("pip download gave no wheels")
@@ -495,11 +490,7 @@ def base_target(target: Target) -> Target:
 
 
 def read_facts(transport: FileTransport, venv: str) -> DeviceFacts:
-    out = transport.run_checked([transport.python, "-S", "-c", _FACTS, venv, f"{venv}/{MARKER}"])
-    try:
-        raw = json.loads(out.strip().splitlines()[-1])
-    except (ValueError, IndexError) as exc:
-        raise DeviceError(f"{transport.description}: unexpected reply {out[:80]!r}") from exc
+    raw = transport.remote_json(_FACTS, venv, f"{venv}/{MARKER}")
     if raw["implementation"] != "cpython":
         raise DeviceError(
             f"{transport.description}: {transport.python} is {raw['implementation']}, "

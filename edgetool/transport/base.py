@@ -199,7 +199,8 @@ class FileTransport(ABC):
             raise DeviceError(f"{self.description}: {argv[0]} failed: {detail}")
         return out
 
-    def _remote_json(self, script: str, *args: str) -> dict[str, Any]:
+    def remote_json(self, script: str, *args: str) -> dict[str, Any]:
+        """Run a stdlib-only script with the device's python; its stdout is one JSON object."""
         # -S: stdlib only, so site-packages' .pth start-up hooks do not slow every call.
         out = self.run_checked([self.python, "-S", "-c", script, *args])
         try:
@@ -210,7 +211,7 @@ class FileTransport(ABC):
 
     def probe(self, remotes: Sequence[str]) -> dict[str, dict[str, int | str | None]]:
         """sha256 (or None) and free bytes for each remote path, in one round trip."""
-        return self._remote_json(_PROBE, *remotes)
+        return self.remote_json(_PROBE, *remotes)
 
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> PutResult:
         return self.put_many([(local, remote)], lambda _path: progress)[0]
@@ -244,7 +245,7 @@ class FileTransport(ABC):
             sent.append((local, remote))
         if sent:
             jobs = [[remote + ".part", remote, shas[local]] for local, remote in sent]
-            arrived = self._remote_json(_COMMIT, json.dumps(jobs))
+            arrived = self.remote_json(_COMMIT, json.dumps(jobs))
             for local, remote in sent:
                 if arrived[remote] is not None:
                     raise TransferError(
