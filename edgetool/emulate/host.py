@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from edgetool.errors import DeviceError
+from edgetool.results.store import write_text_atomic
 
 
 def require_tool(tool: str, package: str) -> str:
@@ -25,6 +28,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The log's last non-blank lines on one line, for a one-line error ('' if unreadable)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip())
+
+
+def publish_state(state_file: Path, state: dict[str, Any]) -> None:
+    """Write an emulator's state file whole (targets read it as the transport overlay)."""
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(state_file, lambda handle: json.dump(state, handle, indent=2))
 
 
 def keygen(path: Path, comment: str) -> None:

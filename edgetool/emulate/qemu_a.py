@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.emulate.debian_image import Image, Recipe, build_image, cached_image
-from edgetool.emulate.host import free_port, require_tool
+from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
 from edgetool.procs import pid_alive, terminate
 from edgetool.targets import SshSettings, Target, emulator_state_file
@@ -52,14 +52,6 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
-
-
-def _tail(path: Path, lines: int = 6) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return " | ".join(ln.strip() for ln in text.strip().splitlines()[-lines:] if ln.strip())
 
 
 class QemuArm64:
@@ -156,12 +148,6 @@ class QemuArm64:
             self.state_file.unlink(missing_ok=True)
             return {"status": "stopped", "reason": f"QEMU pid {data.get('pid')} had died"}
         return {"status": "stopped"}
-
-    def _write_state(self, state: dict[str, Any]) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_file)
 
     # -- start / stop --------------------------------------------------------------------
 
@@ -291,7 +277,7 @@ class QemuArm64:
                 "use_ssh_config": False,
             },
         }
-        self._write_state(state)
+        publish_state(self.state_file, state)
         began = time.monotonic()
         try:
             self._wait_ssh(proc, state, began, stage)
@@ -301,7 +287,7 @@ class QemuArm64:
             raise
         state["ready"] = True
         state["boot_seconds"] = round(time.monotonic() - began, 1)
-        self._write_state(state)
+        publish_state(self.state_file, state)
         return state
 
     def _wait_ssh(
@@ -330,17 +316,17 @@ class QemuArm64:
         while True:
             elapsed = time.monotonic() - began
             if proc.poll() is not None:
-                qemu_says = _tail(self.dir / "qemu.log", 3)
+                qemu_says = log_tail(self.dir / "qemu.log", 3)
                 if "hostfwd" in qemu_says or "host forwarding" in qemu_says:
                     raise _PortLost
                 raise DeviceError(
                     f"QEMU for {self.name} exited (status {proc.returncode}) during boot: "
-                    + (qemu_says or _tail(console) or "no output")
+                    + (qemu_says or log_tail(console, 6) or "no output")
                 )
             if elapsed > self.boot_timeout:
                 raise DeviceError(
                     f"{self.name} did not answer SSH within {self.boot_timeout:g} s "
-                    f"({last_error}); console: {_tail(console) or 'empty'}",
+                    f"({last_error}); console: {log_tail(console, 6) or 'empty'}",
                     hint=f"The whole console log is in {console}; a slow host may need a "
                     "larger boot_timeout in the target's [emulator].",
                 )

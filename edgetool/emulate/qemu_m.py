@@ -9,7 +9,6 @@ overlays the target's transport URL. "Flashing" an emulated board = booting a ne
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgetool.emulate.host import free_port, require_tool
+from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
@@ -78,10 +77,10 @@ class QemuCortexM:
         if banner is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
-            tail = log.read_text(errors="replace").strip().splitlines()[-2:]
+            tail = log_tail(log, 2)
             raise DeviceError(
                 f"QEMU {MACHINE} did not boot {elf.name} (no m-init-done within {timeout:g} s)"
-                + (f": {' | '.join(tail)}" if tail else ""),
+                + (f": {tail}" if tail else ""),
                 hint="Was the ELF built for board mps2-an386?",
             )
         state = {
@@ -94,10 +93,7 @@ class QemuCortexM:
             "banner": banner,
             "transport": {"url": f"socket://127.0.0.1:{port}"},
         }
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_file)
+        publish_state(self.state_file, state)
         return state
 
     @staticmethod

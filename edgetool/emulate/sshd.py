@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import getpass
-import json
 import os
 import socket
 import subprocess
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgetool.emulate.host import free_port, keygen, require_tool
+from edgetool.emulate.host import free_port, keygen, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
@@ -68,7 +67,7 @@ class LoopbackSshd:
             )
             if result.returncode == 0 and self._wait_listening(port, timeout):
                 break
-            last_error = (result.stderr.strip() or _tail(log)) or f"exit {result.returncode}"
+            last_error = (result.stderr.strip() or log_tail(log, 3)) or f"exit {result.returncode}"
         else:
             raise DeviceError(f"loopback sshd did not start: {last_error}")
         pid = int((self.dir / "sshd.pid").read_text().strip())
@@ -89,10 +88,7 @@ class LoopbackSshd:
                 "known_hosts": str(known_hosts),
             },
         }
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.state_file)
+        publish_state(self.state_file, state)
         return state
 
     def _write_config(self, port: int, host_key: Path) -> Path:
@@ -143,10 +139,3 @@ class LoopbackSshd:
             return False
         terminate(int(state["pid"]))
         return True
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return ""
