@@ -25,6 +25,12 @@ def state_dir() -> Path:
     return _env_path("EDGETOOL_STATE_DIR", xdg / "edgetool")
 
 
+def config_dir() -> Path:
+    """User secrets edgetool generates once and reuses (the ADB key a watch has allowed)."""
+    xdg = _env_path("XDG_CONFIG_HOME", Path.home() / ".config")
+    return _env_path("EDGETOOL_CONFIG_DIR", xdg / "edgetool")
+
+
 def results_dir() -> Path:
     return _env_path("EDGETOOL_RESULTS", Path("results"))
 

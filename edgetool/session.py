@@ -22,7 +22,7 @@ from edgetool.results import schema
 from edgetool.results.stats import summarize_generations, summarize_ns
 from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
 from edgetool.runner import RUNNER_PATH
-from edgetool.targets import Target, device_path
+from edgetool.targets import BleUartSettings, Target, device_path
 from edgetool.transport import FileTransport, PutResult, open_transport
 from edgetool.transport.base import Progress, file_sha256
 
@@ -45,6 +45,8 @@ class RunSettings:
     # Energy: read the target's [meter] beside the run; the device idles this long first
     energy: bool = False
     idle_seconds: float = 2.0
+    # Android: benchmark_model's per-operator profile
+    op_profile: bool = False
 
     def effective_iterations(self) -> int:
         if self.new_tokens:
@@ -177,6 +179,14 @@ def deploy(
 ) -> DeployOutcome:
     """Run `artifact` on `target`; None = the model already in a microcontroller's firmware."""
     obs = observer or Observer()
+    if isinstance(target.transport, BleUartSettings):
+        from edgetool.watch.bangle import deploy_bangle
+
+        return deploy_bangle(target, artifact, settings, results_root, obs)
+    if target.kind == "android":
+        from edgetool.android.session import deploy_android
+
+        return deploy_android(target, artifact, settings, results_root, obs)
     if target.kind == "mcu":
         from edgetool.mcu.session import deploy_mcu
 

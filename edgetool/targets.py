@@ -56,7 +56,58 @@ class SerialSettings:
     """Seconds to wait for a reply line before the device counts as not answering."""
 
 
-TransportSettings = SshSettings | LocalSettings | SerialSettings
+ADB_CLIENTS = ("auto", "adb-shell", "adb")
+
+
+@dataclass(frozen=True)
+class AdbSettings:
+    """A watch or phone in ADB-over-TCP mode (`adb tcpip 5555`), or paired for Wireless
+    debugging, which only the real `adb` client can speak (TLS)."""
+
+    host: str
+    port: int = 5555
+    client: str = "auto"
+    """'adb-shell' (pure Python, plain TCP), 'adb' (the platform-tools client), or 'auto':
+    adb-shell, and the `adb` binary when the device answers with TLS only."""
+    key: Path | None = None
+    """The RSA key the device has allowed (default: <config dir>/adbkey, made on first use)."""
+    adb: str = "adb"
+    timeout: float = 10.0
+    command_timeout: float = 3600.0
+
+    @property
+    def serial(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BleUartSettings:
+    """The Nordic UART Service: a BLE address (or a macOS UUID) reached with bleak, or
+    `tcp://HOST:PORT` for a NUS bridge that carries the same packets (the test peer)."""
+
+    address: str
+    timeout: float = 10.0
+    write_size: int = 20
+    """Bytes per GATT write: 20 is safe on every central (23-byte default ATT MTU)."""
+
+
+TransportSettings = SshSettings | LocalSettings | SerialSettings | AdbSettings | BleUartSettings
+
+
+@dataclass(frozen=True)
+class AndroidSettings:
+    """`[android]`: Android has no Python, so the runner is LiteRT's `benchmark_model`,
+    a binary per ABI that the user downloads or builds (it cannot be fetched here)."""
+
+    benchmark_model: Mapping[str, Path]
+    """ABI (`getprop ro.product.cpu.abi`) -> host path; the key '*' matches any ABI."""
+    threads: int = 1
+    use_xnnpack: bool | None = None
+    """None leaves benchmark_model's default."""
+
+    def binary_for(self, abi: str) -> Path | None:
+        return self.benchmark_model.get(abi) or self.benchmark_model.get("*")
+
 
 FLASH_METHODS = ("qemu", "pyocd", "none")
 
@@ -70,6 +121,8 @@ class McuSettings:
     flash_bytes: int
     ram_bytes: int
     pyocd_target: str | None = None
+    arena_bytes: int | None = None
+    """Tensor arena a model-loading firmware gives TFLite Micro (Bangle.js: JS code sets it)."""
 
 
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~*;:'\"()+]*$")
@@ -140,6 +193,7 @@ class Target:
     emulator_state: Mapping[str, Any] | None = None
     mcu: McuSettings | None = None
     provision: ProvisionSettings | None = None
+    android: AndroidSettings | None = None
 
     @property
     def venv_dir(self) -> str | None:
@@ -159,10 +213,21 @@ class Target:
         return None
 
     @property
+    def default_model_format(self) -> str:
+        """What `--model NAME` means here: a microcontroller runs the C export, a watch
+        runs TFLite (int8 under TFLite Micro on Bangle.js), others the zoo's default."""
+        if isinstance(self.transport, BleUartSettings):
+            return ":tflite:int8"
+        return {"mcu": ":c", "android": ":tflite"}.get(self.kind, "")
+
+    @property
     def transport_type(self) -> str:
-        if isinstance(self.transport, SerialSettings):
-            return "serial"
-        return "ssh" if isinstance(self.transport, SshSettings) else "local"
+        return {
+            SerialSettings: "serial",
+            SshSettings: "ssh",
+            AdbSettings: "adb",
+            BleUartSettings: "ble-uart",
+        }.get(type(self.transport), "local")
 
 
 class _Reader:
@@ -249,7 +314,7 @@ def _env_overrides(name: str) -> dict[str, Any]:
     """`EDGETOOL_<NAME>_HOST` etc. point a shipped target at the user's own board."""
     prefix = "EDGETOOL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper() + "_"
     overrides: dict[str, Any] = {}
-    for key in ("host", "user", "identity_file", "known_hosts", "port", "url"):
+    for key in ("host", "user", "identity_file", "known_hosts", "port", "url", "address"):
         value = os.environ.get(prefix + key.upper())
         if value:
             overrides[key] = int(value) if key == "port" and value.isdigit() else value
@@ -300,6 +365,62 @@ def _parse_serial(reader: _Reader) -> SerialSettings:
     return settings
 
 
+def _parse_adb(reader: _Reader) -> AdbSettings:
+    key = reader.text("key")
+    settings = AdbSettings(
+        host=reader.required_str("host"),
+        port=reader.port("port", 5555),
+        client=reader.choice("client", ADB_CLIENTS, "auto"),
+        key=_expand(key) if key else None,
+        adb=reader.text("adb", "adb"),
+        timeout=reader.number("timeout", 10.0),
+        command_timeout=reader.number("command_timeout", 3600.0),
+    )
+    reader.finish()
+    return settings
+
+
+def _parse_ble_uart(reader: _Reader) -> BleUartSettings:
+    size = reader.get("write_size", int, "an integer", 20)
+    if not 1 <= size <= 244:
+        raise reader._fail("write_size", "an integer from 1 to 244", size)
+    settings = BleUartSettings(
+        address=reader.required_str("address"),
+        timeout=reader.number("timeout", 10.0),
+        write_size=size,
+    )
+    reader.finish()
+    return settings
+
+
+def _parse_android(source: Path, raw: Mapping[str, Any]) -> AndroidSettings:
+    reader = _Reader(source, raw, "android.")
+    binary = reader.get("benchmark_model", (str, dict), "a path or a table of ABI = path", None)
+    if binary is None:
+        raise ConfigError(
+            f"{source}: missing key 'android.benchmark_model' (the path of LiteRT's "
+            "benchmark_model for the device's ABI)"
+        )
+    table = {"*": binary} if isinstance(binary, str) else dict(binary)
+    binaries: dict[str, Path] = {}
+    for abi, path in table.items():
+        if not isinstance(path, str) or not path:
+            raise reader._fail("benchmark_model", "a path or a table of ABI = path", binary)
+        # Relative to the target file, so a lab can keep the binaries beside its targets.
+        found = _expand(path)
+        binaries[abi] = found if found.is_absolute() else (source.parent / found).resolve()
+    threads = reader.get("threads", int, "an integer", 1)
+    if threads < 1:
+        raise reader._fail("threads", "a positive integer", threads)
+    settings = AndroidSettings(
+        benchmark_model=binaries,
+        threads=threads,
+        use_xnnpack=reader.get("use_xnnpack", bool, "true or false", None),
+    )
+    reader.finish()
+    return settings
+
+
 def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
     reader = _Reader(source, raw, "mcu.")
     sizes = {}
@@ -314,7 +435,10 @@ def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
         flash_bytes=sizes["flash_bytes"],
         ram_bytes=sizes["ram_bytes"],
         pyocd_target=reader.text("pyocd_target"),
+        arena_bytes=reader.get("arena_bytes", int, "an integer number of bytes", None),
     )
+    if settings.arena_bytes is not None and settings.arena_bytes <= 0:
+        raise reader._fail("arena_bytes", "a positive number of bytes", settings.arena_bytes)
     reader.finish()
     return settings
 
@@ -361,6 +485,8 @@ _TRANSPORT_PARSERS: dict[str, Callable[[_Reader], TransportSettings]] = {
     "ssh": _parse_ssh,
     "local": _parse_local,
     "serial": _parse_serial,
+    "adb": _parse_adb,
+    "ble-uart": _parse_ble_uart,
 }
 
 
@@ -405,9 +531,19 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     transport = _TRANSPORT_PARSERS[ttype](treader)
     raw_mcu = top.get("mcu", dict, "a table", None)
     mcu = _parse_mcu(source, raw_mcu) if raw_mcu is not None else None
-    if kind == "mcu" and (mcu is None or not isinstance(transport, SerialSettings)):
+    if kind == "mcu" and (
+        mcu is None or not isinstance(transport, (SerialSettings, BleUartSettings))
+    ):
         raise ConfigError(
-            f"{source}: a target of kind 'mcu' needs an [mcu] table and transport type 'serial'"
+            f"{source}: a target of kind 'mcu' needs an [mcu] table and transport type "
+            "'serial' or 'ble-uart'"
+        )
+    raw_android = top.get("android", dict, "a table", None)
+    android = _parse_android(source, raw_android) if raw_android is not None else None
+    if kind == "android" and (android is None or not isinstance(transport, AdbSettings)):
+        raise ConfigError(
+            f"{source}: a target of kind 'android' needs an [android] table and transport "
+            "type 'adb'"
         )
     raw_provision = top.get("provision", dict, "a table", None)
     provision = (
@@ -435,6 +571,7 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         emulator_state=state,
         mcu=mcu,
         provision=provision,
+        android=android,
     )
     top.finish()
     return target

@@ -122,6 +122,11 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     show_default=True,
     help="With --energy: how long the idle device is measured before the run.",
 )
+@click.option(
+    "--op-profile",
+    is_flag=True,
+    help="Android targets: benchmark_model's per-operator profile (--enable_op_profiling).",
+)
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
 @click.pass_context
@@ -143,6 +148,7 @@ def command(
     new_tokens: int | None,
     energy: bool,
     idle_seconds: float,
+    op_profile: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -155,6 +161,11 @@ def command(
     um25c, rapl, or a declared estimate) is read beside the run and each inference's
     window is integrated after mapping device time onto the meter's clock.
 
+    Watches: a Wear OS watch (kind android) runs LiteRT's benchmark_model, which reports
+    aggregates only (count, mean, min, max, std; no percentiles); --energy there reads the
+    watch's battery fuel gauge (an estimate). Bangle.js 2 runs the int8 TFLite model under
+    TFLite Micro inside its Espruino firmware, over Bluetooth (Nordic UART Service).
+
     \b
     Examples:
       edgetool deploy --model tiny-mlp
@@ -162,6 +173,8 @@ def command(
       edgetool deploy --target mcu-m4-qemu --model cbnet-classifier   # firmware, QEMU M4
       edgetool deploy --target rpi4 --model tiny-llama:onnx:int4 --prompt "def " --tokens 64
       edgetool deploy --target rpi4 --model cbnet --energy --duration 10   # [meter] in its TOML
+      edgetool deploy --target watch-wearos --model l2mu -n 200 --energy   # benchmark_model
+      edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
     """
     from edgetool.export.artifact import resolve_model
     from edgetool.session import RunSettings, deploy
@@ -175,8 +188,8 @@ def command(
         if target.kind != "mcu":
             raise click.UsageError("--model is required (except on microcontroller targets)")
     else:
-        if target.kind == "mcu" and ":" not in model_spec and not Path(model_spec).exists():
-            model_spec += ":c"  # a microcontroller runs the C export
+        if ":" not in model_spec and not Path(model_spec).exists():
+            model_spec += target.default_model_format
         artifact = resolve_model(model_spec, progress=ui.say)
     head_size = 0
     is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
@@ -208,6 +221,7 @@ def command(
         save_outputs=save_outputs,
         energy=energy,
         idle_seconds=idle_seconds,
+        op_profile=op_profile,
     )
     if artifact is not None:
         m = artifact.manifest

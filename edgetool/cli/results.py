@@ -68,6 +68,37 @@ def energy_lines(energy: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _print_aggregates(out: Any, summary: dict[str, Any]) -> None:
+    """A runner that reports aggregates only (benchmark_model): show what it measured and
+    say plainly that percentiles do not exist, rather than printing blanks."""
+    lat = summary["latency"]
+    out.print(
+        f"\n                 latency (ms), n={lat['count']}  "
+        f"[dim]{lat.get('source', 'runner')}: aggregates only, no percentiles[/dim]"
+    )
+    out.print(f"  mean  {_fmt(lat['mean']):>10} ± {_fmt(lat['std'])}")
+    out.print(f"  min   {_fmt(lat['min']):>10}")
+    out.print(f"  max   {_fmt(lat['max']):>10}")
+    if summary.get("throughput_per_s"):
+        out.print(f"  rate  {summary['throughput_per_s']:>10.1f} inferences/s")
+    if summary.get("first_inference_ms") is not None:
+        out.print(f"  first {_fmt(summary['first_inference_ms']):>10}  (cold, not in stats)")
+    if summary.get("load_ms") is not None:
+        out.print(f"  init  {_fmt(summary['load_ms']):>10}  (interpreter set-up)")
+    if summary.get("peak_rss"):
+        out.print(f"  mem   {human_bytes(summary['peak_rss']):>10}  (benchmark_model's footprint)")
+    for line in energy_lines(summary.get("energy")):
+        out.print(line)
+    ops = summary.get("ops") or []
+    if ops:
+        out.print("\n  per operator (first run's profile)")
+        for op in sorted(ops, key=lambda o: -(o.get("avg_ms") or 0))[:8]:
+            out.print(
+                f"  {op.get('node_type')!s:<24} {_fmt(op.get('avg_ms')):>9} ms "
+                f"{_fmt(op.get('percent'), 1):>6} %"
+            )
+
+
 def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> None:
     """The latency table a user reads after a run (shared by deploy and results show)."""
     out = console()
@@ -75,6 +106,10 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
     target = manifest.get("target", {})
     if target.get("emulated"):
         out.print("[yellow]emulated device: times are emulator times, not device times[/yellow]")
+    if target.get("synthetic"):
+        out.print(
+            "[yellow]SYNTHETIC: a test peer answered, not a device; not real figures[/yellow]"
+        )
     if target.get("time_base"):
         out.print(f"time base: {target['time_base']}")
     parity = (summary or {}).get("parity")
@@ -99,6 +134,9 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
             out.print(f"  prefill              {gen['prefill_tokens_per_s']:10.1f} tokens/s")
         if "decode_tokens_per_s" in gen:
             out.print(f"  decode               {gen['decode_tokens_per_s']:10.1f} tokens/s")
+    if lat.get("aggregate_only"):
+        _print_aggregates(out, summary)
+        return
     ci = lat.get("median_ci")
     ci_text = (
         f"  [{ci[0]:.3f}, {ci[1]:.3f}] {round(100 * lat['confidence'])}% CI"

@@ -17,7 +17,7 @@ from edgetool.cli.common import (
     targets_dirs,
 )
 from edgetool.errors import ConfigError, HostKeyError
-from edgetool.targets import SshSettings, Target, load_all
+from edgetool.targets import BleUartSettings, SshSettings, Target, load_all
 
 
 def target_dict(target: Target) -> dict[str, Any]:
@@ -110,6 +110,9 @@ def check(ctx: click.Context, name: str, as_json: bool) -> None:
     from edgetool.session import device_facts
 
     target = get_target(ctx, name)
+    if isinstance(target.transport, BleUartSettings) or target.kind == "android":
+        _check_watch(target, as_json)
+        return
     if target.kind == "mcu":
         _check_mcu(target, as_json)
         return
@@ -201,3 +204,27 @@ def _check_mcu(target: Target, as_json: bool) -> None:
         out.print(f"  edgetool  {extra}")
     else:
         out.print("  plain MLPerf Tiny firmware (no edgetool extensions)")
+
+
+def _check_watch(target: Target, as_json: bool) -> None:
+    """A watch: what its own facts command says (ADB getprop and sysfs, or the Espruino
+    REPL), printed as rows; a synthetic peer says so."""
+    if isinstance(target.transport, BleUartSettings):
+        from edgetool.watch.bangle import bangle_facts as facts_of
+    else:
+        from edgetool.android.session import android_facts as facts_of
+    where, facts = facts_of(target)
+    if as_json:
+        emit_json({"target": target.name, "transport": where, **facts})
+        return
+    out = console()
+    label = "  [yellow](synthetic peer, not a watch)[/yellow]" if facts.get("synthetic") else ""
+    out.print(f"[bold]{target.name}[/bold]  {where}  [green]reachable[/green]{label}")
+    for key, value in facts.items():
+        if key != "synthetic" and value not in (None, "", {}, []):
+            shown = (
+                ", ".join(f"{k}={v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else value
+            )
+            out.print(f"  {key:<16} {shown}")

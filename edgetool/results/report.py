@@ -109,7 +109,18 @@ def _run_card(index: int, run: Run) -> str:
             f'<div class="{cls}">status <b>{esc(status)}</b>{esc(reason)}; '
             f"showing the {len(run.samples_ns)} inferences that were recorded.</div>"
         )
-    if not run.samples_ns:
+    if target.get("synthetic"):
+        parts.append(
+            '<div class="notice err">SYNTHETIC: a test peer answered, not a device; '
+            "these are not real figures</div>"
+        )
+    if (run.summary or {}).get("aggregate_only"):
+        source = ((run.summary or {}).get("latency") or {}).get("source", "the runner")
+        parts.append(
+            f'<div class="notice">{esc(source)} reports aggregates only (count, mean, std, '
+            "min, max): no per-inference samples, so no percentiles or histograms</div>"
+        )
+    elif not run.samples_ns:
         parts.append('<div class="notice">no samples were recorded</div>')
     if run.starts_ns is None and run.samples_ns:
         parts.append(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgetool.errors import ConnectError
-from edgetool.targets import LocalSettings, SshSettings, Target
+from edgetool.targets import AdbSettings, LocalSettings, SshSettings, Target
 from edgetool.transport.base import FileTransport, Process, PutResult, Transport, quote_argv
 
 __all__ = ["FileTransport", "Process", "PutResult", "Transport", "open_transport", "quote_argv"]
@@ -24,6 +24,10 @@ def open_transport(target: Target) -> FileTransport:
         from edgetool.transport.local import LocalTransport
 
         transport = LocalTransport(target.transport, target.python)
+    elif isinstance(target.transport, AdbSettings):
+        from edgetool.transport.adb import AdbTransport
+
+        transport = AdbTransport(target.transport, target.name)
     else:
         transport = _no_file_transport(target)
     if target.missing_python_hint:

@@ -213,6 +213,11 @@ class FileTransport(ABC):
         """sha256 (or None) and free bytes for each remote path, in one round trip."""
         return self.remote_json(_PROBE, *remotes)
 
+    def commit(self, jobs: Sequence[tuple[str, str, str]]) -> dict[str, str | None]:
+        """For each (part, final, sha256): rename part -> final on the device only if its
+        hash matches, else delete it; {final: None | the hash that arrived}."""
+        return self.remote_json(_COMMIT, json.dumps([list(job) for job in jobs]))
+
     def put(self, local: Path, remote: str, progress: Progress | None = None) -> PutResult:
         return self.put_many([(local, remote)], lambda _path: progress)[0]
 
@@ -244,8 +249,9 @@ class FileTransport(ABC):
             upload_seconds[local] = time.perf_counter() - began
             sent.append((local, remote))
         if sent:
-            jobs = [[remote + ".part", remote, shas[local]] for local, remote in sent]
-            arrived = self.remote_json(_COMMIT, json.dumps(jobs))
+            arrived = self.commit(
+                [(remote + ".part", remote, shas[local]) for local, remote in sent]
+            )
             for local, remote in sent:
                 if arrived[remote] is not None:
                     raise TransferError(

@@ -1,0 +1,91 @@
+"""`deploy --energy` on an Android watch: its battery fuel gauge, sampled on the watch.
+
+One shell command on the watch runs the sampler, the idle window and the benchmark runs
+(so no sampler outlives a dropped connection), the log is pulled afterwards and the
+estimate is computed on the host by `fuel_gauge.estimate`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING, Any
+
+from edgetool.android.benchmark_model import BenchmarkOutput, parse_output
+from edgetool.android.fuel_gauge import METER, estimate, fuel_gauge_argv, parse_log, split_runs
+from edgetool.errors import ConfigError, DeviceError
+from edgetool.results.store import RunWriter
+from edgetool.targets import Target, device_path
+from edgetool.transport.adb import AdbTransport
+
+if TYPE_CHECKING:
+    from edgetool.session import Observer, RunSettings
+
+DEFAULTS = {"path": "/sys/class/power_supply/battery", "period_s": 0.1, "repeats": 3}
+
+
+def meter_options(target: Target) -> tuple[str, float, int]:
+    """[meter] type = "fuel-gauge": path, period_s, repeats (validated, one-line errors)."""
+    assert target.meter is not None
+    options = {**DEFAULTS, **target.meter.options}
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"{target.source}: unknown key 'meter.{unknown[0]}' for the fuel gauge "
+            f"(known: {', '.join(DEFAULTS)})"
+        )
+    path, period, repeats = options["path"], options["period_s"], options["repeats"]
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigError(f"{target.source}: key 'meter.path' must be an absolute path")
+    if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
+        raise ConfigError(f"{target.source}: key 'meter.period_s' must be a positive number")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"{target.source}: key 'meter.repeats' must be a positive integer")
+    return path, float(period), repeats
+
+
+def measure_with_fuel_gauge(
+    transport: AdbTransport,
+    target: Target,
+    settings: RunSettings,
+    bench: list[str],
+    writer: RunWriter,
+    obs: Observer,
+) -> tuple[list[BenchmarkOutput], dict[str, Any]]:
+    battery, period, repeats = meter_options(target)
+    status = transport.run_checked(["cat", posixpath.join(battery, "status")]).strip()
+    if status in ("Charging", "Full"):
+        raise DeviceError(
+            f"{transport.description}: the watch is {status.lower()}: a fuel-gauge estimate "
+            "would measure the charger, not the model.",
+            hint="Take the watch off its charger (ADB over Wi-Fi keeps working) and retry.",
+        )
+    log_remote = device_path(target.workdir, "energy", f"{writer.run_id}.log")
+    transport.makedirs(posixpath.dirname(log_remote))
+    obs.metering(METER, settings.idle_seconds)
+    argv = fuel_gauge_argv(battery, log_remote, period, settings.idle_seconds, repeats, bench)
+    process = transport.run(argv)
+    text = "\n".join(process.lines())
+    exit_status = process.wait()
+    (writer.dir / "benchmark_model.txt").write_text(text)
+    marks, run_texts = split_runs(text)
+    if exit_status != 0 or len(run_texts) != repeats:
+        for run_text in run_texts:
+            parse_output(run_text)  # the tool's own reason, when it printed one
+        raise DeviceError(
+            f"{transport.description}: the fuel-gauge run ended early "
+            f"({len(run_texts)} of {repeats} benchmark runs, exit status {exit_status})"
+        )
+    outputs = [parse_output(run_text) for run_text in run_texts]
+    local_log = writer.dir / "fuel_gauge.log"
+    transport.get(log_remote, local_log)
+    transport.run_checked(["rm", "-f", log_remote])
+    samples = parse_log(local_log.read_text())
+    steady = []
+    for out in outputs:
+        if out.steady.mean_us is None:
+            raise DeviceError(f"{transport.description}: a benchmark run printed no average")
+        steady.append((out.steady.count, out.steady.mean_us))
+    energy = estimate(samples, marks, steady).to_dict()
+    energy.setdefault("meter", METER)
+    energy["estimate"] = True
+    return outputs, energy

@@ -1,0 +1,1 @@
+"""Smartwatch targets: Bangle.js (Espruino over BLE UART)."""

@@ -1,0 +1,491 @@
+"""Bangle.js 2 (Espruino on an nRF52840) over the Nordic UART Service: facts, fit check,
+upload into Storage, a small JS bench program around `require("tensorflow")`, and the
+same journal as every other target.
+
+What the firmware does with the model (libs/tensorflow/jswrap_tensorflow.c): `create`
+needs a *flat* string or ArrayBuffer (jsvGetDataPointer) and allocates one more flat
+string of sizeof(TFData) + arena (+15 for alignment). On Bangle.js 2 Storage lives in
+external SPI flash, which is not memory-mapped (src/jsflash.c jsvAddressToVar returns a
+flash string), so the model must be copied into RAM first: RAM = model + arena + TFData.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+import re
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgetool import __version__
+from edgetool.errors import (
+    ConfigError,
+    DeviceError,
+    EdgetoolError,
+    Interrupted,
+    ModelError,
+    TransferError,
+    VerificationFailed,
+)
+from edgetool.export.artifact import Artifact
+from edgetool.mcu.protocol import DeviceInfo
+from edgetool.mcu.session import BATCH, events, input_tensors
+from edgetool.results import schema
+from edgetool.results.store import RunWriter, new_run_id
+from edgetool.targets import BleUartSettings, McuSettings, Target
+from edgetool.transport.base import PutResult
+from edgetool.watch.espruino import EspruinoConsole
+
+if TYPE_CHECKING:
+    from edgetool.session import DeployOutcome, Observer, RunSettings
+
+TFDATA_BYTES = 8192
+"""Budget for sizeof(TFData): error reporter, AllOpsResolver and MicroInterpreter objects
+that jswrap_tensorflow.c allocates beside the arena (not measurable on the host)."""
+CHUNK_BYTES = 192
+"""Model bytes per `Storage.write` line: 256 base64 characters, a ~330-character line."""
+INPUT_VALUES = 64
+TIME_BASE = "watch getTime() (nRF52 RTC, 1/32768 s = 30.5 µs resolution)"
+PARITY_LSB = 1
+FACTS_JS = (
+    "{v:process.env.VERSION,b:process.env.BOARD,m:process.memory(),"
+    's:require("Storage").getFree(),'
+    't:(process.env.MODULES||"").split(",").indexOf("tensorflow")>=0,'
+    "x:process.env.EDGETOOL_SYNTHETIC}"
+)
+DISPATCHER = (
+    "ET.c=function(s){var a=s.split(' '),n=0|a[1],k,t,u,r=[],o;"
+    "if(a[0]=='infer'){for(k=0;k<(0|a[2]);k++)ET.tf.invoke();"
+    "t=getTime();for(k=0;k<n;k++)ET.tf.invoke();u=getTime();"
+    "print('m-lap-us-0');print('m-lap-us-'+Math.round((u-t)*1e6));print('m-infer-done');"
+    "print('m-results-['+[].slice.call(ET.tf.getOutput()).join(',')+']');}"
+    "else if(a[0]=='xinfer'){for(k=0;k<n;k++){t=getTime();ET.tf.invoke();r.push(getTime()-t);}"
+    "for(k=0;k<n;k++)print('m-xlap-ticks-'+Math.round(r[k]*1e6));}"
+    "else if(a[0]=='xresults'){o=ET.tf.getOutput();u='';"
+    "for(k=0;k<o.length;k++)u+=(256+(o[k]&255)).toString(16).substr(1);"
+    "print('m-xresults-['+u+']');}"
+    "else print('e-[Unknown command: '+s+']');print('m-ready');}"
+)
+"""The bench protocol in JS: timings are taken into an array, printed after the loop."""
+
+
+def _settings(target: Target) -> tuple[McuSettings, BleUartSettings]:
+    if target.mcu is None or not isinstance(target.transport, BleUartSettings):
+        raise ConfigError(
+            f"{target.source}: target {target.name} needs an [mcu] table and a ble-uart transport"
+        )
+    return target.mcu, target.transport
+
+
+def storage_name(sha256: str) -> str:
+    """The Storage file for a model: Espruino names are at most 28 characters."""
+    return f"et{sha256[:22]}.tfl"
+
+
+# --- fit ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fit:
+    model_bytes: int
+    arena_needed: int
+    arena_bytes: int
+    ram_needed: int
+    ram_bytes: int
+
+
+def measure_arena(model: bytes) -> int:
+    """Arena bytes TFLite Micro allocates for the model (its RecordingMicroAllocator's
+    total, measured on the host: 64-bit pointers make it an upper bound for Cortex-M)."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    fd = 2
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), fd)
+        failure: Exception | None = None
+        try:
+            interpreter = runtime.Interpreter.from_bytes(model, arena_size=4 << 20)
+            interpreter.print_allocations()
+        except (RuntimeError, ValueError) as exc:
+            failure = exc
+        finally:
+            os.dup2(saved, fd)
+            os.close(saved)
+        log.seek(0)
+        text = log.read().decode("utf-8", "replace")
+    if failure is not None:
+        detail = next((ln for ln in text.splitlines() if "was not true" in ln), "") or next(
+            (ln for ln in text.splitlines() if ln.strip()), str(failure)
+        )
+        raise ModelError(
+            f"TFLite Micro cannot load this model: {detail.strip()[:140]}",
+            hint="Export a smaller/simpler graph (TFLM limits op inputs and needs its ops).",
+        )
+    found = re.search(r"Arena allocation total (\d+) bytes", text)
+    if not found:
+        raise ModelError("TFLite Micro did not report its arena use for this model")
+    return int(found.group(1))
+
+
+def _tensor_spec(artifact: Artifact, key: str) -> dict[str, Any]:
+    specs = artifact.manifest.get(key) or []
+    if len(specs) != 1:
+        raise ModelError(
+            f"{artifact.path.name}: Espruino's tensorflow uses one input and one output; "
+            f"this model has {len(specs)} {key}"
+        )
+    spec: dict[str, Any] = specs[0]
+    return spec
+
+
+def check_fit(target: Target, artifact: Artifact) -> Fit:
+    """Refuse, before anything is sent, a model the watch cannot hold or run."""
+    mcu, _ = _settings(target)
+    label = f"{artifact.manifest.get('model') or artifact.path.stem}"
+    if artifact.format != "tflite" or artifact.path.suffix != ".tflite":
+        raise ModelError(
+            f"{artifact.path.name} is {artifact.format}; Bangle.js runs TFLite Micro models.",
+            hint=f"Pass {label}:tflite:int8.",
+        )
+    for key in ("inputs", "outputs"):
+        if _tensor_spec(artifact, key).get("dtype") != "int8":
+            raise ModelError(
+                f"{artifact.path.name}: {key} are not int8; the watch benchmark runs int8 models",
+                hint=f"Pass {label}:tflite:int8.",
+            )
+    size = artifact.size
+    arena = mcu.arena_bytes
+    hint = "Pick a smaller model (or a smaller export of it)."
+    if size + (arena or 0) + TFDATA_BYTES > mcu.ram_bytes:
+        raise ModelError(
+            f"{label} does not fit {target.name}: the model alone is {size:,} B and Espruino "
+            f"copies it into RAM beside the arena ({arena or 0:,} B) and TFLM "
+            f"(~{TFDATA_BYTES:,} B): {size + (arena or 0) + TFDATA_BYTES:,} B > "
+            f"{mcu.ram_bytes:,} B of JS memory",
+            hint=hint,
+        )
+    needed = measure_arena(artifact.path.read_bytes())
+    if arena is None:
+        arena = -(-int(needed * 1.25) // 1024) * 1024
+    if needed > arena:
+        raise ModelError(
+            f"{label} needs a {needed:,} B tensor arena; {target.name} gives {arena:,} B "
+            "([mcu].arena_bytes)",
+            hint=f"Raise arena_bytes in {target.source} if RAM allows, or pick a smaller model.",
+        )
+    ram = size + arena + TFDATA_BYTES
+    if ram > mcu.ram_bytes:
+        raise ModelError(
+            f"{label} does not fit {target.name}: model {size:,} B + arena {arena:,} B + "
+            f"TFLM ~{TFDATA_BYTES:,} B = {ram:,} B > {mcu.ram_bytes:,} B of JS memory",
+            hint=hint,
+        )
+    return Fit(size, needed, arena, ram, mcu.ram_bytes)
+
+
+# --- the console ------------------------------------------------------------------------
+
+
+def _open(target: Target) -> EspruinoConsole:
+    from edgetool.transport.ble_uart import open_nus_port
+
+    _, ble = _settings(target)
+    port = open_nus_port(ble)
+    console = EspruinoConsole(port, getattr(port, "description", ble.address), ble.timeout)
+    try:
+        console.reset_line()
+    except EdgetoolError:
+        console.close()
+        raise
+    return console
+
+
+def _facts(console: EspruinoConsole) -> dict[str, Any]:
+    raw = console.evaluate(FACTS_JS)
+    if not isinstance(raw, dict):
+        raise DeviceError(f"{console.description}: unexpected facts reply {raw!r}")
+    memory = raw.get("m") or {}
+    block = int(memory.get("blocksize") or 0)
+    link = "tcp bridge" if console.description.startswith("NUS bridge") else "bleak"
+    facts: dict[str, Any] = {
+        "firmware": raw.get("v"),
+        "board": raw.get("b"),
+        "memory_free_bytes": int(memory.get("free") or 0) * block,
+        "memory_total_bytes": int(memory.get("total") or 0) * block,
+        "block_size": block,
+        "storage_free_bytes": raw.get("s"),
+        "tensorflow": bool(raw.get("t")),
+        "link": link,
+    }
+    if raw.get("x"):
+        facts["synthetic"] = True
+    return facts
+
+
+def bangle_facts(target: Target) -> tuple[str, dict[str, Any]]:
+    """What the watch says about itself (for `targets check`)."""
+    console = _open(target)
+    try:
+        return console.description, _facts(console)
+    finally:
+        console.close()
+
+
+# --- upload -----------------------------------------------------------------------------
+
+
+def _stored(console: EspruinoConsole, name: str) -> list[int] | None:
+    reply = console.evaluate(
+        "(function(f){return f===undefined?null:[f.length,E.CRC32(f)]})"
+        f'(require("Storage").read("{name}"))',
+        timeout=console.timeout + 30,
+    )
+    return reply if isinstance(reply, list) else None
+
+
+def upload(console: EspruinoConsole, artifact: Artifact, obs: Observer) -> PutResult:
+    """The model into Storage as base64 lines, verified by CRC32 on the watch."""
+    name = storage_name(artifact.sha256)
+    data = artifact.path.read_bytes()
+    want = [len(data), zlib.crc32(data)]
+    if _stored(console, name) == want:
+        result = PutResult(name, artifact.sha256, len(data), 0, True, 0.0)
+        obs.pushed(artifact.path.name, result)
+        return result
+    progress = obs.pushing(artifact.path.name, len(data))
+    started, sent_before = time.monotonic(), console.stats.sent
+    for offset in range(0, len(data), CHUNK_BYTES):
+        b64 = base64.b64encode(data[offset : offset + CHUNK_BYTES]).decode("ascii")
+        size = f",{len(data)}" if offset == 0 else ""
+        ok = console.evaluate(f'require("Storage").write("{name}",atob("{b64}"),{offset}{size})')
+        if ok is not True:
+            raise TransferError(
+                f"{console.description}: Storage.write failed at byte {offset} of {name}",
+                hint="Is Storage full? Free space with the Bangle App Loader, then retry.",
+            )
+        if progress is not None:
+            progress(min(offset + CHUNK_BYTES, len(data)), len(data))
+    got = _stored(console, name)
+    if got != want:
+        console.execute(f'require("Storage").erase("{name}")')
+        raise TransferError(
+            f"{console.description}: {name} did not verify on the watch (length, CRC32 "
+            f"{got!r}, expected {want!r}); the copy was erased",
+            hint="Retry; move the watch closer if it keeps happening.",
+        )
+    result = PutResult(
+        name,
+        artifact.sha256,
+        len(data),
+        console.stats.sent - sent_before,
+        False,
+        time.monotonic() - started,
+    )
+    obs.pushed(artifact.path.name, result)
+    return result
+
+
+# --- input, bench program, parity ---------------------------------------------------------
+
+
+def quantized_input(artifact: Artifact, settings: RunSettings) -> np.ndarray:
+    """--input (or seeded uniform [0, 1) floats) quantized with the input's scale/zero point."""
+    spec = _tensor_spec(artifact, "inputs")
+    value = next(iter(input_tensors(artifact, settings).values()))
+    quant = spec.get("quantization") or {}
+    scale, zero = float(quant.get("scale") or 1.0), int(quant.get("zero_point") or 0)
+    q = np.clip(np.round(value / scale) + zero, -128, 127)
+    return np.asarray(q, dtype=np.int8)
+
+
+def load_program(console: EspruinoConsole, name: str, size: int, fit: Fit, x: np.ndarray) -> None:
+    """Copy the model into a flat RAM buffer, create the interpreter, fill the input and
+    define the bench dispatcher."""
+    console.execute(
+        f"var ET={{m:new Uint8Array({size})}};"
+        f'ET.m.set(new Uint8Array(require("Storage").readArrayBuffer("{name}")));'
+        f'ET.tf=require("tensorflow").create({fit.arena_bytes},ET.m.buffer)',
+        timeout=console.timeout + 30,
+    )
+    flat = x.ravel().tolist()
+    for start in range(0, len(flat), INPUT_VALUES):
+        values = ",".join(str(v) for v in flat[start : start + INPUT_VALUES])
+        console.execute(f"ET.tf.getInput().set([{values}],{start})")
+    console.execute(DISPATCHER)
+
+
+def reference_output(artifact: Artifact, x: np.ndarray) -> np.ndarray:
+    """LiteRT on the host, same int8 input: the parity reference."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(artifact.path))
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    interpreter.set_tensor(inp["index"], x.reshape(inp["shape"]).astype(inp["dtype"]))
+    interpreter.invoke()
+    out = interpreter.get_output_details()[0]
+    return np.asarray(interpreter.get_tensor(out["index"])).astype(np.int8).ravel()
+
+
+# --- deploy ---------------------------------------------------------------------------------
+
+
+def deploy_bangle(
+    target: Target,
+    artifact: Artifact | None,
+    settings: RunSettings,
+    results_root: Path,
+    obs: Observer,
+) -> DeployOutcome:
+    from edgetool.session import DeployOutcome
+
+    mcu, _ = _settings(target)
+    if artifact is None:
+        raise ModelError(f"target {target.name} needs a model: pass --model")
+    fit = check_fit(target, artifact)
+    x = quantized_input(artifact, settings)
+    console = _open(target)
+    try:
+        facts = _facts(console)
+        obs.connected(
+            f"{console.description}  Espruino {facts['firmware']} on {facts['board']}  "
+            f"RAM {fit.ram_needed:,} B / {facts['memory_free_bytes']:,} free"
+        )
+        if not facts["tensorflow"]:
+            raise DeviceError(
+                f"{console.description}: this firmware has no `tensorflow` module",
+                hint="Flash a Bangle.js 2 firmware built with TENSORFLOW (the default build).",
+            )
+        if facts["memory_free_bytes"] and fit.ram_needed > facts["memory_free_bytes"]:
+            raise ModelError(
+                f"the watch has {facts['memory_free_bytes']:,} B of JS memory free; the model "
+                f"needs {fit.ram_needed:,} B (model {fit.model_bytes:,} + arena "
+                f"{fit.arena_bytes:,} + TFLM ~{TFDATA_BYTES:,})",
+                hint="Load the default clock (fewer widgets/apps in RAM), or a smaller model.",
+            )
+        push = upload(console, artifact, obs)
+        synthetic = bool(facts.get("synthetic"))
+        writer = RunWriter(
+            results_root,
+            new_run_id(results_root, target.name, artifact.path.stem),
+            {
+                "target": {
+                    "name": target.name,
+                    "kind": target.kind,
+                    "description": target.description,
+                    "transport": console.description,
+                    "source": str(target.source),
+                    "emulated": False,
+                    "synthetic": synthetic,
+                    "time_base": TIME_BASE,
+                    "board": mcu.board,
+                    "flash": mcu.flash,
+                },
+                "artifact": artifact.to_dict(),
+                "fit": asdict(fit),
+                "upload": asdict(push),
+                "settings": {
+                    **asdict(settings),
+                    "input": str(settings.input) if settings.input else None,
+                    "iterations": settings.effective_iterations(),
+                },
+                "edgetool": {"version": __version__, "python": platform.python_version()},
+            },
+        )
+        info = DeviceInfo(
+            f"{target.name} (Espruino {facts['firmware']})",
+            "espruino-tflm",
+            artifact.path.stem,
+            {
+                "board": mcu.board,
+                "firmware": str(facts["firmware"]),
+                "tick-hz": "1000000",
+                "timer": "getTime()",
+                "arena": str(fit.arena_bytes),
+            },
+        )
+        summary = _measure(console, info, artifact, settings, writer, obs, fit, x, synthetic)
+        return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, [push])
+    finally:
+        console.close()
+
+
+def _measure(
+    console: EspruinoConsole,
+    info: DeviceInfo,
+    artifact: Artifact,
+    settings: RunSettings,
+    writer: RunWriter,
+    obs: Observer,
+    fit: Fit,
+    x: np.ndarray,
+    synthetic: bool,
+) -> dict[str, Any]:
+    from edgetool.session import _summary, finish_run
+
+    samples: list[int] = []
+    end: schema.Summary | None = None
+    warm: schema.Warmup | None = None
+    failure: EdgetoolError | None = None
+    parity: dict[str, Any] | None = None
+    try:
+        load_program(console, storage_name(artifact.sha256), artifact.size, fit, x)
+        expected = settings.effective_iterations()
+        for event in events(console, info, settings, expected):
+            obs.event(event)
+            if isinstance(event, schema.Hello):
+                writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
+            elif isinstance(event, schema.Warmup):
+                warm = event
+                obs.measuring(0 if settings.duration else expected, settings.duration)
+            elif isinstance(event, schema.Samples):
+                writer.append_samples(event.first_index, event.ns)
+                samples.extend(event.ns)
+                obs.progress(len(samples))
+            elif isinstance(event, schema.Summary):
+                end = event
+        got = np.frombuffer(console.xresults(), dtype=np.int8)
+        want = reference_output(artifact, x)
+        same_shape = got.shape == want.shape
+        diff = np.abs(got.astype(np.int16) - want.astype(np.int16)) if same_shape else None
+        parity = {
+            "reference": "LiteRT (ai_edge_litert) on the host, same int8 input",
+            # int8 LSBs: TFLM and LiteRT kernels may round differently by one
+            "max_abs": int(diff.max()) if diff is not None and diff.size else None,
+            "atol": PARITY_LSB,
+            "ok": bool(diff is not None and (diff <= PARITY_LSB).all()),
+            "outputs": got.tolist(),
+            "reference_outputs": want.tolist(),
+        }
+        writer.update(parity=parity)
+        if not parity["ok"]:
+            failure = VerificationFailed(
+                f"watch outputs differ from LiteRT by {parity['max_abs']} LSB "
+                f"(tolerance {PARITY_LSB})"
+            )
+    except KeyboardInterrupt as exc:
+        failure = Interrupted(f"interrupted after {len(samples)} samples")
+        failure.__cause__ = exc
+    except EdgetoolError as exc:
+        failure = exc
+    summary = _summary(samples, end, warm, None) if samples else None
+    if summary is not None:
+        summary.update(parity=parity, time_base=TIME_BASE, samples_per_batch=BATCH)
+        if synthetic:
+            summary["synthetic"] = True
+    status = (
+        "partial"
+        if samples and not isinstance(failure, VerificationFailed)
+        else ("complete" if samples else "failed")
+    )
+    finish_run(writer, summary, failure, status)
+    assert summary is not None
+    return summary
