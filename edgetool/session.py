@@ -203,6 +203,42 @@ def deploy(
             meter.close()
 
 
+def open_run(
+    results_root: Path,
+    target: Target,
+    model: str,
+    settings: RunSettings,
+    transport: str,
+    artifact: dict[str, Any],
+    target_fields: dict[str, Any],
+    **sections: Any,
+) -> RunWriter:
+    """A new run directory whose manifest says where, what and how: one shape for every
+    deploy flow (Linux, microcontroller, watch), so results, compare and the farm read all."""
+    return RunWriter(
+        results_root,
+        new_run_id(results_root, target.name, model),
+        {
+            "target": {
+                "name": target.name,
+                "kind": target.kind,
+                "description": target.description,
+                "transport": transport,
+                "source": str(target.source),
+                **target_fields,
+            },
+            "artifact": artifact,
+            **sections,
+            "settings": {
+                **asdict(settings),
+                "input": str(settings.input) if settings.input else None,
+                "iterations": settings.effective_iterations(),
+            },
+            "edgetool": {"version": __version__, "python": platform.python_version()},
+        },
+    )
+
+
 def _deploy_linux(
     target: Target,
     artifact: Artifact,
@@ -225,33 +261,23 @@ def _deploy_linux(
             )
             files.append((settings.input, input_remote))
         pushes = push(transport, files, obs)
-        writer = RunWriter(
+        writer = open_run(
             results_root,
-            new_run_id(results_root, target.name, artifact.path.stem),
+            target,
+            artifact.path.stem,
+            settings,
+            transport.description,
+            artifact.to_dict(),
             {
-                "target": {
-                    "name": target.name,
-                    "kind": target.kind,
-                    "description": target.description,
-                    "transport": transport.description,
-                    "source": str(target.source),
-                    # An emulator that runs on the host CPU (loopback sshd) measures real time.
-                    "emulated": bool(
-                        target.emulator_state and target.emulator_state.get("emulated_cpu", True)
-                    ),
-                    **{
-                        key: target.emulator_state[key]
-                        for key in ("emulator", "time_base")
-                        if target.emulator_state and key in target.emulator_state
-                    },
+                # An emulator that runs on the host CPU (loopback sshd) measures real time.
+                "emulated": bool(
+                    target.emulator_state and target.emulator_state.get("emulated_cpu", True)
+                ),
+                **{
+                    key: target.emulator_state[key]
+                    for key in ("emulator", "time_base")
+                    if target.emulator_state and key in target.emulator_state
                 },
-                "artifact": artifact.to_dict(),
-                "settings": {
-                    **asdict(settings),
-                    "input": str(settings.input) if settings.input else None,
-                    "iterations": settings.effective_iterations(),
-                },
-                "edgetool": {"version": __version__, "python": platform.python_version()},
             },
         )
         outputs_remote = None
@@ -389,6 +415,8 @@ def finish_run(
     """Close the run's journal. On a failure the samples measured so far are kept (the
     error names the run directory) and the failure is raised."""
     target = writer.manifest["target"]
+    if summary is not None and target.get("synthetic"):
+        summary["synthetic"] = True  # a test peer answered: never a device's figures
     if summary is not None and target.get("emulated"):
         # The summary travels alone (JSON, compare, farm): it says what its times are.
         summary["emulated"] = True

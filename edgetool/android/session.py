@@ -11,13 +11,11 @@ labelled as a fuel-gauge estimate.
 from __future__ import annotations
 
 import math
-import platform
 import posixpath
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgetool import __version__
 from edgetool.android.benchmark_model import (
     BenchmarkOutput,
     benchmark_argv,
@@ -26,7 +24,7 @@ from edgetool.android.benchmark_model import (
 )
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
-from edgetool.results.store import RunWriter, new_run_id
+from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
 from edgetool.transport.adb import AdbTransport
 from edgetool.transport.base import file_sha256
@@ -182,7 +180,7 @@ def deploy_android(
     results_root: Path,
     obs: Observer,
 ) -> DeployOutcome:
-    from edgetool.session import DeployOutcome, push
+    from edgetool.session import DeployOutcome, open_run, push
 
     _check_settings(target, artifact, settings)
     assert artifact is not None
@@ -199,30 +197,16 @@ def deploy_android(
         )
         pushes = push(transport, [(binary, bin_remote), (artifact.path, model_remote)], obs)
         transport.run_checked(["chmod", "755", bin_remote])
-        writer = RunWriter(
+        writer = open_run(
             results_root,
-            new_run_id(results_root, target.name, artifact.path.stem),
-            {
-                "target": {
-                    "name": target.name,
-                    "kind": target.kind,
-                    "description": target.description,
-                    "transport": transport.description,
-                    "source": str(target.source),
-                    "emulated": False,
-                    "synthetic": synthetic,
-                    "time_base": TIME_BASE,
-                },
-                "artifact": artifact.to_dict(),
-                "settings": {
-                    **asdict(settings),
-                    "input": None,
-                    "iterations": settings.effective_iterations(),
-                },
-                "edgetool": {"version": __version__, "python": platform.python_version()},
-                "device": device,
-                "runner": "benchmark_model",
-            },
+            target,
+            artifact.path.stem,
+            settings,
+            transport.description,
+            artifact.to_dict(),
+            {"emulated": False, "synthetic": synthetic, "time_base": TIME_BASE},
+            device=device,
+            runner="benchmark_model",
         )
         summary = _measure(target, transport, writer, settings, bin_remote, model_remote, obs)
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
@@ -278,8 +262,6 @@ def _measure(
         failure.__cause__ = exc
     except EdgetoolError as exc:
         failure = exc
-    if summary is not None and writer.manifest["target"].get("synthetic"):
-        summary["synthetic"] = True
     finish_run(writer, summary, failure, "failed")
     assert summary is not None
     return summary

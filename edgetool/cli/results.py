@@ -68,37 +68,6 @@ def energy_lines(energy: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _print_aggregates(out: Any, summary: dict[str, Any]) -> None:
-    """A runner that reports aggregates only (benchmark_model): show what it measured and
-    say plainly that percentiles do not exist, rather than printing blanks."""
-    lat = summary["latency"]
-    out.print(
-        f"\n                 latency (ms), n={lat['count']}  "
-        f"[dim]{lat.get('source', 'runner')}: aggregates only, no percentiles[/dim]"
-    )
-    out.print(f"  mean  {_fmt(lat['mean']):>10} ± {_fmt(lat['std'])}")
-    out.print(f"  min   {_fmt(lat['min']):>10}")
-    out.print(f"  max   {_fmt(lat['max']):>10}")
-    if summary.get("throughput_per_s"):
-        out.print(f"  rate  {summary['throughput_per_s']:>10.1f} inferences/s")
-    if summary.get("first_inference_ms") is not None:
-        out.print(f"  first {_fmt(summary['first_inference_ms']):>10}  (cold, not in stats)")
-    if summary.get("load_ms") is not None:
-        out.print(f"  init  {_fmt(summary['load_ms']):>10}  (interpreter set-up)")
-    if summary.get("peak_rss"):
-        out.print(f"  mem   {human_bytes(summary['peak_rss']):>10}  (benchmark_model's footprint)")
-    for line in energy_lines(summary.get("energy")):
-        out.print(line)
-    ops = summary.get("ops") or []
-    if ops:
-        out.print("\n  per operator (first run's profile)")
-        for op in sorted(ops, key=lambda o: -(o.get("avg_ms") or 0))[:8]:
-            out.print(
-                f"  {op.get('node_type')!s:<24} {_fmt(op.get('avg_ms')):>9} ms "
-                f"{_fmt(op.get('percent'), 1):>6} %"
-            )
-
-
 def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> None:
     """The latency table a user reads after a run (shared by deploy and results show)."""
     out = console()
@@ -134,9 +103,6 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
             out.print(f"  prefill              {gen['prefill_tokens_per_s']:10.1f} tokens/s")
         if "decode_tokens_per_s" in gen:
             out.print(f"  decode               {gen['decode_tokens_per_s']:10.1f} tokens/s")
-    if lat.get("aggregate_only"):
-        _print_aggregates(out, summary)
-        return
     ci = lat.get("median_ci")
     ci_text = (
         f"  [{ci[0]:.3f}, {ci[1]:.3f}] {round(100 * lat['confidence'])}% CI"
@@ -144,10 +110,15 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
         else "  (too few samples for a CI)"
     )
     unit = "decode step latency (ms)" if gen else "latency (ms)"
-    out.print(f"\n                 {unit}, n={lat['count']}")
-    out.print(f"  p50   {_fmt(lat['p50']):>10}{ci_text}")
-    for key in ("p90", "p95", "p99", "p999"):
-        out.print(f"  {key:<5} {_fmt(lat[key]):>10}")
+    # A runner that reports aggregates only (benchmark_model) has no percentiles: say so
+    # plainly rather than printing blanks.
+    aggregate = lat.get("aggregate_only")
+    note = f"  [dim]{lat.get('source')}: aggregates only, no percentiles[/dim]" if aggregate else ""
+    out.print(f"\n                 {unit}, n={lat['count']}{note}")
+    if not aggregate:
+        out.print(f"  p50   {_fmt(lat['p50']):>10}{ci_text}")
+        for key in ("p90", "p95", "p99", "p999"):
+            out.print(f"  {key:<5} {_fmt(lat[key]):>10}")
     out.print(f"  min   {_fmt(lat['min']):>10}")
     out.print(f"  max   {_fmt(lat['max']):>10}")
     out.print(f"  mean  {_fmt(lat['mean']):>10} ± {_fmt(lat['std'])}")
@@ -155,10 +126,21 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
         out.print(f"  rate  {summary['throughput_per_s']:>10.1f} inferences/s")
     if summary.get("first_inference_ms") is not None:
         out.print(f"  first {_fmt(summary['first_inference_ms']):>10}  (cold, not in stats)")
+    if aggregate and summary.get("load_ms") is not None:
+        out.print(f"  init  {_fmt(summary['load_ms']):>10}  (interpreter set-up)")
     if summary.get("peak_rss"):
-        out.print(f"  rss   {human_bytes(summary['peak_rss']):>10}  peak")
+        what = "footprint (benchmark_model's estimate)" if aggregate else "peak"
+        out.print(f"  rss   {human_bytes(summary['peak_rss']):>10}  {what}")
     for line in energy_lines(summary.get("energy")):
         out.print(line)
+    ops = summary.get("ops") or []
+    if ops:
+        out.print("\n  per operator (benchmark_model's profile of the first run)")
+        for op in sorted(ops, key=lambda o: -(o.get("avg_ms") or 0))[:8]:
+            out.print(
+                f"  {op.get('node_type')!s:<24} {_fmt(op.get('avg_ms')):>9} ms "
+                f"{_fmt(op.get('percent'), 1):>6} %"
+            )
     before, after = manifest.get("env_before") or {}, manifest.get("env_after") or {}
     if before.get("temp_c") is not None and after.get("temp_c") is not None:
         throttle = after.get("throttled")
@@ -412,6 +394,11 @@ def _print_comparison(result: SetComparison) -> None:
                 f"[yellow]{label}: {escape(run.model)} on {escape(run.target)} "
                 f"({escape(run.run_id)}, {run.status})[/yellow]"
             )
+    if any(pair.test and pair.test.name == "welch-t" for pair in result.pairs):
+        out.print(
+            "note: aggregate-only runs (benchmark_model) have no samples: their means are "
+            "compared with Welch's test"
+        )
     if any(pair.test and pair.test.subsampled for pair in result.pairs):
         out.print(
             f"note: the U test ran on seeded random subsamples of "

@@ -17,7 +17,7 @@ from edgetool.cli.common import (
     targets_dirs,
 )
 from edgetool.errors import ConfigError, HostKeyError
-from edgetool.targets import BleUartSettings, SshSettings, Target, load_all
+from edgetool.targets import AdbSettings, BleUartSettings, SshSettings, Target, load_all
 
 
 def target_dict(target: Target) -> dict[str, Any]:
@@ -72,10 +72,12 @@ def list_targets(ctx: click.Context, as_json: bool) -> None:
             table.add_row("[red]invalid[/red]", "", "", str(item))
             continue
         where = item.transport_type
-        if isinstance(item.transport, SshSettings):
+        if isinstance(item.transport, (SshSettings, AdbSettings)):
             where += f" {item.transport.host}" + (
                 f":{item.transport.port}" if item.transport.port else ""
             )
+        elif isinstance(item.transport, BleUartSettings):
+            where += f" {item.transport.address}"
         if item.emulator:
             where += " (emulator " + ("running" if item.emulator_state else "stopped") + ")"
         table.add_row(item.name, item.kind, where, item.description)

@@ -7,19 +7,16 @@ result store, `edgetool results` and every later step stay target-agnostic.
 
 from __future__ import annotations
 
-import platform
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgetool import __version__
 from edgetool.errors import (
     ConfigError,
     DeviceError,
@@ -32,7 +29,7 @@ from edgetool.export.artifact import Artifact
 from edgetool.mcu.build import Firmware, build_firmware, check_fit
 from edgetool.mcu.protocol import BenchClient, DeviceInfo, open_port
 from edgetool.results import schema
-from edgetool.results.store import RunWriter, new_run_id
+from edgetool.results.store import RunWriter
 from edgetool.targets import McuSettings, SerialSettings, Target
 
 if TYPE_CHECKING:
@@ -165,7 +162,7 @@ def deploy_mcu(
     results_root: Path,
     obs: Observer,
 ) -> DeployOutcome:
-    from edgetool.session import DeployOutcome
+    from edgetool.session import DeployOutcome, open_run
 
     mcu, _ = _mcu(target)
     firmware: Firmware | None = None
@@ -190,30 +187,15 @@ def deploy_mcu(
             TIME_BASE if emulated else f"device timer ({info.extended.get('timer', 'm-lap-us')})"
         )
         model_name = artifact.path.stem if artifact else (info.model or "firmware")
-        writer = RunWriter(
+        writer = open_run(
             results_root,
-            new_run_id(results_root, target.name, model_name),
-            {
-                "target": {
-                    "name": target.name,
-                    "kind": target.kind,
-                    "description": target.description,
-                    "transport": client.description,
-                    "source": str(target.source),
-                    "emulated": emulated,
-                    "time_base": time_base,
-                    "board": mcu.board,
-                    "flash": mcu.flash,
-                },
-                "artifact": artifact.to_dict() if artifact else {"name": info.model},
-                "firmware": firmware.to_dict() if firmware else None,
-                "settings": {
-                    **asdict(settings),
-                    "input": str(settings.input) if settings.input else None,
-                    "iterations": settings.effective_iterations(),
-                },
-                "edgetool": {"version": __version__, "python": platform.python_version()},
-            },
+            target,
+            model_name,
+            settings,
+            client.description,
+            artifact.to_dict() if artifact else {"name": info.model},
+            {"emulated": emulated, "time_base": time_base, "board": mcu.board, "flash": mcu.flash},
+            firmware=firmware.to_dict() if firmware else None,
         )
         return DeployOutcome(
             writer.dir,
@@ -258,6 +240,34 @@ def events(
     yield schema.Summary(done, device_ns)
 
 
+def journal(
+    stream: Iterator[schema.Event],
+    writer: RunWriter,
+    settings: RunSettings,
+    obs: Observer,
+    samples: list[int],
+) -> tuple[schema.Warmup | None, schema.Summary | None]:
+    """Write a bench-protocol device's events into the run as they come; `samples` grows
+    in place, so a failure part-way keeps what was measured."""
+    warm: schema.Warmup | None = None
+    end: schema.Summary | None = None
+    expected = settings.effective_iterations()
+    for event in stream:
+        obs.event(event)
+        if isinstance(event, schema.Hello):
+            writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
+        elif isinstance(event, schema.Warmup):
+            warm = event
+            obs.measuring(0 if settings.duration else expected, settings.duration)
+        elif isinstance(event, schema.Samples):
+            writer.append_samples(event.first_index, event.ns)
+            samples.extend(event.ns)
+            obs.progress(len(samples))
+        elif isinstance(event, schema.Summary):
+            end = event
+    return warm, end
+
+
 def _measure(
     client: BenchClient,
     info: DeviceInfo,
@@ -266,8 +276,6 @@ def _measure(
     writer: RunWriter,
     obs: Observer,
 ) -> dict[str, Any]:
-    from edgetool.session import _summary, finish_run
-
     samples: list[int] = []
     end: schema.Summary | None = None
     warm: schema.Warmup | None = None
@@ -294,20 +302,8 @@ def _measure(
                     "retransmits": client.stats.retransmits,
                 }
             )
-        expected = settings.effective_iterations()
-        for event in events(client, info, settings, expected):
-            obs.event(event)
-            if isinstance(event, schema.Hello):
-                writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
-            elif isinstance(event, schema.Warmup):
-                warm = event
-                obs.measuring(0 if settings.duration else expected, settings.duration)
-            elif isinstance(event, schema.Samples):
-                writer.append_samples(event.first_index, event.ns)
-                samples.extend(event.ns)
-                obs.progress(len(samples))
-            elif isinstance(event, schema.Summary):
-                end = event
+        stream = events(client, info, settings, settings.effective_iterations())
+        warm, end = journal(stream, writer, settings, obs, samples)
         if feeds:
             assert artifact is not None
             got = np.frombuffer(client.xresults(), dtype="<f4").astype(np.float32)
@@ -334,10 +330,32 @@ def _measure(
         failure.__cause__ = exc
     except EdgetoolError as exc:
         failure = exc
+    return finish_bench_run(
+        writer,
+        samples,
+        warm,
+        end,
+        failure,
+        parity=parity,
+        time_base=writer.manifest["target"]["time_base"],
+    )
+
+
+def finish_bench_run(
+    writer: RunWriter,
+    samples: list[int],
+    warm: schema.Warmup | None,
+    end: schema.Summary | None,
+    failure: EdgetoolError | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Summarise and close a bench-protocol run: samples already measured are kept (run
+    partial) on any failure except a parity mismatch, where the timings are whole."""
+    from edgetool.session import _summary, finish_run
+
     summary = _summary(samples, end, warm, None) if samples else None
     if summary is not None:
-        summary["parity"] = parity
-        summary["time_base"] = writer.manifest["target"]["time_base"]
+        summary.update(extra)
     status = (
         "partial"
         if samples and not isinstance(failure, VerificationFailed)

@@ -113,13 +113,37 @@ def _subsample(values: Sequence[int], limit: int, seed: int) -> Sequence[int]:
 
 @dataclass(frozen=True)
 class UTest:
-    """The Mann–Whitney result as reported (n are the counts actually tested)."""
+    """The test result as reported (n are the counts actually tested): Mann–Whitney U on
+    samples, or Welch's test on the aggregates of a runner that gives no samples."""
 
     u: float
     p: float
     n_base: int
     n_new: int
     subsampled: bool
+    name: str = "mann-whitney-u"
+
+
+def welch(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[float, float]:
+    """Welch's two-sided test from (count, mean, std) alone, normal approximation (both
+    sides have at least MIN_TEST_N, where t and z differ by < 3 % in the tails we use)."""
+    (na, ma, sa), (nb, mb, sb) = a, b
+    se = math.sqrt(sa * sa / na + sb * sb / nb)
+    if se == 0:
+        return 0.0, 1.0 if ma == mb else 0.0
+    t = (mb - ma) / se
+    return t, math.erfc(abs(t) / math.sqrt(2.0))
+
+
+def _aggregates(run: Run) -> tuple[int, float, float] | None:
+    """(count, mean ms, std ms) of a run whose runner reports aggregates only."""
+    lat = (run.summary or {}).get("latency") or {}
+    if not lat.get("aggregate_only"):
+        return None
+    try:
+        return int(lat["count"]), float(lat["mean"]), float(lat["std"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 # --- metrics -------------------------------------------------------------------------
@@ -377,7 +401,7 @@ class PairComparison:
         test = None
         if self.test:
             test = {
-                "name": "mann-whitney-u",
+                "name": self.test.name,
                 "u": self.test.u,
                 "p": self.test.p,
                 "n_base": self.test.n_base,
@@ -406,7 +430,10 @@ def compare_runs(base: Run, new: Run, settings: CompareSettings | None = None) -
     s = settings or CompareSettings()
     latency: MetricChange | None = None
     test: UTest | None = None
-    if not base.samples_ns or not new.samples_ns:
+    agg_base, agg_new = _aggregates(base), _aggregates(new)
+    if agg_base and agg_new:
+        latency, test, verdict = _compare_aggregates(agg_base, agg_new, s)
+    elif not base.samples_ns or not new.samples_ns:
         verdict = "no samples"
     else:
         sorted_b = sorted(v / 1e6 for v in base.samples_ns)
@@ -461,6 +488,50 @@ def compare_runs(base: Run, new: Run, settings: CompareSettings | None = None) -
         info=_info_changes(base, new),
         warnings=_pair_warnings(base, new),
     )
+
+
+def _compare_aggregates(
+    base: tuple[int, float, float], new: tuple[int, float, float], s: CompareSettings
+) -> tuple[MetricChange, UTest | None, str]:
+    """Aggregate-only runs (benchmark_model): the mean is the only latency figure there
+    is, so it is compared (whatever metric was asked for) by the same three rules."""
+    z = _z(s.confidence)
+
+    def ci(agg: tuple[int, float, float]) -> tuple[float, float]:
+        half = z * agg[2] / math.sqrt(agg[0])
+        return agg[1] - half, agg[1] + half
+
+    before, after = base[1], new[1]
+    change = _relative(before, after)
+    worse = better = False
+    test = None
+    if min(base[0], new[0]) < MIN_TEST_N:
+        verdict = "n too small"
+    else:
+        t, p = welch(base, new)
+        test = UTest(t, p, base[0], new[0], False, "welch-t")
+        significant = p < s.alpha
+        worse = bool(
+            significant and change is not None and change > s.threshold
+            and _ci_worse(ci(base), ci(new))
+        )  # fmt: skip
+        better = bool(
+            significant and change is not None and change < -s.threshold
+            and _ci_better(ci(base), ci(new))
+        )  # fmt: skip
+        verdict = (
+            "regression"
+            if worse
+            else "improvement"
+            if better
+            else "within threshold"
+            if significant
+            else "n.s."
+        )
+    metric = MetricChange(
+        "latency_mean", "ms", before, after, ci(base), ci(new), change, worse, better
+    )
+    return metric, test, verdict
 
 
 # --- sets of runs (nights) -----------------------------------------------------------

@@ -284,6 +284,12 @@ def parse_tcp_address(address: str) -> tuple[str, int] | None:
 
 def open_nus_port(settings: BleUartSettings) -> NusPort:
     """Connect to the watch (or a bridge) and return its console as a byte port."""
+    if "XX:XX" in settings.address.upper():
+        raise ConfigError(
+            f"the watch's Bluetooth address is still the placeholder {settings.address}",
+            hint="Set [transport] address in the target file or EDGETOOL_<TARGET>_ADDRESS "
+            "(`bluetoothctl scan on` lists it as 'Bangle.js xxxx').",
+        )
     tcp = parse_tcp_address(settings.address)
     link: NusLink
     if tcp is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import os
-import platform
 import re
 import tempfile
 import time
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgetool import __version__
 from edgetool.errors import (
     ConfigError,
     DeviceError,
@@ -36,9 +34,9 @@ from edgetool.errors import (
 )
 from edgetool.export.artifact import Artifact
 from edgetool.mcu.protocol import DeviceInfo
-from edgetool.mcu.session import BATCH, events, input_tensors
+from edgetool.mcu.session import BATCH, events, finish_bench_run, input_tensors, journal
 from edgetool.results import schema
-from edgetool.results.store import RunWriter, new_run_id
+from edgetool.results.store import RunWriter
 from edgetool.targets import BleUartSettings, McuSettings, Target
 from edgetool.transport.base import PutResult
 from edgetool.watch.espruino import EspruinoConsole
@@ -345,7 +343,7 @@ def deploy_bangle(
     results_root: Path,
     obs: Observer,
 ) -> DeployOutcome:
-    from edgetool.session import DeployOutcome
+    from edgetool.session import DeployOutcome, open_run
 
     mcu, _ = _settings(target)
     if artifact is None:
@@ -373,32 +371,22 @@ def deploy_bangle(
             )
         push = upload(console, artifact, obs)
         synthetic = bool(facts.get("synthetic"))
-        writer = RunWriter(
+        writer = open_run(
             results_root,
-            new_run_id(results_root, target.name, artifact.path.stem),
+            target,
+            artifact.path.stem,
+            settings,
+            console.description,
+            artifact.to_dict(),
             {
-                "target": {
-                    "name": target.name,
-                    "kind": target.kind,
-                    "description": target.description,
-                    "transport": console.description,
-                    "source": str(target.source),
-                    "emulated": False,
-                    "synthetic": synthetic,
-                    "time_base": TIME_BASE,
-                    "board": mcu.board,
-                    "flash": mcu.flash,
-                },
-                "artifact": artifact.to_dict(),
-                "fit": asdict(fit),
-                "upload": asdict(push),
-                "settings": {
-                    **asdict(settings),
-                    "input": str(settings.input) if settings.input else None,
-                    "iterations": settings.effective_iterations(),
-                },
-                "edgetool": {"version": __version__, "python": platform.python_version()},
+                "emulated": False,
+                "synthetic": synthetic,
+                "time_base": TIME_BASE,
+                "board": mcu.board,
+                "flash": mcu.flash,
             },
+            fit=asdict(fit),
+            upload=asdict(push),
         )
         info = DeviceInfo(
             f"{target.name} (Espruino {facts['firmware']})",
@@ -412,7 +400,7 @@ def deploy_bangle(
                 "arena": str(fit.arena_bytes),
             },
         )
-        summary = _measure(console, info, artifact, settings, writer, obs, fit, x, synthetic)
+        summary = _measure(console, info, artifact, settings, writer, obs, fit, x)
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, [push])
     finally:
         console.close()
@@ -427,10 +415,7 @@ def _measure(
     obs: Observer,
     fit: Fit,
     x: np.ndarray,
-    synthetic: bool,
 ) -> dict[str, Any]:
-    from edgetool.session import _summary, finish_run
-
     samples: list[int] = []
     end: schema.Summary | None = None
     warm: schema.Warmup | None = None
@@ -438,20 +423,8 @@ def _measure(
     parity: dict[str, Any] | None = None
     try:
         load_program(console, storage_name(artifact.sha256), artifact.size, fit, x)
-        expected = settings.effective_iterations()
-        for event in events(console, info, settings, expected):
-            obs.event(event)
-            if isinstance(event, schema.Hello):
-                writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
-            elif isinstance(event, schema.Warmup):
-                warm = event
-                obs.measuring(0 if settings.duration else expected, settings.duration)
-            elif isinstance(event, schema.Samples):
-                writer.append_samples(event.first_index, event.ns)
-                samples.extend(event.ns)
-                obs.progress(len(samples))
-            elif isinstance(event, schema.Summary):
-                end = event
+        stream = events(console, info, settings, settings.effective_iterations())
+        warm, end = journal(stream, writer, settings, obs, samples)
         got = np.frombuffer(console.xresults(), dtype=np.int8)
         want = reference_output(artifact, x)
         same_shape = got.shape == want.shape
@@ -476,16 +449,13 @@ def _measure(
         failure.__cause__ = exc
     except EdgetoolError as exc:
         failure = exc
-    summary = _summary(samples, end, warm, None) if samples else None
-    if summary is not None:
-        summary.update(parity=parity, time_base=TIME_BASE, samples_per_batch=BATCH)
-        if synthetic:
-            summary["synthetic"] = True
-    status = (
-        "partial"
-        if samples and not isinstance(failure, VerificationFailed)
-        else ("complete" if samples else "failed")
+    return finish_bench_run(
+        writer,
+        samples,
+        warm,
+        end,
+        failure,
+        parity=parity,
+        time_base=TIME_BASE,
+        samples_per_batch=BATCH,
     )
-    finish_run(writer, summary, failure, status)
-    assert summary is not None
-    return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from edgetool.cli import main
+from edgetool.results import compare
 from edgetool.results.compare import (
     CompareSettings,
     compare_runs,
@@ -320,3 +322,48 @@ def test_json_schema(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert lat["unit"] == "ms" and lat["before_ci"][0] <= lat["before"] <= lat["before_ci"][1]
     assert [m["name"] for m in pair["energy"]] == ["energy_total_mj", "energy_dynamic_mj"]
     assert [m["name"] for m in pair["info"]] == ["peak_rss"]
+
+
+# --- aggregate-only runs (benchmark_model) -------------------------------------------
+
+
+def make_aggregate_run(root: Path, run_id: str, count: int, mean_ms: float, std_ms: float) -> Path:
+    """A run as the Wear OS path writes it: no samples, only count/mean/std."""
+    manifest: dict[str, Any] = {
+        "target": {"name": "watch-wearos"},
+        "artifact": {"name": "l2mu.tflite", "format": "tflite", "size": 1, "sha256": "0" * 64},
+    }
+    writer = RunWriter(root, run_id, manifest)
+    latency = {
+        "count": count, "mean": mean_ms, "std": std_ms, "min": mean_ms - std_ms,
+        "max": mean_ms + 3 * std_ms, "p50": None, "p90": None, "p95": None, "p99": None,
+        "p999": None, "median_ci": None, "aggregate_only": True, "source": "benchmark_model",
+    }  # fmt: skip
+    writer.finish("complete", {"latency": latency, "count": count, "aggregate_only": True})
+    return writer.dir
+
+
+def test_welch_matches_scipy() -> None:
+    from scipy import stats as scipy_stats
+
+    a, b = (200, 2.0, 0.3), (150, 2.08, 0.45)
+    t, p = compare.welch(a, b)
+    ref = scipy_stats.ttest_ind_from_stats(2.08, 0.45, 150, 2.0, 0.3, 200, equal_var=False)
+    assert t == pytest.approx(ref.statistic, rel=1e-9)
+    assert p == pytest.approx(ref.pvalue, rel=0.05)  # normal vs t tail at ~300 dof
+
+
+def test_aggregate_only_runs_are_compared_by_their_means(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_aggregate_run(tmp_path, "2026-11-20-base", 500, 2.00, 0.05)
+    same = make_aggregate_run(tmp_path, "2026-11-21-same", 500, 2.001, 0.05)
+    code, out, err = run(capsys, "2026-11-20", str(same), "-o", str(tmp_path))
+    assert code == 0, err
+    assert "Welch" in out and "▲" not in out
+    slower = make_aggregate_run(tmp_path, "2026-11-22-slow", 500, 2.20, 0.05)
+    code, out, err = run(capsys, "2026-11-20", str(slower), "-o", str(tmp_path), "--json")
+    assert code == 10, err
+    pair = json.loads(out)["pairs"][0]
+    assert pair["verdict"] == "regression" and pair["test"]["name"] == "welch-t"
+    assert pair["latency"]["name"] == "latency_mean"
