@@ -11,8 +11,18 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 
 from edgetool.android.benchmark_model import BenchmarkOutput, parse_output
-from edgetool.android.fuel_gauge import METER, estimate, fuel_gauge_argv, parse_log, split_runs
+from edgetool.android.fuel_gauge import (
+    METER,
+    GaugeSample,
+    GaugeUnits,
+    Marks,
+    estimate,
+    fuel_gauge_argv,
+    parse_log,
+    split_runs,
+)
 from edgetool.errors import ConfigError, DeviceError
+from edgetool.power.base import PowerSample
 from edgetool.results.store import RunWriter
 from edgetool.targets import Target, device_path
 from edgetool.transport.adb import AdbTransport
@@ -85,7 +95,43 @@ def measure_with_fuel_gauge(
         if out.steady.mean_us is None:
             raise DeviceError(f"{transport.description}: a benchmark run printed no average")
         steady.append((out.steady.count, out.steady.mean_us))
-    energy = estimate(samples, marks, steady).to_dict()
+    result = estimate(samples, marks, steady)
+    _keep_power_trace(writer, samples, result.units, marks)
+    energy = result.to_dict()
     energy.setdefault("meter", METER)
     energy["estimate"] = True
     return outputs, energy
+
+
+def _keep_power_trace(
+    writer: RunWriter, samples: list[GaugeSample], units: GaugeUnits, marks: Marks
+) -> None:
+    """The gauge's samples as the run's power trace (watch clock, like the windows), so
+    `edgetool trace` and `report` draw them as they do a meter's."""
+    writer.append_power(
+        [
+            PowerSample(
+                s.t_ns,
+                units.watts(s),
+                s.voltage_raw * units.voltage_scale,
+                units.sign * s.current_raw * units.current_scale,
+            )
+            for s in samples
+        ]
+    )
+    loads = marks.loads
+    writer.update(
+        power={
+            "meter": METER,
+            "estimate": True,
+            "units": units.description,
+            "clock": "watch",
+            "alignment": {
+                "method": "same clock (sampled on the watch)",
+                "offset_ns": 0,
+                "uncertainty_ns": 0,
+            },
+            "idle_window": list(marks.idle) if marks.idle else None,
+            "measure_window": [loads[0].start_ns, loads[-1].end_ns] if loads else None,
+        }
+    )

@@ -173,13 +173,16 @@ def _run_card(index: int, run: Run) -> str:
                     ),
                 ),
                 ("meter", power.get("meter")),
-                ("inferences", len(run.samples_ns)),
+                ("inferences", (run.summary or {}).get("count", len(run.samples_ns))),
             ]
         )
     )
     energy = _energy(run)
     if energy and energy.get("estimate"):
-        parts.append('<div class="notice">energy is an estimate from a power model</div>')
+        method = (
+            f"a {energy['method']}" if energy.get("method") else "an estimate from a power model"
+        )
+        parts.append(f'<div class="notice">energy is {esc(method)}, not a meter reading</div>')
     if energy and energy.get("note"):
         parts.append(f'<div class="notice">energy: {esc(energy["note"])}</div>')
     for warning in ((run.summary or {}).get("latency") or {}).get("unstable") or []:

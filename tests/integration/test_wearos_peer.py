@@ -157,6 +157,14 @@ def test_energy_is_a_fuel_gauge_estimate_close_to_the_battery_truth(
     assert energy["idle_w"] == pytest.approx(idle_w, rel=0.05)
     run_dir = Path(out["run_dir"])
     assert (run_dir / "fuel_gauge.log").is_file()
+    # The gauge's samples are the run's power trace, as a meter's would be.
+    trace = run_cli("trace", str(run_dir), "-o", str(run_dir / "trace.json"), env=env)
+    assert trace.code == 0, trace.stderr
+    events = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
+    watts = [e["args"]["W"] for e in events if e.get("name") == "power (W)"]
+    assert len(watts) >= 10
+    assert min(watts) == pytest.approx(idle_w, rel=0.05)
+    assert max(watts) == pytest.approx(idle_w + peer.battery.load_ua / 1e6 * volts, rel=0.05)
 
 
 def test_charging_watch_is_refused_for_energy(home: Path, export_cache: Path) -> None:
