@@ -96,38 +96,56 @@ def upload_bench(elf: Any, payload_len: int, uploads: int) -> list[dict[str, Any
     return rows
 
 
-def model_bench(name: str, iterations: int) -> dict[str, Any]:
+def run_firmware(elf: Any, x: np.ndarray, iterations: int) -> tuple[list[int], np.ndarray]:
+    """Boot elf in QEMU, upload x, one warm-up, then `iterations` timed inferences:
+    emulated instructions of each (SysTick ticks × 40) and the float32 outputs."""
     from edgetool.emulate.qemu_m import QemuCortexM
-    from edgetool.export.build import export
     from edgetool.mcu.protocol import BenchClient, open_port
-    from edgetool.mcu.session import reference_outputs
-    from edgetool.targets import load_target
 
-    artifact = export(name, "c")
-    from edgetool.mcu.session import build_for
-
-    firmware = build_for(load_target("mcu-m4-qemu"), artifact)
     qemu = QemuCortexM("bench-model")
-    state = qemu.start(firmware.elf)
+    state = qemu.start(elf)
     url = state["transport"]["url"]
     client = BenchClient(open_port(url, 115200, 60), url, 60)
     try:
         client.sync()
         info = client.info()
-        spec = artifact.manifest["inputs"][0]
-        x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
-        client.load_binary(x.tobytes())
+        client.load_binary(np.ascontiguousarray(x, dtype=np.float32).tobytes())
         client.infer(1, 1)
         ticks = client.xinfer(iterations)
         hz = info.tick_hz or 25_000_000
         got = np.frombuffer(client.xresults(), dtype="<f4")
-        want = reference_outputs(artifact, {spec["name"]: x})
     finally:
         client.close()
         qemu.stop()
-    instr = [t * 1_000_000_000 // hz for t in ticks]
+    return [t * 1_000_000_000 // hz for t in ticks], got
+
+
+def model_bench(
+    name: str,
+    iterations: int,
+    *,
+    quant: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    x: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """`quant`/`input_shape` as for `edgetool export`; `x` replaces the seeded uniform
+    [0, 1) input (e.g. a real image for a super-resolution model)."""
+    from edgetool.export.build import export
+    from edgetool.mcu.session import build_for, reference_outputs
+    from edgetool.targets import load_target
+
+    artifact = export(name, "c", quant, input_shape=input_shape)
+    firmware = build_for(load_target("mcu-m4-qemu"), artifact)
+    spec = artifact.manifest["inputs"][0]
+    if x is None:
+        x = np.random.default_rng(0).random(spec["shape"], dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(spec["shape"])
+    instr, got = run_firmware(firmware.elf, x, iterations)
+    want = reference_outputs(artifact, {spec["name"]: x})
     return {
         "model": name,
+        "quant": artifact.manifest.get("quant"),
+        "input_shape": spec["shape"],
         "params": artifact.manifest.get("params"),
         "macs": artifact.manifest.get("macs"),
         "c_bytes": artifact.size,

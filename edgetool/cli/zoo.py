@@ -172,6 +172,20 @@ def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> 
         out_console.print(f"  {key:<24} {value}")
 
 
+def _parse_shape(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(d) for d in value.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or not all(d > 0 for d in shape):
+        raise click.BadParameter(f"'{value}': expected positive integers, e.g. 1,1,16,16")
+    return shape
+
+
 @click.command("export")
 @click.argument("name")
 @click.option(
@@ -199,6 +213,13 @@ def train(name: str, sets: tuple[str, ...], out: Path | None, as_json: bool) -> 
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also copy the artifact (and its .manifest.json) here.",
 )
+@click.option(
+    "--input-shape",
+    callback=_parse_shape,
+    metavar="D,D,...",
+    help="Export for this input shape instead of the recipe's (single-input models), "
+    "e.g. 1,1,16,16 for a microcontroller-sized image; cached separately.",
+)
 @click.option("--force", is_flag=True, help="Rebuild even when a cached export exists.")
 @json_option
 def export(
@@ -207,6 +228,7 @@ def export(
     quant: str | None,
     hf_dir: Path | None,
     out: Path | None,
+    input_shape: tuple[int, ...] | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -220,6 +242,7 @@ def export(
       edgetool export cbnet --format tflite --quant int8
       edgetool export tiny-llama --quant w4a8
       edgetool export llm --hf-dir ~/models/TinyLlama-1.1B --quant int4
+      edgetool export tinylut-s-x4 --format c --quant int8 --input-shape 1,1,16,16
     """
     import shutil
 
@@ -242,6 +265,7 @@ def export(
         force=force,
         progress=None if as_json else lambda msg: err.print(msg),
         recipe=recipe,
+        input_shape=input_shape,
     )
     path = artifact.path
     if out is not None:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,20 @@ EXPORTER_VERSION = "1"
 Say = Callable[[str], None]
 
 
-def cache_key(recipe: Recipe, fmt: str, quant: str) -> str:
+InputShape = tuple[int, ...]
+
+
+def cache_key(recipe: Recipe, fmt: str, quant: str, input_shape: InputShape | None = None) -> str:
     text = f"{recipe.content_hash()}|{fmt}|{quant}|{recipe.opset}|{EXPORTER_VERSION}"
+    if input_shape is not None:  # absent from the key otherwise: existing caches stay valid
+        text += f"|input={'x'.join(map(str, input_shape))}"
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cached_path(recipe: Recipe, fmt: str, quant: str) -> Path:
-    key = cache_key(recipe, fmt, quant)
+def cached_path(
+    recipe: Recipe, fmt: str, quant: str, input_shape: InputShape | None = None
+) -> Path:
+    key = cache_key(recipe, fmt, quant, input_shape)
     return (
         paths.cache_dir()
         / "exports"
@@ -51,16 +59,20 @@ def export(
     force: bool = False,
     progress: Say | None = None,
     recipe: Recipe | None = None,
+    input_shape: InputShape | None = None,
 ) -> Artifact:
-    """`recipe` overrides the zoo lookup of `name` (an LLM from a user's HF directory)."""
+    """`recipe` overrides the zoo lookup of `name` (an LLM from a user's HF directory);
+    `input_shape` replaces the shape of the recipe's single input (e.g. a small image for
+    a microcontroller) and is part of the cache key."""
     recipe = recipe or load_recipe(name)
     fmt = fmt or recipe.default_format
     quant = quant or recipe.default_quant
     if fmt not in EXTENSIONS:
         raise ModelError(f"unknown format '{fmt}' (expected onnx, tflite or c)")
-    if fmt == "c" and quant != "fp32":
+    if fmt == "c" and quant != "fp32" and quant not in _native_quants(recipe):
         raise ModelError(
-            f"{quant} C export is not supported yet: the C exporter takes fp32 graphs.",
+            f"{quant} C export is not supported yet: the C exporter takes fp32 graphs "
+            "(and a family's native integer graph, such as TinyLUT's int8 LUTs).",
             hint="Use --quant fp32 (the default) with --format c.",
         )
     if quant not in QUANTS:
@@ -75,7 +87,9 @@ def export(
             f"{recipe.name} has no trained weights ({recipe.weights_path} missing).",
             hint=f"Run `edgetool train {recipe.name}` first.",
         )
-    target = cached_path(recipe, fmt, quant)
+    source = recipe
+    recipe = with_input_shape(recipe, input_shape)
+    target = cached_path(recipe, fmt, quant, input_shape)
     if target.is_file() and manifest_path(target).is_file() and not force:
         return Artifact.from_path(target)
     say = progress or (lambda _msg: None)
@@ -84,7 +98,7 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure(target.parent.parent)))
     try:
         staged = staging / target.name
-        details = _build(recipe, fmt, quant, staged, say)
+        details = _build(recipe, fmt, quant, staged, say, source, input_shape)
         from edgetool.export.inspect import describe
 
         # A C file describes itself through the ONNX graph it was generated from.
@@ -104,6 +118,8 @@ def export(
             **described,
             **details,
         }
+        if input_shape is not None:
+            manifest["input_shape_override"] = list(input_shape)
         manifest_path(staged).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         # Publish the whole directory at once: a reader never sees a file without manifest.
         if target.parent.exists():
@@ -119,7 +135,37 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def _build(recipe: Recipe, fmt: str, quant: str, out: Path, say: Say) -> dict[str, Any]:
+def _native_quants(recipe: Recipe) -> frozenset[str]:
+    """Quantizations a family builds itself (no QDQ pass): TinyLUT's int8 LUT graph."""
+    from edgetool.zoo.family import get_family
+
+    return frozenset(getattr(get_family(recipe.family), "native_quants", frozenset()))
+
+
+def with_input_shape(recipe: Recipe, shape: InputShape | None) -> Recipe:
+    """The recipe with its single input resized (`edgetool export --input-shape`)."""
+    if shape is None:
+        return recipe
+    if len(recipe.inputs) != 1:
+        raise ModelError(f"{recipe.name} has {len(recipe.inputs)} inputs; --input-shape needs one")
+    spec = recipe.inputs[0]
+    if len(shape) != len(spec.shape) or not all(d > 0 for d in shape):
+        raise ModelError(
+            f"{recipe.name}: input {spec.name} is {list(spec.shape)}; --input-shape "
+            f"{'x'.join(map(str, shape))} must have {len(spec.shape)} positive dimensions"
+        )
+    return replace(recipe, inputs=(replace(spec, shape=tuple(shape)),))
+
+
+def _build(
+    recipe: Recipe,
+    fmt: str,
+    quant: str,
+    out: Path,
+    say: Say,
+    source: Recipe | None = None,
+    input_shape: InputShape | None = None,
+) -> dict[str, Any]:
     from edgetool.zoo.family import get_family
 
     family = get_family(recipe.family)
@@ -135,7 +181,9 @@ def _build(recipe: Recipe, fmt: str, quant: str, out: Path, say: Say) -> dict[st
         from edgetool.export import c_export
         from edgetool.export.inspect import describe
 
-        onnx = export(recipe.name, "onnx", quant, progress=say)
+        onnx = export(
+            recipe.name, "onnx", quant, progress=say, recipe=source, input_shape=input_shape
+        )
         described = describe(onnx.path)
         say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
         details = c_export.export_c(onnx.path, described, recipe.name, out)

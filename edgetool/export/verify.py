@@ -150,7 +150,10 @@ def verify(artifact: Artifact, count: int = 64) -> VerifyReport:
             f"{artifact.path.name} has no edgetool manifest: verify needs an artifact made by "
             "`edgetool export` (or name a zoo model: `edgetool verify cbnet:onnx:int8`)."
         )
-    recipe = recipe_of(manifest)
+    from edgetool.export.build import with_input_shape
+
+    override = manifest.get("input_shape_override")
+    recipe = with_input_shape(recipe_of(manifest), tuple(override) if override else None)
     if manifest.get("recipe_hash") != recipe.content_hash():
         raise ModelError(
             f"{artifact.path.name} was exported from a different version of {recipe.name} "
