@@ -194,6 +194,7 @@ class Target:
     mcu: McuSettings | None = None
     provision: ProvisionSettings | None = None
     android: AndroidSettings | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def venv_dir(self) -> str | None:
@@ -219,6 +220,12 @@ class Target:
         if isinstance(self.transport, BleUartSettings):
             return ":tflite:int8"
         return {"mcu": ":c", "android": ":tflite"}.get(self.kind, "")
+
+    def model_spec(self, name: str) -> str:
+        """A bare `--model NAME` on this target: the TOML's [models] entry for it (a
+        variant made for this device, e.g. a stepped L2MU on Bangle.js), else NAME in the
+        target's default format."""
+        return self.models.get(name) or name + self.default_model_format
 
     @property
     def transport_type(self) -> str:
@@ -545,6 +552,10 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
             f"{source}: a target of kind 'android' needs an [android] table and transport "
             "type 'adb'"
         )
+    models = dict(top.get("models", dict, "a table of model name = model spec", {}))
+    for alias, spec in models.items():
+        if not isinstance(spec, str) or not spec:
+            raise ConfigError(f"{source}: key 'models.{alias}' must be a model spec string")
     raw_provision = top.get("provision", dict, "a table", None)
     provision = (
         _parse_provision(source, raw_provision, runtimes) if raw_provision is not None else None
@@ -572,6 +583,7 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         mcu=mcu,
         provision=provision,
         android=android,
+        models=models,
     )
     top.finish()
     return target

@@ -56,7 +56,16 @@ _LOAD = re.compile(
     r'ET\.m\.set\(new Uint8Array\(require\("Storage"\)\.readArrayBuffer\("([^"]+)"\)\)\);'
     r'ET\.tf=require\("tensorflow"\)\.create\((\d+),ET\.m\.buffer\)$'
 )
-_SET_INPUT = re.compile(r"^ET\.tf\.getInput\(\)\.set\(\[([-0-9,]*)\],(\d+)\)$")
+_SET_INPUT = re.compile(r"^(ET\.tf\.getInput\(\)|ET\.w)\.set\(\[([-0-9.e+,]*)\],(\d+)\)$")
+_WINDOW = re.compile(r"^ET\.w=new Float32Array\((\d+)\)$")
+_STEPPED = re.compile(
+    r"^ET\.z=new Float32Array\((\d+)\);ET\.i=ET\.tf\.getInput\(\);ET\.o=ET\.tf\.getOutput\(\);"
+    r"ET\.run=function\(\)\{var t;ET\.i\.set\(ET\.z\);for\(t=0;t<(\d+);t\+\+\)\{"
+    r"ET\.i\.set\(ET\.w\.subarray\(t\*(\d+),t\*\d+\+\d+\)\);ET\.tf\.invoke\(\);"
+    r"ET\.i\.set\(ET\.o,(\d+)\);\}\};ET\.r=function\(\)\{return ET\.o\.subarray\((\d+)\)\}$"
+)
+"""A stepped model's window loop (edgetool.watch.bangle.stepped_program): zero the state,
+then per row set x_t, invoke, copy the output into the input after x_t."""
 
 
 class JsError(Exception):
@@ -179,6 +188,9 @@ class _Session:
         self.interpreter: Any = None
         self.input: np.ndarray | None = None
         self.dispatcher = False
+        self.window: np.ndarray | None = None
+        self.stepped: tuple[int, int, int, int] | None = None  # steps, channels, into, tail
+        self.step_dispatch = False
 
     # --- output ----------------------------------------------------------------------------
 
@@ -306,16 +318,29 @@ class _Session:
             self.load(int(found.group(1)), found.group(2), int(found.group(3)))
             return
         found = _SET_INPUT.match(statement)
-        if found and self.input is not None:
-            values = [int(v) for v in found.group(1).split(",") if v]
-            start = int(found.group(2))
-            flat = self.input.reshape(-1)
+        into = self.window if found and found.group(1) == "ET.w" else self.input
+        if found and into is not None:
+            values = [float(v) for v in found.group(2).split(",") if v]
+            start = int(found.group(3))
+            flat = into.reshape(-1)
             if start + len(values) > flat.size:
                 raise JsError("RangeError: Array too large")
-            flat[start : start + len(values)] = values
+            flat[start : start + len(values)] = values  # typed-array conversion
+            return
+        found = _WINDOW.match(statement)
+        if found and self.interpreter is not None:
+            self.window = np.zeros(int(found.group(1)), dtype=np.float32)
+            return
+        found = _STEPPED.match(statement)
+        if found and self.interpreter is not None and self.window is not None:
+            size, steps, channels, into_at, tail = (int(g) for g in found.groups())
+            if size != self.input.size or into_at != channels:
+                raise JsError("RangeError: Array too large")
+            self.stepped = (steps, channels, into_at, tail)
             return
         if statement.startswith("ET.c=function(s){"):
             self.dispatcher = True
+            self.step_dispatch = "ET.run()" in statement
             return
         raise JsError(f"SyntaxError: Got '{statement[:1]}' expected EOF")
 
@@ -336,11 +361,28 @@ class _Session:
         self.input = np.zeros(details["shape"], dtype=details["dtype"])
 
     def invoke(self) -> None:
-        self.interpreter.set_input(self.input, 0)
-        self.interpreter.invoke()
+        if not self.step_dispatch:
+            self.interpreter.set_input(self.input, 0)
+            self.interpreter.invoke()
+            return
+        if self.stepped is None or self.window is None or self.input is None:
+            raise JsError("TypeError: ET.run is not a function")
+        steps, channels, into_at, _ = self.stepped
+        flat = self.input.reshape(-1)
+        flat[:] = 0
+        for t in range(steps):
+            flat[:channels] = self.window[t * channels : t * channels + channels]
+            self.interpreter.set_input(self.input, 0)
+            self.interpreter.invoke()
+            out = np.asarray(self.interpreter.get_output(0)).reshape(-1)
+            flat[into_at : into_at + out.size] = out
 
     def output(self) -> np.ndarray:
-        return np.asarray(self.interpreter.get_output(0)).reshape(-1)
+        """What the dispatcher reads: the output tensor, or a stepped model's `ET.r()`."""
+        out = np.asarray(self.interpreter.get_output(0)).reshape(-1)
+        if self.step_dispatch and self.stepped is not None:
+            return out[self.stepped[3] :]
+        return out
 
     def bench(self, command: str) -> None:
         words = command.split(" ")
@@ -355,7 +397,7 @@ class _Session:
             self.println("m-lap-us-0")
             self.println(f"m-lap-us-{lap}")
             self.println("m-infer-done")
-            self.println("m-results-[" + ",".join(str(int(v)) for v in self.output()) + "]")
+            self.println("m-results-[" + ",".join(f"{v:g}" for v in self.output()) + "]")
         elif words[0] == "xinfer":
             laps = []
             for _ in range(n):
@@ -365,7 +407,8 @@ class _Session:
             for lap in laps:
                 self.println(f"m-xlap-ticks-{lap}")
         elif words[0] == "xresults":
-            hexed = self.output().astype(np.int8).tobytes().hex()
+            out = self.output()
+            hexed = out.astype(out.dtype.newbyteorder("<")).tobytes().hex()
             self.println(f"m-xresults-[{hexed}]")
         else:
             self.println(f"e-[Unknown command: {command}]")

@@ -189,7 +189,12 @@ def command(
             raise click.UsageError("--model is required (except on microcontroller targets)")
     else:
         if ":" not in model_spec and not Path(model_spec).exists():
-            model_spec += target.default_model_format
+            if model_spec in target.models:
+                ui.say(
+                    f"{model_spec} on {target.name} is {target.models[model_spec]} "
+                    f"(\\[models] in {target.source.name})"
+                )
+            model_spec = target.model_spec(model_spec)
         artifact = resolve_model(model_spec, progress=ui.say)
     head_size = 0
     is_llm = artifact is not None and artifact.manifest.get("family") == "llm"

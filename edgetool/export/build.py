@@ -75,6 +75,12 @@ def export(
             "(and a family's native integer graph, such as TinyLUT's int8 LUTs).",
             hint="Use --quant fp32 (the default) with --format c.",
         )
+    allowed = recipe.export.get("quants")
+    if allowed is not None and quant not in allowed:
+        raise ModelError(
+            f"{recipe.name} exports only as {', '.join(allowed)}, not {quant} "
+            f"([export].quants in {recipe.dir / 'recipe.toml'})"
+        )
     if quant not in QUANTS:
         raise ModelError(f"unknown quantization '{quant}' (expected {', '.join(QUANTS)})")
     if fmt == "tflite" and quant == "fp16":
@@ -118,6 +124,11 @@ def export(
             **described,
             **details,
         }
+        from edgetool.zoo.family import get_family
+
+        extras = getattr(get_family(recipe.family), "manifest_extras", None)
+        if extras is not None:
+            manifest.update(extras(recipe))
         if input_shape is not None:
             manifest["input_shape_override"] = list(input_shape)
         manifest_path(staged).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

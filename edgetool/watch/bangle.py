@@ -33,6 +33,7 @@ from edgetool.errors import (
     VerificationFailed,
 )
 from edgetool.export.artifact import Artifact
+from edgetool.export.stepped import StepLayout, run_window
 from edgetool.mcu.protocol import DeviceInfo
 from edgetool.mcu.session import BATCH, events, finish_bench_run, input_tensors, journal
 from edgetool.results import schema
@@ -50,28 +51,53 @@ that jswrap_tensorflow.c allocates beside the arena (not measurable on the host)
 CHUNK_BYTES = 192
 """Model bytes per `Storage.write` line: 256 base64 characters, a ~330-character line."""
 INPUT_VALUES = 64
+"""int8 values per `set` line (float32 values: a quarter, to keep lines ~330 characters)."""
 TIME_BASE = "watch getTime() (nRF52 RTC, 1/32768 s = 30.5 µs resolution)"
 PARITY_LSB = 1
+"""int8 outputs: TFLM and LiteRT kernels may round differently by one LSB; float32
+outputs (a stepped model's spike counts) get the same tolerance of one."""
+PARITY_FLOAT_ATOL = 1e-4
+"""Any other float32 output: kernels may sum in another order."""
+IO_DTYPES = ("int8", "float32")
 FACTS_JS = (
     "{v:process.env.VERSION,b:process.env.BOARD,m:process.memory(),"
     's:require("Storage").getFree(),'
     't:(process.env.MODULES||"").split(",").indexOf("tensorflow")>=0,'
     "x:process.env.EDGETOOL_SYNTHETIC}"
 )
-DISPATCHER = (
-    "ET.c=function(s){var a=s.split(' '),n=0|a[1],k,t,u,r=[],o;"
-    "if(a[0]=='infer'){for(k=0;k<(0|a[2]);k++)ET.tf.invoke();"
-    "t=getTime();for(k=0;k<n;k++)ET.tf.invoke();u=getTime();"
-    "print('m-lap-us-0');print('m-lap-us-'+Math.round((u-t)*1e6));print('m-infer-done');"
-    "print('m-results-['+[].slice.call(ET.tf.getOutput()).join(',')+']');}"
-    "else if(a[0]=='xinfer'){for(k=0;k<n;k++){t=getTime();ET.tf.invoke();r.push(getTime()-t);}"
-    "for(k=0;k<n;k++)print('m-xlap-ticks-'+Math.round(r[k]*1e6));}"
-    "else if(a[0]=='xresults'){o=ET.tf.getOutput();u='';"
-    "for(k=0;k<o.length;k++)u+=(256+(o[k]&255)).toString(16).substr(1);"
-    "print('m-xresults-['+u+']');}"
-    "else print('e-[Unknown command: '+s+']');print('m-ready');}"
-)
-"""The bench protocol in JS: timings are taken into an array, printed after the loop."""
+
+
+def dispatcher(invoke: str = "ET.tf.invoke()", output: str = "ET.tf.getOutput()") -> str:
+    """The bench protocol in JS around one `invoke` (a TFLM invoke, or a stepped model's
+    whole window): timings are taken into an array, printed after the loop; `xresults`
+    sends the output's bytes as hex whatever its type."""
+    return (
+        "ET.c=function(s){var a=s.split(' '),n=0|a[1],k,t,u,r=[],o;"
+        f"if(a[0]=='infer'){{for(k=0;k<(0|a[2]);k++){invoke};"
+        f"t=getTime();for(k=0;k<n;k++){invoke};u=getTime();"
+        "print('m-lap-us-0');print('m-lap-us-'+Math.round((u-t)*1e6));print('m-infer-done');"
+        f"print('m-results-['+[].slice.call({output}).join(',')+']');}}"
+        f"else if(a[0]=='xinfer'){{for(k=0;k<n;k++){{t=getTime();{invoke};r.push(getTime()-t);}}"
+        "for(k=0;k<n;k++)print('m-xlap-ticks-'+Math.round(r[k]*1e6));}"
+        f"else if(a[0]=='xresults'){{o={output};"
+        "o=new Uint8Array(o.buffer,o.byteOffset,o.byteLength);"
+        "u='';for(k=0;k<o.length;k++)u+=(256+o[k]).toString(16).substr(1);"
+        "print('m-xresults-['+u+']');}"
+        "else print('e-[Unknown command: '+s+']');print('m-ready');}"
+    )
+
+
+def stepped_program(layout: StepLayout) -> str:
+    """JS that runs one window through a stepped model (edgetool.export.stepped): zero the
+    state, then per row write x_t, invoke, copy the output state back into the input."""
+    c, tail = layout.channels, layout.state - layout.result
+    return (
+        f"ET.z=new Float32Array({c + layout.state});"
+        "ET.i=ET.tf.getInput();ET.o=ET.tf.getOutput();"
+        f"ET.run=function(){{var t;ET.i.set(ET.z);for(t=0;t<{layout.steps};t++){{"
+        f"ET.i.set(ET.w.subarray(t*{c},t*{c}+{c}));ET.tf.invoke();ET.i.set(ET.o,{c});}}}};"
+        f"ET.r=function(){{return ET.o.subarray({tail})}}"
+    )
 
 
 def _settings(target: Target) -> tuple[McuSettings, BleUartSettings]:
@@ -154,9 +180,10 @@ def check_fit(target: Target, artifact: Artifact) -> Fit:
             hint=f"Pass {label}:tflite:int8.",
         )
     for key in ("inputs", "outputs"):
-        if _tensor_spec(artifact, key).get("dtype") != "int8":
+        if _tensor_spec(artifact, key).get("dtype") not in IO_DTYPES:
             raise ModelError(
-                f"{artifact.path.name}: {key} are not int8; the watch benchmark runs int8 models",
+                f"{artifact.path.name}: {key} are {_tensor_spec(artifact, key).get('dtype')}; "
+                "Espruino's tensorflow reads and writes int8 or float32 tensors",
                 hint=f"Pass {label}:tflite:int8.",
             )
     size = artifact.size
@@ -294,43 +321,88 @@ def upload(console: EspruinoConsole, artifact: Artifact, obs: Observer) -> PutRe
 # --- input, bench program, parity ---------------------------------------------------------
 
 
-def quantized_input(artifact: Artifact, settings: RunSettings) -> np.ndarray:
-    """--input (or seeded uniform [0, 1) floats) quantized with the input's scale/zero point."""
+def program_input(artifact: Artifact, settings: RunSettings) -> np.ndarray:
+    """What the watch is given: --input (or seeded uniform [0, 1) floats) quantized with
+    the input's scale/zero point; for a stepped model the float32 window it steps through
+    (--input [1, steps, channels], or seeded normal values in IMU range)."""
+    layout = StepLayout.of(artifact.manifest)
+    if layout is not None:
+        if settings.input is not None:
+            return layout.window(np.load(settings.input)).ravel()
+        rng = np.random.default_rng(settings.seed)
+        return (rng.standard_normal((layout.steps, layout.channels)) * 4).astype(np.float32).ravel()
     spec = _tensor_spec(artifact, "inputs")
     value = next(iter(input_tensors(artifact, settings).values()))
+    if spec.get("dtype") == "float32":
+        return value.astype(np.float32).ravel()
     quant = spec.get("quantization") or {}
     scale, zero = float(quant.get("scale") or 1.0), int(quant.get("zero_point") or 0)
     q = np.clip(np.round(value / scale) + zero, -128, 127)
-    return np.asarray(q, dtype=np.int8)
+    return np.asarray(q, dtype=np.int8).ravel()
 
 
-def load_program(console: EspruinoConsole, name: str, size: int, fit: Fit, x: np.ndarray) -> None:
-    """Copy the model into a flat RAM buffer, create the interpreter, fill the input and
-    define the bench dispatcher."""
+def _js_values(values: np.ndarray) -> list[str]:
+    if values.dtype == np.float32:
+        return [repr(float(v)) for v in values]  # shortest text that rounds back exactly
+    return [str(int(v)) for v in values]
+
+
+def load_program(
+    console: EspruinoConsole, artifact: Artifact, name: str, fit: Fit, x: np.ndarray
+) -> None:
+    """Copy the model into a flat RAM buffer, create the interpreter, fill the input (or
+    a stepped model's window) and define the bench dispatcher."""
     console.execute(
-        f"var ET={{m:new Uint8Array({size})}};"
+        f"var ET={{m:new Uint8Array({artifact.size})}};"
         f'ET.m.set(new Uint8Array(require("Storage").readArrayBuffer("{name}")));'
         f'ET.tf=require("tensorflow").create({fit.arena_bytes},ET.m.buffer)',
         timeout=console.timeout + 30,
     )
-    flat = x.ravel().tolist()
-    for start in range(0, len(flat), INPUT_VALUES):
-        values = ",".join(str(v) for v in flat[start : start + INPUT_VALUES])
-        console.execute(f"ET.tf.getInput().set([{values}],{start})")
-    console.execute(DISPATCHER)
+    layout = StepLayout.of(artifact.manifest)
+    into = "ET.tf.getInput()"
+    if layout is not None:
+        console.execute(f"ET.w=new Float32Array({x.size})")
+        into = "ET.w"
+    per_line = INPUT_VALUES // 4 if x.dtype == np.float32 else INPUT_VALUES
+    text = _js_values(x)
+    for start in range(0, len(text), per_line):
+        console.execute(f"{into}.set([{','.join(text[start : start + per_line])}],{start})")
+    if layout is None:
+        console.execute(dispatcher())
+    else:
+        console.execute(stepped_program(layout))
+        console.execute(dispatcher("ET.run()", "ET.r()"))
 
 
 def reference_output(artifact: Artifact, x: np.ndarray) -> np.ndarray:
-    """LiteRT on the host, same int8 input: the parity reference."""
-    from ai_edge_litert.interpreter import Interpreter
+    """LiteRT on the host, same input (stepped: the same window, step by step): the
+    parity reference."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_path=str(artifact.path))
+    # builtin kernels without the XNNPACK delegate: closest to TFLM's, and no INFO line
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(artifact.path), experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     inp = interpreter.get_input_details()[0]
-    interpreter.set_tensor(inp["index"], x.reshape(inp["shape"]).astype(inp["dtype"]))
-    interpreter.invoke()
     out = interpreter.get_output_details()[0]
-    return np.asarray(interpreter.get_tensor(out["index"])).astype(np.int8).ravel()
+
+    def invoke(value: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(inp["index"], value.reshape(inp["shape"]).astype(inp["dtype"]))
+        interpreter.invoke()
+        return np.asarray(interpreter.get_tensor(out["index"])).ravel()
+
+    layout = StepLayout.of(artifact.manifest)
+    if layout is not None:
+        return run_window(invoke, layout, x.reshape(layout.steps, layout.channels))
+    return invoke(x)
+
+
+def _stepped_section(artifact: Artifact) -> dict[str, Any]:
+    layout = StepLayout.of(artifact.manifest)
+    if layout is None:
+        return {}
+    note = f"one sample = one whole window: {layout.steps} invokes with the state copied between"
+    return {"stepped": {**layout.to_dict(), "sample": note}}
 
 
 # --- deploy ---------------------------------------------------------------------------------
@@ -349,7 +421,7 @@ def deploy_bangle(
     if artifact is None:
         raise ModelError(f"target {target.name} needs a model: pass --model")
     fit = check_fit(target, artifact)
-    x = quantized_input(artifact, settings)
+    x = program_input(artifact, settings)
     console = _open(target)
     try:
         facts = _facts(console)
@@ -387,6 +459,7 @@ def deploy_bangle(
             },
             fit=asdict(fit),
             upload=asdict(push),
+            **_stepped_section(artifact),
         )
         info = DeviceInfo(
             f"{target.name} (Espruino {facts['firmware']})",
@@ -422,27 +495,28 @@ def _measure(
     failure: EdgetoolError | None = None
     parity: dict[str, Any] | None = None
     try:
-        load_program(console, storage_name(artifact.sha256), artifact.size, fit, x)
+        load_program(console, artifact, storage_name(artifact.sha256), fit, x)
         stream = events(console, info, settings, settings.effective_iterations())
         warm, end = journal(stream, writer, settings, obs, samples)
-        got = np.frombuffer(console.xresults(), dtype=np.int8)
         want = reference_output(artifact, x)
+        got = np.frombuffer(console.xresults(), dtype=want.dtype.newbyteorder("<"))
         same_shape = got.shape == want.shape
-        diff = np.abs(got.astype(np.int16) - want.astype(np.int16)) if same_shape else None
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) if same_shape else None
+        counts = want.dtype == np.int8 or StepLayout.of(artifact.manifest) is not None
+        atol = PARITY_LSB if counts else PARITY_FLOAT_ATOL
         parity = {
-            "reference": "LiteRT (ai_edge_litert) on the host, same int8 input",
-            # int8 LSBs: TFLM and LiteRT kernels may round differently by one
-            "max_abs": int(diff.max()) if diff is not None and diff.size else None,
-            "atol": PARITY_LSB,
-            "ok": bool(diff is not None and (diff <= PARITY_LSB).all()),
+            "reference": "LiteRT (ai_edge_litert) on the host, same input"
+            + (", stepped through the same window" if StepLayout.of(artifact.manifest) else ""),
+            "max_abs": float(diff.max()) if diff is not None and diff.size else None,
+            "atol": atol,
+            "ok": bool(diff is not None and (diff <= atol).all()),
             "outputs": got.tolist(),
             "reference_outputs": want.tolist(),
         }
         writer.update(parity=parity)
         if not parity["ok"]:
             failure = VerificationFailed(
-                f"watch outputs differ from LiteRT by {parity['max_abs']} LSB "
-                f"(tolerance {PARITY_LSB})"
+                f"watch outputs differ from LiteRT by {parity['max_abs']:g} (tolerance {atol:g})"
             )
     except KeyboardInterrupt as exc:
         failure = Interrupted(f"interrupted after {len(samples)} samples")

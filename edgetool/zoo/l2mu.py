@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -206,6 +206,79 @@ class L2MU(nn.Module):
         return counts
 
 
+class L2MUStep(nn.Module):
+    """One time step of an L2MU: [x_t | state] -> next state (edgetool.export.stepped).
+
+    The state is every population's membrane (and synaptic current) plus the running
+    output spike counts, flattened in the order x, u, m, h, out, counts; previous spikes
+    are recomputed as membrane > threshold, exactly what the reset signal is. Stepping
+    this module 40 times from a zero state gives the unrolled model's counts.
+    """
+
+    POPULATIONS = ("x", "u", "m", "h", "out")
+
+    def __init__(self, model: L2MU) -> None:
+        super().__init__()
+        self.model = model
+        self.channels = int(model.mean.shape[0])
+        population = int(model.enc_w.shape[1])
+        self.widths = {
+            "x": self.channels * population,
+            "u": model.memory,
+            "m": model.memory * model.order,
+            "h": model.w_h.in_features,
+            "out": model.readout.out_features,
+        }
+        self.per_population = 3 if model.pop("x").kind == "synaptic" else 2  # spikes + 1 or 2
+        self.classes = model.readout.out_features
+
+    @property
+    def state_size(self) -> int:
+        return sum(self.widths.values()) * (self.per_population - 1) + self.classes
+
+    def forward(self, packed: torch.Tensor) -> torch.Tensor:
+        model, batch = self.model, packed.shape[0]
+        x_t, offset = packed[:, : self.channels], self.channels
+        state: dict[str, State] = {}
+        for name in self.POPULATIONS:
+            width = self.widths[name]
+            parts = []
+            for _ in range(self.per_population - 1):
+                parts.append(packed[:, offset : offset + width])
+                offset += width
+            threshold = model.pop(name).threshold
+            spikes = (parts[0] > threshold).to(packed.dtype)
+            state[name] = (spikes, *parts)
+        counts = packed[:, offset : offset + self.classes]
+        m_shape = (batch, model.memory, model.order)
+        state["m"] = tuple(part.reshape(m_shape) for part in state["m"])
+        drive = ((x_t - model.mean) / model.std).unsqueeze(-1) * model.enc_w + model.enc_b
+        state["x"] = model.pop("x").step(drive.flatten(1), state["x"], True)
+        s_x, h_prev = state["x"][0], state["h"][0]
+        i_u = model.e_x(s_x) + model.e_h(h_prev) + model.e_m(state["m"][0].flatten(1))
+        state["u"] = model.pop("u").step(i_u, state["u"], True)
+        i_m = state["m"][0] @ model.a_bar_t + state["u"][0].unsqueeze(-1) * model.b_bar
+        state["m"] = model.pop("m").step(i_m, state["m"], True)
+        i_h = model.w_x(s_x) + model.w_h(h_prev) + model.w_m(state["m"][0].flatten(1))
+        state["h"] = model.pop("h").step(i_h, state["h"], True)
+        state["out"] = model.pop("out").step(model.readout(state["h"][0]), state["out"], True)
+        flat = [part.flatten(1) for name in self.POPULATIONS for part in state[name][1:]]
+        return torch.cat([*flat, counts + state["out"][0]], dim=1)
+
+
+def step_layout(recipe: Recipe) -> dict[str, int] | None:
+    """The manifest's `stepped` entry for a recipe with `[export] stepped = true`."""
+    if not recipe.export.get("stepped"):
+        return None
+    step = L2MUStep(build(recipe))
+    return {
+        "steps": STEPS,
+        "channels": step.channels,
+        "state": step.state_size,
+        "result": step.classes,
+    }
+
+
 def build(recipe: Recipe) -> L2MU:
     arch = dict(recipe.arch)
     known = {
@@ -331,7 +404,36 @@ class L2MUFamily:
         """The same weights stepping the written-out equations (Greater -> Cast spikes)."""
         model = copy.deepcopy(_load(recipe, weights_dir))
         model.exact = True
-        return model
+        if not recipe.export.get("stepped"):
+            return model
+        step = L2MUStep(model)
+        want = [1, step.channels + step.state_size]
+        if [list(spec.shape) for spec in recipe.inputs] != [want]:
+            raise ConfigError(
+                f"{recipe.name}: a stepped L2MU with this [arch] takes one input of shape "
+                f"{want} (x_t + state), not {[list(s.shape) for s in recipe.inputs]}"
+            )
+        return step
+
+    def manifest_extras(self, recipe: Recipe) -> dict[str, Any]:
+        layout = step_layout(recipe)
+        return {"stepped": layout} if layout else {}
+
+    def artifact_runner(self, artifact: Any) -> Callable[[list[np.ndarray]], np.ndarray]:
+        """A stepped artifact runs a whole window, step by step, like the unrolled one."""
+        from edgetool.export.stepped import StepLayout, run_window
+        from edgetool.export.verify import ArtifactRunner
+
+        runner = ArtifactRunner(artifact)
+        layout = StepLayout.of(artifact.manifest)
+        if layout is None:
+            return runner
+
+        def run(feeds: list[np.ndarray]) -> np.ndarray:
+            counts = run_window(lambda packed: runner([packed]), layout, feeds[0])
+            return counts.reshape(1, -1).astype(np.float64)
+
+        return run
 
     def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
         """The first `count` examples of the split (all of them when count <= 0)."""

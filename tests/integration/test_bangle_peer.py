@@ -20,8 +20,9 @@ def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """One export cache for the module: exporting per test would take minutes."""
     cache = tmp_path_factory.mktemp("cache")
     env = {"EDGETOOL_CACHE_DIR": str(cache), "OMP_NUM_THREADS": "1"}
-    for name in ("cbnet-classifier", "l2mu"):
-        result = run_cli("export", name, "--format", "tflite", "--quant", "int8", env=env)
+    for spec in ("cbnet-classifier:int8", "l2mu:int8", "l2mu-watch:fp32"):
+        name, quant = spec.split(":")
+        result = run_cli("export", name, "--format", "tflite", "--quant", quant, env=env)
         assert result.code == 0, result.stderr
     return env
 
@@ -88,9 +89,37 @@ def test_deploy_runs_journals_and_skips_a_second_upload(
 def test_a_model_that_does_not_fit_is_refused_before_sending(
     home: Path, watch: NusPeer, exports: dict[str, str]
 ) -> None:
-    result = _cli(home, watch, exports, "deploy", "--target", "bangle2", "--model", "l2mu")
+    result = _cli(
+        home, watch, exports, "deploy", "--target", "bangle2", "--model", "l2mu:tflite:int8"
+    )
     assert_one_line_error(result, 3, "does not fit", "452,056 B")
     assert watch.write_sizes == []  # not even a connection's worth of bytes
+
+
+def test_l2mu_runs_stepped_a_window_per_sample(
+    home: Path, watch: NusPeer, exports: dict[str, str]
+) -> None:
+    # bangle2.toml's [models] makes `l2mu` the stepped l2mu-watch; the peer's TFLM steps it
+    result = _cli(
+        home, watch, exports, "deploy", "--target", "bangle2", "--model", "l2mu", "--json",
+        "-n", "3", "--warmup", "1",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    out = result.json()
+    summary = out["summary"]
+    assert summary["count"] == 3 and summary["synthetic"] is True
+    parity = summary["parity"]
+    assert parity["ok"] is True and "stepped" in parity["reference"]
+    counts = parity["outputs"]
+    assert len(counts) == 7 and counts == [int(c) for c in counts]
+    assert 0 < sum(counts) <= 7 * 40  # spike counts over a 40-step window
+    assert parity["max_abs"] <= 1
+    manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
+    assert manifest["artifact"]["model"] == "l2mu-watch"
+    assert manifest["stepped"]["steps"] == 40 and "whole window" in manifest["stepped"]["sample"]
+    stepping = [s for s in watch.statements if s.startswith("ET.z=new Float32Array(276)")]
+    assert len(stepping) == 1 and "t<40" in stepping[0]
+    assert max(watch.write_sizes) <= 20 and watch.violations == []
 
 
 def test_corrupt_storage_is_a_transfer_error(home: Path, exports: dict[str, str]) -> None:

@@ -79,6 +79,8 @@ channel = "ina260"
         ('[transport]\ntype = "local"\nidle_timeout = -1\n', ["idle_timeout", "positive"]),
         ("[meter]\nrate = 1\n", ["missing required key 'meter.type'"]),
         ('name = "bad name!"\n', ["key 'name'"]),
+        ("[models]\nl2mu = 3\n", ["models.l2mu", "model spec string"]),
+        ('models = "l2mu"\n', ["key 'models'", "table"]),
         (
             '[transport]\ntype = "ssh"\nhost = "x"\nuse_ssh_config = "yes"\n',
             ["use_ssh_config", "true or false"],
@@ -160,3 +162,17 @@ def test_local_default(home: Path) -> None:
     target = load_target("local")
     assert isinstance(target.transport, LocalSettings)
     assert target.kind == "linux"
+
+
+def test_models_table_says_what_a_bare_model_name_means(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "watch",
+        'kind = "linux"\n[models]\nl2mu = "l2mu-watch:tflite:fp32"\n',
+    )
+    target = load_target_file(path)
+    assert target.model_spec("l2mu") == "l2mu-watch:tflite:fp32"
+    assert target.model_spec("cbnet") == "cbnet"  # linux: the zoo's default format
+    shipped = load_target("bangle2")
+    assert shipped.model_spec("l2mu") == "l2mu-watch:tflite:fp32"
+    assert shipped.model_spec("cbnet-classifier") == "cbnet-classifier:tflite:int8"

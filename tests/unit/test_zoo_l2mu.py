@@ -297,3 +297,68 @@ def test_cli_train_rejects_unknown_neuron(cli: Any, home: Path) -> None:
     result = cli("train", "l2mu-mcu", "--set", "arch.neuron=izhikevich", "-o", str(home / "w"))
     assert_one_line_error(result, 5, "arch.neuron must be one of leaky, synaptic")
     assert not (REPO / "models" / "l2mu-mcu" / "izhikevich").exists()
+
+
+# --- stepped export (one time step per invoke, for Bangle.js) ------------------------------
+
+
+@pytest.mark.parametrize("kind", l2mu.NEURONS)
+def test_stepping_one_step_module_gives_the_unrolled_counts(kind: str) -> None:
+    from edgetool.export.stepped import StepLayout, run_window
+
+    model = l2mu.build(_tiny(neuron=kind)).eval()
+    model.exact = True
+    step = l2mu.L2MUStep(model).eval()
+    layers = 2 if kind == "synaptic" else 1  # membrane (+ synaptic current) per neuron
+    assert step.state_size == (6 * 8 + 4 + 4 * 4 + 32 + 7) * layers + 7
+    layout = StepLayout(wisdm.STEPS, 6, step.state_size, 7)
+    windows = wisdm.synthetic(2, seed=5).x[:6]
+    with torch.no_grad():
+        want = model(torch.from_numpy(windows)).numpy()
+
+        def invoke(packed: np.ndarray) -> np.ndarray:
+            return step(torch.from_numpy(packed.copy())).numpy()
+
+        got = np.stack([run_window(invoke, layout, w) for w in windows])
+    np.testing.assert_array_equal(got, want)  # bit for bit: the same operations in order
+    assert got.sum() > 0  # the output layer spiked
+
+
+def test_stepped_recipe_shape_and_quants_are_checked(tmp_path: Path) -> None:
+    from edgetool.export import build
+
+    recipe = load_recipe("l2mu-watch")
+    mcu = load_recipe("l2mu-mcu")
+    assert recipe.weights_path.read_bytes() == mcu.weights_path.read_bytes()
+    assert dict(recipe.arch) == dict(mcu.arch) and dict(recipe.train) == dict(mcu.train)
+    assert l2mu.step_layout(recipe) == {"steps": 40, "channels": 6, "state": 270, "result": 7}
+    assert l2mu.step_layout(load_recipe("l2mu-mcu")) is None
+    wrong = dataclasses.replace(
+        recipe, inputs=(dataclasses.replace(recipe.inputs[0], shape=(1, 6)),)
+    )
+    with pytest.raises(ConfigError, match=r"one input of shape \[1, 276\]"):
+        get_family("l2mu").export_module(wrong, recipe.dir, "fp32")
+    with pytest.raises(ModelError, match="l2mu-watch exports only as fp32, not int8"):
+        build.export("l2mu-watch", "tflite", "int8")
+
+
+def test_step_layout_rejects_a_wrong_window() -> None:
+    from edgetool.export.stepped import StepLayout
+
+    layout = StepLayout.of({"stepped": {"steps": 40, "channels": 6, "state": 270, "result": 7}})
+    assert layout is not None and StepLayout.of({}) is None
+    assert layout.window(np.zeros((1, 40, 6))).shape == (40, 6)
+    with pytest.raises(ModelError, match=r"\[1, 40, 6\]; got \[1, 6, 40\]"):
+        layout.window(np.zeros((1, 6, 40)))
+    with pytest.raises(ModelError, match="malformed 'stepped'"):
+        StepLayout.of({"stepped": {"steps": 40}})
+
+
+@pytest.mark.slow
+def test_cli_stepped_tflite_verifies_against_the_unrolled_reference(cli: Any, home: Path) -> None:
+    result = cli("verify", "l2mu-watch", "--samples", "16", "--json")
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["passed"] and report["max_abs"] == 0  # fp32, same operations
+    assert report["agreement"]["spike_count_agreement"] == 1
+    assert "FULLY_CONNECTED" in report["ops"]
