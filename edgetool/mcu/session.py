@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -268,6 +268,44 @@ def journal(
     return warm, end
 
 
+ParityCheck = Callable[[bytes], tuple[dict[str, Any], str | None]]
+"""The device's output bytes -> (the run's parity entry, why it failed or None)."""
+
+
+def measure_bench(
+    client: BenchClient,
+    info: DeviceInfo,
+    settings: RunSettings,
+    writer: RunWriter,
+    obs: Observer,
+    prepare: Callable[[], ParityCheck | None],
+    **finish: Any,
+) -> dict[str, Any]:
+    """One bench-protocol run on a prepared device: `prepare` loads what the run needs
+    (inside the guard, so a failure there still closes the run) and says how to check
+    the outputs; samples already measured survive any later failure."""
+    samples: list[int] = []
+    end: schema.Summary | None = None
+    warm: schema.Warmup | None = None
+    failure: EdgetoolError | None = None
+    parity: dict[str, Any] | None = None
+    try:
+        check = prepare()
+        stream = events(client, info, settings, settings.effective_iterations())
+        warm, end = journal(stream, writer, settings, obs, samples)
+        if check is not None:
+            parity, problem = check(client.xresults())
+            writer.update(parity=parity)
+            if problem is not None:
+                failure = VerificationFailed(problem)
+    except KeyboardInterrupt as exc:
+        failure = Interrupted(f"interrupted after {len(samples)} samples")
+        failure.__cause__ = exc
+    except EdgetoolError as exc:
+        failure = exc
+    return finish_bench_run(writer, samples, warm, end, failure, parity=parity, **finish)
+
+
 def _measure(
     client: BenchClient,
     info: DeviceInfo,
@@ -276,69 +314,54 @@ def _measure(
     writer: RunWriter,
     obs: Observer,
 ) -> dict[str, Any]:
-    samples: list[int] = []
-    end: schema.Summary | None = None
-    warm: schema.Warmup | None = None
-    failure: EdgetoolError | None = None
-    parity: dict[str, Any] | None = None
-    try:
-        feeds: dict[str, np.ndarray] = {}
-        if artifact is not None and info.is_edgetool:
-            feeds = input_tensors(artifact, settings)
-            payload = b"".join(v.tobytes() for v in feeds.values())
-            wanted = int(info.extended.get("in", "0"))
-            if wanted != len(payload):
-                raise ModelError(
-                    f"the firmware takes {wanted} input bytes, the model's inputs are "
-                    f"{len(payload)}: the board runs a different model"
-                )
-            sent_before = client.stats.sent
-            client.load_binary(payload)
-            writer.update(
-                upload={
-                    "method": "xbin",
-                    "payload_bytes": len(payload),
-                    "wire_bytes": client.stats.sent - sent_before,
-                    "retransmits": client.stats.retransmits,
-                }
+    def prepare() -> ParityCheck | None:
+        if artifact is None or not info.is_edgetool:
+            return None
+        feeds = input_tensors(artifact, settings)
+        payload = b"".join(v.tobytes() for v in feeds.values())
+        wanted = int(info.extended.get("in", "0"))
+        if wanted != len(payload):
+            raise ModelError(
+                f"the firmware takes {wanted} input bytes, the model's inputs are "
+                f"{len(payload)}: the board runs a different model"
             )
-        stream = events(client, info, settings, settings.effective_iterations())
-        warm, end = journal(stream, writer, settings, obs, samples)
-        if feeds:
+        sent_before = client.stats.sent
+        client.load_binary(payload)
+        writer.update(
+            upload={
+                "method": "xbin",
+                "payload_bytes": len(payload),
+                "wire_bytes": client.stats.sent - sent_before,
+                "retransmits": client.stats.retransmits,
+            }
+        )
+
+        def check(raw: bytes) -> tuple[dict[str, Any], str | None]:
             assert artifact is not None
-            got = np.frombuffer(client.xresults(), dtype="<f4").astype(np.float32)
+            got = np.frombuffer(raw, dtype="<f4").astype(np.float32)
             want = reference_outputs(artifact, feeds)
-            ok = got.shape == want.shape and bool(
-                np.allclose(got, want, atol=PARITY_ATOL, rtol=PARITY_RTOL)
-            )
+            same = got.shape == want.shape
+            ok = same and bool(np.allclose(got, want, atol=PARITY_ATOL, rtol=PARITY_RTOL))
             parity = {
                 "reference": "onnxruntime on the source ONNX, same input",
-                "max_abs": float(np.max(np.abs(got - want))) if got.shape == want.shape else None,
+                "max_abs": float(np.max(np.abs(got - want))) if same else None,
                 "atol": PARITY_ATOL,
                 "rtol": PARITY_RTOL,
                 "ok": ok,
                 "outputs": got.tolist(),
             }
-            writer.update(parity=parity)
-            if not ok:
-                failure = VerificationFailed(
-                    f"firmware outputs differ from onnxruntime (max abs "
-                    f"{parity['max_abs']}, tolerance {PARITY_ATOL})"
-                )
-    except KeyboardInterrupt as exc:
-        failure = Interrupted(f"interrupted after {len(samples)} samples")
-        failure.__cause__ = exc
-    except EdgetoolError as exc:
-        failure = exc
-    return finish_bench_run(
-        writer,
-        samples,
-        warm,
-        end,
-        failure,
-        parity=parity,
+            problem = (
+                f"firmware outputs differ from onnxruntime (max abs {parity['max_abs']}, "
+                f"tolerance {PARITY_ATOL})"
+            )
+            return parity, None if ok else problem
+
+        return check
+
+    return measure_bench(
+        client, info, settings, writer, obs, prepare,
         time_base=writer.manifest["target"]["time_base"],
-    )
+    )  # fmt: skip
 
 
 def finish_bench_run(

@@ -27,16 +27,13 @@ from edgetool.errors import (
     ConfigError,
     DeviceError,
     EdgetoolError,
-    Interrupted,
     ModelError,
     TransferError,
-    VerificationFailed,
 )
 from edgetool.export.artifact import Artifact
 from edgetool.export.stepped import StepLayout, run_window
 from edgetool.mcu.protocol import DeviceInfo
-from edgetool.mcu.session import BATCH, events, finish_bench_run, input_tensors, journal
-from edgetool.results import schema
+from edgetool.mcu.session import BATCH, ParityCheck, input_tensors, measure_bench
 from edgetool.results.store import RunWriter
 from edgetool.targets import BleUartSettings, McuSettings, Target
 from edgetool.transport.base import PutResult
@@ -489,47 +486,31 @@ def _measure(
     fit: Fit,
     x: np.ndarray,
 ) -> dict[str, Any]:
-    samples: list[int] = []
-    end: schema.Summary | None = None
-    warm: schema.Warmup | None = None
-    failure: EdgetoolError | None = None
-    parity: dict[str, Any] | None = None
-    try:
-        load_program(console, artifact, storage_name(artifact.sha256), fit, x)
-        stream = events(console, info, settings, settings.effective_iterations())
-        warm, end = journal(stream, writer, settings, obs, samples)
+    stepped = StepLayout.of(artifact.manifest) is not None
+
+    def check(raw: bytes) -> tuple[dict[str, Any], str | None]:
         want = reference_output(artifact, x)
-        got = np.frombuffer(console.xresults(), dtype=want.dtype.newbyteorder("<"))
-        same_shape = got.shape == want.shape
-        diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) if same_shape else None
-        counts = want.dtype == np.int8 or StepLayout.of(artifact.manifest) is not None
-        atol = PARITY_LSB if counts else PARITY_FLOAT_ATOL
+        got = np.frombuffer(raw, dtype=want.dtype.newbyteorder("<"))
+        same = got.shape == want.shape
+        diff = np.abs(got.astype(np.float64) - want.astype(np.float64)) if same else None
+        atol = PARITY_LSB if want.dtype == np.int8 or stepped else PARITY_FLOAT_ATOL
         parity = {
             "reference": "LiteRT (ai_edge_litert) on the host, same input"
-            + (", stepped through the same window" if StepLayout.of(artifact.manifest) else ""),
+            + (", stepped through the same window" if stepped else ""),
             "max_abs": float(diff.max()) if diff is not None and diff.size else None,
             "atol": atol,
             "ok": bool(diff is not None and (diff <= atol).all()),
             "outputs": got.tolist(),
             "reference_outputs": want.tolist(),
         }
-        writer.update(parity=parity)
-        if not parity["ok"]:
-            failure = VerificationFailed(
-                f"watch outputs differ from LiteRT by {parity['max_abs']:g} (tolerance {atol:g})"
-            )
-    except KeyboardInterrupt as exc:
-        failure = Interrupted(f"interrupted after {len(samples)} samples")
-        failure.__cause__ = exc
-    except EdgetoolError as exc:
-        failure = exc
-    return finish_bench_run(
-        writer,
-        samples,
-        warm,
-        end,
-        failure,
-        parity=parity,
-        time_base=TIME_BASE,
-        samples_per_batch=BATCH,
-    )
+        problem = f"watch outputs differ from LiteRT by {parity['max_abs']} (tolerance {atol:g})"
+        return parity, None if parity["ok"] else problem
+
+    def prepare() -> ParityCheck:
+        load_program(console, artifact, storage_name(artifact.sha256), fit, x)
+        return check
+
+    return measure_bench(
+        console, info, settings, writer, obs, prepare,
+        time_base=TIME_BASE, samples_per_batch=BATCH,
+    )  # fmt: skip
