@@ -34,7 +34,9 @@ def loopback_with_meter(tmp_path: Path, state: dict[str, Any], meter: dict[str, 
 
     transport = {"type": "ssh", "host": "127.0.0.1", "use_ssh_config": False}
     transport.update(state["transport"])
-    lines = ['kind = "linux"', f"workdir = {value(state['workdir'])}", "[transport]"]
+    lines = ['kind = "linux"', f"workdir = {value(state['workdir'])}"]
+    # the loopback device runs this interpreter; `python3` on its login PATH may not be it
+    lines += [f"python = {value(state['python'])}", "[transport]"]
     lines += [f"{k} = {value(v)}" for k, v in transport.items()]
     lines += ["[meter]"] + [f"{k} = {value(v)}" for k, v in meter.items()]
     targets = tmp_path / "targets"
