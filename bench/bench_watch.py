@@ -45,7 +45,7 @@ def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
     payload = root / "payload.bin"
     payload.write_bytes(os.urandom(mb << 20))
     adb = shutil.which("adb")
-    rates: dict[str, list[float]] = {"edgetool": [], "adb": []}
+    rates: dict[str, list[float]] = {"edgetool": [], "adb": [], "library": []}
     with AdbPeer(root / "watch", accept_new_keys=True) as peer:
         settings = AdbSettings(host="127.0.0.1", port=peer.port, key=root / "adbkey")
         transport = AdbTransport(settings, "bench")
@@ -62,6 +62,10 @@ def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
                 began = time.perf_counter()
                 transport.put(payload, f"/data/local/tmp/bench/e{rep}.bin")
                 rates["edgetool"].append(mb / (time.perf_counter() - began))
+                # the library's own push on the same connection: no probe, hash or rename
+                began = time.perf_counter()
+                transport._device.push(str(payload), f"/data/local/tmp/bench/l{rep}.bin")
+                rates["library"].append(mb / (time.perf_counter() - began))
                 if adb:
                     began = time.perf_counter()
                     remote = f"/data/local/tmp/bench/a{rep}.bin"
@@ -74,7 +78,11 @@ def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
             transport.close()
             if adb:
                 subprocess.run([adb, "kill-server"], env=env, capture_output=True, timeout=30)
-    out = {"edgetool_mb_s": statistics.median(rates["edgetool"])}
+    out = {
+        "edgetool_mb_s": statistics.median(rates["edgetool"]),
+        "adb_shell_push_mb_s": statistics.median(rates["library"]),
+    }
+    out["vs_library"] = out["edgetool_mb_s"] / out["adb_shell_push_mb_s"]
     if rates["adb"]:
         out["adb_client_mb_s"] = statistics.median(rates["adb"])
         out["ratio"] = out["edgetool_mb_s"] / out["adb_client_mb_s"]
@@ -118,6 +126,8 @@ def main() -> None:
         push = adb_push(root, args.mb, args.reps)
         print(f"ADB push {args.mb} MB (median of {args.reps}):")
         print(f"  edgetool verified put (adb-shell)  {push['edgetool_mb_s']:8.1f} MB/s")
+        print(f"  adb-shell push alone (no verify)  {push['adb_shell_push_mb_s']:8.1f} MB/s")
+        print(f"  verified put / library push       {push['vs_library']:8.2f}")
         if "adb_client_mb_s" in push:
             print(f"  adb push (platform client)        {push['adb_client_mb_s']:8.1f} MB/s")
             print(f"  ratio                             {push['ratio']:8.2f}")

@@ -184,6 +184,24 @@ class MarkedProcess:
         self._inner.kill()
 
 
+def byte_sum(data: bytes | bytearray | str) -> int:
+    """ADB's payload checksum (a 32-bit byte sum) with numpy: adb-shell's `sum(data)`
+    runs at ~120 MB/s and was half of a push's time on a fast link."""
+    import numpy as np
+
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    return int(np.frombuffer(raw, dtype=np.uint8).sum(dtype=np.uint64)) & 0xFFFFFFFF
+
+
+def _use_fast_checksum() -> None:
+    """Point adb-shell's checksum at `byte_sum` (same results; checked by a test)."""
+    import adb_shell.adb_device
+    import adb_shell.adb_message
+
+    adb_shell.adb_message.checksum = byte_sum
+    adb_shell.adb_device.checksum = byte_sum  # imported by name there
+
+
 def _checked_tcp_transport(host: str, port: int) -> Any:
     """adb-shell's TCP transport plus what adb-shell itself skips: the header's magic.
     Headers are tracked across reads, so checks hold however the stream is chunked."""
@@ -278,6 +296,7 @@ class AdbTransport(FileTransport):
         settings = self.settings
         key = settings.key or default_key_path()
         signer = load_signer(key)
+        _use_fast_checksum()
         wire = _checked_tcp_transport(settings.host, settings.port)
         device = AdbDevice(wire, default_transport_timeout_s=settings.timeout)
         where = settings.serial

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgetool.errors import DeviceError
@@ -103,3 +104,16 @@ def test_a_watch_that_drops_the_connection_mid_command_is_a_device_error(
     with pytest.raises(DeviceError, match="connection lost"):
         list(process.lines())
     assert time.monotonic() - began < 15
+
+
+def test_fast_checksum_is_adb_shells_byte_sum() -> None:
+    from edgetool.transport.adb import byte_sum
+
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 4095, 1 << 20):
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert byte_sum(data) == sum(data) & 0xFFFFFFFF
+        assert byte_sum(bytearray(data)) == byte_sum(data)
+    big = b"\xff" * (17 << 20)  # wraps at 32 bits like the wire field
+    assert byte_sum(big) == (255 * len(big)) & 0xFFFFFFFF
+    assert byte_sum("host::\0") == sum(b"host::\0")
