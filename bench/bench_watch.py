@@ -5,7 +5,8 @@
    device peer on 127.0.0.1, interleaved ABAB. Ratio > 0.9 means the verification and
    the pure-Python client cost little next to the platform tool.
 2. Bangle.js upload over the Nordic UART Service: payload bytes / bytes on the wire and
-   20-byte packets per KB, for a real int8 model (base64 in JS `Storage.write` lines).
+   20-byte packets per KB (base64 in JS `Storage.write` lines), for cbnet-classifier
+   (int8) and the stepped L2MU (fp32); the Result carries the last one.
 
 Loopback numbers: no radio, no Wi-Fi. They measure the protocol overhead only.
 
@@ -89,7 +90,7 @@ def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
     return out
 
 
-def nus_upload(root: Path) -> dict[str, float]:
+def nus_upload(root: Path, model: str) -> dict[str, float]:
     from tests.nus_peer import NusPeer
 
     env = {**os.environ, "EDGETOOL_CACHE_DIR": os.environ["EDGETOOL_CACHE_DIR"]}
@@ -102,7 +103,7 @@ def nus_upload(root: Path) -> dict[str, float]:
         env["EDGETOOL_TARGETS"] = str(targets)
         result = subprocess.run(
             [sys.executable, "-m", "edgetool", "deploy", "--target", "bangle2", "--model",
-             "cbnet-classifier", "-n", "5", "--json"],
+             model, "-n", "5", "--json"],
             env=env, capture_output=True, text=True, timeout=900, check=False,
         )  # fmt: skip
     if result.returncode != 0:
@@ -131,11 +132,13 @@ def main() -> None:
         if "adb_client_mb_s" in push:
             print(f"  adb push (platform client)        {push['adb_client_mb_s']:8.1f} MB/s")
             print(f"  ratio                             {push['ratio']:8.2f}")
-        nus = nus_upload(root)
-        print("Bangle.js upload over NUS (cbnet-classifier int8):")
-        print(f"  model {nus['model_bytes']:,} B, on the wire {nus['wire_bytes']:,} B")
-        print(f"  payload / wire {nus['payload_per_wire']:.3f}, 20-byte packets per KB "
-              f"{nus['packets_per_kb']:.1f}")  # fmt: skip
+        # cbnet-classifier is :tflite:int8; l2mu is bangle2.toml's stepped l2mu-watch (fp32)
+        for model in ("cbnet-classifier", "l2mu"):
+            nus = nus_upload(root, model)
+            print(f"Bangle.js upload over NUS (--model {model}):")
+            print(f"  model {nus['model_bytes']:,} B, on the wire {nus['wire_bytes']:,} B")
+            print(f"  payload / wire {nus['payload_per_wire']:.3f}, 20-byte packets per KB "
+                  f"{nus['packets_per_kb']:.1f}")  # fmt: skip
         Result(
             "watch_adb_push",
             push.get("ratio", 0.0),
