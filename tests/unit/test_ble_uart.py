@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import builtins
 import math
-import os
 import re
 import time
 from pathlib import Path
@@ -147,14 +146,6 @@ def test_missing_bleak_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) 
     assert info.value.hint == "pip install 'edgetool[ble]'"
 
 
-def _cached(name: str) -> Path:
-    root = Path(os.environ.get("EDGETOOL_CACHE_DIR", Path.home() / ".cache" / "edgetool"))
-    found = sorted((root / "exports" / name).glob(f"tflite-int8-*/{name}-int8.tflite"))
-    if not found:
-        pytest.skip(f"run `edgetool export {name} --format tflite --quant int8` first")
-    return found[0]
-
-
 def _bangle(tmp_path: Path) -> Target:
     mcu = McuSettings("bangle2", "none", 8 << 20, 140_000, arena_bytes=32768)
     return Target(
@@ -162,19 +153,25 @@ def _bangle(tmp_path: Path) -> Target:
     )
 
 
-def test_fit_check_cbnet_fits_l2mu_does_not(tmp_path: Path) -> None:
-    from edgetool.export.artifact import Artifact
+@pytest.mark.slow
+def test_fit_check_counts_model_arena_and_tflm(home: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from edgetool.export.build import export
     from edgetool.watch.bangle import TFDATA_BYTES, check_fit
 
     target = _bangle(tmp_path)
-    cbnet = Artifact.from_path(_cached("cbnet-classifier"))
+    cbnet = export("cbnet-classifier", "tflite", "int8")
     fit = check_fit(target, cbnet)
     assert fit.model_bytes == cbnet.size < 20_000
     assert 4_000 < fit.arena_needed <= fit.arena_bytes == 32768
     assert fit.ram_needed == cbnet.size + 32768 + TFDATA_BYTES <= 140_000
-    l2mu = Artifact.from_path(_cached("l2mu"))
+    stepped = export("l2mu-watch", "tflite", "fp32")  # float32 I/O: accepted too
+    assert check_fit(target, stepped).ram_needed == stepped.size + 32768 + TFDATA_BYTES
+    assert target.mcu is not None
+    small = replace(target, mcu=replace(target.mcu, ram_bytes=100_000))
     with pytest.raises(ModelError) as info:
-        check_fit(target, l2mu)
+        check_fit(small, stepped)
     message = info.value.message
-    assert f"{l2mu.size:,} B" in message and "140,000 B" in message
+    assert f"{stepped.size:,} B" in message and "100,000 B" in message
     assert "\n" not in message
