@@ -29,69 +29,9 @@ from typing import Any
 import numpy as np
 from _common import Result, bracketed, interleave, median
 
-GOAL = 0.2
+from edgetool.zoo.tinylut_c import C_KERNEL
 
-C_KERNEL = r"""
-#include <stddef.h>
-#include <stdint.h>
-/* Straight TinyLUT-S LUT inference on the stored int8 tables (37 KB at x4: L1/L2-resident).
-   Compile-time TL_C (channels), TL_L (clip levels), TL_R (scale). */
-enum { C = TL_C, L = TL_L, R = TL_R, K = TL_R * TL_R };
-static inline int floordiv18(int a) { return a >= 0 ? a / 18 : -((-a + 17) / 18); }
-static inline int rhe16(int a) {  /* a / 16 rounded half to even */
-    int q = a >> 4, m = a & 15;
-    return q + (m > 8 || (m == 8 && (q & 1)));
-}
-void tinylut_x(const uint8_t *x, int h, int w,
-               const int8_t *dw_msb, const int8_t *dw_lsb, const int8_t *pw, const int8_t *up,
-               const uint8_t *amap, const uint8_t *bmap, const int32_t *taps, const int32_t *perm,
-               float *out) {
-    for (int py = 0; py < h; py++) for (int px = 0; px < w; px++) {
-        int nb[9];
-        for (int t = 0; t < 9; t++) {
-            int yy = py + t / 3 - 1, xx = px + t % 3 - 1;
-            yy = yy < 0 ? 0 : (yy >= h ? h - 1 : yy); xx = xx < 0 ? 0 : (xx >= w ? w - 1 : xx);
-            nb[t] = x[yy * w + xx];
-        }
-        int res = 4 * (nb[4] >> 2) - 128;
-        int16_t o[K] = {0};
-        for (int rot = 0; rot < 4; rot++) {
-            int16_t y[K] = {0};
-            for (int b = 0; b < 2; b++) {
-                int16_t s[C] = {0}, acc[C] = {0};
-                uint8_t v[C], u[C];
-                for (int t = 0; t < 9; t++) {
-                    int tap = taps[rot * 9 + t];
-                    const int8_t *row = b == 0 ? dw_msb + (tap * 64 + (nb[t] >> 2)) * C
-                                               : dw_lsb + (tap * 4 + (nb[t] & 3)) * C;
-                    for (int c = 0; c < C; c++) s[c] += row[c];
-                }
-                for (int c = 0; c < C; c++) {
-                    int hv = floordiv18(2 * s[c] + 9) + (b == 0 ? res : 0);
-                    hv = hv < -128 ? -128 : (hv > 127 ? 127 : hv);
-                    v[c] = amap[(b * C + c) * 256 + hv + 128];
-                }
-                for (int c = 0; c < C; c++) {
-                    const int8_t *row = pw + ((b * C + c) * L + v[c]) * C;
-                    for (int j = 0; j < C; j++) acc[j] += row[j];
-                }
-                for (int j = 0; j < C; j++) u[j] = bmap[(b * C + j) * 256 + rhe16(acc[j]) + 128];
-                for (int j = 0; j < C; j++) {
-                    const int8_t *row = up + ((b * C + j) * L + u[j]) * K;
-                    for (int k = 0; k < K; k++) y[k] += row[k];
-                }
-            }
-            for (int k = 0; k < K; k++) o[perm[rot * K + k]] += y[k];
-        }
-        int base = nb[4];
-        for (int k = 0; k < K; k++) {
-            int val = rhe16(o[k]) + base;
-            val = val < 0 ? 0 : (val > 255 ? 255 : val);
-            out[(size_t)(py * R + k / R) * (w * R) + px * R + k % R] = (float)val;
-        }
-    }
-}
-"""
+GOAL = 0.2
 
 
 def c_kernel(luts: dict[str, np.ndarray], tmp: Path) -> Any:
@@ -101,34 +41,18 @@ def c_kernel(luts: dict[str, np.ndarray], tmp: Path) -> Any:
     import shutil
     import subprocess
 
-    from edgetool.zoo import tinylut
+    from edgetool.zoo.tinylut_c import kernel_defines, kernel_tables
 
     if shutil.which("gcc") is None:
         return None
-    r, q, c = int(luts["scale"]), int(luts["q"]), int(luts["pw"].shape[1])
+    r = int(luts["scale"])
     src, lib = tmp / "tinylut_kernel.c", tmp / "tinylut_kernel.so"
     src.write_text(C_KERNEL)
-    flags = [f"-DTL_C={c}", f"-DTL_L={2 * q + 1}", f"-DTL_R={r}", "-shared", "-fPIC"]
+    flags = [f"-D{key}={value}" for key, value in kernel_defines(luts).items()]
+    flags += ["-shared", "-fPIC"]
     subprocess.run(["gcc", "-O3", "-march=native", *flags, str(src), "-o", str(lib)], check=True)
     so = ctypes.CDLL(str(lib))
-    perm = np.zeros((4, r * r), np.int32)
-    for rot in range(4):
-        for orig, sub in enumerate(tinylut.subpixel_of_rotation(rot, r)):
-            perm[rot, sub] = orig
-    taps = np.array([tinylut.tap_of_offset(rot) for rot in range(4)], np.int32)
-    arrays = [
-        np.ascontiguousarray(a)
-        for a in (
-            luts["dw_msb"],
-            luts["dw_lsb"],
-            luts["pw"],
-            luts["up"],
-            tinylut._clip_map(luts["alpha"], q).astype(np.uint8),
-            tinylut._clip_map(luts["beta"], q).astype(np.uint8),
-            taps,
-            perm,
-        )
-    ]
+    arrays = [np.ascontiguousarray(table) for _, _, table in kernel_tables(luts)]
 
     def run(x: np.ndarray) -> np.ndarray:
         xi = np.ascontiguousarray(np.clip(np.round(x), 0, 255).astype(np.uint8)[0, 0])

@@ -23,7 +23,7 @@ from edgetool.errors import ModelError
 from edgetool.export.artifact import EXTENSIONS, Artifact, manifest_path
 from edgetool.zoo.recipe import QUANTS, Recipe, load_recipe
 
-EXPORTER_VERSION = "1"
+EXPORTER_VERSION = "2"  # 2: TinyLUT int8 C is the LUT kernel
 
 Say = Callable[[str], None]
 
@@ -196,8 +196,11 @@ def _build(
             recipe.name, "onnx", quant, progress=say, recipe=source, input_shape=input_shape
         )
         described = describe(onnx.path)
-        say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
-        details = c_export.export_c(onnx.path, described, recipe.name, out)
+        own_c = getattr(family, "build_c", None)
+        details = own_c(recipe, quant, described, out) if own_c is not None else None
+        if details is None:
+            say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
+            details = c_export.export_c(onnx.path, described, recipe.name, out)
         return {
             **details,
             "described": described,

@@ -241,8 +241,10 @@ class BenchClient:
             raise DeviceError(f"{self.description}: `xinfer {count}` returned {len(ticks)} samples")
         return ticks
 
-    def xresults(self) -> bytes:
-        lines = self.checked("xresults")
+    def xresults(self, values: int = 0) -> bytes:
+        """The output's bytes; `values` float32 outputs give the reply more time (8 hex
+        characters each, at no less than a 115200-baud UART's ~10 k characters/s)."""
+        lines = self.checked("xresults", self.timeout + values * 8 / 10_000)
         for line in lines:
             if line.startswith("m-xresults-"):
                 return bytes.fromhex(_bracket(line, "m-xresults-"))

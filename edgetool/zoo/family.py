@@ -127,6 +127,10 @@ class Family(Protocol):
 #       Return None to fall back to the generic torch.onnx path for that quant.
 #   export_module(recipe, weights_dir, quant) -> torch.nn.Module
 #       The module litert-torch converts to TFLite, when it differs from reference().
+#   build_c(recipe, quant, described, out) -> dict | None
+#       Write the C export itself (TinyLUT's int8 LUT kernel) and return manifest details;
+#       None falls back to emx-onnx-cgen on the ONNX graph. `described` is that graph's
+#       inputs/outputs, which the C must take.
 #   native_quants: frozenset[str]
 #       Quantizations the family's own graph/module already implements (TinyLUT's int8
 #       LUTs): exported as they are, never passed through a quantizer again.

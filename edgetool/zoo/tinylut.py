@@ -718,6 +718,25 @@ class TinyLUTFamily:
         }
         return _write_metrics(out_dir, metrics, test, loss, start)
 
+    def build_c(
+        self, recipe: Recipe, quant: str, described: dict[str, Any], out: Path
+    ) -> dict[str, Any] | None:
+        """int8: the LUT kernel over the stored tables (edgetool.zoo.tinylut_c), not a
+        translation of the ONNX graph; fp32 (the float network) goes the generic way."""
+        if quant != "int8":
+            return None
+        from edgetool.zoo.tinylut_c import kernel_source
+
+        shape = described["inputs"][0]["shape"]
+        out.write_text(
+            kernel_source(load_luts(recipe.dir), shape[2], shape[3], recipe.name, described)
+        )
+        return {
+            "c_entry": "edgetool_model",
+            "c_generator": "edgetool TinyLUT LUT kernel (int8 tables, integer arithmetic)",
+            "c_options": "tables as const arrays; bit-exact to the ONNX LUT graph",
+        }
+
     def reference(self, recipe: Recipe, weights_dir: Path) -> nn.Module:
         model = _tinylut_net(recipe)
         model.load_state_dict(torch.load(weights_dir / "weights.pt", weights_only=True))

@@ -245,3 +245,26 @@ def test_deploy_l2mu_mcu_end_to_end_with_parity(home: Path, cli: Any) -> None:
         assert result.json()["summary"]["count"] == 5
     finally:
         cli("emulate", "stop", "mcu-m4-qemu")
+
+
+def test_deploy_tinylut_lut_kernel_bit_exact_on_the_m4(home: Path, cli: Any) -> None:
+    """TinyLUT-S x4's int8 C export (the LUT kernel over the int8 tables) on the emulated
+    M4 at 8x8 -> 32x32: the firmware's pixels equal onnxruntime's on the LUT graph."""
+    exported = cli(
+        "export", "tinylut-s-x4", "-f", "c", "-q", "int8", "--input-shape", "1,1,8,8", "--json"
+    )
+    assert exported.code == 0, exported.stderr
+    path = exported.json()["path"]
+    try:
+        result = cli(
+            "deploy", "--target", "mcu-m4-qemu", "--model", path, "-n", "3", "--json",
+            timeout=600,
+        )  # fmt: skip
+        assert result.code == 0, result.stderr
+        manifest = result.json()["manifest"]
+        assert manifest["status"] == "complete"
+        assert manifest["parity"]["ok"] is True and manifest["parity"]["max_abs"] == 0
+        assert len(manifest["parity"]["outputs"]) == 32 * 32
+        assert manifest["upload"]["payload_bytes"] == 8 * 8 * 4
+    finally:
+        cli("emulate", "stop", "mcu-m4-qemu")

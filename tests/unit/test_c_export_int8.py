@@ -92,16 +92,44 @@ def test_tinylut_int8_c_export_small_input(cli: Any) -> None:
     source = Path(manifest["source_onnx"]["path"])
     onnx_manifest = json.loads(source.with_name(source.name + ".manifest.json").read_text())
     assert onnx_manifest["input_shape_override"] == [1, 1, 4, 4]
+    assert manifest["c_generator"].startswith("edgetool TinyLUT LUT kernel")
     c_text = Path(data["path"]).read_text()
-    assert "void edgetool_model(const float lr[restrict 1][1][4][4]" in c_text
-    assert "edgetool_input_bytes = 64u" in c_text
-    # the graph the C was generated from is still the LUT graph, bit-exact to numpy
+    assert "void edgetool_model(const float *lr, float *sr)" in c_text
+    assert "edgetool_input_bytes = 64u" in c_text and "#define TL_H 4" in c_text
+    assert manifest["size"] < 200_000  # int8 tables, not emx-onnx-cgen's 3.4 MB of floats
+    # the C runs on this host too: its output is the numpy LUT reference, bit for bit
     luts = tinylut.load_luts(load_recipe("tinylut-s-x4").dir)
     x = np.random.default_rng(0).uniform(0, 255, (1, 1, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        _run_c_on_host(Path(data["path"]), x, 16 * 16), tinylut.lut_reference(x, luts).ravel()
+    )
+    # the graph the parity reference runs is still the LUT graph, bit-exact to numpy
     got = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(
         None, {"lr": x}
     )[0]
     np.testing.assert_array_equal(got, tinylut.lut_reference(x, luts))
+
+
+def _run_c_on_host(source: Path, x: np.ndarray, outputs: int) -> np.ndarray:
+    """Compile an exported model file with the host gcc and run it through its bench glue."""
+    import ctypes
+    import subprocess
+    import tempfile
+
+    if shutil.which("gcc") is None:
+        pytest.skip("no host gcc")
+    lib = Path(tempfile.mkdtemp()) / "model.so"
+    subprocess.run(
+        ["gcc", "-O2", "-shared", "-fPIC", str(source), "-o", str(lib), "-lm"], check=True
+    )
+    so = ctypes.CDLL(str(lib))
+    data = x.astype("<f4").tobytes()
+    ctypes.memmove(
+        ctypes.addressof(ctypes.c_uint8.in_dll(so, "edgetool_input_buffer")), data, len(data)
+    )
+    so.edgetool_run()
+    out = (ctypes.c_float * outputs).in_dll(so, "edgetool_output_buffer")
+    return np.frombuffer(bytes(out), dtype="<f4")
 
 
 def test_verify_uses_the_exported_input_shape(cli: Any) -> None:
