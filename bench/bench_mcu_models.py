@@ -113,7 +113,7 @@ def run_firmware(elf: Any, x: np.ndarray, iterations: int) -> tuple[list[int], n
         client.infer(1, 1)
         ticks = client.xinfer(iterations)
         hz = info.tick_hz or 25_000_000
-        got = np.frombuffer(client.xresults(), dtype="<f4")
+        got = np.frombuffer(client.xresults(info.output_count), dtype="<f4")
     finally:
         client.close()
         qemu.stop()

@@ -93,7 +93,6 @@ def export(
             f"{recipe.name} has no trained weights ({recipe.weights_path} missing).",
             hint=f"Run `edgetool train {recipe.name}` first.",
         )
-    source = recipe
     recipe = with_input_shape(recipe, input_shape)
     target = cached_path(recipe, fmt, quant, input_shape)
     if target.is_file() and manifest_path(target).is_file() and not force:
@@ -104,7 +103,7 @@ def export(
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=_ensure(target.parent.parent)))
     try:
         staged = staging / target.name
-        details = _build(recipe, fmt, quant, staged, say, source, input_shape)
+        details = _build(recipe, fmt, quant, staged, say, input_shape)
         from edgetool.export.inspect import describe
 
         # A C file describes itself through the ONNX graph it was generated from.
@@ -174,7 +173,6 @@ def _build(
     quant: str,
     out: Path,
     say: Say,
-    source: Recipe | None = None,
     input_shape: InputShape | None = None,
 ) -> dict[str, Any]:
     from edgetool.zoo.family import get_family
@@ -193,7 +191,7 @@ def _build(
         from edgetool.export.inspect import describe
 
         onnx = export(
-            recipe.name, "onnx", quant, progress=say, recipe=source, input_shape=input_shape
+            recipe.name, "onnx", quant, progress=say, recipe=recipe, input_shape=input_shape
         )
         described = describe(onnx.path)
         own_c = getattr(family, "build_c", None)

@@ -11,7 +11,7 @@ writing x_t, invoking, and copying the output into the input's state part — on
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -32,17 +32,9 @@ class StepLayout:
         if not entry:
             return None
         try:
-            return cls(**{k: int(entry[k]) for k in ("steps", "channels", "state", "result")})
+            return cls(**{f.name: int(entry[f.name]) for f in fields(cls)})
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"malformed 'stepped' entry in the manifest: {entry!r}") from exc
-
-    def to_dict(self) -> dict[str, int]:
-        return {
-            "steps": self.steps,
-            "channels": self.channels,
-            "state": self.state,
-            "result": self.result,
-        }
 
     def window(self, value: np.ndarray) -> np.ndarray:
         """`value` as a [steps, channels] float32 window (accepts a leading batch of 1)."""

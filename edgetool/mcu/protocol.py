@@ -70,6 +70,12 @@ class DeviceInfo:
         value = self.extended.get("tick-hz")
         return int(value) if value and value.isdigit() else None
 
+    @property
+    def output_count(self) -> int:
+        """float32 outputs the firmware returns (`xinfo` out=), 0 when it did not say."""
+        value = self.extended.get("out", "")
+        return int(value) if value.isdigit() else 0
+
 
 def _bracket(line: str, prefix: str) -> str:
     """`m-name-dut-[X]` -> `X`; a line without brackets -> what follows the prefix."""

@@ -294,7 +294,7 @@ def measure_bench(
         stream = events(client, info, settings, settings.effective_iterations())
         warm, end = journal(stream, writer, settings, obs, samples)
         if check is not None:
-            parity, problem = check(client.xresults(int(info.extended.get("out", "0") or 0)))
+            parity, problem = check(client.xresults(info.output_count))
             writer.update(parity=parity)
             if problem is not None:
                 failure = VerificationFailed(problem)

@@ -177,9 +177,10 @@ def check_fit(target: Target, artifact: Artifact) -> Fit:
             hint=f"Pass {label}:tflite:int8.",
         )
     for key in ("inputs", "outputs"):
-        if _tensor_spec(artifact, key).get("dtype") not in IO_DTYPES:
+        dtype = _tensor_spec(artifact, key).get("dtype")
+        if dtype not in IO_DTYPES:
             raise ModelError(
-                f"{artifact.path.name}: {key} are {_tensor_spec(artifact, key).get('dtype')}; "
+                f"{artifact.path.name}: {key} are {dtype}; "
                 "Espruino's tensorflow reads and writes int8 or float32 tensors",
                 hint=f"Pass {label}:tflite:int8.",
             )
@@ -399,7 +400,7 @@ def _stepped_section(artifact: Artifact) -> dict[str, Any]:
     if layout is None:
         return {}
     note = f"one sample = one whole window: {layout.steps} invokes with the state copied between"
-    return {"stepped": {**layout.to_dict(), "sample": note}}
+    return {"stepped": {**asdict(layout), "sample": note}}
 
 
 # --- deploy ---------------------------------------------------------------------------------

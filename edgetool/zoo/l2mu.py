@@ -268,15 +268,14 @@ class L2MUStep(nn.Module):
 
 def step_layout(recipe: Recipe) -> dict[str, int] | None:
     """The manifest's `stepped` entry for a recipe with `[export] stepped = true`."""
+    from dataclasses import asdict
+
+    from edgetool.export.stepped import StepLayout
+
     if not recipe.export.get("stepped"):
         return None
     step = L2MUStep(build(recipe))
-    return {
-        "steps": STEPS,
-        "channels": step.channels,
-        "state": step.state_size,
-        "result": step.classes,
-    }
+    return asdict(StepLayout(STEPS, step.channels, step.state_size, step.classes))
 
 
 def build(recipe: Recipe) -> L2MU:

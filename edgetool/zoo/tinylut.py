@@ -725,6 +725,7 @@ class TinyLUTFamily:
         translation of the ONNX graph; fp32 (the float network) goes the generic way."""
         if quant != "int8":
             return None
+        from edgetool.export.c_export import ENTRY
         from edgetool.zoo.tinylut_c import kernel_source
 
         shape = described["inputs"][0]["shape"]
@@ -732,7 +733,7 @@ class TinyLUTFamily:
             kernel_source(load_luts(recipe.dir), shape[2], shape[3], recipe.name, described)
         )
         return {
-            "c_entry": "edgetool_model",
+            "c_entry": ENTRY,
             "c_generator": "edgetool TinyLUT LUT kernel (int8 tables, integer arithmetic)",
             "c_options": "tables as const arrays; bit-exact to the ONNX LUT graph",
         }

@@ -4,7 +4,8 @@ float tables and ~29 KB of stack per low-res pixel: no real Cortex-M part holds 
 
 The kernel computes exactly what the ONNX LUT graph and the numpy reference compute
 (`tinylut.lut_reference`), so the ONNX graph at the same input shape stays the parity
-reference for the firmware. No torch here: the tables come from `load_luts`.
+reference for the firmware. The C text itself needs no torch; the tables are laid out
+from `tinylut.load_luts`' arrays when a model file is written.
 """
 
 from __future__ import annotations
