@@ -292,6 +292,8 @@ class _Stream:
     """One AVERAGE_START..AVERAGE_STOP: its sample count and the t0 estimate."""
 
     t0_ns: int | None = None
+    emitted_t0_ns: int | None = None  # the t0 the first samples() used: kept, so the
+    # stream's timeline stays one contiguous 10 µs grid however t0_ns is refined later
     next_k: int = 0
     expected_counter: int | None = None
     lost: int = 0
@@ -479,7 +481,10 @@ class Ppk2Meter(PollingMeter):
         out: list[PowerSample] = []
         volts = self.volts
         for chunk in chunks:
-            t0 = chunk.stream.t0_ns or 0
+            stream = chunk.stream
+            if stream.emitted_t0_ns is None:
+                stream.emitted_t0_ns = stream.t0_ns
+            t0 = stream.emitted_t0_ns or 0
             times = (t0 + (chunk.k0 + np.arange(len(chunk.amps))) * SAMPLE_PERIOD_NS).tolist()
             out.extend(
                 PowerSample(t, volts * a, volts, a)
@@ -492,8 +497,10 @@ class Ppk2Meter(PollingMeter):
 
     @property
     def t0_ns(self) -> int | None:
-        """The current estimate of when sample 0 of the running stream was taken."""
-        return self._stream.t0_ns
+        """When sample 0 of the running stream was taken: the estimate its samples are
+        timed by (fixed once samples have been returned), else the current one."""
+        stream = self._stream
+        return stream.t0_ns if stream.emitted_t0_ns is None else stream.emitted_t0_ns
 
     @property
     def lost_samples(self) -> int:
