@@ -85,6 +85,13 @@ class JobsFailed(EdgetoolError):
     exit_code = 12
 
 
+class Inconclusive(EdgetoolError):
+    """A comparison could not decide (too few repetitions, an interval straddling the
+    threshold, a partial run) or refused to (different device or input shapes)."""
+
+    exit_code = 13
+
+
 class Interrupted(EdgetoolError):
     """The user stopped the run; what was measured is kept."""
 
@@ -105,5 +112,6 @@ EXIT_CODES: dict[int, str] = {
     Regression.exit_code: "regression: a compared run got worse beyond the threshold",
     VerificationFailed.exit_code: "verification failed: artifact differs from its reference",
     JobsFailed.exit_code: "farm: one or more jobs of the night failed (see its summary.json)",
+    Inconclusive.exit_code: "comparison inconclusive or not comparable (no regression found)",
     Interrupted.exit_code: "interrupted (partial results kept)",
 }

@@ -19,12 +19,22 @@ from edgetool.export.artifact import Artifact
 from edgetool.power.base import PowerMeter
 from edgetool.power.recorder import EnergyRecorder
 from edgetool.results import schema
-from edgetool.results.stats import summarize_generations, summarize_ns
+from edgetool.results.stats import (
+    repetition_medians,
+    stability_warnings,
+    summarize_generations,
+    summarize_ns,
+    summarize_repetitions,
+)
 from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import BleUartSettings, Target, device_path
 from edgetool.transport import FileTransport, PutResult, open_transport
 from edgetool.transport.base import Progress, file_sha256
+
+DEFAULT_REPEAT = 5
+"""Repetitions per run by default: as MLPerf Tiny's five windows, enough for a t interval
+(4 degrees of freedom) while keeping a default deploy to a few seconds on a Pi."""
 
 
 @dataclass(frozen=True)
@@ -47,11 +57,21 @@ class RunSettings:
     idle_seconds: float = 2.0
     # Android: benchmark_model's per-operator profile
     op_profile: bool = False
+    # Repetitions: fresh runner processes (or separate measurement windows on devices that
+    # cannot start one); iterations, duration and warm-up apply to each repetition.
+    repeat: int = DEFAULT_REPEAT
 
     def effective_iterations(self) -> int:
         if self.new_tokens:
             return self.iterations or 3
         return self.iterations if self.iterations or self.duration else 100
+
+    def repetitions(self) -> int:
+        """How many repetitions this run makes: one where a process carries state across
+        the whole run (energy alignment to one clock, an LLM's generations)."""
+        if self.energy or self.new_tokens:
+            return 1
+        return max(self.repeat, 1)
 
 
 @dataclass
@@ -239,6 +259,77 @@ def open_run(
     )
 
 
+@dataclass
+class _LinuxRun:
+    """One run on a Linux-class device: what was pushed where, and its journal."""
+
+    artifact: Artifact
+    model_remote: str
+    journal: RunJournal
+    outputs_remote: str | None = None
+
+
+def _push_models(
+    transport: FileTransport,
+    target: Target,
+    artifacts: list[Artifact],
+    settings: RunSettings,
+    obs: Observer,
+) -> tuple[list[str], str | None, list[PutResult]]:
+    """Runner, models and input onto the device: (model paths, input path, push results)."""
+    model_remotes = [
+        device_path(target.workdir, "artifacts", a.sha256[:16], a.path.name) for a in artifacts
+    ]
+    files = [(RUNNER_PATH, runner_remote(target))]
+    files += [(a.path, remote) for a, remote in zip(artifacts, model_remotes, strict=True)]
+    input_remote = None
+    if settings.input is not None:
+        input_sha = file_sha256(settings.input)
+        input_remote = device_path(target.workdir, "inputs", input_sha[:16], settings.input.name)
+        files.append((settings.input, input_remote))
+    return model_remotes, input_remote, push(transport, files, obs)
+
+
+def _linux_target_fields(target: Target) -> dict[str, Any]:
+    return {
+        # An emulator that runs on the host CPU (loopback sshd) measures real time.
+        "emulated": bool(target.emulator_state and target.emulator_state.get("emulated_cpu", True)),
+        **{
+            key: target.emulator_state[key]
+            for key in ("emulator", "time_base")
+            if target.emulator_state and key in target.emulator_state
+        },
+    }
+
+
+def _open_linux_run(
+    transport: FileTransport,
+    target: Target,
+    artifact: Artifact,
+    model_remote: str,
+    settings: RunSettings,
+    results_root: Path,
+    obs: Observer,
+    **sections: Any,
+) -> _LinuxRun:
+    writer = open_run(
+        results_root,
+        target,
+        artifact.path.stem,
+        settings,
+        transport.description,
+        artifact.to_dict(),
+        _linux_target_fields(target),
+        repetition_kind="process",
+        **sections,
+    )
+    outputs_remote = None
+    if settings.save_outputs:
+        outputs_remote = device_path(target.workdir, "outputs", f"{writer.run_id}.npz")
+        transport.makedirs(device_path(target.workdir, "outputs"))
+    return _LinuxRun(artifact, model_remote, RunJournal(writer, settings, obs), outputs_remote)
+
+
 def _deploy_linux(
     target: Target,
     artifact: Artifact,
@@ -249,49 +340,13 @@ def _deploy_linux(
 ) -> DeployOutcome:
     with connect(target) as transport:
         obs.connected(transport.description)
-        model_remote = device_path(
-            target.workdir, "artifacts", artifact.sha256[:16], artifact.path.name
+        (model_remote,), input_remote, pushes = _push_models(
+            transport, target, [artifact], settings, obs
         )
-        files = [(RUNNER_PATH, runner_remote(target)), (artifact.path, model_remote)]
-        input_remote = None
-        if settings.input is not None:
-            input_sha = file_sha256(settings.input)
-            input_remote = device_path(
-                target.workdir, "inputs", input_sha[:16], settings.input.name
-            )
-            files.append((settings.input, input_remote))
-        pushes = push(transport, files, obs)
-        writer = open_run(
-            results_root,
-            target,
-            artifact.path.stem,
-            settings,
-            transport.description,
-            artifact.to_dict(),
-            {
-                # An emulator that runs on the host CPU (loopback sshd) measures real time.
-                "emulated": bool(
-                    target.emulator_state and target.emulator_state.get("emulated_cpu", True)
-                ),
-                **{
-                    key: target.emulator_state[key]
-                    for key in ("emulator", "time_base")
-                    if target.emulator_state and key in target.emulator_state
-                },
-            },
+        run = _open_linux_run(
+            transport, target, artifact, model_remote, settings, results_root, obs
         )
-        outputs_remote = None
-        if settings.save_outputs:
-            outputs_remote = device_path(target.workdir, "outputs", f"{writer.run_id}.npz")
-            transport.makedirs(device_path(target.workdir, "outputs"))
-        argv = runner_argv(
-            transport.python,
-            runner_remote(target),
-            model_remote,
-            settings,
-            input_remote,
-            outputs_remote,
-        )
+        writer = run.journal.writer
         recorder = None
         if meter is not None:
             clock_argv = [transport.python, runner_remote(target), "clock"]
@@ -301,94 +356,243 @@ def _deploy_linux(
                 writer.append_power,
                 lambda: transport.run(clock_argv),
             )
-            argv += recorder.runner_args()
+            run.journal.recorder = recorder
             obs.metering(meter.label, settings.idle_seconds)
             recorder.before()
-        summary = _run_and_journal(transport, argv, writer, settings, obs, recorder)
-        if outputs_remote:
+        failure: EdgetoolError | None = None
+        try:
+            for repetition in range(settings.repetitions()):
+                _run_repetition(transport, target, run, settings, input_remote, repetition)
+        except KeyboardInterrupt as exc:
+            failure = Interrupted(f"interrupted after {len(run.journal.samples)} samples")
+            failure.__cause__ = exc
+        except EdgetoolError as exc:
+            failure = exc
+        summary = run.journal.finish(failure)
+        if run.outputs_remote:
             # The first inference's outputs, for parity checks against a reference.
-            transport.get(outputs_remote, writer.dir / "outputs.npz")
+            transport.get(run.outputs_remote, writer.dir / "outputs.npz")
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
 
 
-def _run_and_journal(
+def _run_repetition(
     transport: FileTransport,
-    argv: list[str],
-    writer: RunWriter,
+    target: Target,
+    run: _LinuxRun,
     settings: RunSettings,
-    obs: Observer,
-    recorder: EnergyRecorder | None = None,
-) -> dict[str, Any]:
-    samples: list[int] = []
-    generations: list[schema.Generation] = []
-    end: schema.Summary | None = None
-    warm: schema.Warmup | None = None
-    model: schema.ModelInfo | None = None
-    failure: EdgetoolError | None = None
-    process = transport.run(argv)
-    try:
-        for line in process.lines():
-            event = schema.parse_event(line)
-            obs.event(event)
-            if recorder is not None:
-                recorder.on_event(event)
-            if isinstance(event, schema.Samples):
-                writer.append_samples(event.first_index, event.ns, event.starts)
-                samples.extend(event.ns)
-                obs.progress(len(samples))
-            elif isinstance(event, schema.Hello):
-                writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
-            elif isinstance(event, schema.ModelInfo):
-                model = event
-                writer.update(runtime=asdict(event))
-            elif isinstance(event, schema.Env):
-                writer.update(**{f"env_{event.when}": event.values})
-            elif isinstance(event, schema.Warmup):
-                warm = event
-                expected = settings.effective_iterations()
-                if settings.new_tokens:  # samples are decode steps: new tokens - 1 each
-                    expected *= max(settings.new_tokens - 1, 0)
-                obs.measuring(
-                    0 if settings.min_duration and not settings.new_tokens else expected,
-                    settings.duration,
-                )
-            elif isinstance(event, schema.Generation):
-                generations.append(event)
-                writer.update(generations=[asdict(g) for g in generations])
-            elif isinstance(event, schema.Summary):
-                end = event
-            elif isinstance(event, schema.ErrorEvent):
-                cls = _ERROR_CLASSES.get(event.kind, DeviceError)
-                hint = None
-                if event.kind == "runtime_missing":
-                    hint = "Install it on the device (pip install onnxruntime ai-edge-litert)."
-                failure = cls(f"{transport.description}: {event.message}", hint=hint)
-        status = process.wait()
-        if failure is None and end is None:
-            tail = process.stderr_text().strip().splitlines()[-3:]
-            failure = DeviceError(
-                f"{transport.description}: runner exited with status {status} before finishing"
-                + (f": {' | '.join(tail)}" if tail else "")
-            )
-        if recorder is not None and failure is None:
-            recorder.after()
-    except KeyboardInterrupt as exc:
-        process.kill()
-        failure = Interrupted(f"interrupted after {len(samples)} samples")
-        failure.__cause__ = exc
-    except EdgetoolError as exc:
-        process.kill()
-        failure = exc
-    summary = _summary(samples, end, warm, model) if samples else None
-    if recorder is not None and failure is None and summary is not None:
-        failure = _add_energy(recorder, writer, summary)
-    if summary is not None and generations:
-        summary["generation"] = summarize_generations(
-            [(g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns) for g in generations]
+    input_remote: str | None,
+    repetition: int,
+) -> None:
+    """One fresh runner process: load, warm up, measure; its events into the journal."""
+    argv = runner_argv(
+        transport.python,
+        runner_remote(target),
+        run.model_remote,
+        settings,
+        input_remote,
+        run.outputs_remote if repetition == 0 else None,
+    )
+    if run.journal.recorder is not None:
+        argv += run.journal.recorder.runner_args()
+    run.journal.run_process(transport, argv, repetition)
+
+
+def deploy_ab(
+    target: Target,
+    artifacts: tuple[Artifact, Artifact],
+    settings: RunSettings,
+    results_root: Path,
+    observer: Observer | None = None,
+) -> tuple[DeployOutcome, DeployOutcome]:
+    """Run A and B in alternating repetitions on one device in one session (AB, BA, AB, ...:
+    each pair of blocks cancels a linear drift), one run directory each."""
+    obs = observer or Observer()
+    if target.kind != "linux" or isinstance(target.transport, BleUartSettings):
+        raise ConfigError(
+            f"edgetool ab needs a Linux-class target (local, SSH, emulated Pi); "
+            f"{target.name} is kind {target.kind}",
+            hint="On other devices, deploy A and B one after the other and compare the runs.",
         )
-    finish_run(writer, summary, failure, "partial" if samples else "failed")
-    assert summary is not None
-    return summary
+    if settings.energy or settings.new_tokens:
+        raise ConfigError("edgetool ab does not take --energy or LLM generation")
+    if settings.input is not None and not settings.input.is_file():
+        raise ModelError(f"input file not found: {settings.input}")
+    if settings.repetitions() < 1:
+        raise ConfigError("edgetool ab needs at least one repetition")
+    with connect(target) as transport:
+        obs.connected(transport.description)
+        remotes, input_remote, pushes = _push_models(
+            transport, target, list(artifacts), settings, obs
+        )
+        runs = [
+            _open_linux_run(
+                transport, target, artifact, remote, settings, results_root, obs,
+                ab={"role": role, "order": "alternating blocks: AB, BA, AB, ..."},
+            )
+            for artifact, remote, role in zip(artifacts, remotes, ("A", "B"), strict=True)
+        ]  # fmt: skip
+        for run, other in ((runs[0], runs[1]), (runs[1], runs[0])):
+            run.journal.writer.update(
+                ab={**run.journal.writer.manifest["ab"], "other_run": other.journal.writer.run_id}
+            )
+        failure: EdgetoolError | None = None
+        try:
+            for block in range(settings.repetitions()):
+                order = runs if block % 2 == 0 else runs[::-1]
+                for run in order:
+                    _run_repetition(transport, target, run, settings, input_remote, block)
+        except KeyboardInterrupt as exc:
+            failure = Interrupted("interrupted (both runs keep what was measured)")
+            failure.__cause__ = exc
+        except EdgetoolError as exc:
+            failure = exc
+        outcomes: list[DeployOutcome] = []
+        errors: list[EdgetoolError] = []
+        for run in runs:
+            try:
+                summary = run.journal.finish(failure)
+            except EdgetoolError as exc:
+                errors.append(exc)
+                continue
+            if run.outputs_remote:
+                transport.get(run.outputs_remote, run.journal.writer.dir / "outputs.npz")
+            writer = run.journal.writer
+            outcomes.append(DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary))
+        if errors:
+            raise errors[0]
+        outcomes[0].pushes = pushes
+        return outcomes[0], outcomes[1]
+
+
+class RunJournal:
+    """One run's journal across its repetitions: samples (tagged with their repetition)
+    are written as they arrive, per-repetition facts go into the manifest, and `finish`
+    summarises whatever was measured, whatever failed."""
+
+    def __init__(self, writer: RunWriter, settings: RunSettings, obs: Observer) -> None:
+        self.writer = writer
+        self.settings = settings
+        self.obs = obs
+        self.recorder: EnergyRecorder | None = None
+        self.samples: list[int] = []
+        self.reps: list[int] = []
+        self.generations: list[schema.Generation] = []
+        self.ends: list[schema.Summary] = []
+        self.warm: schema.Warmup | None = None
+        self.model: schema.ModelInfo | None = None
+        self.facts: list[dict[str, Any]] = []
+
+    def _measuring(self) -> None:
+        expected = self.settings.effective_iterations() * self.settings.repetitions()
+        if self.settings.new_tokens:  # samples are decode steps: new tokens - 1 each
+            expected *= max(self.settings.new_tokens - 1, 0)
+        counted = not (self.settings.min_duration or self.settings.duration)
+        self.obs.measuring(
+            expected if counted or self.settings.new_tokens else 0,
+            self.settings.duration * self.settings.repetitions(),
+        )
+
+    def run_process(self, transport: FileTransport, argv: list[str], repetition: int) -> None:
+        """Run one runner process to its end; raise what went wrong (samples kept)."""
+        first = repetition == 0 and not self.facts
+        facts: dict[str, Any] = {"repetition": repetition}
+        self.facts.append(facts)
+        end: schema.Summary | None = None
+        failure: EdgetoolError | None = None
+        offset = len(self.samples)
+        process = transport.run(argv)
+        try:
+            for line in process.lines():
+                event = schema.parse_event(line)
+                if first or not isinstance(event, (schema.Hello, schema.ModelInfo, schema.Warmup)):
+                    self.obs.event(event)
+                if self.recorder is not None:
+                    self.recorder.on_event(event)
+                if isinstance(event, schema.Samples):
+                    self.writer.append_samples(
+                        offset + event.first_index, event.ns, event.starts, repetition
+                    )
+                    self.samples.extend(event.ns)
+                    self.reps.extend([repetition] * len(event.ns))
+                    self.obs.progress(len(self.samples))
+                elif isinstance(event, schema.Hello):
+                    if first:
+                        self.writer.update(
+                            device=event.device, runtimes=event.runtimes, runner=event.runner
+                        )
+                elif isinstance(event, schema.ModelInfo):
+                    facts["load_ms"] = event.load_ms
+                    if self.model is None:
+                        self.model = event
+                        self.writer.update(runtime=asdict(event))
+                elif isinstance(event, schema.Env):
+                    facts[f"env_{event.when}"] = event.values
+                    if event.when == "before" and first:
+                        self.writer.update(env_before=event.values)
+                    elif event.when == "after":
+                        self.writer.update(env_after=event.values)
+                elif isinstance(event, schema.Warmup):
+                    facts["warmup"] = {"count": event.count, "seconds": event.seconds}
+                    facts["first_ms"] = event.first_ns / 1e6 if event.first_ns else None
+                    if self.warm is None:
+                        self.warm = event
+                        self._measuring()
+                elif isinstance(event, schema.Generation):
+                    self.generations.append(event)
+                    self.writer.update(generations=[asdict(g) for g in self.generations])
+                elif isinstance(event, schema.Summary):
+                    end = event
+                    facts.update(count=event.count, wall_ns=event.wall_ns, peak_rss=event.peak_rss)
+                elif isinstance(event, schema.ErrorEvent):
+                    cls = _ERROR_CLASSES.get(event.kind, DeviceError)
+                    hint = None
+                    if event.kind == "runtime_missing":
+                        hint = "Install it on the device (pip install onnxruntime ai-edge-litert)."
+                    failure = cls(f"{transport.description}: {event.message}", hint=hint)
+            status = process.wait()
+            if failure is None and end is None:
+                tail = process.stderr_text().strip().splitlines()[-3:]
+                failure = DeviceError(
+                    f"{transport.description}: runner exited with status {status} before "
+                    "finishing" + (f": {' | '.join(tail)}" if tail else "")
+                )
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            self.writer.update(repetitions=self.facts)
+        if failure is not None:
+            raise failure
+        assert end is not None
+        self.ends.append(end)
+
+    def finish(self, failure: EdgetoolError | None) -> dict[str, Any]:
+        """Summarise and close the run; on a failure the run keeps its samples (partial)
+        and the failure is raised."""
+        if self.recorder is not None and failure is None:
+            self.recorder.after()
+        summary = (
+            _summary(
+                self.samples,
+                self.ends,
+                self.warm,
+                self.model,
+                self.reps,
+                "process",
+                self.facts,
+            )
+            if self.samples
+            else None
+        )
+        if self.recorder is not None and failure is None and summary is not None:
+            failure = _add_energy(self.recorder, self.writer, summary)
+        if summary is not None and self.generations:
+            summary["generation"] = summarize_generations(
+                [(g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns) for g in self.generations]
+            )
+        finish_run(self.writer, summary, failure, "partial" if self.samples else "failed")
+        assert summary is not None
+        return summary
 
 
 def _add_energy(
@@ -433,22 +637,38 @@ def finish_run(
 
 def _summary(
     samples: list[int],
-    end: schema.Summary | None,
+    ends: list[schema.Summary],
     warm: schema.Warmup | None,
     model: schema.ModelInfo | None,
+    reps: list[int] | None = None,
+    repetition_kind: str = "process",
+    facts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The run's summary: per-inference percentiles (tails, with how many samples stand
+    behind them) and the run-level estimate from the spread of repetition medians."""
+    tags = reps if reps and len(reps) == len(samples) else [0] * len(samples)
+    repetitions = summarize_repetitions(repetition_medians(samples, tags), repetition_kind)
+    envs = [
+        (f.get("env_before") or {}, f.get("env_after") or {})
+        for f in facts or []
+        if f.get("env_before") or f.get("env_after")
+    ]
     stats = summarize_ns(samples)
-    wall_s = end.wall_ns / 1e9 if end else sum(samples) / 1e9
+    latency = stats.to_dict()
+    latency["unstable"] = [*stats.unstable, *stability_warnings(repetitions, envs)]
+    wall_s = sum(e.wall_ns for e in ends) / 1e9 if ends else sum(samples) / 1e9
+    peaks = [e.peak_rss for e in ends if e.peak_rss]
     return {
         "count": len(samples),
-        "latency": stats.to_dict(),
+        "latency": latency,
+        "repetitions": repetitions.to_dict(),
         "wall_s": wall_s,
         "throughput_per_s": len(samples) / wall_s if wall_s > 0 else None,
-        "peak_rss": end.peak_rss if end else None,
+        "peak_rss": max(peaks) if peaks else None,
         "first_inference_ms": warm.first_ns / 1e6 if warm and warm.first_ns else None,
         "warmup": {"count": warm.count, "seconds": warm.seconds} if warm else None,
         "load_ms": model.load_ms if model else None,
-        "complete": end is not None,
+        "complete": bool(ends),
     }
 
 

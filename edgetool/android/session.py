@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import posixpath
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from edgetool.android.benchmark_model import (
 )
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
+from edgetool.results.stats import summarize_repetitions
 from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
 from edgetool.transport.adb import AdbTransport
@@ -207,6 +208,7 @@ def deploy_android(
             {"emulated": False, "synthetic": synthetic, "time_base": TIME_BASE},
             device=device,
             runner="benchmark_model",
+            repetition_kind="process",
         )
         summary = _measure(target, transport, writer, settings, bin_remote, model_remote, obs)
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
@@ -248,10 +250,19 @@ def _measure(
                 transport, target, settings, bench, writer, obs
             )
         else:
-            text = _run_text(transport, bench)
-            (writer.dir / "benchmark_model.txt").write_text(text)
-            outputs, energy = [parse_output(text)], None
+            # Each repetition is a fresh benchmark_model process; its mean is all it gives.
+            energy = None
+            for repetition in range(settings.repetitions()):
+                text = _run_text(transport, bench)
+                name = (
+                    "benchmark_model.txt"
+                    if repetition == 0
+                    else f"benchmark_model-{repetition}.txt"
+                )
+                (writer.dir / name).write_text(text)
+                outputs.append(parse_output(text))
         summary = aggregate_summary(outputs)
+        summary["repetitions"] = repetition_summary(outputs)
         if energy is not None:
             summary["energy"] = energy
         if android.use_xnnpack is not None:
@@ -279,6 +290,17 @@ def _run_text(transport: AdbTransport, argv: list[str]) -> str:
             f"{transport.description}: {posixpath.basename(argv[0])} exited with status {status}"
         )
     return text
+
+
+def repetition_summary(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
+    """The run-level estimate from each benchmark_model process's mean (it keeps no
+    samples, so there are no per-repetition medians to use)."""
+    means = [float(latency_summary(out)["mean"]) for out in outputs]
+    stats = summarize_repetitions(means, "process")
+    method = "geometric mean of repetition means (benchmark_model gives no medians); " + (
+        "Student t interval on their logs"
+    )
+    return replace(stats, method=method).to_dict()
 
 
 def aggregate_summary(outputs: list[BenchmarkOutput]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import click
 from edgetool import paths
 from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
 from edgetool.results import schema
-from edgetool.session import Observer
+from edgetool.session import DEFAULT_REPEAT, Observer
 from edgetool.transport.base import Progress, PutResult
 
 
@@ -40,16 +40,26 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     "the model already in its firmware.",
 )
 @click.option(
+    "-r",
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=DEFAULT_REPEAT,
+    show_default=True,
+    help="Repetitions: each a fresh runner process (load, warm up, measure) on the same "
+    "connection; a separate window after its own warm-up on boards and Bangle.js. The "
+    "run's estimate and its CI come from the spread of repetition medians.",
+)
+@click.option(
     "-n",
     "--iterations",
     type=click.IntRange(min=1),
-    help="Timed inferences [default: 100 and at least 1 s, as benchmark_model].",
+    help="Timed inferences per repetition [default: 100, and at least 1 s in all].",
 )
 @click.option(
     "-d",
     "--duration",
     type=click.FloatRange(min=0, min_open=True),
-    help="Measure for this many seconds instead of a count.",
+    help="Measure each repetition for this many seconds instead of a count.",
 )
 @click.option(
     "--warmup",
@@ -134,6 +144,7 @@ def command(
     ctx: click.Context,
     target_name: str,
     model_spec: str | None,
+    repeat: int,
     iterations: int | None,
     duration: float | None,
     warmup: int,
@@ -157,7 +168,11 @@ def command(
     Connects to the target, uploads the runner and the model (verified by sha256; files
     the device already has are not sent again), warms up, times every inference, and
     streams the samples into results/<run-id>/ as they arrive. Ctrl-C keeps what was
-    measured (status `partial`). With --energy the target's power meter (hwmon, ppk2,
+    measured (status `partial`). A run is --repeat repetitions (default 5), each a fresh
+    runner process: the headline figure is the geometric mean of the repetition medians
+    with a Student t interval on their logs, because inferences within one process are
+    correlated and the spread between processes is what a rerun sees. --energy and LLM
+    generation run as one repetition. With --energy the target's power meter (hwmon, ppk2,
     um25c, rapl, or a declared estimate) is read beside the run and each inference's
     window is integrated after mapping device time onto the meter's clock.
 
@@ -215,7 +230,9 @@ def command(
         new_tokens=new_tokens or 0,
         head_size=head_size,
         iterations=iterations or 0,
-        min_duration=0.0 if iterations or duration else 1.0,
+        # By default at least 1 s of measuring in all, shared between the repetitions.
+        min_duration=0.0 if iterations or duration else 1.0 / repeat,
+        repeat=repeat,
         duration=duration or 0.0,
         warmup=warmup,
         warmup_seconds=warmup_seconds,

@@ -11,7 +11,7 @@ import click
 
 from edgetool import paths
 from edgetool.cli.common import console, emit_json, human_bytes, json_option
-from edgetool.errors import Regression, ResultsError
+from edgetool.errors import Inconclusive, Regression, ResultsError
 from edgetool.results.compare import (
     METRICS,
     CompareSettings,
@@ -68,6 +68,38 @@ def energy_lines(energy: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _tail_note(beyond: float | None) -> str:
+    """How many samples stand beyond a tail percentile, when too few to trust it."""
+    if beyond is None or beyond >= 10:
+        return ""
+    if beyond < 1:
+        return (
+            f"  [dim](n too small: {beyond:g} samples beyond; the largest values, not a tail)[/dim]"
+        )
+    return f"  [dim](~{beyond:g} samples beyond it)[/dim]"
+
+
+def repetition_lines(reps: dict[str, Any] | None, unit: str = "latency (ms)") -> list[str]:
+    """The run-level estimate: what a rerun would see, with its uncertainty."""
+    if not reps:
+        return [
+            "\n  [dim]one repetition (a run from before repetitions): uncertainty unknown[/dim]"
+        ]
+    kind = "fresh processes" if reps.get("kind") == "process" else "measurement windows"
+    count = reps["count"]
+    ci = reps.get("ci")
+    if ci:
+        spread = f"  [{ci[0]:.4g}, {ci[1]:.4g}] {round(100 * reps['confidence'])}% CI"
+    else:
+        spread = "  uncertainty: unknown (one repetition)"
+    medians = ", ".join(f"{m:.4g}" for m in reps.get("medians_ms") or [])
+    return [
+        f"\n  {unit}, run estimate over {count} repetition{'s' if count != 1 else ''} ({kind})",
+        f"  median {reps['estimate_ms']:10.4g}{spread}",
+        f"  [dim]repetition medians: {medians} — {reps.get('method')}[/dim]",
+    ]
+
+
 def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> None:
     """The latency table a user reads after a run (shared by deploy and results show)."""
     out = console()
@@ -103,22 +135,19 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
             out.print(f"  prefill              {gen['prefill_tokens_per_s']:10.1f} tokens/s")
         if "decode_tokens_per_s" in gen:
             out.print(f"  decode               {gen['decode_tokens_per_s']:10.1f} tokens/s")
-    ci = lat.get("median_ci")
-    ci_text = (
-        f"  [{ci[0]:.3f}, {ci[1]:.3f}] {round(100 * lat['confidence'])}% CI"
-        if ci
-        else "  (too few samples for a CI)"
-    )
     unit = "decode step latency (ms)" if gen else "latency (ms)"
+    for line in repetition_lines(summary.get("repetitions"), unit):
+        out.print(line)
     # A runner that reports aggregates only (benchmark_model) has no percentiles: say so
     # plainly rather than printing blanks.
     aggregate = lat.get("aggregate_only")
     note = f"  [dim]{lat.get('source')}: aggregates only, no percentiles[/dim]" if aggregate else ""
-    out.print(f"\n                 {unit}, n={lat['count']}{note}")
+    out.print(f"\n                 per inference, n={lat['count']}{note}")
     if not aggregate:
-        out.print(f"  p50   {_fmt(lat['p50']):>10}{ci_text}")
+        support = lat.get("tail_support") or {}
+        out.print(f"  p50   {_fmt(lat['p50']):>10}")
         for key in ("p90", "p95", "p99", "p999"):
-            out.print(f"  {key:<5} {_fmt(lat[key]):>10}")
+            out.print(f"  {key:<5} {_fmt(lat[key]):>10}{_tail_note(support.get(key))}")
     out.print(f"  min   {_fmt(lat['min']):>10}")
     out.print(f"  max   {_fmt(lat['max']):>10}")
     out.print(f"  mean  {_fmt(lat['mean']):>10} ± {_fmt(lat['std'])}")
@@ -312,20 +341,44 @@ def _num(value: float | None) -> str:
     return f"{value:#.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
+def _ratio_ci(pair: PairComparison) -> str:
+    effect = pair.effect
+    if effect is None or effect.ci is None:
+        return ""
+    lo, hi = (100 * (v - 1.0) for v in effect.ci)
+    return f" [{lo:+.1f}, {hi:+.1f}]".replace("-", "−")
+
+
 def _change_cell(pair: PairComparison) -> str:
     lat = pair.latency
     if lat is None:
         return f"({pair.verdict})"
-    text = _pct(lat.change)
-    test = pair.test
-    p_text = "" if test is None else ("p<0.001" if test.p < 0.001 else f"p={test.p:.3f}")
+    text = _pct(lat.change) + _ratio_ci(pair)
     if pair.verdict == "regression":
-        return f"[red]{text} ▲ {p_text}[/red]"
+        return f"[red]{text} ▲[/red]"
     if pair.verdict == "improvement":
-        return f"[green]{text} ▼ {p_text}[/green]"
-    if pair.verdict == "within threshold":
-        return f"{text} {p_text}"
-    return f"{text} ({pair.verdict})"
+        return f"[green]{text} ▼[/green]"
+    return text
+
+
+def _verdict_cell(pair: PairComparison) -> str:
+    colour = {
+        "regression": "red",
+        "improvement": "green",
+        "inconclusive": "yellow",
+        "not comparable": "yellow",
+    }.get(pair.verdict)
+    text = pair.verdict + (" (exact)" if pair.exact else "")
+    return f"[{colour}]{text}[/{colour}]" if colour else text
+
+
+def _mdc_cell(pair: PairComparison) -> str:
+    effect = pair.effect
+    if pair.exact:
+        return "exact"
+    if effect is None or effect.mdc is None:
+        return "—"
+    return f"±{100 * effect.mdc:.1f} %"
 
 
 def _energy_cell(pair: PairComparison) -> str:
@@ -338,6 +391,8 @@ def _energy_cell(pair: PairComparison) -> str:
 
 def _notes(pair: PairComparison, threshold: float) -> str:
     notes: list[str] = []
+    if pair.reason:
+        notes.append(pair.reason)
     if pair.partial:
         notes.append("(partial)")
     for metric in pair.energy:
@@ -355,6 +410,7 @@ def _notes(pair: PairComparison, threshold: float) -> str:
     notes.extend(
         f"[yellow]{w}[/yellow]" for w in pair.warnings if not w.endswith(("partial", "failed"))
     )
+    notes.extend(pair.notes)
     return "; ".join(notes)
 
 
@@ -365,22 +421,28 @@ def _print_comparison(result: SetComparison) -> None:
     out = console()
     if not out.is_terminal:
         out.width = 1000  # a log or a pipe: one row per line, never wrapped at 80 columns
-    metric = result.settings.metric
+    confidence = round(100 * result.settings.confidence)
     table = Table(box=None, pad_edge=False)
-    for column in ("model", "target", f"{metric} before", f"{metric} after", "change"):
-        table.add_column(
-            column, justify="right" if "before" in column or "after" in column else "left"
-        )
+    for column in ("model", "target", "median before", "median after"):
+        table.add_column(column, justify="right" if "median" in column else "left")
+    table.add_column(f"change [{confidence}% CI]")
+    table.add_column("verdict")
+    table.add_column("detectable", justify="right")
+    table.add_column("reps", justify="right")
     table.add_column("energy/inf")
     table.add_column("notes")
     for pair in result.pairs:
         lat = pair.latency
+        effect = pair.effect
         table.add_row(
             escape(pair.model),
             escape(pair.target),
             f"{_num(lat.before)} ms" if lat else "—",
             f"{_num(lat.after)} ms" if lat else "—",
             _change_cell(pair),
+            _verdict_cell(pair),
+            _mdc_cell(pair),
+            f"{effect.n_base}/{effect.n_new}" if effect else "—",
             _energy_cell(pair),
             _notes(pair, result.settings.threshold),
         )
@@ -394,16 +456,14 @@ def _print_comparison(result: SetComparison) -> None:
                 f"[yellow]{label}: {escape(run.model)} on {escape(run.target)} "
                 f"({escape(run.run_id)}, {run.status})[/yellow]"
             )
-    if any(pair.test and pair.test.name == "welch-t" for pair in result.pairs):
+    if any(pair.exact for pair in result.pairs):
         out.print(
-            "note: aggregate-only runs (benchmark_model) have no samples: their means are "
-            "compared with Welch's test"
+            "note: exact = instruction counts on an emulated core: deterministic, compared "
+            "without statistics"
         )
-    if any(pair.test and pair.test.subsampled for pair in result.pairs):
-        out.print(
-            f"note: the U test ran on seeded random subsamples of "
-            f"{result.settings.max_samples} inferences a side; medians use every sample"
-        )
+    tested = sum(1 for p in result.pairs if p.effect and p.effect.p_adjusted is not None)
+    if tested:
+        out.print(f"note: p-values Holm-corrected over {tested} pairs")
 
 
 @command.command("compare")
@@ -415,21 +475,21 @@ def _print_comparison(result: SetComparison) -> None:
     default="5%",
     show_default=True,
     callback=_parse_threshold,
-    help="Smallest relative change that counts (5% or 0.05).",
+    help="Smallest relative change that matters (5% or 0.05).",
 )
 @click.option(
     "--alpha",
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
-    default=0.01,
+    type=click.FloatRange(0.0, 0.5, min_open=True),
+    default=0.05,
     show_default=True,
-    help="Significance level of the Mann–Whitney U test.",
+    help="Significance level; intervals are at 1 - alpha.",
 )
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
     default="p50",
     show_default=True,
-    help="Latency figure whose change is reported and gated (the test uses all samples).",
+    help="Latency figure compared: each repetition's median.",
 )
 @click.option(
     "--fail-on-missing",
@@ -452,18 +512,30 @@ def compare(
     \b
     BASE and NEW are run refs (id, prefix, path, `latest`) or directories holding run
     directories; those are paired by model (artifact name, format, quant) and target,
-    taking the latest complete run of each pair. Unpaired runs are listed.
+    taking the latest complete run of each pair. Unpaired runs are listed. Comparing by
+    model name across new exports is the point ("did my new export regress?"): the row
+    says when the artifacts differ.
 
     \b
-    Latency regresses only when all three hold:
-      1. Mann–Whitney U on the per-inference samples gives p < --alpha
-         (subsampled to 20000 a side, seeded, for big runs; skipped below 20 samples);
-      2. the --metric grew by more than --threshold;
-      3. the metric's 95 % CIs do not overlap (the new one is entirely higher).
-    Energy per inference regresses on growth beyond the threshold with separated CIs;
-    artifact size on any growth beyond the threshold. Peak RSS is informational.
+    The unit is a repetition (deploy --repeat), not an inference. The change is the
+    ratio NEW/BASE of the runs' repetition medians (geometric means) with a Welch t
+    interval on their logs, and the verdict is:
+      no change     the interval lies inside ±threshold
+      regression    significantly slower (p < alpha) and the interval reaches past +threshold
+      improvement   the mirror image
+      inconclusive  the interval straddles the threshold (the row says how many
+                    repetitions would decide it), fewer than 3 repetitions a side, or a
+                    partial/failed run
+      not comparable  different device (arch, CPU, board, cores) or input shapes
+    "detectable" is the smallest change these spreads detect 80 % of the time. Runs
+    counted in emulated instructions are compared exactly, without statistics. Over
+    several pairs the p-values are Holm-corrected. Energy per inference regresses on
+    growth beyond the threshold with separated CIs; artifact size on any growth beyond
+    the threshold. Peak RSS is informational. Differences in threads, runtime versions,
+    edgetool versions, governors or frequency limits are warned about in the notes.
 
-    Exit 0: no regression; 10: a regression; 9: a run missing or unreadable.
+    Exit 0: no change or improvement; 10: a regression; 13: inconclusive or not
+    comparable (and no regression); 9: a run missing or unreadable.
     """
     try:
         settings = CompareSettings(threshold=threshold, alpha=alpha, metric=metric)
@@ -478,11 +550,20 @@ def compare(
         result = SetComparison(
             [compare_runs(base_runs[0], new_runs[0], settings)], [], [], settings
         )
-    limit = f"{100 * threshold:g} %"
     if as_json:
         emit_json({"base": base, "new": new, **result.to_dict()})
     else:
         _print_comparison(result)
+    raise_on_verdicts(result, threshold)
+    if fail_on_missing and result.missing:
+        raise ResultsError(f"{result.missing} run(s) without a counterpart (--fail-on-missing)")
+    if not as_json:
+        console().print(f"no change beyond {100 * threshold:g} % (or an improvement)")
+
+
+def raise_on_verdicts(result: SetComparison, threshold: float) -> None:
+    """Exit 10 on a regression, else 13 when a pair is inconclusive or not comparable."""
+    limit = f"{100 * threshold:g} %"
     if result.regressions:
         names = [
             f"{p.model}/{p.target} ({', '.join(p.regressions)})"
@@ -494,7 +575,8 @@ def compare(
         raise Regression(
             f"{result.regressions} regression{plural} beyond {limit}: {'; '.join(names[:3])}{more}"
         )
-    if fail_on_missing and result.missing:
-        raise ResultsError(f"{result.missing} run(s) without a counterpart (--fail-on-missing)")
-    if not as_json:
-        console().print(f"no regression beyond {limit}")
+    if result.undecided:
+        pairs = [p for p in result.pairs if p.undecided]
+        first = pairs[0]
+        more = f" (+{len(pairs) - 1} more)" if len(pairs) > 1 else ""
+        raise Inconclusive(f"{first.model}/{first.target} is {first.verdict}: {first.reason}{more}")

@@ -218,24 +218,28 @@ def events(
     }
     yield schema.Hello(device, {"firmware": info.profile or "mlperf-tiny"}, "mcu-bench")
     yield schema.ModelInfo("firmware", info.profile, [], [], 0.0, 1)
-    started = time.monotonic()
-    first_us, _ = client.infer(1, settings.warmup)
-    yield schema.Warmup(settings.warmup, time.monotonic() - started, first_us * 1000)
     hz = info.tick_hz
     done, device_ns = 0, 0
-    wall = time.monotonic()
-    while done < samples_wanted or (
-        settings.duration and time.monotonic() - wall < settings.duration
-    ):
-        if hz:
-            batch = [t * 1_000_000_000 // hz for t in client.xinfer(BATCH)]
-        else:
-            batch = [client.infer(1, 0)[0] * 1000]  # MLPerf Tiny firmware: laps in µs
-        if not settings.duration:
-            batch = batch[: samples_wanted - done]
-        yield schema.Samples(done, batch)
-        done += len(batch)
-        device_ns += sum(batch)
+    for repetition in range(settings.repetitions()):
+        # No process to restart on a board: a repetition is its own warm-up and window.
+        started = time.monotonic()
+        first_us, _ = client.infer(1, settings.warmup)
+        yield schema.Warmup(settings.warmup, time.monotonic() - started, first_us * 1000)
+        in_window = 0
+        wall = time.monotonic()
+        while in_window < samples_wanted or (
+            settings.duration and time.monotonic() - wall < settings.duration
+        ):
+            if hz:
+                batch = [t * 1_000_000_000 // hz for t in client.xinfer(BATCH)]
+            else:
+                batch = [client.infer(1, 0)[0] * 1000]  # MLPerf Tiny firmware: laps in µs
+            if not settings.duration:
+                batch = batch[: samples_wanted - in_window]
+            yield schema.Samples(done, batch, repetition=repetition)
+            done += len(batch)
+            in_window += len(batch)
+            device_ns += sum(batch)
     # Device time, not host time: protocol round trips are not the device's throughput.
     yield schema.Summary(done, device_ns)
 
@@ -246,22 +250,29 @@ def journal(
     settings: RunSettings,
     obs: Observer,
     samples: list[int],
+    reps: list[int] | None = None,
 ) -> tuple[schema.Warmup | None, schema.Summary | None]:
-    """Write a bench-protocol device's events into the run as they come; `samples` grows
-    in place, so a failure part-way keeps what was measured."""
+    """Write a bench-protocol device's events into the run as they come; `samples` (and
+    `reps`, each sample's window) grow in place, so a failure part-way keeps what was
+    measured."""
     warm: schema.Warmup | None = None
     end: schema.Summary | None = None
-    expected = settings.effective_iterations()
+    windows = settings.repetitions()
+    expected = settings.effective_iterations() * windows
     for event in stream:
-        obs.event(event)
+        if not (isinstance(event, schema.Warmup) and warm is not None):
+            obs.event(event)
         if isinstance(event, schema.Hello):
             writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
         elif isinstance(event, schema.Warmup):
-            warm = event
-            obs.measuring(0 if settings.duration else expected, settings.duration)
+            if warm is None:
+                warm = event
+                obs.measuring(0 if settings.duration else expected, settings.duration * windows)
         elif isinstance(event, schema.Samples):
-            writer.append_samples(event.first_index, event.ns)
+            writer.append_samples(event.first_index, event.ns, repetition=event.repetition)
             samples.extend(event.ns)
+            if reps is not None:
+                reps.extend([event.repetition] * len(event.ns))
             obs.progress(len(samples))
         elif isinstance(event, schema.Summary):
             end = event
@@ -285,14 +296,16 @@ def measure_bench(
     (inside the guard, so a failure there still closes the run) and says how to check
     the outputs; samples already measured survive any later failure."""
     samples: list[int] = []
+    reps: list[int] = []
     end: schema.Summary | None = None
     warm: schema.Warmup | None = None
     failure: EdgetoolError | None = None
     parity: dict[str, Any] | None = None
+    writer.update(repetition_kind="window")
     try:
         check = prepare()
         stream = events(client, info, settings, settings.effective_iterations())
-        warm, end = journal(stream, writer, settings, obs, samples)
+        warm, end = journal(stream, writer, settings, obs, samples, reps)
         if check is not None:
             parity, problem = check(client.xresults(info.output_count))
             writer.update(parity=parity)
@@ -303,7 +316,7 @@ def measure_bench(
         failure.__cause__ = exc
     except EdgetoolError as exc:
         failure = exc
-    return finish_bench_run(writer, samples, warm, end, failure, parity=parity, **finish)
+    return finish_bench_run(writer, samples, warm, end, failure, reps=reps, parity=parity, **finish)
 
 
 def _measure(
@@ -370,13 +383,15 @@ def finish_bench_run(
     warm: schema.Warmup | None,
     end: schema.Summary | None,
     failure: EdgetoolError | None,
+    reps: list[int] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Summarise and close a bench-protocol run: samples already measured are kept (run
     partial) on any failure except a parity mismatch, where the timings are whole."""
     from edgetool.session import _summary, finish_run
 
-    summary = _summary(samples, end, warm, None) if samples else None
+    ends = [end] if end is not None else []
+    summary = _summary(samples, ends, warm, None, reps, "window") if samples else None
     if summary is not None:
         summary.update(extra)
     status = (

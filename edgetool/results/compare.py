@@ -2,21 +2,31 @@
 
 Pure Python (stdlib only) like `stats.py`, so the nightly gate runs where numpy does not.
 
-The latency rule. With 10^5 samples per run every difference is "statistically
-significant", and with 10 samples nothing is, so no single number decides. A latency
-metric (p50 by default) is a **regression** only when all three hold:
+The unit is a repetition, not an inference. Inferences in one process are correlated and
+the spread between processes is 10-100x the within-run standard error, so a test on
+per-inference samples calls identical code different (p = 1e-30) and the threshold alone
+decides. Latency is therefore compared on the runs' **repetition medians**:
 
-1. Mann–Whitney U on the raw per-inference samples (two-sided, normal approximation
-   with tie correction) gives p < alpha (default 0.01): the distributions differ;
-2. the metric grew by more than the threshold (default 5 %): the difference matters;
-3. the metric's confidence intervals do not overlap in the bad direction (the new
-   interval's low end is above the base interval's high end): it is not noise in the
-   tails of the metric itself.
+- the effect is the ratio NEW/BASE of their geometric means, with a confidence interval
+  from Welch's t on the log medians (unequal spreads, Welch-Satterthwaite df);
+- with the threshold t (default 5 %), the verdict is
+  * `no change`: the interval lies inside [1/(1+t), 1+t] (any real change is smaller than
+    what matters, even when it is significant);
+  * `regression`: the ratio is significantly above 1 (p < alpha) and the interval reaches
+    past 1+t; `improvement` the mirror image;
+  * `inconclusive`: anything else (the interval straddles the threshold), with how many
+    repetitions a side would decide it; also every pair where a side has fewer than
+    3 repetitions or is not a complete run (a partial, failed or too-short run never gates);
+  * `not comparable`: the device (arch, CPU, board, cores) or the input shapes differ.
+- the minimum detectable change is printed: the smallest ratio these spreads would call
+  significant 80 % of the time at alpha.
+- runs on a deterministic time base (emulated instructions) need no statistics: the change
+  is exact, and it is a regression when it exceeds the threshold.
 
-An **improvement** is the mirror image. A run with fewer than `MIN_TEST_N` samples on
-either side is not tested ("n too small") and never gates. Above `max_samples` per side
-the test runs on a deterministic (seeded) random subsample, which is reported; the
-metric and its interval always use every sample.
+Over a set of pairs (a night) the p-values are corrected with Holm's step-down method,
+which bounds the chance that a night with no real change fails at alpha whatever the
+dependence between pairs (pairs share a machine and its drift, where Benjamini-Hochberg's
+guarantee needs positive dependence and bounds the false discovery rate instead).
 
 Energy per inference (total and dynamic) regresses when it grew beyond the threshold
 and the intervals do not overlap (the threshold alone when an interval is missing).
@@ -27,32 +37,40 @@ generation figures are informational.
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgetool.results.stats import median_ci_ranks, percentile
+from edgetool.results.stats import (
+    MIN_REPETITIONS,
+    log_mean_sd,
+    percentile,
+    student_t_ppf,
+    student_t_sf,
+)
 from edgetool.results.store import Run
 
-MIN_TEST_N = 20
-"""Below this many samples on a side the normal approximation is not trusted."""
+METRICS = ("p50",)
+"""The latency figure compared: the median, per repetition (kept as an option for scripts)."""
 
-METRICS = ("p50", "p90", "mean")
+VERDICTS = ("regression", "improvement", "no change", "inconclusive", "not comparable")
+POWER = 0.8
+"""The power at which the minimum detectable change is quoted."""
+
 _STATUS_RANK = {"complete": 2, "partial": 1}
+DETERMINISTIC_PREFIX = "emulated instructions"
 
 
 @dataclass(frozen=True)
 class CompareSettings:
-    """What the user asked for: gate threshold, test level, which latency figure."""
+    """What the user asked for: the change that matters, and the significance level."""
 
     threshold: float = 0.05
-    alpha: float = 0.01
+    alpha: float = 0.05
     metric: str = "p50"
-    confidence: float = 0.95
-    max_samples: int = 20_000
-    seed: int = 0
+    correction: str = "holm"
+    """Over several pairs: 'holm' or 'none'."""
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -61,126 +79,171 @@ class CompareSettings:
             raise ValueError("alpha must be within (0, 1)")
         if self.threshold < 0.0:
             raise ValueError("threshold must not be negative")
+        if self.correction not in ("holm", "none"):
+            raise ValueError("correction must be 'holm' or 'none'")
+
+    @property
+    def confidence(self) -> float:
+        return 1.0 - self.alpha
 
 
-# --- Mann–Whitney U ------------------------------------------------------------------
-
-
-def mann_whitney_u(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """(U of `a`, two-sided p) by the normal approximation with tie and continuity
-    correction (scipy's `method="asymptotic"`). Ranks come from sorting each side and
-    merging, O(n log n), so 10^5 samples a side take well under a second."""
-    n1, n2 = len(a), len(b)
-    if n1 == 0 or n2 == 0:
-        raise ValueError("Mann-Whitney U needs samples on both sides")
-    sa, sb = sorted(a), sorted(b)
-    i = j = 0
-    consumed = 0
-    rank_sum_a = 0.0
-    tie_term = 0.0
-    while i < n1 or j < n2:
-        value = sa[i] if j >= n2 or (i < n1 and sa[i] <= sb[j]) else sb[j]
-        ci = 0
-        while i < n1 and sa[i] == value:
-            i += 1
-            ci += 1
-        cj = 0
-        while j < n2 and sb[j] == value:
-            j += 1
-            cj += 1
-        t = ci + cj
-        rank_sum_a += ci * (consumed + (t + 1) / 2.0)  # average of ranks consumed+1..+t
-        tie_term += t * t * t - t
-        consumed += t
-    u1 = rank_sum_a - n1 * (n1 + 1) / 2.0
-    n = n1 + n2
-    mu = n1 * n2 / 2.0
-    variance = n1 * n2 / 12.0 * ((n + 1) - tie_term / (n * (n - 1))) if n > 1 else 0.0
-    if variance <= 0.0:
-        return u1, 1.0  # every value equal: no evidence of any difference
-    z = (max(u1, n1 * n2 - u1) - mu - 0.5) / math.sqrt(variance)
-    p = min(1.0, math.erfc(z / math.sqrt(2.0)))  # 2 * sf(z) = erfc(z / sqrt 2)
-    return u1, p
-
-
-def _subsample(values: Sequence[int], limit: int, seed: int) -> Sequence[int]:
-    """Seeded random subsample: deterministic, and unlike a stride it cannot alias with a
-    periodic pattern in the run (a timer tick, a GC every k inferences)."""
-    if len(values) <= limit:
-        return values
-    return random.Random(seed).sample(list(values), limit)
+# --- the effect on repetitions --------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class UTest:
-    """The test result as reported (n are the counts actually tested): Mann–Whitney U on
-    samples, or Welch's test on the aggregates of a runner that gives no samples."""
+class Effect:
+    """NEW/BASE latency ratio from the runs' repetition medians."""
 
-    u: float
-    p: float
+    ratio: float
+    ci: tuple[float, float] | None
+    p: float | None
+    df: float | None
     n_base: int
     n_new: int
-    subsampled: bool
-    name: str = "mann-whitney-u"
+    confidence: float
+    method: str
+    mdc: float | None = None
+    """Minimum detectable change (relative) at POWER and alpha, for these spreads."""
+    needed: int | None = None
+    """Repetitions a side that would likely decide an inconclusive comparison."""
+    p_adjusted: float | None = None
+
+    @property
+    def change(self) -> float:
+        return self.ratio - 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ratio": self.ratio,
+            "change": self.change,
+            "ci": list(self.ci) if self.ci else None,
+            "confidence": self.confidence,
+            "p": self.p,
+            "p_adjusted": self.p_adjusted,
+            "df": self.df,
+            "repetitions": {"base": self.n_base, "new": self.n_new},
+            "method": self.method,
+            "minimum_detectable_change": self.mdc,
+            "repetitions_needed": self.needed,
+        }
 
 
-def welch(a: tuple[int, float, float], b: tuple[int, float, float]) -> tuple[float, float]:
-    """Welch's two-sided test from (count, mean, std) alone, normal approximation (both
-    sides have at least MIN_TEST_N, where t and z differ by < 3 % in the tails we use)."""
-    (na, ma, sa), (nb, mb, sb) = a, b
-    se = math.sqrt(sa * sa / na + sb * sb / nb)
-    if se == 0:
-        return 0.0, 1.0 if ma == mb else 0.0
-    t = (mb - ma) / se
-    return t, math.erfc(abs(t) / math.sqrt(2.0))
+def repetition_values(run: Run) -> list[float]:
+    """A run's per-repetition medians (ms): from its summary, else from its samples (an
+    older run: one repetition), else the mean of an aggregate-only runner."""
+    reps = (run.summary or {}).get("repetitions") or {}
+    values = reps.get("medians_ms")
+    if isinstance(values, list) and values and all(_positive(v) for v in values):
+        return [float(v) for v in values]
+    if run.samples_ns:
+        from edgetool.results.stats import repetition_medians
+
+        return repetition_medians(run.samples_ns, run.repetition_tags)
+    mean = ((run.summary or {}).get("latency") or {}).get("mean")
+    return [float(mean)] if isinstance(mean, (int, float)) and _positive(mean) else []
 
 
-def _aggregates(run: Run) -> tuple[int, float, float] | None:
-    """(count, mean ms, std ms) of a run whose runner reports aggregates only."""
-    lat = (run.summary or {}).get("latency") or {}
-    if not lat.get("aggregate_only"):
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def deterministic(run: Run) -> bool:
+    """Times counted in emulated instructions: a rerun gives the same numbers."""
+    target = run.manifest.get("target") or {}
+    return str(target.get("time_base") or "").startswith(DETERMINISTIC_PREFIX)
+
+
+def welch_effect(base: Sequence[float], new: Sequence[float], confidence: float) -> Effect:
+    """Ratio of geometric means with Welch's t interval on the logs (needs >= 2 a side)."""
+    mb, sb = log_mean_sd(base)
+    mn, sn = log_mean_sd(new)
+    nb, nn = len(base), len(new)
+    diff = mn - mb
+    ratio = math.exp(diff)
+    if sb is None or sn is None:
+        return Effect(ratio, None, None, None, nb, nn, confidence, "ratio of medians")
+    vb, vn = sb * sb / nb, sn * sn / nn
+    se = math.sqrt(vb + vn)
+    method = "Welch t on log repetition medians"
+    if se == 0.0:
+        p = 1.0 if diff == 0.0 else 0.0
+        return Effect(ratio, (ratio, ratio), p, None, nb, nn, confidence, method, 0.0)
+    df = (vb + vn) ** 2 / (vb * vb / (nb - 1) + vn * vn / (nn - 1))
+    q = student_t_ppf(0.5 + confidence / 2.0, df)
+    ci = (math.exp(diff - q * se), math.exp(diff + q * se))
+    p = min(1.0, 2.0 * student_t_sf(abs(diff) / se, df))
+    mdc = math.exp((q + student_t_ppf(POWER, df)) * se) - 1.0
+    return Effect(ratio, ci, p, df, nb, nn, confidence, method, mdc)
+
+
+def repetitions_needed(effect: Effect, threshold: float, limit: int = 1000) -> int | None:
+    """Repetitions a side at which, with the spreads seen, the interval would likely be
+    decisive: inside the threshold band (estimate inside it) or clear of 1 (outside)."""
+    if effect.ci is None or effect.df is None:
         return None
-    try:
-        return int(lat["count"]), float(lat["mean"]), float(lat["std"])
-    except (KeyError, TypeError, ValueError):
+    diff = math.log(effect.ratio)
+    band = math.log1p(threshold)
+    q_now = student_t_ppf(0.5 + effect.confidence / 2.0, effect.df)
+    half_now = (math.log(effect.ci[1]) - math.log(effect.ci[0])) / 2.0
+    unit = half_now / q_now * math.sqrt((effect.n_base + effect.n_new) / 2.0)  # se x sqrt(n)
+    gap = band - abs(diff) if abs(diff) < band else abs(diff)
+    if gap <= 0.0 or unit == 0.0:
         return None
+    for n in range(max(effect.n_base, effect.n_new, MIN_REPETITIONS), limit + 1):
+        if student_t_ppf(0.5 + effect.confidence / 2.0, 2 * n - 2) * unit / math.sqrt(n) < gap:
+            return n
+    return None
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
+def latency_verdict(
+    effect: Effect, threshold: float, alpha: float, exact: bool = False
+) -> tuple[str, str | None]:
+    """(verdict, why) by the rules in the module docstring."""
+    high, low = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    if exact:
+        if effect.ratio > high:
+            return "regression", None
+        if effect.ratio < low:
+            return "improvement", None
+        return "no change", None
+    if min(effect.n_base, effect.n_new) < MIN_REPETITIONS:
+        fewest = min(effect.n_base, effect.n_new)
+        return "inconclusive", (
+            f"{fewest} repetition{'s' if fewest != 1 else ''} on a side: "
+            f"needs at least {MIN_REPETITIONS} a side (deploy --repeat)"
+        )
+    if effect.ci is None:
+        return "inconclusive", "no spread between repetitions to test with"
+    lo, hi = effect.ci
+    if low <= lo and hi <= high:
+        return "no change", None
+    p = effect.p_adjusted if effect.p_adjusted is not None else effect.p
+    if p is not None and p < alpha and effect.ratio > 1.0 and hi > high:
+        return "regression", None
+    if p is not None and p < alpha and effect.ratio < 1.0 and lo < low:
+        return "improvement", None
+    needed = repetitions_needed(effect, threshold)
+    more = (
+        f"~{needed} repetitions a side would likely decide it"
+        if needed
+        else "the change is too close to the threshold for more repetitions to decide soon"
+    )
+    return "inconclusive", f"the interval straddles ±{100 * threshold:g} %: {more}"
 
 
 # --- metrics -------------------------------------------------------------------------
-
-
-def _z(confidence: float) -> float:
-    """Two-sided normal quantile by bisection on erf (stdlib has no inverse)."""
-    low, high = 0.0, 10.0
-    for _ in range(80):
-        mid = (low + high) / 2.0
-        low, high = (mid, high) if math.erf(mid / math.sqrt(2.0)) < confidence else (low, mid)
-    return (low + high) / 2.0
-
-
-def latency_metric(
-    sorted_ms: Sequence[float], metric: str, confidence: float = 0.95
-) -> tuple[float, tuple[float, float] | None]:
-    """The chosen latency figure and its CI: p50 uses the exact order-statistic median CI
-    from stats.py; p90 the distribution-free binomial (normal-approximated) quantile CI;
-    mean the normal CI of the mean."""
-    n = len(sorted_ms)
-    if metric == "p50":
-        ranks = median_ci_ranks(n, confidence)
-        ci = (sorted_ms[ranks[0]], sorted_ms[ranks[1]]) if ranks else None
-        return percentile(sorted_ms, 50.0), ci
-    if metric == "p90":
-        q = 0.9
-        half = _z(confidence) * math.sqrt(n * q * (1.0 - q))
-        lo, hi = max(0, math.floor(n * q - half)), min(n - 1, math.ceil(n * q + half))
-        ci90 = (sorted_ms[lo], sorted_ms[hi]) if n >= MIN_TEST_N else None
-        return percentile(sorted_ms, 90.0), ci90
-    mean = math.fsum(sorted_ms) / n
-    if n < 2:
-        return mean, None
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in sorted_ms) / (n - 1))
-    half_mean = _z(confidence) * std / math.sqrt(n)
-    return mean, (mean - half_mean, mean + half_mean)
 
 
 @dataclass(frozen=True)
@@ -329,8 +392,55 @@ def pair_key(run: Run) -> tuple[str, str, str, str]:
     return (*model_identity(run), target_name(run))
 
 
+# --- comparability ---------------------------------------------------------------------
+
+_DEVICE_KEYS = ("arch", "cpu_model", "board", "cores")
+
+
+def _input_shapes(run: Run) -> list[tuple[str, str]] | None:
+    inputs = (run.manifest.get("runtime") or {}).get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        return None
+    return [(str(i.get("name")), str(i.get("shape"))) for i in inputs if isinstance(i, dict)]
+
+
+def refusals(base: Run, new: Run) -> list[str]:
+    """Why these two runs cannot be compared at all (the device or the inputs differ)."""
+    out: list[str] = []
+    db, dn = base.manifest.get("device") or {}, new.manifest.get("device") or {}
+    for key in _DEVICE_KEYS:
+        if db.get(key) is not None and dn.get(key) is not None and db[key] != dn[key]:
+            out.append(f"different device {key} ({db[key]} vs {dn[key]})")
+    sb, sn = _input_shapes(base), _input_shapes(new)
+    if sb is not None and sn is not None and sb != sn:
+        out.append(f"different input shapes ({_shapes(sb)} vs {_shapes(sn)})")
+    if deterministic(base) != deterministic(new):
+        out.append("one run counts emulated instructions, the other measures time")
+    return out
+
+
+def _shapes(shapes: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{name} {shape}" for name, shape in shapes)
+
+
+def _first_env(run: Run) -> dict[str, Any]:
+    return run.manifest.get("env_before") or {}
+
+
+def _effective_threads(run: Run) -> Any:
+    after = run.manifest.get("env_after") or {}
+    return after.get("process_threads")
+
+
+def _limits(env: dict[str, Any]) -> Any:
+    cpus = env.get("cpus")
+    if isinstance(cpus, list):
+        return [(c.get("min_khz"), c.get("max_khz")) for c in cpus if isinstance(c, dict)]
+    return None
+
+
 def _pair_warnings(base: Run, new: Run) -> list[str]:
-    """Why a comparison may be apples to oranges: shown in the row, not fatal."""
+    """What may make the two runs differ besides the model: said loudly, not fatal."""
     warnings: list[str] = []
     if target_name(base) != target_name(new):
         warnings.append(f"different targets ({target_name(base)} vs {target_name(new)})")
@@ -341,21 +451,50 @@ def _pair_warnings(base: Run, new: Run) -> list[str]:
         kinds = ["emulated" if t.get("emulated") else "real" for t in (tb, tn)]
         warnings.append(f"{kinds[0]} vs {kinds[1]} device")
     db, dn = base.manifest.get("device") or {}, new.manifest.get("device") or {}
-    for key in ("hostname", "arch", "cpu_model"):
-        if db.get(key) and dn.get(key) and db[key] != dn[key]:
-            warnings.append(f"different device {key} ({db[key]} vs {dn[key]})")
-    eb = (base.summary or {}).get("energy") or {}
-    en = (new.summary or {}).get("energy") or {}
+    if db.get("hostname") and dn.get("hostname") and db["hostname"] != dn["hostname"]:
+        warnings.append(f"different hosts ({db['hostname']} vs {dn['hostname']})")
+    rb, rn = base.manifest.get("runtime") or {}, new.manifest.get("runtime") or {}
+    for key, what in (("runtime", "runtimes"), ("runtime_version", "runtime versions")):
+        if rb.get(key) and rn.get(key) and rb[key] != rn[key]:
+            warnings.append(f"different {what} ({rb[key]} vs {rn[key]})")
+    if rb and rn and rb.get("threads") != rn.get("threads"):
+        warnings.append(f"different requested threads ({rb.get('threads')} vs {rn.get('threads')})")
+    eb, en = _effective_threads(base), _effective_threads(new)
+    if eb is not None and en is not None and eb != en:
+        warnings.append(f"different effective threads ({eb} vs {en} OS threads in the runner)")
+    vb = (base.manifest.get("edgetool") or {}).get("version")
+    vn = (new.manifest.get("edgetool") or {}).get("version")
+    if vb and vn and vb != vn:
+        warnings.append(f"different edgetool versions ({vb} vs {vn})")
+    gb, gn = _first_env(base).get("governor"), _first_env(new).get("governor")
+    if gb and gn and gb != gn:
+        warnings.append(f"different CPU governors ({gb} vs {gn})")
+    lb, ln = _limits(_first_env(base)), _limits(_first_env(new))
+    if lb and ln and lb != ln:
+        warnings.append("different CPU frequency limits")
+    energy_b = (base.summary or {}).get("energy") or {}
+    energy_n = (new.summary or {}).get("energy") or {}
     if (
-        eb
-        and en
-        and (eb.get("meter") != en.get("meter") or eb.get("estimate") != en.get("estimate"))
+        energy_b
+        and energy_n
+        and (
+            energy_b.get("meter") != energy_n.get("meter")
+            or energy_b.get("estimate") != energy_n.get("estimate")
+        )
     ):
         warnings.append("energy from different meters or estimate vs measured")
     for label, run in (("base", base), ("new", new)):
         if run.status != "complete":
             warnings.append(f"{label} run is {run.status}")
     return warnings
+
+
+def _notes(base: Run, new: Run) -> list[str]:
+    sb = str((base.manifest.get("artifact") or {}).get("sha256") or "")
+    sn = str((new.manifest.get("artifact") or {}).get("sha256") or "")
+    if sb and sn and sb != sn:
+        return [f"artifacts differ (sha256 {sb[:12]}… vs {sn[:12]}…)"]
+    return []
 
 
 # --- one pair ------------------------------------------------------------------------
@@ -374,13 +513,20 @@ class PairComparison:
     base_status: str
     new_status: str
     latency: MetricChange | None
-    test: UTest | None
+    effect: Effect | None
     verdict: str
-    """regression | improvement | n.s. | within threshold | n too small | no samples"""
+    """One of VERDICTS."""
+    reason: str | None = None
+    """Why a pair is inconclusive or not comparable."""
+    exact: bool = False
+    """Compared on a deterministic time base (instruction counts): no statistics needed."""
     energy: list[MetricChange] = field(default_factory=list)
     size: MetricChange | None = None
     info: list[MetricChange] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    base_runs: tuple[str, ...] = ()
+    """Every base run pooled into the comparison (a baseline of several nights)."""
 
     @property
     def partial(self) -> bool:
@@ -394,144 +540,149 @@ class PairComparison:
 
     @property
     def regressions(self) -> list[str]:
-        """Names of the gating metrics that regressed."""
+        """Names of the gating metrics that regressed (none when not comparable)."""
+        if self.verdict == "not comparable":
+            return []
         return [m.name for m in self.metrics if m.gating and m.regression]
 
+    @property
+    def undecided(self) -> bool:
+        """Inconclusive or not comparable: exit 13 unless something regressed."""
+        return self.verdict in ("inconclusive", "not comparable")
+
     def to_dict(self) -> dict[str, Any]:
-        test = None
-        if self.test:
-            test = {
-                "name": self.test.name,
-                "u": self.test.u,
-                "p": self.test.p,
-                "n_base": self.test.n_base,
-                "n_new": self.test.n_new,
-                "subsampled": self.test.subsampled,
-            }
         return {
             "model": self.model,
             "target": self.target,
-            "base": {"run_id": self.base_run, "dir": self.base_dir, "status": self.base_status},
+            "base": {
+                "run_id": self.base_run,
+                "dir": self.base_dir,
+                "status": self.base_status,
+                "pooled_runs": list(self.base_runs),
+            },
             "new": {"run_id": self.new_run, "dir": self.new_dir, "status": self.new_status},
             "partial": self.partial,
             "verdict": self.verdict,
-            "test": test,
+            "reason": self.reason,
+            "exact": self.exact,
+            "effect": self.effect.to_dict() if self.effect else None,
             "latency": self.latency.to_dict() if self.latency else None,
             "energy": [m.to_dict() for m in self.energy],
             "size": self.size.to_dict() if self.size else None,
             "info": [m.to_dict() for m in self.info],
             "regressions": self.regressions,
             "warnings": list(self.warnings),
+            "notes": list(self.notes),
         }
 
 
-def compare_runs(base: Run, new: Run, settings: CompareSettings | None = None) -> PairComparison:
-    """Compare one run against another by the rules in the module docstring."""
+def _run_ci(values: Sequence[float], confidence: float) -> tuple[float, float] | None:
+    from edgetool.results.stats import summarize_repetitions
+
+    return summarize_repetitions(values, "process", confidence).ci if values else None
+
+
+def compare_runs(
+    base: Run | Sequence[Run], new: Run, settings: CompareSettings | None = None
+) -> PairComparison:
+    """Compare one run against another (or against several base runs pooled: a baseline of
+    the last K nights) by the rules in the module docstring."""
     s = settings or CompareSettings()
+    bases = [base] if isinstance(base, Run) else list(base)
+    if not bases:
+        raise ValueError("no base run")
+    head = bases[-1]
+    base_values = [v for run in bases for v in repetition_values(run)]
+    new_values = repetition_values(new)
+    refused = refusals(head, new)
+    exact = deterministic(head) and deterministic(new)
+    effect: Effect | None = None
     latency: MetricChange | None = None
-    test: UTest | None = None
-    agg_base, agg_new = _aggregates(base), _aggregates(new)
-    if agg_base and agg_new:
-        latency, test, verdict = _compare_aggregates(agg_base, agg_new, s)
-    elif not base.samples_ns or not new.samples_ns:
-        verdict = "no samples"
+    reason: str | None = None
+    if not base_values or not new_values:
+        verdict, reason = "inconclusive", "no latency figures on a side"
     else:
-        sorted_b = sorted(v / 1e6 for v in base.samples_ns)
-        sorted_n = sorted(v / 1e6 for v in new.samples_ns)
-        before, bci = latency_metric(sorted_b, s.metric, s.confidence)
-        after, aci = latency_metric(sorted_n, s.metric, s.confidence)
-        change = _relative(before, after)
-        worse = better = False
-        if min(len(sorted_b), len(sorted_n)) < MIN_TEST_N:
-            verdict = "n too small"
+        if exact:
+            before = percentile(sorted(base_values), 50.0)
+            after = percentile(sorted(new_values), 50.0)
+            effect = Effect(
+                after / before, None, None, None, len(base_values), len(new_values),
+                s.confidence, "exact: instruction counts (deterministic, no statistics)",
+            )  # fmt: skip
         else:
-            xb = _subsample(base.samples_ns, s.max_samples, s.seed)
-            xn = _subsample(new.samples_ns, s.max_samples, s.seed + 1)
-            u, p = mann_whitney_u(xb, xn)
-            subsampled = len(xb) < len(base.samples_ns) or len(xn) < len(new.samples_ns)
-            test = UTest(u, p, len(xb), len(xn), subsampled)
-            significant = p < s.alpha
-            worse = (
-                significant and change is not None and change > s.threshold and _ci_worse(bci, aci)
-            )
-            better = (
-                significant
-                and change is not None
-                and change < -s.threshold
-                and _ci_better(bci, aci)
-            )
-            if worse:
-                verdict = "regression"
-            elif better:
-                verdict = "improvement"
-            elif significant:
-                verdict = "within threshold"
-            else:
-                verdict = "n.s."
+            effect = welch_effect(base_values, new_values, s.confidence)
+            before = math.exp(log_mean_sd(base_values)[0])
+            after = math.exp(log_mean_sd(new_values)[0])
+        verdict, reason = latency_verdict(effect, s.threshold, s.alpha, exact)
+        if any(run.status != "complete" for run in bases) or new.status != "complete":
+            verdict, reason = "inconclusive", "a partial or failed run never gates"
+        if verdict == "inconclusive" and reason and "straddles" in reason:
+            effect = replace(effect, needed=repetitions_needed(effect, s.threshold))
         latency = MetricChange(
-            f"latency_{s.metric}", "ms", before, after, bci, aci, change, worse, better
+            "latency_p50",
+            "ms",
+            before,
+            after,
+            None if exact else _run_ci(base_values, s.confidence),
+            None if exact else _run_ci(new_values, s.confidence),
+            effect.change,
+            verdict == "regression",
+            verdict == "improvement",
         )
+    if refused:
+        verdict, reason = "not comparable", "; ".join(refused)
     return PairComparison(
         model=model_label(new),
         target=target_name(new),
-        base_run=base.run_id,
+        base_run=head.run_id,
         new_run=new.run_id,
-        base_dir=str(base.dir),
+        base_dir=str(head.dir),
         new_dir=str(new.dir),
-        base_status=base.status,
+        base_status=head.status,
         new_status=new.status,
         latency=latency,
-        test=test,
+        effect=effect,
         verdict=verdict,
-        energy=_energy_changes(base, new, s.threshold),
-        size=_size_change(base, new, s.threshold),
-        info=_info_changes(base, new),
-        warnings=_pair_warnings(base, new),
+        reason=reason,
+        exact=exact,
+        energy=_energy_changes(head, new, s.threshold),
+        size=_size_change(head, new, s.threshold),
+        info=_info_changes(head, new),
+        warnings=_pair_warnings(head, new),
+        notes=_notes(head, new),
+        base_runs=tuple(run.run_id for run in bases) if len(bases) > 1 else (),
     )
 
 
-def _compare_aggregates(
-    base: tuple[int, float, float], new: tuple[int, float, float], s: CompareSettings
-) -> tuple[MetricChange, UTest | None, str]:
-    """Aggregate-only runs (benchmark_model): the mean is the only latency figure there
-    is, so it is compared (whatever metric was asked for) by the same three rules."""
-    z = _z(s.confidence)
-
-    def ci(agg: tuple[int, float, float]) -> tuple[float, float]:
-        half = z * agg[2] / math.sqrt(agg[0])
-        return agg[1] - half, agg[1] + half
-
-    before, after = base[1], new[1]
-    change = _relative(before, after)
-    worse = better = False
-    test = None
-    if min(base[0], new[0]) < MIN_TEST_N:
-        verdict = "n too small"
-    else:
-        t, p = welch(base, new)
-        test = UTest(t, p, base[0], new[0], False, "welch-t")
-        significant = p < s.alpha
-        worse = bool(
-            significant and change is not None and change > s.threshold
-            and _ci_worse(ci(base), ci(new))
-        )  # fmt: skip
-        better = bool(
-            significant and change is not None and change < -s.threshold
-            and _ci_better(ci(base), ci(new))
-        )  # fmt: skip
-        verdict = (
-            "regression"
-            if worse
-            else "improvement"
-            if better
-            else "within threshold"
-            if significant
-            else "n.s."
+def adjust_pairs(pairs: list[PairComparison], settings: CompareSettings) -> list[PairComparison]:
+    """Holm-correct the latency p-values of a set of pairs and re-decide each verdict."""
+    if settings.correction == "none":
+        return pairs
+    tested = [
+        i
+        for i, pair in enumerate(pairs)
+        if pair.effect is not None and pair.effect.p is not None and not pair.exact
+        and pair.verdict in ("regression", "improvement", "no change", "inconclusive")
+    ]  # fmt: skip
+    if len(tested) < 2:
+        return pairs
+    adjusted = holm([pairs[i].effect.p for i in tested])  # type: ignore[union-attr,misc]
+    out = list(pairs)
+    for i, p_adj in zip(tested, adjusted, strict=True):
+        pair = pairs[i]
+        assert pair.effect is not None and pair.latency is not None
+        effect = replace(pair.effect, p_adjusted=p_adj)
+        if pair.reason and "never gates" in pair.reason:
+            out[i] = replace(pair, effect=effect)
+            continue
+        verdict, reason = latency_verdict(effect, settings.threshold, settings.alpha)
+        if verdict == "inconclusive" and reason and "straddles" in reason:
+            effect = replace(effect, needed=repetitions_needed(effect, settings.threshold))
+        latency = replace(
+            pair.latency, regression=verdict == "regression", improvement=verdict == "improvement"
         )
-    metric = MetricChange(
-        "latency_mean", "ms", before, after, ci(base), ci(new), change, worse, better
-    )
-    return metric, test, verdict
+        out[i] = replace(pair, effect=effect, verdict=verdict, reason=reason, latency=latency)
+    return out
 
 
 # --- sets of runs (nights) -----------------------------------------------------------
@@ -572,19 +723,33 @@ class SetComparison:
         return sum(1 for pair in self.pairs if pair.regressions)
 
     @property
+    def undecided(self) -> int:
+        """Pairs that are inconclusive or not comparable (and did not regress)."""
+        return sum(1 for pair in self.pairs if pair.undecided and not pair.regressions)
+
+    @property
     def missing(self) -> int:
         return len(self.only_base) + len(self.only_new)
+
+    def verdicts(self) -> dict[str, int]:
+        counts = {verdict: 0 for verdict in VERDICTS}
+        for pair in self.pairs:
+            counts[pair.verdict] += 1
+        return counts
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "settings": {
                 "threshold": self.settings.threshold,
                 "alpha": self.settings.alpha,
-                "metric": self.settings.metric,
                 "confidence": self.settings.confidence,
-                "max_samples": self.settings.max_samples,
+                "metric": self.settings.metric,
+                "correction": self.settings.correction,
+                "unit": "repetition",
             },
             "regressions": self.regressions,
+            "undecided": self.undecided,
+            "verdicts": self.verdicts(),
             "pairs": [pair.to_dict() for pair in self.pairs],
             "only_base": [u.to_dict() for u in self.only_base],
             "only_new": [u.to_dict() for u in self.only_new],
@@ -595,7 +760,7 @@ def _preference(run: Run) -> tuple[int, int, str, str]:
     """Complete beats partial beats anything else; then runs with samples; then latest."""
     return (
         _STATUS_RANK.get(run.status, 0),
-        1 if run.samples_ns else 0,
+        1 if run.samples_ns or (run.summary or {}).get("latency") else 0,
         str(run.manifest.get("created") or ""),
         run.run_id,
     )
@@ -617,12 +782,23 @@ def _unpaired(run: Run) -> Unpaired:
 
 
 def compare_sets(
-    base: Iterable[Run], new: Iterable[Run], settings: CompareSettings | None = None
+    base: Iterable[Run],
+    new: Iterable[Run],
+    settings: CompareSettings | None = None,
+    baseline_groups: Sequence[Iterable[Run]] = (),
 ) -> SetComparison:
-    """Pair runs by (artifact name, format, quant, target) and compare each pair."""
+    """Pair runs by (artifact name, format, quant, target), compare each pair, and correct
+    the pairs' p-values for their number. `baseline_groups` are older baselines (earlier
+    nights): each pair's complete runs there are pooled with its base run."""
     s = settings or CompareSettings()
     chosen_b, chosen_n = pick_runs(base), pick_runs(new)
-    pairs = [compare_runs(chosen_b[k], chosen_n[k], s) for k in sorted(chosen_b) if k in chosen_n]
+    older = [pick_runs(group) for group in baseline_groups]
+    pairs = []
+    for key in sorted(chosen_b):
+        if key not in chosen_n:
+            continue
+        pooled = [g[key] for g in older if key in g and g[key].status == "complete"]
+        pairs.append(compare_runs([*pooled, chosen_b[key]], chosen_n[key], s))
     only_base = [_unpaired(chosen_b[k]) for k in sorted(chosen_b) if k not in chosen_n]
     only_new = [_unpaired(chosen_n[k]) for k in sorted(chosen_n) if k not in chosen_b]
-    return SetComparison(pairs, only_base, only_new, s)
+    return SetComparison(adjust_pairs(pairs, s), only_base, only_new, s)

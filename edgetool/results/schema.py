@@ -44,6 +44,8 @@ class Samples:
     ns: list[int]
     starts: list[int] | None = None
     """Device-clock start of each inference (runner 1 with power support sends them)."""
+    repetition: int = 0
+    """Which repetition (measurement window) of the run these samples belong to."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Journaled result directories: `results/<run-id>/{manifest.json,samples.jsonl,power.jsonl,
 summary.json}`.
 
-samples.jsonl lines are `{"i": first index, "ns": [durations], "t": [device start times]}`
-("t", on the device's monotonic clock, is absent in runs from older runners); power.jsonl
+samples.jsonl lines are `{"i": first index, "ns": [durations], "t": [device start times],
+"r": repetition}` ("t", on the device's monotonic clock, is absent in runs from older
+runners; "r" in runs from before repetitions, which are one repetition); power.jsonl
 lines are `{"t": [ns on the meter's clock], "w": [watts], "v": [volts], "a": [amps]}` with
 null where a channel is not measured. Which clock the power samples use, and how device
 time maps onto it, is in the manifest's "power" entry.
@@ -27,7 +28,7 @@ from typing import IO, Any
 from edgetool.errors import ResultsError
 from edgetool.power.base import PowerSample
 from edgetool.procs import pid_alive
-from edgetool.results.stats import summarize_ns
+from edgetool.results.stats import repetition_medians, summarize_ns, summarize_repetitions
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -106,9 +107,13 @@ class RunWriter:
         write_json_atomic(self.dir / MANIFEST, self.manifest)
 
     def append_samples(
-        self, first_index: int, ns: list[int], starts: list[int] | None = None
+        self,
+        first_index: int,
+        ns: list[int],
+        starts: list[int] | None = None,
+        repetition: int = 0,
     ) -> None:
-        record: dict[str, Any] = {"i": first_index, "ns": ns}
+        record: dict[str, Any] = {"i": first_index, "ns": ns, "r": repetition}
         if starts is not None:
             record["t"] = starts
         _append_line(self._samples, record)
@@ -147,6 +152,12 @@ class Run:
     starts_ns: list[int] | None = None
     """Device-clock start of each inference, when the runner reported it."""
     power: list[PowerSample] = field(default_factory=list)
+    reps: list[int] | None = None
+    """The repetition of each sample (None: a run from before repetitions, one repetition)."""
+
+    @property
+    def repetition_tags(self) -> list[int]:
+        return self.reps if self.reps is not None else [0] * len(self.samples_ns)
 
     @property
     def run_id(self) -> str:
@@ -173,20 +184,33 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
 
 def read_samples_with_starts(path: Path) -> tuple[list[int], list[int] | None]:
     """Durations, and start times when every line has them (else None)."""
+    samples, starts, _ = read_sample_records(path)
+    return samples, starts
+
+
+def read_sample_records(path: Path) -> tuple[list[int], list[int] | None, list[int] | None]:
+    """Durations; start times when every line has them; repetition tags when every line
+    has them (else None: an older run, one repetition)."""
     samples: list[int] = []
     starts: list[int] | None = []
+    reps: list[int] | None = []
     for record in _records(path):
         try:
             ns = [int(v) for v in record["ns"]]
             t = [int(v) for v in record["t"]] if "t" in record else None
+            r = int(record["r"]) if "r" in record else None
         except (KeyError, TypeError, ValueError):
             continue
         samples.extend(ns)
+        if reps is not None and r is not None:
+            reps.extend([r] * len(ns))
+        else:
+            reps = None
         if starts is not None and t is not None and len(t) == len(ns):
             starts.extend(t)
         else:
             starts = None
-    return samples, starts
+    return samples, starts, reps
 
 
 def read_samples(path: Path) -> list[int]:
@@ -216,7 +240,7 @@ def load_run(path: Path) -> Run:
         raise ResultsError(f"no run at {path} (missing {MANIFEST})") from exc
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{manifest_path}: unreadable ({exc})") from exc
-    samples, starts = read_samples_with_starts(path / SAMPLES)
+    samples, starts, reps = read_sample_records(path / SAMPLES)
     summary: dict[str, Any] | None = None
     if (path / SUMMARY).exists():
         try:
@@ -231,7 +255,12 @@ def load_run(path: Path) -> Run:
         manifest.setdefault("error", "the deploy process died before the run finished")
     if summary is None and samples:
         summary = {"latency": summarize_ns(samples).to_dict(), "count": len(samples)}
-    return Run(path, manifest, samples, summary, starts, read_power(path / POWER))
+        if reps:
+            kind = str(manifest.get("repetition_kind") or "process")
+            summary["repetitions"] = summarize_repetitions(
+                repetition_medians(samples, reps), kind
+            ).to_dict()
+    return Run(path, manifest, samples, summary, starts, read_power(path / POWER), reps)
 
 
 def find_run(ref: str, root: Path) -> Run:

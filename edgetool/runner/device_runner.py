@@ -173,19 +173,161 @@ def vcgencmd(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def environment() -> dict[str, Any]:
-    """Temperature, clocks, governor, throttling: what makes two runs incomparable."""
+SYS_ROOT = "/sys"
+PROC_ROOT = "/proc"
+THROTTLE_BITS = ("under-voltage", "arm-frequency-capped", "throttled", "soft-temperature-limit")
+FIRMWARE_THROTTLED = "devices/platform/soc/soc:firmware/get_throttled"
+
+
+def read_head(path: str, size: int = 4096) -> str | None:
+    """A sysfs/procfs file's first bytes with one read(): a sysfs value is at most a page,
+    and this is several times cheaper than open() for what runs around every measurement."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, size).decode("utf-8", "replace").strip("\x00\n ")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def read_int(path: str) -> int | None:
+    try:
+        return int(read_head(path) or "")
+    except ValueError:  # absent, empty, or not a number (some zones answer "N/A")
+        return None
+
+
+def numbered(root: str, prefix: str) -> list[tuple[int, str]]:
+    """(n, path) of root/prefixN entries in numeric order: cpu10 sorts after cpu9."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        suffix = name[len(prefix) :]
+        if name.startswith(prefix) and suffix.isascii() and suffix.isdigit():
+            found.append((int(suffix), os.path.join(root, name)))
+    return sorted(found)
+
+
+def cpufreq_state(sys_root: str = SYS_ROOT) -> list[dict[str, Any]] | None:
+    """Per-CPU governor and clocks: a capped max or a lagging cur explains slow runs,
+    and big.LITTLE boards have several policies, so cpu0 alone does not say it."""
+    cpus = []
+    for cpu, path in numbered(os.path.join(sys_root, "devices/system/cpu"), "cpu"):
+        freq = os.path.join(path, "cpufreq")
+        if not os.path.isdir(freq):
+            continue
+        cpus.append(
+            {
+                "cpu": cpu,
+                "governor": read_head(os.path.join(freq, "scaling_governor")),
+                "cur_khz": read_int(os.path.join(freq, "scaling_cur_freq")),
+                "min_khz": read_int(os.path.join(freq, "scaling_min_freq")),
+                "max_khz": read_int(os.path.join(freq, "scaling_max_freq")),
+                "hw_max_khz": read_int(os.path.join(freq, "cpuinfo_max_freq")),
+            }
+        )
+    return cpus or None
+
+
+def thermal_state(sys_root: str = SYS_ROOT) -> dict[str, float] | None:
+    """Every thermal zone by type (°C): the SoC, GPU or PMIC may be the hot one.
+    Names are given over all zones, readable or not, so before/after keys match."""
+    temps: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    for zone, path in numbered(os.path.join(sys_root, "class/thermal"), "thermal_zone"):
+        kind = read_head(os.path.join(path, "type")) or f"thermal_zone{zone}"
+        seen[kind] = seen.get(kind, 0) + 1
+        name = kind if seen[kind] == 1 else f"{kind}_{seen[kind]}"
+        millidegrees = read_int(os.path.join(path, "temp"))
+        if millidegrees is not None:
+            temps[name] = millidegrees / 1000.0
+    return temps or None
+
+
+def decode_throttled(text: str | None) -> dict[str, Any] | None:
+    """The Raspberry Pi firmware's throttle bit field ('0x50005' or sysfs's '50005'):
+    bits 0-3 are the state now, bits 16-19 the same four since boot."""
+    if not text:
+        return None
+    try:
+        value = int(text.strip().split("=")[-1], 16)
+    except ValueError:
+        return None
+    return {
+        "raw": hex(value),
+        "now": [name for bit, name in enumerate(THROTTLE_BITS) if value >> bit & 1],
+        "since_boot": [name for bit, name in enumerate(THROTTLE_BITS) if value >> (16 + bit) & 1],
+    }
+
+
+def throttle_state(vcgencmd_out: str | None, sys_root: str = SYS_ROOT) -> dict[str, Any] | None:
+    """Under-voltage and capping silently slow a Pi. vcgencmd's answer (already asked
+    for by the caller) first, else the firmware driver's sysfs file."""
+    decoded = decode_throttled(vcgencmd_out)
+    if decoded is None:
+        decoded = decode_throttled(read_head(os.path.join(sys_root, FIRMWARE_THROTTLED)))
+    return decoded
+
+
+def cpu_times(proc_root: str = PROC_ROOT) -> dict[str, int] | None:
+    """Aggregate /proc/stat ticks: the host diffs before/after for the steal fraction (a
+    VM's host taking the CPU). guest/guest_nice are left out of total: user has them."""
+    first = (read_head(os.path.join(proc_root, "stat")) or "").split("\n", 1)[0].split()
+    if len(first) < 6 or first[0] != "cpu":
+        return None
+    try:
+        ticks = [int(f) for f in first[1:]]
+    except ValueError:
+        return None
+    return {
+        "total": sum(ticks[:8]),
+        "steal": ticks[7] if len(ticks) > 7 else 0,
+        "idle": ticks[3] + ticks[4],
+    }
+
+
+def cpu_affinity() -> list[int] | None:
+    """The CPUs this process may run on: taskset or a container can pin it to fewer."""
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is None:
+        return None
+    try:
+        return sorted(getaffinity(0))
+    except OSError:
+        return None
+
+
+def process_threads(proc_root: str = PROC_ROOT) -> int | None:
+    """This process's OS threads now; after a run, the runtime's effective thread pool."""
+    for line in (read_head(os.path.join(proc_root, "self/status"), 16384) or "").splitlines():
+        if line.startswith("Threads:"):
+            try:
+                return int(line.split(":", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
+def environment(sys_root: str = SYS_ROOT, proc_root: str = PROC_ROOT) -> dict[str, Any]:
+    """Temperature, clocks, governor, throttling, steal, pinning and threads: what makes
+    two runs incomparable. Only file reads (plus vcgencmd where it exists): runs around
+    every measurement, so it must stay cheap and never raise."""
     env: dict[str, Any] = {"time_ns": time.time_ns()}
-    temp = read_text("/sys/class/thermal/thermal_zone0/temp")
+    temp = read_text(os.path.join(sys_root, "class/thermal/thermal_zone0/temp"))
     if temp and temp.lstrip("-").isdigit():
         env["temp_c"] = int(temp) / 1000.0
-    env["governor"] = read_text("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    freqs = []
-    for cpu in range(os.cpu_count() or 1):
-        value = read_text(f"/sys/devices/system/cpu/cpu{cpu}/cpufreq/scaling_cur_freq")
-        if value and value.isdigit():
-            freqs.append(int(value))
-    env["freq_khz"] = freqs or None
+    cpus = cpufreq_state(sys_root)
+    first = next((c for c in cpus or [] if c["cpu"] == 0), None)
+    env["governor"] = first["governor"] if first else None
+    # The same reads as cpus[].cur_khz: one snapshot, and no second pass over sysfs.
+    env["freq_khz"] = [c["cur_khz"] for c in cpus or [] if c["cur_khz"] is not None] or None
     throttled = vcgencmd("get_throttled")
     if throttled and "=" in throttled:
         env["throttled"] = throttled.split("=", 1)[1]
@@ -193,6 +335,12 @@ def environment() -> dict[str, Any]:
         env["loadavg"] = list(os.getloadavg())
     except OSError:
         env["loadavg"] = None
+    env["cpus"] = cpus
+    env["thermal"] = thermal_state(sys_root)
+    env["throttle"] = throttle_state(throttled, sys_root)
+    env["cpu_times"] = cpu_times(proc_root)
+    env["affinity"] = cpu_affinity()
+    env["process_threads"] = process_threads(proc_root)
     return env
 
 

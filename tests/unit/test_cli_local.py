@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 import os
 import shutil
@@ -43,7 +44,7 @@ def run_cli_imports() -> set[str]:
 
 @pytest.mark.parametrize("model", ["tiny-mlp", str(TINY_ONNX), "tiny-mlp:tflite"])
 def test_deploy_local_writes_a_complete_run(cli: Any, home: Path, model: str) -> None:
-    result = cli("deploy", "--model", model, "-n", "300", "--warmup", "2", "--json")
+    result = cli("deploy", "--model", model, "-n", "60", "--warmup", "2", "--json")
     assert result.code == 0, result.stderr
     data = result.json()
     run_dir = Path(data["run_dir"])
@@ -55,9 +56,21 @@ def test_deploy_local_writes_a_complete_run(cli: Any, home: Path, model: str) ->
     assert manifest["device"]["cores"] >= 1
     assert "env_before" in manifest and "env_after" in manifest
     lat = data["summary"]["latency"]
+    # Five repetitions by default, each a fresh runner process of 60 inferences.
     assert lat["count"] == 300 and lat["unit"] == "ms"
     assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
     assert lat["median_ci"][0] <= lat["p50"] <= lat["median_ci"][1]
+    assert lat["tail_support"]["p999"] == pytest.approx(0.3)
+    reps = data["summary"]["repetitions"]
+    assert reps["count"] == 5 and reps["kind"] == "process" and len(reps["medians_ms"]) == 5
+    assert reps["ci"][0] <= reps["estimate_ms"] <= reps["ci"][1]
+    facts = manifest["repetitions"]
+    assert [f["repetition"] for f in facts] == [0, 1, 2, 3, 4]
+    assert all(f["count"] == 60 and f["env_before"] and f["env_after"] for f in facts)
+    assert all("process_threads" in f["env_after"] for f in facts)
+    records = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    tags = [r["r"] for r in records for _ in r["ns"]]
+    assert tags == sorted(tags) and set(tags) == {0, 1, 2, 3, 4}
     for name in ("manifest.json", "samples.jsonl", "summary.json"):
         assert (run_dir / name).is_file()
     shown = cli("results", "show", run_dir.name, "--json").json()
@@ -65,9 +78,10 @@ def test_deploy_local_writes_a_complete_run(cli: Any, home: Path, model: str) ->
 
 
 def test_deploy_human_output_and_results_views(cli: Any) -> None:
-    result = cli("deploy", "--model", "tiny-mlp", "-n", "50")
+    result = cli("deploy", "--model", "tiny-mlp", "-n", "50", "--repeat", "1")
     assert result.code == 0, result.stderr
-    assert "p50" in result.stdout and "95% CI" in result.stdout
+    assert "p50" in result.stdout and "uncertainty: unknown (one repetition)" in result.stdout
+    assert "n too small" in result.stdout  # p99.9 of 50 samples is not a tail
     assert "push" in result.stderr  # progress goes to stderr
     listing = cli("results", "list")
     assert "complete" in listing.stdout and "tiny-mlp.onnx" in listing.stdout

@@ -119,12 +119,16 @@ def test_events_from_a_plain_device_fill_the_same_schema() -> None:
     with pty_device(mlperf_dut) as client:
         client.sync()
         info = client.info()
-        got = list(events(client, info, RunSettings(iterations=5, warmup=2), 5))
+        got = list(events(client, info, RunSettings(iterations=5, warmup=2, repeat=3), 5))
     kinds = [type(e) for e in got]
     assert kinds[:3] == [schema.Hello, schema.ModelInfo, schema.Warmup]
     assert kinds[-1] is schema.Summary
     samples = [ns for e in got if isinstance(e, schema.Samples) for ns in e.ns]
-    assert samples == [250_000] * 5  # one `infer 1 0` per sample, µs -> ns
+    assert samples == [250_000] * 15  # one `infer 1 0` per sample, µs -> ns
+    # No process to restart on a board: each repetition is its own warm-up and window.
+    assert kinds.count(schema.Warmup) == 3
+    windows = [e.repetition for e in got if isinstance(e, schema.Samples) for _ in e.ns]
+    assert windows == [0] * 5 + [1] * 5 + [2] * 5
 
 
 def test_silent_device_times_out_with_a_clear_error() -> None:

@@ -128,7 +128,11 @@ def test_facts_report_device_and_runtimes() -> None:
     assert hello["device"]["cores"] >= 1
     assert hello["device"]["python"].count(".") == 2
     assert hello["runtimes"]["onnxruntime"]
-    assert events[1]["event"] == "env"
+    env = events[1]
+    assert env["event"] == "env"
+    assert {"time_ns", "governor", "freq_khz", "loadavg"} <= set(env)
+    assert {"cpus", "thermal", "throttle", "cpu_times", "affinity", "process_threads"} <= set(env)
+    assert env["process_threads"] >= 1 and env["cpu_times"]["total"] > 0
 
 
 def test_runner_imports_nothing_from_edgetool() -> None:
