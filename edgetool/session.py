@@ -101,6 +101,9 @@ class Observer:
 
     def metering(self, meter: str, idle_seconds: float) -> None: ...
 
+    def repetition(self, run_id: str, index: int, total: int) -> None:
+        """Repetition `index` (0-based) of `total` of run `run_id` starts."""
+
 
 def runner_argv(
     python: str,
@@ -495,6 +498,7 @@ class RunJournal:
     def run_process(self, transport: FileTransport, argv: list[str], repetition: int) -> None:
         """Run one runner process to its end; raise what went wrong (samples kept)."""
         first = repetition == 0 and not self.facts
+        self.obs.repetition(self.writer.run_id, repetition, self.settings.repetitions())
         facts: dict[str, Any] = {"repetition": repetition}
         self.facts.append(facts)
         end: schema.Summary | None = None

@@ -26,6 +26,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "edgetool.cli.deploy",
         "Push a model to a device, run it, collect latency (and energy).",
     ),
+    "ab": ("edgetool.cli.ab", "Run two models in alternating repetitions; compare them."),
     "results": ("edgetool.cli.results", "List, show, compare and export runs."),
     "trace": ("edgetool.cli.report:trace", "Write a Perfetto trace of a run."),
     "report": ("edgetool.cli.report:report", "Write an HTML report with plots."),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -15,11 +16,96 @@ from edgetool import paths
 from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
 from edgetool.results import schema
 from edgetool.session import DEFAULT_REPEAT, Observer
+
+if TYPE_CHECKING:
+    from edgetool.export.artifact import Artifact
+    from edgetool.targets import Target
 from edgetool.transport.base import Progress, PutResult
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+_MEASURE_OPTIONS = [
+    click.option(
+        "-r",
+        "--repeat",
+        type=click.IntRange(min=1),
+        default=DEFAULT_REPEAT,
+        show_default=True,
+        help="Repetitions: each a fresh runner process (load, warm up, measure) on the same "
+        "connection; a separate window after its own warm-up on boards and Bangle.js. The "
+        "run's estimate and its CI come from the spread of repetition medians.",
+    ),
+    click.option(
+        "-n",
+        "--iterations",
+        type=click.IntRange(min=1),
+        help="Timed inferences per repetition [default: 100, and at least 1 s in all].",
+    ),
+    click.option(
+        "-d",
+        "--duration",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Measure each repetition for this many seconds instead of a count.",
+    ),
+    click.option(
+        "--warmup",
+        type=click.IntRange(min=0),
+        default=10,
+        show_default=True,
+        help="Untimed inferences first.",
+    ),
+    click.option(
+        "--warmup-seconds",
+        type=click.FloatRange(min=0),
+        default=0.5,
+        show_default=True,
+        help="…and warm up at least this long.",
+    ),
+    click.option(
+        "--threads",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Runtime threads (0 = runtime default).",
+    ),
+    click.option(
+        "--runtime",
+        type=click.Choice(["auto", "onnxruntime", "litert"]),
+        default="auto",
+        show_default=True,
+        help="Force a runtime (auto picks by file type).",
+    ),
+    click.option(
+        "--input",
+        "input_path",
+        type=click.Path(path_type=Path),
+        help="Input tensor as .npy (one input) or .npz (by input name); default random.",
+    ),
+    click.option(
+        "--save-outputs",
+        is_flag=True,
+        help="Keep the first inference's outputs as outputs.npz in the run directory.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs."),
+    click.option(
+        "-o",
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Results directory [./results or EDGETOOL_RESULTS].",
+    ),
+]
+
+
+def measure_options(command: F) -> F:
+    """The options that say how a model is measured: deploy and ab share them."""
+    for option in reversed(_MEASURE_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.command()
@@ -39,74 +125,7 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     "On a microcontroller target: a zoo NAME (built into firmware as C), or omitted to run "
     "the model already in its firmware.",
 )
-@click.option(
-    "-r",
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=DEFAULT_REPEAT,
-    show_default=True,
-    help="Repetitions: each a fresh runner process (load, warm up, measure) on the same "
-    "connection; a separate window after its own warm-up on boards and Bangle.js. The "
-    "run's estimate and its CI come from the spread of repetition medians.",
-)
-@click.option(
-    "-n",
-    "--iterations",
-    type=click.IntRange(min=1),
-    help="Timed inferences per repetition [default: 100, and at least 1 s in all].",
-)
-@click.option(
-    "-d",
-    "--duration",
-    type=click.FloatRange(min=0, min_open=True),
-    help="Measure each repetition for this many seconds instead of a count.",
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=10,
-    show_default=True,
-    help="Untimed inferences first.",
-)
-@click.option(
-    "--warmup-seconds",
-    type=click.FloatRange(min=0),
-    default=0.5,
-    show_default=True,
-    help="…and warm up at least this long.",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Runtime threads (0 = runtime default).",
-)
-@click.option(
-    "--runtime",
-    type=click.Choice(["auto", "onnxruntime", "litert"]),
-    default="auto",
-    show_default=True,
-    help="Force a runtime (auto picks by file type).",
-)
-@click.option(
-    "--input",
-    "input_path",
-    type=click.Path(path_type=Path),
-    help="Input tensor as .npy (one input) or .npz (by input name); default random.",
-)
-@click.option(
-    "--save-outputs",
-    is_flag=True,
-    help="Keep the first inference's outputs as outputs.npz in the run directory.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs.")
-@click.option(
-    "-o",
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Results directory [./results or EDGETOOL_RESULTS].",
-)
+@measure_options
 @click.option(
     "--prompt",
     default=None,
@@ -191,7 +210,6 @@ def command(
       edgetool deploy --target watch-wearos --model l2mu -n 200 --energy   # benchmark_model
       edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
     """
-    from edgetool.export.artifact import resolve_model
     from edgetool.session import RunSettings, deploy
 
     if iterations and duration:
@@ -203,14 +221,7 @@ def command(
         if target.kind != "mcu":
             raise click.UsageError("--model is required (except on microcontroller targets)")
     else:
-        if ":" not in model_spec and not Path(model_spec).exists():
-            if model_spec in target.models:
-                ui.say(
-                    f"{model_spec} on {target.name} is {target.models[model_spec]} "
-                    f"(\\[models] in {target.source.name})"
-                )
-            model_spec = target.model_spec(model_spec)
-        artifact = resolve_model(model_spec, progress=ui.say)
+        artifact = resolve_for_target(target, model_spec, ui)
     head_size = 0
     is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
     if (prompt is not None or new_tokens is not None) and not is_llm:
@@ -246,12 +257,7 @@ def command(
         op_profile=op_profile,
     )
     if artifact is not None:
-        m = artifact.manifest
-        label = f"{m['model']}:{m['format']}:{m['quant']}" if m.get("model") else artifact.path.name
-        ui.say(
-            f"[bold]{label}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
-            f"{human_bytes(artifact.size)}"
-        )
+        describe_artifact(artifact, ui)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         outcome = deploy(target, artifact, settings, out or paths.results_dir(), ui)
@@ -285,6 +291,30 @@ def command(
         console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")
 
 
+def resolve_for_target(target: Target, model_spec: str, ui: DeployView) -> Artifact:
+    """A model spec (file, NAME[:FORMAT[:QUANT]], or a name the target's [models] maps)
+    as the artifact to push, exported and cached when needed."""
+    from edgetool.export.artifact import resolve_model
+
+    if ":" not in model_spec and not Path(model_spec).exists():
+        if model_spec in target.models:
+            ui.say(
+                f"{model_spec} on {target.name} is {target.models[model_spec]} "
+                f"(\\[models] in {target.source.name})"
+            )
+        model_spec = target.model_spec(model_spec)
+    return resolve_model(model_spec, progress=ui.say)
+
+
+def describe_artifact(artifact: Artifact, ui: DeployView, prefix: str = "") -> None:
+    m = artifact.manifest
+    label = f"{m['model']}:{m['format']}:{m['quant']}" if m.get("model") else artifact.path.name
+    ui.say(
+        f"{prefix}[bold]{label}[/bold]  {artifact.format}  sha256 {artifact.sha256[:12]}…  "
+        f"{human_bytes(artifact.size)}"
+    )
+
+
 class DeployView(Observer):
     """Renders deploy progress on stderr so stdout stays clean for --json."""
 
@@ -294,6 +324,7 @@ class DeployView(Observer):
         self._progress: Any = None
         self._task: Any = None
         self._push_bar: Any = None
+        self._repetition = ""
 
     def say(self, text: str) -> None:
         if self.enabled:
@@ -377,7 +408,7 @@ class DeployView(Observer):
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
         self._progress = Progress(
-            "measure",
+            "{task.description}",
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -385,11 +416,19 @@ class DeployView(Observer):
             transient=False,
         )
         self._progress.start()
-        self._task = self._progress.add_task("measure", total=expected or None)
+        self._task = self._progress.add_task(self._measure_label(), total=expected or None)
 
     def progress(self, count: int) -> None:
         if self._progress is not None:
             self._progress.update(self._task, completed=count)
+
+    def repetition(self, run_id: str, index: int, total: int) -> None:
+        self._repetition = f"{index + 1}/{total}" if total > 1 else ""
+        if self._progress is not None:
+            self._progress.update(self._task, description=self._measure_label())
+
+    def _measure_label(self) -> str:
+        return f"measure {self._repetition}" if self._repetition else "measure"
 
     def stop(self) -> None:
         self._stop_push_bar()

@@ -100,6 +100,7 @@ def show(ctx: click.Context, plan_file: Path, coordinator: str | None, as_json: 
                     "iterations": plan.run.iterations,
                     "duration": plan.run.duration,
                     "energy": plan.run.energy,
+                    "repeat": plan.run.repeat,
                     "timeout": plan.run.timeout,
                     "priority": plan.priority,
                     "place_timeout": plan.place_timeout,
@@ -115,6 +116,8 @@ def show(ctx: click.Context, plan_file: Path, coordinator: str | None, as_json: 
                     "alpha": plan.regression.alpha,
                     "metric": plan.regression.metric,
                     "baseline": plan.regression.baseline,
+                    "baseline_nights": plan.regression.baseline_nights,
+                    "correction": plan.regression.correction,
                 },
                 "jobs": len(jobs),
                 "workers": [
@@ -146,9 +149,11 @@ def show(ctx: click.Context, plan_file: Path, coordinator: str | None, as_json: 
         f" (power-cycle/restart after {', '.join(r.recover) or 'nothing'})"
     )
     reg = plan.regression
+    nights = f" (last {reg.baseline_nights} nights pooled)" if reg.baseline_nights > 1 else ""
     click.echo(
-        f"regression: {reg.metric} beyond {100 * reg.threshold:g} % at alpha {reg.alpha:g}"
-        f" vs {reg.baseline or 'no baseline (give --baseline)'}"
+        f"regression: repetition medians beyond {100 * reg.threshold:g} % at alpha {reg.alpha:g}"
+        f" ({reg.correction} over the night's pairs)"
+        f" vs {reg.baseline or 'no baseline (give --baseline)'}{nights}"
     )
     for group in grouped.values():
         first = group[0]
@@ -217,21 +222,24 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _baseline(cli_value: str | None, plan: Plan, night: Path) -> tuple[Path | None, str | None]:
-    """(baseline night dir, note): `latest` is the newest earlier night beside this one."""
+def _baseline(
+    cli_value: str | None, plan: Plan, night: Path, count: int
+) -> tuple[list[Path], str | None]:
+    """(baseline night dirs, oldest first; note): `latest` is the newest earlier night
+    beside this one, or the newest `count` of them."""
     from edgetool.errors import ResultsError
-    from edgetool.farm.outputs import latest_night, night_runs
+    from edgetool.farm.outputs import latest_nights, night_runs
 
     value = cli_value or plan.regression.baseline
     if value is None:
-        return None, None
+        return [], None
     if value == "latest":
-        found = latest_night(night.parent, plan, exclude=night)
-        return (found, None) if found else (None, "no earlier night of this plan: no comparison")
+        found = latest_nights(night.parent, plan, exclude=night, count=count)
+        return (found, None) if found else ([], "no earlier night of this plan: no comparison")
     path = Path(value).expanduser()
     if not night_runs(path):
         raise ResultsError(f"baseline {path} has no runs (expected a night directory)")
-    return path, None
+    return [path], None
 
 
 @command.command("run")
@@ -254,6 +262,13 @@ def _baseline(cli_value: str | None, plan: Plan, night: Path) -> tuple[Path | No
     help="Night to compare against [plan's regression.baseline]; `latest`: the newest "
     "earlier night of this plan beside this one.",
 )
+@click.option(
+    "--baseline-nights",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --baseline latest: pool each pair's runs from the newest K earlier nights "
+    "[plan's regression.baseline_nights, 1].",
+)
 @click.option("--strict", is_flag=True, help="Skipped jobs (unhealthy devices) fail the night too.")
 @json_option
 @click.pass_context
@@ -264,6 +279,7 @@ def run(
     out: Path | None,
     junit: Path | None,
     baseline: str | None,
+    baseline_nights: int | None,
     strict: bool,
     as_json: bool,
 ) -> None:
@@ -275,6 +291,11 @@ def run(
     that hangs is killed at the plan's timeout, the device power-cycled (an emulated one
     restarted) and the job retried as the plan says. One failure never stops the rest.
     Ctrl-C stops running jobs, releases the places and still writes the outputs.
+
+    \b
+    With a baseline, each pair is compared as `results compare` does (repetition medians,
+    Holm's correction over the night's pairs) and gets a verdict: regression, improvement,
+    no change, inconclusive or not comparable. Only a regression fails the night.
 
     \b
     Writes NIGHT/summary.json, NIGHT/junit.xml, NIGHT/report.html (and comparison.json
@@ -293,7 +314,10 @@ def run(
     night = (out or paths.results_dir() / "nights" / outputs.night_name(plan, started)).absolute()
     if (night / outputs.SUMMARY).exists():
         raise click.UsageError(f"{night} already holds a night (summary.json); pick another --out")
-    base_dir, base_note = _baseline(baseline, plan, night)
+    base_nights, base_note = _baseline(
+        baseline, plan, night, baseline_nights or plan.regression.baseline_nights
+    )
+    base_dir = base_nights[-1] if base_nights else None
     night.mkdir(parents=True, exist_ok=True)
     progress = LineProgress(len(jobs), enabled=not as_json)
     if not as_json:
@@ -328,7 +352,7 @@ def run(
     notes = [base_note] if base_note else []
     if base_dir is not None:
         try:  # a bad baseline must not cost the night's own outputs
-            comparison = outputs.apply_baseline(results, base_dir, plan)
+            comparison = outputs.apply_baseline(results, base_dir, plan, base_nights[:-1])
             from edgetool.results.store import write_json_atomic
 
             write_json_atomic(night / "comparison.json", comparison)
@@ -399,6 +423,11 @@ def _print_night(
         detail = ""
         if job["status"] in ("passed", "regressed") and job["p50_ms"] is not None:
             detail = f"p50 {job['p50_ms']:.4g} ms"
+            if job.get("verdict"):
+                change = ((job.get("comparison") or {}).get("effect") or {}).get("change")
+                detail += f"  {job['verdict']}" + (
+                    f" ({100 * change:+.1f} %)" if change is not None else ""
+                )
             if job["regressions"]:
                 detail += "  ▲ " + ", ".join(job["regressions"])
         elif job["status"] == "failed":

@@ -76,6 +76,8 @@ class JobResult:
     reason: str | None = None
     """Why a job was skipped."""
     regressions: list[str] = field(default_factory=list)
+    verdict: str | None = None
+    """The comparison's verdict against the baseline (results.compare.VERDICTS)."""
     comparison: dict[str, Any] | None = None
     place_wait: float = 0.0
     """Seconds spent waiting for the place (not part of the job's time)."""
@@ -363,7 +365,9 @@ class Executor:
         if last.status == "passed":
             result.status = "passed"
             summary = _read_json(Path(last.run_dir) / "summary.json") if last.run_dir else None
-            p50 = ((summary or {}).get("latency") or {}).get("p50")
+            # The run's estimate (repetition medians) where it has one, else its pooled p50.
+            reps = (summary or {}).get("repetitions") or {}
+            p50 = reps.get("estimate_ms") or ((summary or {}).get("latency") or {}).get("p50")
             result.p50_ms = float(p50) if isinstance(p50, (int, float)) else None
         else:
             result.status, result.failure, result.error = "failed", last.failure, last.error

@@ -34,22 +34,35 @@ def night_runs(night: Path) -> list[Path]:
     return found
 
 
-def latest_night(nights_root: Path, plan: Plan, exclude: Path | None = None) -> Path | None:
-    """The newest earlier night of this plan that finished (has a summary)."""
+def latest_nights(
+    nights_root: Path, plan: Plan, exclude: Path | None = None, count: int = 1
+) -> list[Path]:
+    """The newest `count` earlier nights of this plan that finished (have a summary),
+    oldest first."""
     if not nights_root.is_dir():
-        return None
+        return []
     candidates = sorted(
         d
         for d in nights_root.glob(f"{plan.name}-*")
         if (d / SUMMARY).is_file() and (exclude is None or d.resolve() != exclude.resolve())
     )
-    return candidates[-1] if candidates else None
+    return candidates[-count:]
 
 
-def apply_baseline(results: Sequence[JobResult], baseline: Path, plan: Plan) -> dict[str, Any]:
-    """Compare this night's passed runs against the baseline night; mark regressions.
+def latest_night(nights_root: Path, plan: Plan, exclude: Path | None = None) -> Path | None:
+    """The newest earlier night of this plan that finished (has a summary)."""
+    found = latest_nights(nights_root, plan, exclude)
+    return found[-1] if found else None
 
-    Pairs by (artifact name, format, quant, target) exactly like `results compare`.
+
+def apply_baseline(
+    results: Sequence[JobResult], baseline: Path, plan: Plan, older: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """Compare this night's passed runs against the baseline night (pooled with `older`
+    nights, when the plan asks for several); record each pair's verdict, mark regressions.
+
+    Pairs by (artifact name, format, quant, target) exactly like `results compare`, with
+    the same statistics: repetitions, and Holm's correction over the night's pairs.
     """
     from edgetool.results.compare import CompareSettings, compare_sets
 
@@ -57,6 +70,7 @@ def apply_baseline(results: Sequence[JobResult], baseline: Path, plan: Plan) -> 
     if not dirs:
         raise ResultsError(f"no runs in baseline {baseline}")
     base_runs = [load_run(d) for d in dirs]
+    older_runs = [[load_run(d) for d in night_runs(night)] for night in older]
     by_dir: dict[str, JobResult] = {}
     new_runs: list[Run] = []
     for result in results:
@@ -65,18 +79,25 @@ def apply_baseline(results: Sequence[JobResult], baseline: Path, plan: Plan) -> 
             new_runs.append(run)
             by_dir[str(run.dir)] = result
     reg = plan.regression
-    settings = CompareSettings(threshold=reg.threshold, alpha=reg.alpha, metric=reg.metric)
-    comparison = compare_sets(base_runs, new_runs, settings)
+    settings = CompareSettings(
+        threshold=reg.threshold, alpha=reg.alpha, metric=reg.metric, correction=reg.correction
+    )
+    comparison = compare_sets(base_runs, new_runs, settings, older_runs)
     for pair in comparison.pairs:
         matched = by_dir.get(pair.new_dir)
         if matched is None:
             continue
         result = matched
         result.comparison = pair.to_dict()
+        result.verdict = pair.verdict
         result.regressions = list(pair.regressions)
         if pair.regressions:
             result.status = "regressed"
-    return {"baseline": str(baseline), **comparison.to_dict()}
+    return {
+        "baseline": str(baseline),
+        "baseline_nights": [str(n) for n in (*older, baseline)],
+        **comparison.to_dict(),
+    }
 
 
 def counts(results: Sequence[JobResult]) -> dict[str, int]:
@@ -114,6 +135,7 @@ def job_dict(result: JobResult) -> dict[str, Any]:
         "failure": result.failure,
         "reason": result.reason,
         "regressions": result.regressions,
+        "verdict": result.verdict,
         "comparison": result.comparison,
         "argv": ["edgetool", *job.argv()],
     }
@@ -204,6 +226,7 @@ def junit_xml(plan: Plan, results: Sequence[JobResult]) -> ET.ElementTree[ET.Ele
             ("run_id", result.run_id),
             ("p50_ms", result.p50_ms),
             ("attempts", len(result.attempts)),
+            ("verdict", result.verdict),
         ):
             if value is not None:
                 ET.SubElement(props, "property", {"name": name, "value": str(value)})
@@ -227,12 +250,19 @@ def junit_xml(plan: Plan, results: Sequence[JobResult]) -> ET.ElementTree[ET.Ele
                 },
             )
             latency = (result.comparison or {}).get("latency") or {}
+            effect = (result.comparison or {}).get("effect") or {}
             failure.text = (
                 f"{latency.get('name')}: {latency.get('before')} -> {latency.get('after')} "
-                f"{latency.get('unit', '')} (change {latency.get('change')})"
+                f"{latency.get('unit', '')} (change {latency.get('change')}, "
+                f"CI {effect.get('ci')}, p {effect.get('p')}, Holm-adjusted "
+                f"{effect.get('p_adjusted')})"
             )
         elif result.status == "skipped":
             ET.SubElement(case, "skipped", {"message": result.reason or "skipped"})
+        if result.verdict in ("inconclusive", "not comparable", "improvement"):
+            reason = (result.comparison or {}).get("reason")
+            out = ET.SubElement(case, "system-out")
+            out.text = f"comparison: {result.verdict}" + (f" ({reason})" if reason else "")
     ET.indent(root)
     return ET.ElementTree(root)
 
@@ -253,5 +283,22 @@ def write_night_report(plan: Plan, results: Sequence[JobResult], path: Path) -> 
     ]
     if not runs:
         return None
-    write_report(runs, path, f"edgetool night — {plan.name} ({len(runs)} runs)")
+    verdicts = {str(Path(r.run_dir)): _verdict_text(r) for r in results if r.run_dir and r.verdict}
+    title = f"edgetool night — {plan.name} ({len(runs)} runs)"
+    write_report(runs, path, title, verdicts if verdicts else None)
     return path
+
+
+def _verdict_text(result: JobResult) -> str:
+    """`regression +8.1 % [+4.0, +12.3]` or `inconclusive (why)`."""
+    comparison = result.comparison or {}
+    effect = comparison.get("effect") or {}
+    text = str(result.verdict)
+    if effect.get("change") is not None:
+        text += f" {100 * effect['change']:+.1f} %"
+        if effect.get("ci"):
+            lo, hi = (100 * (v - 1) for v in effect["ci"])
+            text += f" [{lo:+.1f}, {hi:+.1f}]"
+    if result.verdict in ("inconclusive", "not comparable") and comparison.get("reason"):
+        text += f" ({comparison['reason']})"
+    return text

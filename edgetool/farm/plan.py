@@ -24,7 +24,8 @@ FORMATS = ("onnx", "tflite", "c")
 QUANTS = ("fp32", "fp16", "int8", "int4", "w4a8")
 FAILURE_CLASSES = ("timeout", "connect", "device", "transfer", "model", "config", "place", "error")
 """How a job attempt can fail (from the deploy's exit code); `retry.on` picks among them."""
-METRICS = ("p50", "p90", "mean")
+METRICS = ("p50",)
+"""Repetitions are compared by their medians (results.compare)."""
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -37,17 +38,22 @@ class RunSettings:
     energy: bool = False
     timeout: float = 300.0
     warmup: int | None = None
+    repeat: int | None = None
+    """Repetitions per run (None: deploy's default)."""
 
     def deploy_args(self) -> list[str]:
         count = ["-n", str(self.iterations or 100)]
         args = ["-d", f"{self.duration:g}"] if self.duration else count
         if self.warmup is not None:
             args += ["--warmup", str(self.warmup)]
+        if self.repeat is not None:
+            args += ["--repeat", str(self.repeat)]
         return [*args, "--energy"] if self.energy else args
 
     def describe(self) -> str:
         what = f"{self.duration:g} s" if self.duration else f"n={self.iterations or 100}"
-        return f"{what}{' + energy' if self.energy else ''}, timeout {self.timeout:g} s"
+        reps = f" x {self.repeat} repetitions" if self.repeat else ""
+        return f"{what}{reps}{' + energy' if self.energy else ''}, timeout {self.timeout:g} s"
 
 
 @dataclass(frozen=True)
@@ -65,10 +71,14 @@ class RegressionSettings:
     """Gate settings handed to `results.compare` (which owns the statistics)."""
 
     threshold: float = 0.05
-    alpha: float = 0.01
+    alpha: float = 0.05
     metric: str = "p50"
     baseline: str | None = None
     """A night directory, or `latest` (the newest earlier night of this plan)."""
+    baseline_nights: int = 1
+    """With `latest`: pool each pair's runs from this many of the newest earlier nights."""
+    correction: str = "holm"
+    """Multiplicity correction over a night's pairs: 'holm' or 'none'."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +192,7 @@ def _run_settings(reader: _Reader, base: RunSettings) -> RunSettings:
     warmup = reader.get("warmup", int, "a non-negative integer", base.warmup)
     if warmup is not None and warmup < 0:
         raise reader._fail("warmup", "a non-negative integer", warmup)
+    repeat = _positive_int(reader, "repeat", base.repeat)
     if iterations is None and duration is None:
         iterations, duration = base.iterations, base.duration
     return RunSettings(
@@ -190,6 +201,7 @@ def _run_settings(reader: _Reader, base: RunSettings) -> RunSettings:
         energy=bool(reader.get("energy", bool, "true or false", base.energy)),
         timeout=reader.number("timeout", base.timeout),
         warmup=warmup,
+        repeat=repeat,
     )
 
 
@@ -209,7 +221,9 @@ def _model(source: Path, raw: Any, index: int, base: RunSettings) -> ModelEntry:
     if quants and not formats:
         raise ConfigError(f"{source}: key 'models[{index}].quants' needs 'formats' as well")
     exclude = _strings(reader, "exclude")
-    overrides = {k for k in ("iterations", "duration", "energy", "timeout", "warmup") if k in raw}
+    overrides = {
+        k for k in ("iterations", "duration", "energy", "timeout", "warmup", "repeat") if k in raw
+    }
     run = _run_settings(reader, base) if overrides else None
     reader.finish()
     entry = ModelEntry(name, formats, quants, exclude, run)
@@ -284,16 +298,20 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
     threshold = reg_reader.get("threshold", (int, float), "a fraction such as 0.05", 0.05)
     if not 0 <= threshold < 1:
         raise reg_reader._fail("threshold", "a fraction from 0 to 1 such as 0.05", threshold)
-    alpha = reg_reader.get("alpha", (int, float), "a probability such as 0.01", 0.01)
-    if not 0 < alpha < 1:
-        raise reg_reader._fail("alpha", "a probability between 0 and 1", alpha)
+    alpha = reg_reader.get("alpha", (int, float), "a probability such as 0.05", 0.05)
+    if not 0 < alpha < 0.5:
+        raise reg_reader._fail("alpha", "a probability between 0 and 0.5", alpha)
     metric = reg_reader.choice("metric", METRICS, "p50")
     baseline = reg_reader.text("baseline")
+    nights = _positive_int(reg_reader, "baseline_nights", 1)
+    correction = reg_reader.choice("correction", ("holm", "none"), "holm")
     reg_reader.finish()
     if baseline is not None and baseline != "latest":
         path = Path(baseline).expanduser()
         baseline = str(path if path.is_absolute() else (source.parent / path))
-    regression = RegressionSettings(float(threshold), float(alpha), metric, baseline)
+    regression = RegressionSettings(
+        float(threshold), float(alpha), metric, baseline, nights, correction
+    )
 
     raw_models = top.get("models", list, "a list of models", None)
     raw_targets = top.get("targets", list, "a list of targets", None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,10 +191,25 @@ def _run_card(index: int, run: Run) -> str:
     return "".join(parts)
 
 
-def _summary_table(runs: Sequence[Run]) -> str:
+def _estimate(summary: dict[str, Any]) -> str:
+    """The run's estimate over its repetitions with their CI, else the pooled p50."""
+    reps = summary.get("repetitions") or {}
+    if reps.get("estimate_ms"):
+        ci = _ci(reps.get("ci")) if reps.get("ci") else " (CI unknown)"
+        return f"{_num(reps['estimate_ms'])}{ci} ×{reps.get('count')}"
+    lat = summary.get("latency") or {}
+    return _num(lat.get("p50")) + " (1 repetition)"
+
+
+def _summary_table(runs: Sequence[Run], verdicts: Mapping[str, str] | None = None) -> str:
     """One row per run, the numbers people quote (with the CI where there is one)."""
     any_energy = any(_energy(r) for r in runs)
-    head = ["run", "status", "n", "p50 ms [95% CI]", "p90 ms", "p99 ms", "mean ± std ms", "inf/s"]
+    head = [
+        "run", "status", "n", "median ms [95% CI] ×repetitions", "p50 ms", "p90 ms", "p99 ms",
+        "mean ± std ms", "inf/s",
+    ]  # fmt: skip
+    if verdicts is not None:
+        head.append("vs baseline")
     if any_energy:
         head += ["dynamic mJ/inf [CI]", "total mJ/inf [CI]", "idle W", "meter"]
     rows = [
@@ -209,12 +224,15 @@ def _summary_table(runs: Sequence[Run]) -> str:
             run_label(i, run),
             run.status,
             str(summary.get("count", len(run.samples_ns))),
-            _num(lat.get("p50")) + _ci(lat.get("median_ci")),
+            _estimate(summary),
+            _num(lat.get("p50")),
             _num(lat.get("p90")),
             _num(lat.get("p99")),
             f"{_num(lat.get('mean'))} ± {_num(lat.get('std'))}",
             _num(summary.get("throughput_per_s"), 1),
         ]
+        if verdicts is not None:
+            cells.append(verdicts.get(str(run.dir), "—"))
         if any_energy:
             energy = _energy(run) or {}
             dyn = energy.get("dynamic_mj") or {}
@@ -439,8 +457,11 @@ def _energy_plot(runs: Sequence[Run]) -> str:
     return svg + f'<div class="caption">{esc("; ".join(names))}</div>'
 
 
-def build_report(runs: list[Run], title: str | None = None) -> str:
-    """The report as one HTML string (inline CSS and SVG, no JavaScript)."""
+def build_report(
+    runs: list[Run], title: str | None = None, verdicts: Mapping[str, str] | None = None
+) -> str:
+    """The report as one HTML string (inline CSS and SVG, no JavaScript); `verdicts` (by
+    run directory) adds each run's comparison against a baseline."""
     heading = title or (
         f"edgetool report — {run_label(0, runs[0])}"
         if len(runs) == 1
@@ -458,7 +479,7 @@ def build_report(runs: list[Run], title: str | None = None) -> str:
     body.append("<h2>Runs</h2>")
     body.extend(_run_card(i, r) for i, r in enumerate(runs))
     body.append("<h2>Summary</h2>")
-    body.append(_summary_table(runs))
+    body.append(_summary_table(runs, verdicts))
     body.append('<h2>Latency distribution</h2><div class="plots">')
     body.append(_latency_plots(runs))
     body.append('</div><h2>Latency over time</h2><div class="plots">')
@@ -483,8 +504,13 @@ def build_report(runs: list[Run], title: str | None = None) -> str:
     )
 
 
-def write_report(runs: list[Run], path: Path, title: str | None = None) -> None:
+def write_report(
+    runs: list[Run],
+    path: Path,
+    title: str | None = None,
+    verdicts: Mapping[str, str] | None = None,
+) -> None:
     """Write the report atomically: a reader never sees half a file."""
-    text = build_report(runs, title)
+    text = build_report(runs, title, verdicts)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, lambda handle: handle.write(text), mode=0o644)

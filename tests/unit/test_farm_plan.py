@@ -291,7 +291,8 @@ def test_junit_counts_and_structure(tmp_path: Path) -> None:
 
 
 def _fake_run(runs: Path, name: str, target: str, ms: float) -> Path:
-    """A complete run directory with 200 samples around `ms` milliseconds."""
+    """A complete run directory: 5 repetitions of 40 samples around `ms` milliseconds,
+    the repetitions' levels 1 % apart."""
     import json
 
     run = runs / name
@@ -303,8 +304,12 @@ def _fake_run(runs: Path, name: str, target: str, ms: float) -> Path:
         "target": {"name": target},
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
-    ns = [int(ms * 1e6 * (1 + 0.01 * ((i * 7) % 10) / 10)) for i in range(200)]
-    (run / "samples.jsonl").write_text(json.dumps({"i": 0, "ns": ns}) + "\n")
+    lines = []
+    for r in range(5):
+        level = ms * 1e6 * (1 + 0.01 * ((r * 3) % 5 - 2) / 2)
+        ns = [int(level * (1 + 0.01 * ((i * 7) % 10) / 10)) for i in range(40)]
+        lines.append(json.dumps({"i": 40 * r, "ns": ns, "r": r}))
+    (run / "samples.jsonl").write_text("\n".join(lines) + "\n")
     return run
 
 
@@ -329,5 +334,56 @@ def test_baseline_marks_regressions(tmp_path: Path) -> None:
     assert results[0].status == "regressed" and results[0].regressions == ["latency_p50"]
     assert results[0].comparison is not None and results[0].comparison["verdict"] == "regression"
     assert results[1].status == "passed" and results[1].regressions == []
+    assert (results[0].verdict, results[1].verdict) == ("regression", "no change")
+    assert comparison["settings"]["correction"] == "holm"
+    assert all(p["effect"]["p_adjusted"] is not None for p in comparison["pairs"])
     failure = junit_xml(plan, results).getroot().find("testsuite/testcase/failure")
     assert failure is not None and "latency_p50" in (failure.get("message") or "")
+    props = junit_xml(plan, results).getroot().findall("testsuite/testcase/properties/property")
+    assert {"regression", "no change"} <= {
+        p.get("value") for p in props if p.get("name") == "verdict"
+    }
+
+
+def test_baseline_of_several_nights_pools_them(tmp_path: Path) -> None:
+    from edgetool.farm.outputs import apply_baseline, latest_nights
+
+    plan = load_plan(write(tmp_path, MINIMAL))
+    jobs = expand(plan)
+    nights = []
+    for day in (18, 19, 20):
+        night = tmp_path / "nights" / f"plan-2026-11-{day}T01-00-00Z"
+        (night / "summary.json").parent.mkdir(parents=True)
+        (night / "summary.json").write_text("{}")
+        _fake_run(night / "runs", f"b-{day}", "local", 1.0)
+        nights.append(night)
+    new = tmp_path / "nights" / "plan-2026-11-21T01-00-00Z"
+    assert latest_nights(tmp_path / "nights", plan, exclude=new, count=2) == nights[1:]
+    results = [_result(jobs[0], "passed", run_dir=str(_fake_run(new / "runs", "n", "local", 1.0)))]
+    comparison = apply_baseline(results, nights[-1], plan, nights[:-1])
+    pair = comparison["pairs"][0]
+    assert pair["effect"]["repetitions"] == {"base": 15, "new": 5}
+    assert pair["base"]["pooled_runs"] == ["b-18", "b-19", "b-20"]
+    assert comparison["baseline_nights"] == [str(n) for n in nights]
+    assert results[0].verdict == "no change" and results[0].status == "passed"
+
+
+def test_repetitions_and_gate_settings_in_a_plan(tmp_path: Path) -> None:
+    text = (
+        "[run]\nrepeat = 7\n[regression]\nbaseline = 'latest'\nbaseline_nights = 3\n"
+        "correction = 'none'\n" + MINIMAL
+    )
+    plan = load_plan(write(tmp_path, text))
+    assert plan.run.repeat == 7 and "--repeat" in plan.run.deploy_args()
+    assert plan.run.deploy_args()[plan.run.deploy_args().index("--repeat") + 1] == "7"
+    assert (plan.regression.baseline_nights, plan.regression.correction) == (3, "none")
+    assert plan.regression.alpha == 0.05
+    default = load_plan(write(tmp_path, MINIMAL))
+    assert "--repeat" not in default.run.deploy_args()  # deploy's own default
+    for bad, needle in (
+        ("[regression]\nmetric = 'p90'\n", "regression.metric"),
+        ("[regression]\nbaseline_nights = 0\n", "regression.baseline_nights"),
+        ("[run]\nrepeat = 0\n", "run.repeat"),
+    ):
+        with pytest.raises(ConfigError, match=needle):
+            load_plan(write(tmp_path, bad + MINIMAL))

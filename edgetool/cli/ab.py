@@ -1,0 +1,212 @@
+"""`edgetool ab`: two models on one device in alternating repetitions, then compared.
+
+Back-to-back runs see the device drift between them (warming up, a cron job starting);
+alternating A and B repetition by repetition in one session puts the drift on both sides.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from edgetool import paths
+from edgetool.cli.common import console, emit_json, get_target, json_option
+from edgetool.cli.deploy import (
+    DeployView,
+    _raise_interrupt,
+    describe_artifact,
+    measure_options,
+    resolve_for_target,
+)
+from edgetool.cli.results import _parse_threshold
+
+
+class ABView(DeployView):
+    """One bar over both runs' repetitions; the per-run measure bars would fight."""
+
+    def __init__(self, enabled: bool) -> None:
+        super().__init__(enabled)
+        self.labels: dict[str, str] = {}
+        self._done = 0
+
+    def measuring(self, expected: int, duration: float) -> None:
+        pass
+
+    def progress(self, count: int) -> None:
+        pass
+
+    def repetition(self, run_id: str, index: int, total: int) -> None:
+        # Block 0 runs A first, so the first run seen is A.
+        label = self.labels.setdefault(run_id, "AB"[len(self.labels) % 2])
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._progress = Progress(
+                "{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=self.err,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("repetitions", total=2 * total)
+        self._progress.update(
+            self._task,
+            completed=self._done,
+            description=f"repetition {index + 1}/{total}: {label}",
+        )
+        self._done += 1
+
+    def stop(self) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self._done, description="repetitions")
+        super().stop()
+
+
+@click.command()
+@click.option(
+    "-t",
+    "--target",
+    "target_name",
+    default=lambda: os.environ.get("EDGETOOL_TARGET", "local"),
+    show_default="local, or $EDGETOOL_TARGET",
+    help="Target name or path to a target TOML (a Linux-class device).",
+)
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Give it twice: A (the baseline), then B. A file or NAME[:FORMAT[:QUANT]].",
+)
+@measure_options
+@click.option(
+    "--threshold",
+    default="5%",
+    show_default=True,
+    callback=_parse_threshold,
+    help="Smallest relative change that matters (5% or 0.05).",
+)
+@click.option(
+    "--alpha",
+    type=click.FloatRange(0.0, 0.5, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Significance level; intervals are at 1 - alpha.",
+)
+@json_option
+@click.pass_context
+def command(
+    ctx: click.Context,
+    target_name: str,
+    models: tuple[str, ...],
+    repeat: int,
+    iterations: int | None,
+    duration: float | None,
+    warmup: int,
+    warmup_seconds: float,
+    threads: int,
+    runtime: str,
+    input_path: Path | None,
+    seed: int,
+    save_outputs: bool,
+    out: Path | None,
+    threshold: float,
+    alpha: float,
+    as_json: bool,
+) -> None:
+    """Run models A and B in alternating repetitions on one device, then compare B to A.
+
+    One connection, both models pushed once, then repetitions in blocks AB, BA, AB, …:
+    each pair of blocks cancels a linear drift (warming up, background load), which
+    back-to-back deploys cannot. Each repetition is a fresh runner process. Both runs are
+    stored as usual (results/<run-id>/, each naming the other) and compared exactly as
+    `edgetool results compare A B` does.
+
+    \b
+    Exit 0: no change or improvement; 10: B regressed; 13: inconclusive.
+
+    \b
+    Examples:
+      edgetool ab -m cbnet:onnx:fp32 -m cbnet:onnx:int8 --repeat 10
+      edgetool ab --target rpi4 -m old.tflite -m new.tflite -n 200
+    """
+    from edgetool.cli.results import _print_comparison, raise_on_verdicts
+    from edgetool.results.compare import (
+        CompareSettings,
+        SetComparison,
+        compare_runs,
+        model_label,
+    )
+    from edgetool.results.store import load_run
+    from edgetool.session import RunSettings, deploy_ab
+
+    if len(models) != 2:
+        raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")
+    if iterations and duration:
+        raise click.UsageError("give --iterations or --duration, not both")
+    if repeat < 2:
+        raise click.UsageError("--repeat must be at least 2 to alternate A and B")
+    target = get_target(ctx, target_name)
+    ui = ABView(enabled=not as_json)
+    artifacts = [resolve_for_target(target, spec, ui) for spec in models]
+    for role, artifact in zip("AB", artifacts, strict=True):
+        describe_artifact(artifact, ui, prefix=f"{role}  ")
+    settings = RunSettings(
+        iterations=iterations or 0,
+        min_duration=0.0 if iterations or duration else 1.0 / repeat,
+        duration=duration or 0.0,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        threads=threads,
+        input=input_path,
+        seed=seed,
+        runtime=runtime,
+        save_outputs=save_outputs,
+        repeat=repeat,
+    )
+    compare_settings = CompareSettings(threshold=threshold, alpha=alpha, correction="none")
+    original = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        a_out, b_out = deploy_ab(
+            target,
+            (artifacts[0], artifacts[1]),
+            settings,
+            out or paths.results_dir(),
+            ui,
+        )
+    finally:
+        ui.stop()
+        signal.signal(signal.SIGTERM, original)
+    run_a, run_b = load_run(a_out.run_dir), load_run(b_out.run_dir)
+    pair = compare_runs(run_a, run_b, compare_settings)
+    pair = replace(
+        pair,
+        model=f"{model_label(run_a)} → {model_label(run_b)}",
+        warnings=[w for w in pair.warnings if not w.startswith("different models")],
+    )
+    result = SetComparison([pair], [], [], compare_settings)
+    if as_json:
+        emit_json(
+            {
+                "a": {"run_dir": str(a_out.run_dir), "summary": a_out.summary},
+                "b": {"run_dir": str(b_out.run_dir), "summary": b_out.summary},
+                "order": "alternating blocks: AB, BA, AB, ...",
+                **result.to_dict(),
+            }
+        )
+    else:
+        out_console = console()
+        for role, outcome in (("A", a_out), ("B", b_out)):
+            out_console.print(f"{role}  run {outcome.run_id}  →  {outcome.run_dir}/")
+        _print_comparison(result)
+    raise_on_verdicts(result, threshold)
+    if not as_json:
+        console().print(f"no change beyond {100 * threshold:g} % (or an improvement)")
