@@ -400,6 +400,16 @@ def _run_repetition(
     run.journal.run_process(transport, argv, repetition)
 
 
+def check_ab_target(target: Target) -> None:
+    """Alternating two models needs a device that starts processes: a Linux-class one."""
+    if target.kind != "linux" or isinstance(target.transport, BleUartSettings):
+        raise ConfigError(
+            f"edgetool ab needs a Linux-class target (local, SSH, emulated Pi); "
+            f"{target.name} is kind {target.kind}",
+            hint="On other devices, deploy A and B one after the other and compare the runs.",
+        )
+
+
 def deploy_ab(
     target: Target,
     artifacts: tuple[Artifact, Artifact],
@@ -410,12 +420,7 @@ def deploy_ab(
     """Run A and B in alternating repetitions on one device in one session (AB, BA, AB, ...:
     each pair of blocks cancels a linear drift), one run directory each."""
     obs = observer or Observer()
-    if target.kind != "linux" or isinstance(target.transport, BleUartSettings):
-        raise ConfigError(
-            f"edgetool ab needs a Linux-class target (local, SSH, emulated Pi); "
-            f"{target.name} is kind {target.kind}",
-            hint="On other devices, deploy A and B one after the other and compare the runs.",
-        )
+    check_ab_target(target)
     if settings.energy or settings.new_tokens:
         raise ConfigError("edgetool ab does not take --energy or LLM generation")
     if settings.input is not None and not settings.input.is_file():

@@ -146,7 +146,7 @@ def command(
         model_label,
     )
     from edgetool.results.store import load_run
-    from edgetool.session import RunSettings, deploy_ab
+    from edgetool.session import RunSettings, check_ab_target, deploy_ab
 
     if len(models) != 2:
         raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")
@@ -155,6 +155,7 @@ def command(
     if repeat < 2:
         raise click.UsageError("--repeat must be at least 2 to alternate A and B")
     target = get_target(ctx, target_name)
+    check_ab_target(target)
     ui = ABView(enabled=not as_json)
     artifacts = [resolve_for_target(target, spec, ui) for spec in models]
     for role, artifact in zip("AB", artifacts, strict=True):

@@ -252,3 +252,41 @@ def test_save_outputs_brings_back_the_models_answer(cli: Any, tmp_path: Path) ->
     assert result.code == 0, result.stderr
     outputs = np.load(Path(result.json()["run_dir"]) / "outputs.npz")
     np.testing.assert_allclose(outputs["logits"], reference_forward(TINY, x), atol=1e-4)
+
+
+def test_ab_alternates_repetitions_and_compares(cli: Any) -> None:
+    result = cli(
+        "ab", "-m", "tiny-mlp", "-m", "tiny-mlp:tflite", "-n", "30", "--warmup", "2",
+        "--warmup-seconds", "0", "--repeat", "3", "--json",
+    )  # fmt: skip
+    assert result.code in (0, 10, 13), result.stderr
+    data = result.json()
+    runs = {}
+    for role in ("a", "b"):
+        run_dir = Path(data[role]["run_dir"])
+        runs[role] = json.loads((run_dir / "manifest.json").read_text())
+        assert data[role]["summary"]["repetitions"]["count"] == 3
+    assert runs["a"]["ab"]["role"] == "A" and runs["b"]["ab"]["other_run"] == runs["a"]["run_id"]
+    # Blocks AB, BA, AB: each repetition's start on the device clock tells the order.
+    starts = sorted(
+        (facts["env_before"]["time_ns"], role, facts["repetition"])
+        for role, manifest in runs.items()
+        for facts in manifest["repetitions"]
+    )
+    assert [(role, rep) for _, role, rep in starts] == [
+        ("a", 0), ("b", 0), ("b", 1), ("a", 1), ("a", 2), ("b", 2),
+    ]  # fmt: skip
+    pair = data["pairs"][0]
+    assert pair["model"] == "tiny-mlp:onnx → tiny-mlp:tflite"
+    assert pair["effect"]["repetitions"] == {"base": 3, "new": 3}
+    assert pair["verdict"] in ("regression", "improvement", "no change", "inconclusive")
+    expected = {"regression": 10, "inconclusive": 13}.get(pair["verdict"], 0)
+    assert result.code == expected
+
+
+def test_ab_refuses_what_it_cannot_do(cli: Any) -> None:
+    assert cli("ab", "-m", "tiny-mlp").code == 2
+    assert cli("ab", "-m", "tiny-mlp", "-m", "tiny-mlp", "--repeat", "1").code == 2
+    assert_one_line_error(
+        cli("ab", "-t", "mcu-m4-qemu", "-m", "tiny-mlp", "-m", "tiny-mlp"), 5, "Linux-class"
+    )
