@@ -63,11 +63,13 @@ def test_deploy_runs_journals_and_skips_a_second_upload(
     home: Path, watch: NusPeer, exports: dict[str, str]
 ) -> None:
     args = ("deploy", "--target", "bangle2", "--model", "cbnet-classifier", "--json", "-n", "20")
-    first = _cli(home, watch, exports, *args)
+    first = _cli(home, watch, exports, *args, "-r", "3")
     assert first.code == 0, first.stderr
     out = first.json()
     summary = out["summary"]
-    assert summary["count"] == 20 and summary["complete"] is True
+    # No process to restart on a watch: three windows, each after its own warm-up.
+    assert summary["count"] == 60 and summary["complete"] is True
+    assert summary["repetitions"]["count"] == 3 and summary["repetitions"]["kind"] == "window"
     assert summary["parity"]["ok"] is True and summary["parity"]["max_abs"] <= 1
     assert summary["synthetic"] is True
     manifest = json.loads((Path(out["run_dir"]) / "manifest.json").read_text())
@@ -79,7 +81,7 @@ def test_deploy_runs_journals_and_skips_a_second_upload(
     assert max(watch.write_sizes) <= 20 and watch.violations == []
     writes_after_first = len(watch.statements)
 
-    second = _cli(home, watch, exports, *args)
+    second = _cli(home, watch, exports, *args, "-r", "1")
     assert second.code == 0, second.stderr
     assert second.json()["pushes"][0]["skipped"] is True
     new = watch.statements[writes_after_first:]
@@ -102,7 +104,7 @@ def test_l2mu_runs_stepped_a_window_per_sample(
     # bangle2.toml's [models] makes `l2mu` the stepped l2mu-watch; the peer's TFLM steps it
     result = _cli(
         home, watch, exports, "deploy", "--target", "bangle2", "--model", "l2mu", "--json",
-        "-n", "3", "--warmup", "1",
+        "-n", "3", "--warmup", "1", "-r", "1",
     )  # fmt: skip
     assert result.code == 0, result.stderr
     out = result.json()
