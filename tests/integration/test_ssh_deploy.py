@@ -35,7 +35,10 @@ def test_deploy_over_ssh_then_second_deploy_uploads_nothing(loopback: dict[str, 
     assert data["manifest"]["status"] == "complete"
     assert "127.0.0.1" in data["manifest"]["target"]["transport"]
     assert data["manifest"]["target"]["emulated"] is False  # host CPU: real times
-    assert data["summary"]["latency"]["count"] == 200
+    # Five repetitions (fresh runner processes) of 200 over the one SSH connection.
+    assert data["summary"]["latency"]["count"] == 1000
+    assert data["summary"]["repetitions"]["count"] == 5
+    assert len({f["env_before"]["time_ns"] for f in data["manifest"]["repetitions"]}) == 5
     device_dir = Path(loopback["workdir"])
     model_copies = list(device_dir.rglob("tiny-mlp.onnx"))
     assert len(model_copies) == 1 and model_copies[0].read_bytes() == TINY_ONNX.read_bytes()

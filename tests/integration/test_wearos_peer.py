@@ -101,14 +101,18 @@ def test_deploy_l2mu_runs_benchmark_model_with_exact_counts(
     peer, env = watch
     result = run_cli(
         "deploy", "--target", "watch-wearos", "--model", "l2mu", "-n", "150", "--warmup", "3",
-        "--json", env=env,
+        "-r", "3", "--json", env=env,
     )  # fmt: skip
     assert result.code == 0, result.stderr
     out = result.json()
     summary, manifest = out["summary"], out["manifest"]
     lat = summary["latency"]
     assert summary["aggregate_only"] is True and lat["aggregate_only"] is True
-    assert lat["count"] == 150 and summary["count"] == 150
+    # Three repetitions: three benchmark_model processes of 150, each a mean.
+    assert lat["count"] == 450 and summary["count"] == 450 and summary["runs"] == 3
+    reps = summary["repetitions"]
+    assert reps["count"] == 3 and reps["kind"] == "process" and "means" in reps["method"]
+    assert reps["estimate_ms"] == pytest.approx(AVG_US / 1e3)
     assert lat["mean"] == pytest.approx(AVG_US / 1e3)
     assert all(lat[key] is None for key in ("p50", "p90", "p99", "median_ci"))
     assert summary["warmup"]["count"] == 3
@@ -254,8 +258,8 @@ def test_the_adb_client_path_works_against_the_same_peer(
     (tmp_path / "adb-home").mkdir()
     try:
         result = run_cli(
-            "deploy", "--target", "watch-wearos", "--model", "l2mu", "-n", "30", "--json",
-            env=adb_env,
+            "deploy", "--target", "watch-wearos", "--model", "l2mu", "-n", "30", "-r", "1",
+            "--json", env=adb_env,
         )  # fmt: skip
         assert result.code == 0, result.stderr
         out = result.json()
