@@ -27,14 +27,15 @@ def test_l2mu_by_name_over_ssh_returns_the_reference_spike_counts(
     window = samples.inputs["window"]
     np.save(tmp_path / "window.npy", window)
     result = run_cli(
-        "deploy", "-t", "loopback", "-m", "l2mu-mcu", "-n", "30",
+        "deploy", "-t", "loopback", "-m", "l2mu-mcu", "-n", "30", "-r", "2",
         "--input", str(tmp_path / "window.npy"), "--save-outputs", "--json",
         timeout=300,
     )  # fmt: skip
     assert result.code == 0, result.stderr
     data = result.json()
     assert data["manifest"]["artifact"]["model"] == "l2mu-mcu"
-    assert data["summary"]["latency"]["count"] == 30
+    assert data["summary"]["latency"]["count"] == 60  # two repetitions of 30
+    # --save-outputs keeps the first repetition's first inference only.
     counts = np.load(Path(data["run_dir"]) / "outputs.npz")["spike_counts"]
     with torch.no_grad():
         expected = family.reference(recipe, recipe.dir)(torch.from_numpy(window)).numpy()
