@@ -116,16 +116,17 @@ def test_boot_provision_deploy_stop(emu_home: Path) -> None:
     assert facts["runtimes"]["onnxruntime"] and facts["runtimes"]["ai_edge_litert"]
 
     for model in ("tiny-mlp", "tiny-mlp:tflite"):
-        run = cli("deploy", "--target", TARGET, "--model", model, "-n", "30", "--json")
+        run = cli("deploy", "--target", TARGET, "--model", model, "-n", "30", "-r", "2", "--json")
         assert run.code == 0, run.stderr
         data = run.json()
         target = data["manifest"]["target"]
         assert target["emulated"] is True and "cortex-a72" in target["emulator"]
         assert "not of a Raspberry Pi" in target["time_base"]
         assert data["manifest"]["device"]["virtualization"] == "qemu"
-        assert data["summary"]["latency"]["count"] == 30
+        assert data["summary"]["latency"]["count"] == 60  # two runner processes of 30
+        assert data["summary"]["repetitions"]["count"] == 2
         assert data["summary"]["emulated"] is True and data["summary"]["time_base"]
-    shown = cli("deploy", "--target", TARGET, "--model", "tiny-mlp", "-n", "5")
+    shown = cli("deploy", "--target", TARGET, "--model", "tiny-mlp", "-n", "5", "-r", "1")
     assert shown.code == 0 and "emulated" in shown.stdout
 
     stopped = cli("emulate", "stop", TARGET)
