@@ -6,7 +6,6 @@ alternating A and B repetition by repetition in one session puts the drift on bo
 
 from __future__ import annotations
 
-import os
 import signal
 from dataclasses import replace
 from pathlib import Path
@@ -21,8 +20,9 @@ from edgetool.cli.deploy import (
     describe_artifact,
     measure_options,
     resolve_for_target,
+    target_option,
 )
-from edgetool.cli.results import _parse_threshold
+from edgetool.cli.results import gate_options
 
 
 class ABView(DeployView):
@@ -70,14 +70,7 @@ class ABView(DeployView):
 
 
 @click.command()
-@click.option(
-    "-t",
-    "--target",
-    "target_name",
-    default=lambda: os.environ.get("EDGETOOL_TARGET", "local"),
-    show_default="local, or $EDGETOOL_TARGET",
-    help="Target name or path to a target TOML (a Linux-class device).",
-)
+@target_option("Target name or path to a target TOML (a Linux-class device).")
 @click.option(
     "-m",
     "--model",
@@ -87,20 +80,7 @@ class ABView(DeployView):
     help="Give it twice: A (the baseline), then B. A file or NAME[:FORMAT[:QUANT]].",
 )
 @measure_options
-@click.option(
-    "--threshold",
-    default="5%",
-    show_default=True,
-    callback=_parse_threshold,
-    help="Smallest relative change that matters (5% or 0.05).",
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0.0, 0.5, min_open=True),
-    default=0.05,
-    show_default=True,
-    help="Significance level; intervals are at 1 - alpha.",
-)
+@gate_options
 @json_option
 @click.pass_context
 def command(

@@ -108,15 +108,22 @@ def measure_options(command: F) -> F:
     return command
 
 
+def target_option(
+    help_text: str = "Target name or path to a target TOML.",
+) -> Callable[[F], F]:
+    """-t/--target, defaulting to $EDGETOOL_TARGET or `local`."""
+    return click.option(
+        "-t",
+        "--target",
+        "target_name",
+        default=lambda: os.environ.get("EDGETOOL_TARGET", "local"),
+        show_default="local, or $EDGETOOL_TARGET",
+        help=help_text,
+    )
+
+
 @click.command()
-@click.option(
-    "-t",
-    "--target",
-    "target_name",
-    default=lambda: os.environ.get("EDGETOOL_TARGET", "local"),
-    show_default="local, or $EDGETOOL_TARGET",
-    help="Target name or path to a target TOML.",
-)
+@target_option()
 @click.option(
     "-m",
     "--model",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -21,6 +22,8 @@ from edgetool.results.compare import (
     compare_sets,
 )
 from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_run
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 out_option = click.option(
     "-o",
@@ -466,24 +469,30 @@ def _print_comparison(result: SetComparison) -> None:
         out.print(f"note: p-values Holm-corrected over {tested} pairs")
 
 
+def gate_options(command: F) -> F:
+    """--threshold and --alpha: what `results compare` and `ab` decide with."""
+    threshold = click.option(
+        "--threshold",
+        default="5%",
+        show_default=True,
+        callback=_parse_threshold,
+        help="Smallest relative change that matters (5% or 0.05).",
+    )
+    alpha = click.option(
+        "--alpha",
+        type=click.FloatRange(0.0, 0.5, min_open=True),
+        default=0.05,
+        show_default=True,
+        help="Significance level; intervals are at 1 - alpha.",
+    )
+    return threshold(alpha(command))
+
+
 @command.command("compare")
 @click.argument("base")
 @click.argument("new")
 @out_option
-@click.option(
-    "--threshold",
-    default="5%",
-    show_default=True,
-    callback=_parse_threshold,
-    help="Smallest relative change that matters (5% or 0.05).",
-)
-@click.option(
-    "--alpha",
-    type=click.FloatRange(0.0, 0.5, min_open=True),
-    default=0.05,
-    show_default=True,
-    help="Significance level; intervals are at 1 - alpha.",
-)
+@gate_options
 @click.option(
     "--metric",
     type=click.Choice(METRICS),
