@@ -66,6 +66,12 @@ class RunSettings:
             return self.iterations or 3
         return self.iterations if self.iterations or self.duration else 100
 
+    @staticmethod
+    def default_min_duration(iterations: int | None, duration: float | None, repeat: int) -> float:
+        """Per repetition: with neither a count nor a duration, at least 1 s of measuring
+        in all (as benchmark_model's default), shared between the repetitions."""
+        return 0.0 if iterations or duration else 1.0 / max(repeat, 1)
+
     def repetitions(self) -> int:
         """How many repetitions this run makes: one where a process carries state across
         the whole run (energy alignment to one clock, an LLM's generations)."""

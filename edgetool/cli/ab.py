@@ -142,7 +142,7 @@ def command(
         describe_artifact(artifact, ui, prefix=f"{role}  ")
     settings = RunSettings(
         iterations=iterations or 0,
-        min_duration=0.0 if iterations or duration else 1.0 / repeat,
+        min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
         duration=duration or 0.0,
         warmup=warmup,
         warmup_seconds=warmup_seconds,

@@ -248,8 +248,7 @@ def command(
         new_tokens=new_tokens or 0,
         head_size=head_size,
         iterations=iterations or 0,
-        # By default at least 1 s of measuring in all, shared between the repetitions.
-        min_duration=0.0 if iterations or duration else 1.0 / repeat,
+        min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
         repeat=repeat,
         duration=duration or 0.0,
         warmup=warmup,
