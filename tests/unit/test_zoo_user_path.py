@@ -23,7 +23,7 @@ def test_verify_and_deploy_locally(cli: Any, home: Path, model: str, fmt: str, q
     assert report["passed"] is True and report["samples"] == 8
     if model.startswith("tinylut") and quant == "int8":
         assert report["max_abs"] == 0  # the LUT artifact equals the numpy LUT reference
-    deployed = cli("deploy", "-m", spec, "-n", "5", "--json")
+    deployed = cli("deploy", "-m", spec, "-n", "5", "-r", "1", "--json")
     assert deployed.code == 0, deployed.stderr
     out = deployed.json()
     assert out["summary"]["count"] == 5
