@@ -431,8 +431,6 @@ def deploy_ab(
         raise ConfigError("edgetool ab does not take --energy or LLM generation")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
-    if settings.repetitions() < 1:
-        raise ConfigError("edgetool ab needs at least one repetition")
     with connect(target) as transport:
         obs.connected(transport.description)
         remotes, input_remote, pushes = _push_models(
@@ -599,6 +597,8 @@ class RunJournal:
             if self.samples
             else None
         )
+        if summary is not None:  # every repetition's runner reached its summary
+            summary["complete"] = len(self.ends) == self.settings.repetitions()
         if self.recorder is not None and failure is None and summary is not None:
             failure = _add_energy(self.recorder, self.writer, summary)
         if summary is not None and self.generations:
