@@ -2,7 +2,8 @@
 """Deploy wall time on a warm target: `edgetool deploy` vs doing the same work by hand.
 
 Candidate: `edgetool deploy --target loopback --model mlp-1ms.onnx -n 200 --warmup 10
---warmup-seconds 0 --repeat 1 -q` (one runner process, the same work as the baseline), with the runner and model already on the device (one probe command
+--warmup-seconds 0 --repeat 1 -q` (one runner process, the same work as the baseline),
+with the runner and model already on the device (one probe command
 hashes both on the device and both pushes are skipped), timed end to end as a subprocess.
 Baseline: `scp runner model user@127.0.0.1:DIR/` then `ssh user@127.0.0.1 PYTHON
 DIR/device_runner.py run --model DIR/mlp-1ms.onnx --iterations 200 --warmup 10`, the

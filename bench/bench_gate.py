@@ -14,12 +14,16 @@
     the verdict is regression.
 (d) 20 replayed nights of 10 A/A pairs drawn from (a), Holm-corrected as `farm run` does:
     how many nights fail.
+(e) Each run of (a) against a baseline of the 5 runs before it (as `farm run` with
+    baseline_nights = 5): false alarms, and +10 % detected.
 
 Goals (issue 18): false alarms <= 5 %; +10 % detected >= 90 %; +5 % >= 80 % with 10
 repetitions; nights falsely failed <= 1 in 20.
 
     python bench/bench_gate.py                 # ~15 min on a 2-core machine
     python bench/bench_gate.py --runs 11 --ab 5  # a quick look
+    python bench/bench_gate.py --keep g.json     # save what was measured ...
+    python bench/bench_gate.py --replay g.json   # ... and analyse it again
 """
 
 from __future__ import annotations
@@ -145,6 +149,17 @@ def analyse(model: str, runs: list[Run], ab: list[str]) -> dict[str, Any]:
         for effect in (0.05, 0.10):
             hits = sum(verdict(b, [v * (1 + effect) for v in n]) == "regression" for b, n in pairs)
             out[f"detect_{int(100 * effect)}_{label}"] = (hits, len(pairs))
+    # A baseline of the previous K runs (as the farm's baseline_nights = K): its spread
+    # between runs enters the comparison; A/A false alarms and +10 % detection.
+    k = 5
+    for effect in (0.0, 0.10):
+        hits, total = 0, 0
+        for i in range(k, len(runs)):
+            new = replay([v * (1 + effect) for v in reps[i]])
+            got = compare_runs([replay(r) for r in reps[i - k : i]], new).verdict
+            hits += got == "regression" if effect else got in FALSE_ALARM
+            total += 1
+        out[f"baseline{k}_{int(100 * effect)}"] = (hits, total)
     # A 3 % drift over the session: back to back (base first, then new) vs ABBA blocks.
     for effect in (0.0, 0.10):
         for order in ("back-to-back", "interleaved"):
@@ -234,6 +249,8 @@ def main() -> int:
             for e in (5, 10):
                 label = f"+{e} % detected, {r[1:]} reps a side"
                 print(f"  (c) {label:<34}{rate(*m[f'detect_{e}_{r}'])}")
+        print(f"  (e) baseline of 5 runs, false alarms     {rate(*m['baseline5_0'])}")
+        print(f"      baseline of 5 runs, +10 % detected   {rate(*m['baseline5_10'])}")
         for e, what in ((0, "false alarms"), (10, "+10 % detected")):
             for order in ("back-to-back", "interleaved"):
                 label = f"3 % drift, {what}, {order}"

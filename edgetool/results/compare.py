@@ -22,6 +22,10 @@ decides. Latency is therefore compared on the runs' **repetition medians**:
   significant 80 % of the time at alpha.
 - runs on a deterministic time base (emulated instructions) need no statistics: the change
   is exact, and it is a regression when it exceeds the threshold.
+- with several base runs (a baseline of the last K >= 3 nights), the new run is also held
+  against the spread of those runs' estimates (a t prediction interval): a machine that
+  drifts over minutes or nights moves whole runs, which one run's repetitions cannot show.
+  The wider of the two intervals decides.
 
 Over a set of pairs (a night) the p-values are corrected with Holm's step-down method,
 which bounds the chance that a night with no real change fails at alpha whatever the
@@ -107,6 +111,9 @@ class Effect:
     needed: int | None = None
     """Repetitions a side that would likely decide an inconclusive comparison."""
     p_adjusted: float | None = None
+    base_runs: int = 1
+    """Runs on the base side; with MIN_BASELINE_RUNS or more the spread between them
+    (a machine's slow drift, night to night) is part of the uncertainty."""
 
     @property
     def change(self) -> float:
@@ -122,6 +129,7 @@ class Effect:
             "p_adjusted": self.p_adjusted,
             "df": self.df,
             "repetitions": {"base": self.n_base, "new": self.n_new},
+            "base_runs": self.base_runs,
             "method": self.method,
             "minimum_detectable_change": self.mdc,
             "repetitions_needed": self.needed,
@@ -176,11 +184,42 @@ def welch_effect(base: Sequence[float], new: Sequence[float], confidence: float)
     return Effect(ratio, ci, p, df, nb, nn, confidence, method, mdc)
 
 
+MIN_BASELINE_RUNS = 3
+"""From this many base runs on, their spread (run to run, night to night) is estimated."""
+
+
+def between_run_effect(
+    base_runs: Sequence[Sequence[float]], new: Sequence[float], confidence: float
+) -> Effect | None:
+    """The new run against the spread of several base runs' estimates: a prediction
+    interval (t with K-1 df, variance s^2 (1 + 1/K)). Repetitions of one run share the
+    machine's state of that moment; a drift over minutes or nights shows only between
+    runs, and this is where it enters the comparison."""
+    estimates = [log_mean_sd(values)[0] for values in base_runs if values]
+    k = len(estimates)
+    if k < MIN_BASELINE_RUNS or not new:
+        return None
+    centre = math.fsum(estimates) / k
+    spread = math.sqrt(math.fsum((e - centre) ** 2 for e in estimates) / (k - 1))
+    diff = log_mean_sd(new)[0] - centre
+    se = spread * math.sqrt(1.0 + 1.0 / k)
+    n_base = sum(len(values) for values in base_runs)
+    method = f"new run vs the spread of {k} base runs' estimates (prediction interval, t)"
+    if se == 0.0:
+        return None
+    df = float(k - 1)
+    q = student_t_ppf(0.5 + confidence / 2.0, df)
+    ci = (math.exp(diff - q * se), math.exp(diff + q * se))
+    p = min(1.0, 2.0 * student_t_sf(abs(diff) / se, df))
+    mdc = math.exp((q + student_t_ppf(POWER, df)) * se) - 1.0
+    return Effect(math.exp(diff), ci, p, df, n_base, len(new), confidence, method, mdc, base_runs=k)
+
+
 def repetitions_needed(effect: Effect, threshold: float, limit: int = 1000) -> int | None:
     """Repetitions a side at which, with the spreads seen, the interval would likely be
     decisive: inside the threshold band (estimate inside it) or clear of 1 (outside)."""
-    if effect.ci is None or effect.df is None:
-        return None
+    if effect.ci is None or effect.df is None or effect.base_runs >= MIN_BASELINE_RUNS:
+        return None  # between-run spread: more repetitions do not narrow it
     diff = math.log(effect.ratio)
     band = math.log1p(threshold)
     q_now = student_t_ppf(0.5 + effect.confidence / 2.0, effect.df)
@@ -193,6 +232,15 @@ def repetitions_needed(effect: Effect, threshold: float, limit: int = 1000) -> i
         if student_t_ppf(0.5 + effect.confidence / 2.0, 2 * n - 2) * unit / math.sqrt(n) < gap:
             return n
     return None
+
+
+def _wider(a: Effect, b: Effect) -> bool:
+    """Is a's interval wider than b's (the honest one, when both describe the pair)?"""
+    if a.ci is None:
+        return False
+    if b.ci is None:
+        return True
+    return math.log(a.ci[1] / a.ci[0]) > math.log(b.ci[1] / b.ci[0])
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -235,11 +283,12 @@ def latency_verdict(
     if p is not None and p < alpha and effect.ratio < 1.0 and lo < low:
         return "improvement", None
     needed = repetitions_needed(effect, threshold)
-    more = (
-        f"~{needed} repetitions a side would likely decide it"
-        if needed
-        else "the change is too close to the threshold for more repetitions to decide soon"
-    )
+    if effect.base_runs >= MIN_BASELINE_RUNS:
+        more = f"set by the spread between the {effect.base_runs} base runs: more nights narrow it"
+    elif needed:
+        more = f"~{needed} repetitions a side would likely decide it"
+    else:
+        more = "the change is too close to the threshold for more repetitions to decide soon"
     return "inconclusive", f"the interval straddles ±{100 * threshold:g} %: {more}"
 
 
@@ -611,6 +660,10 @@ def compare_runs(
             )  # fmt: skip
         else:
             effect = welch_effect(base_values, new_values, s.confidence)
+            per_run = [repetition_values(run) for run in bases]
+            between = between_run_effect(per_run, new_values, s.confidence)
+            if between is not None and _wider(between, effect):
+                effect = between
             before = math.exp(log_mean_sd(base_values)[0])
             after = math.exp(log_mean_sd(new_values)[0])
         verdict, reason = latency_verdict(effect, s.threshold, s.alpha, exact)

@@ -475,3 +475,32 @@ def test_aggregate_only_runs_are_compared_by_their_repetition_means(
     assert code == 10, err
     pair = json.loads(out)["pairs"][0]
     assert pair["verdict"] == "regression" and pair["latency"]["name"] == "latency_p50"
+
+
+def test_a_drifting_machine_is_judged_against_the_spread_of_several_base_runs(
+    tmp_path: Path,
+) -> None:
+    """Five nights whose levels wander by a few percent while each run's repetitions are
+    tight: one night against the next would call a 4 % wander a change; against the five
+    the wander is what a night looks like."""
+    levels = [1.00, 1.04, 0.98, 1.03, 0.99]
+    nights = [
+        load_run(
+            make_run(tmp_path / f"n{i}", "cbnet", repetitions(500 + i, scale=lv, between=0.002))
+        )
+        for i, lv in enumerate(levels)
+    ]
+    new = load_run(
+        make_run(tmp_path / "new", "cbnet", repetitions(600, scale=1.045, between=0.002))
+    )
+    alone = compare_runs(nights[-1], new)
+    assert alone.verdict == "regression"  # 0.99 -> 1.045 looks like +5.6 %
+    pooled = compare_runs(nights, new)
+    assert pooled.effect is not None and pooled.effect.base_runs == 5
+    assert "spread of 5 base runs" in pooled.effect.method
+    assert pooled.verdict in ("no change", "inconclusive")
+    assert pooled.effect.needed is None  # more repetitions cannot narrow a night-to-night spread
+    slower = load_run(
+        make_run(tmp_path / "slow", "cbnet", repetitions(601, scale=1.25, between=0.002))
+    )
+    assert compare_runs(nights, slower).verdict == "regression"
