@@ -195,8 +195,9 @@ def _estimate(summary: dict[str, Any]) -> str:
     """The run's estimate over its repetitions with their CI, else the pooled p50."""
     reps = summary.get("repetitions") or {}
     if reps.get("estimate_ms"):
-        ci = _ci(reps.get("ci")) if reps.get("ci") else " (CI unknown)"
-        return f"{_num(reps['estimate_ms'])}{ci} ×{reps.get('count')}"
+        ci = reps.get("ci")
+        interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else " (CI unknown)"
+        return f"{reps['estimate_ms']:.4g}{interval} ×{reps.get('count')}"
     lat = summary.get("latency") or {}
     return _num(lat.get("p50")) + " (1 repetition)"
 

@@ -382,3 +382,18 @@ def test_old_run_with_power_starts_at_the_measure_window(tmp_path: Path) -> None
     assert first["ts"] == pytest.approx(windows["measure window"]["ts"])
     assert trace["metadata"]["start_times"] == "back-to-back (estimated)"
     assert "power" in plots_in(build_report([run]))
+
+
+def test_report_shows_the_run_estimate_and_verdicts_against_a_baseline(tmp_path: Path) -> None:
+    from edgetool.results.stats import summarize_repetitions
+
+    run = load_run(make_run(tmp_path, "r1"))
+    assert run.summary is not None
+    run.summary["repetitions"] = summarize_repetitions(
+        [0.0071, 0.0072, 0.0070], "process"
+    ).to_dict()
+    html = build_report([run], verdicts={str(run.dir): "regression +8.1 % [+4.0, +12.3]"})
+    assert "0.0071 [" in html and "×3" in html  # four significant figures, microsecond runs too
+    assert "vs baseline" in html and "regression +8.1 % [+4.0, +12.3]" in html
+    plain = build_report([run])
+    assert "vs baseline" not in plain
