@@ -155,6 +155,23 @@ class ProvisionSettings:
         return None not in (self.machine, self.python_version, self.glibc)
 
 
+def device_dir_problem(value: str) -> str | None:
+    """Why a device directory from a config cannot be used, or None: edgetool writes (and
+    may remove) below it, and its path lands in argv, so it must name a real directory of
+    its own -- never empty, `/` or the home directory itself, never `..`, and never
+    beginning with `-` (a program would read it as an option)."""
+    bare = value[2:] if value.startswith("~/") else value
+    if any(c in value for c in "\x00\n\r"):
+        return "a path without control characters"
+    if bare.startswith("-"):
+        return "a path that does not begin with '-'"
+    if not bare.strip("/") or bare.strip("/") == "~" or not value.strip():
+        return "a directory of its own (not empty, not '/', not the home directory itself)"
+    if ".." in bare.split("/"):
+        return "a path without '..'"
+    return None
+
+
 def device_path(workdir: str, *parts: str) -> str:
     """Device paths are POSIX and relative to the login home (or sandbox) unless absolute."""
     base = workdir[2:] if workdir.startswith("~/") else workdir
@@ -455,8 +472,9 @@ def _parse_provision(
 ) -> ProvisionSettings:
     reader = _Reader(source, raw, "provision.")
     venv = reader.text("venv", "venv")
-    if not venv.strip() or ".." in venv.split("/"):
-        raise reader._fail("venv", "a directory name or path without '..'", venv)
+    problem = device_dir_problem(venv)
+    if problem is not None:
+        raise reader._fail("venv", problem, venv)
     default = [RUNTIME_PACKAGES[r] for r in runtimes if r in RUNTIME_PACKAGES] + ["numpy"]
     packages = reader.get("packages", list, "a list of requirement strings", default)
     for package in packages:
@@ -562,7 +580,11 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     )
     if provision is not None and kind != "linux":
         raise ConfigError(f"{source}: [provision] applies to kind 'linux' targets only")
-    workdir = (state or {}).get("workdir", top.text("workdir", "edgetool"))
+    configured = top.text("workdir", "edgetool")
+    problem = device_dir_problem(configured)
+    if problem is not None:
+        raise top._fail("workdir", problem, configured)
+    workdir = (state or {}).get("workdir", configured)
     # An explicit interpreter (the file's or a running emulator's) wins; otherwise a
     # provisioned target runs under the venv that `edgetool provision` fills.
     python = (state or {}).get("python", top.text("python"))

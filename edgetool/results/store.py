@@ -82,13 +82,26 @@ def _append_line(handle: IO[str], record: dict[str, Any]) -> None:
     os.fsync(handle.fileno())
 
 
+def _make_run_dir(root: Path, run_id: str) -> tuple[Path, str]:
+    """Create the run directory atomically: mkdir is the check, so two deploys started in
+    the same second never share (or trip over) one directory; the later one gets -2, -3..."""
+    root.mkdir(parents=True, exist_ok=True)
+    candidate, n = run_id, 1
+    while True:
+        try:
+            (root / candidate).mkdir()
+        except FileExistsError:
+            n += 1
+            candidate = f"{run_id}-{n}"
+            continue
+        return root / candidate, candidate
+
+
 class RunWriter:
     """Owns one run directory while a deploy is in progress."""
 
     def __init__(self, root: Path, run_id: str, manifest: dict[str, Any]) -> None:
-        self.dir = root / run_id
-        self.dir.mkdir(parents=True, exist_ok=False)
-        self.run_id = run_id
+        self.dir, self.run_id = _make_run_dir(root, run_id)
         self.manifest = {
             "schema": SCHEMA_VERSION,
             "run_id": run_id,

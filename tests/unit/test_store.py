@@ -62,3 +62,32 @@ def test_find_run_by_id_prefix_path_and_latest(tmp_path: Path) -> None:
         find_run("2026", tmp_path)
     with pytest.raises(ResultsError, match="no run 'zzz'"):
         find_run("zzz", tmp_path)
+
+
+def test_concurrent_deploys_with_the_same_run_id_get_their_own_directories(
+    tmp_path: Path,
+) -> None:
+    """Run ids are second-resolution: two deploys started together used to check, then
+    create, and one died with an internal error. mkdir is now the check."""
+    import threading
+
+    barrier = threading.Barrier(16)
+    made: list[str] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            made.append(RunWriter(tmp_path, "2026-12-06T10-00-00-local-m", {}).run_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(made)) == 16
+    assert "2026-12-06T10-00-00-local-m" in made
+    assert all((tmp_path / run_id / "manifest.json").is_file() for run_id in made)

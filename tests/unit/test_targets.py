@@ -176,3 +176,41 @@ def test_models_table_says_what_a_bare_model_name_means(tmp_path: Path) -> None:
     shipped = load_target("bangle2")
     assert shipped.model_spec("l2mu") == "l2mu-watch:tflite:fp32"
     assert shipped.model_spec("cbnet-classifier") == "cbnet-classifier:tflite:int8"
+
+
+@pytest.mark.parametrize(
+    ("workdir", "needle"),
+    [
+        ("", "directory of its own"),
+        ("/", "directory of its own"),
+        ("~/", "directory of its own"),
+        ("~", "directory of its own"),
+        ("//", "directory of its own"),
+        ("-cimport os;os.system('touch x')#", "begin with '-'"),
+        ("~/-x", "begin with '-'"),
+        ("lab/../../etc", "'..'"),
+        ("a\nb", "control characters"),
+    ],
+)
+def test_a_workdir_that_would_escape_or_be_read_as_an_option_is_refused(
+    tmp_path: Path, workdir: str, needle: str
+) -> None:
+    """`~/` or "" used to become `/` (runner and artifacts at the device's root), and a
+    workdir beginning with `-` became an option of the device's python (code ran)."""
+    path = write(tmp_path, "lab", f'workdir = {json.dumps(workdir)}\n[transport]\ntype = "local"\n')
+    with pytest.raises(ConfigError) as info:
+        load_target_file(path)
+    assert "key 'workdir'" in str(info.value) and needle in str(info.value)
+    venv = write(
+        tmp_path,
+        "prov",
+        f'[transport]\ntype = "local"\n[provision]\nvenv = {json.dumps(workdir)}\n',
+    )
+    with pytest.raises(ConfigError, match=r"provision\.venv"):
+        load_target_file(venv)
+
+
+@pytest.mark.parametrize("workdir", ["edgetool", "~/edgetool", "/tmp/edgetool-lab", "lab/run"])
+def test_ordinary_workdirs_load(tmp_path: Path, workdir: str) -> None:
+    path = write(tmp_path, "lab", f'workdir = "{workdir}"\n[transport]\ntype = "local"\n')
+    assert load_target_file(path).workdir == workdir
