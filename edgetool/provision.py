@@ -94,7 +94,8 @@ except FileNotFoundError:
 removed = []
 if os.path.isdir(wheels):
     for name in sorted(os.listdir(wheels)):
-        if (name.endswith(".whl") or name.endswith(".whl.part")) and name not in keep:
+        partial = name.endswith(".part") and ".whl" in name  # an upload's temporary
+        if (name.endswith(".whl") or partial) and name not in keep:
             os.remove(os.path.join(wheels, name))
             removed.append(name)
 print("\n".join(removed))

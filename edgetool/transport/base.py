@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import posixpath
+import secrets
 import shlex
 import time
 from abc import ABC, abstractmethod
@@ -48,9 +49,11 @@ print(json.dumps(out))
 
 
 # Runs on the device: for each [part, final, sha256], rename part -> final only if the
-# part's hash matches (else delete it); reply {final: null | the wrong hash}.
+# part's hash matches (else delete it); reply {final: null | the wrong hash}. Temporaries
+# of the same file left by uploads cut off over 10 minutes ago are removed (younger ones
+# may belong to a deploy still sending).
 _COMMIT = r"""
-import hashlib, json, os, sys
+import hashlib, json, os, sys, time
 out = {}
 for part, final, want in json.loads(sys.argv[1]):
     h = hashlib.sha256()
@@ -64,8 +67,26 @@ for part, final, want in json.loads(sys.argv[1]):
     else:
         os.remove(part)
         out[final] = got
+    folder, name = os.path.split(final)
+    for entry in os.listdir(folder or "."):
+        if entry.startswith("." + name + ".") and entry.endswith(".part"):
+            stale = os.path.join(folder, entry)
+            try:
+                if time.time() - os.lstat(stale).st_mtime > 600:
+                    os.remove(stale)
+            except OSError:
+                pass
 print(json.dumps(out))
 """
+
+
+def part_name(remote: str) -> str:
+    """A temporary name beside `remote` that nobody can predict: a link planted at a
+    fixed `<file>.part` can no longer redirect an upload, and two deploys of the same new
+    file never write into one temporary (each renames its own, verified, into place).
+    Transports that can also create it exclusively (O_EXCL: never through a link) do."""
+    folder, name = posixpath.split(remote)
+    return posixpath.join(folder, f".{name}.{secrets.token_hex(8)}.part")
 
 
 def quote_argv(argv: Sequence[str]) -> str:
@@ -147,8 +168,9 @@ class Transport(Protocol):
 class FileTransport(ABC):
     """The verified put every file-system transport shares.
 
-    Upload to `<final>.part`, check its sha256 *on the device*, then rename atomically:
-    a dropped connection can leave a `.part` file but never a half file at the final path.
+    Upload to a fresh `.<final>.<random>.part` (created exclusively where the transport
+    can), check its sha256 *on the device*, then rename atomically: a dropped connection
+    can leave a `.part` file but never a half file at the final path.
     A remote file whose hash already matches is not sent again.
     """
 
@@ -232,11 +254,11 @@ class FileTransport(ABC):
         info = self.probe([remote for _, remote in files])
         needed = [(lo, re) for lo, re in files if info[re]["sha256"] != shas[lo]]
         self._check_space(needed, info)
-        sent: list[tuple[Path, str]] = []
+        sent: list[tuple[Path, str, str]] = []
         upload_seconds: dict[Path, float] = {}
         for local, remote in needed:
             self.makedirs(posixpath.dirname(remote))
-            partial = remote + ".part"
+            partial = part_name(remote)
             began = time.perf_counter()
             try:
                 self._upload(local, partial, progress_for(local))
@@ -247,12 +269,12 @@ class FileTransport(ABC):
                     "nothing was written at the final path."
                 ) from exc
             upload_seconds[local] = time.perf_counter() - began
-            sent.append((local, remote))
+            sent.append((local, remote, partial))
         if sent:
             arrived = self.commit(
-                [(remote + ".part", remote, shas[local]) for local, remote in sent]
+                [(partial, remote, shas[local]) for local, remote, partial in sent]
             )
-            for local, remote in sent:
+            for local, remote, _ in sent:
                 if arrived[remote] is not None:
                     raise TransferError(
                         f"{self.description}: {local.name} arrived corrupted (sha256 "
@@ -260,9 +282,10 @@ class FileTransport(ABC):
                         "nothing was written at the final path."
                     )
         results = []
+        sent_pairs = {(local, remote) for local, remote, _ in sent}
         for local, remote in files:
             size = local.stat().st_size
-            skipped = (local, remote) not in sent
+            skipped = (local, remote) not in sent_pairs
             if skipped:
                 progress = progress_for(local)
                 if progress:

@@ -117,7 +117,8 @@ class LocalTransport(FileTransport):
     def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
         total = local.stat().st_size
         done = 0
-        with local.open("rb") as src, self._path(remote).open("wb") as dst:
+        # "x": O_CREAT|O_EXCL, which never follows a link planted at the name.
+        with local.open("rb") as src, self._path(remote).open("xb") as dst:
             for block in iter(lambda: src.read(CHUNK), b""):
                 dst.write(block)
                 done += len(block)

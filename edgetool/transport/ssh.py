@@ -338,7 +338,9 @@ class SshTransport(FileTransport):
         total = local.stat().st_size
         done = 0
         try:
-            with local.open("rb") as src, self.sftp().open(remote, "wb") as dst:
+            # "wx": SFTP CREAT|TRUNC|EXCL (paramiko writes only in "w" modes), so
+            # sftp-server's open(2) never follows a link planted at the name.
+            with local.open("rb") as src, self.sftp().open(remote, "wxb") as dst:
                 dst.set_pipelined(True)
                 if "OpenSSH" in self._transport().remote_version:
                     dst.MAX_REQUEST_SIZE = OPENSSH_WRITE_REQUEST

@@ -61,3 +61,48 @@ def test_put_many_reports_each_file_and_progress(tmp_path: Path) -> None:
     results = device.put_many(files, progress_for)
     assert [r.bytes_sent for r in results] == [10, 3_000_000]
     assert seen == {"a.bin": 10, "b.bin": 3_000_000}
+
+
+def test_two_puts_of_the_same_new_file_at_once_both_land_whole(tmp_path: Path) -> None:
+    """Two deploys of one new model used to share `<file>.part`: one read the other's half
+    file or found it renamed away. Each upload now has its own temporary."""
+    import threading
+
+    src = tmp_path / "big.onnx"
+    src.write_bytes(bytes(range(256)) * 40_000)
+    barrier = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def deploy() -> None:
+        device = LocalTransport(LocalSettings(root=tmp_path / "device"))
+        barrier.wait()
+        try:
+            device.put(src, "m/big.onnx")
+        except BaseException as exc:  # any failure is what the test looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=deploy) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert (tmp_path / "device" / "m" / "big.onnx").read_bytes() == src.read_bytes()
+    assert [p.name for p in (tmp_path / "device" / "m").iterdir()] == ["big.onnx"]
+
+
+def test_a_link_planted_at_a_temporary_name_is_never_followed(tmp_path: Path) -> None:
+    from edgetool.transport.base import part_name
+
+    device = LocalTransport(LocalSettings(root=tmp_path / "device"))
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "device" / "m").mkdir(parents=True)
+    planted = part_name("m/model.onnx")
+    (tmp_path / "device" / planted).symlink_to(victim)
+    src = tmp_path / "model.onnx"
+    src.write_bytes(b"x" * 100)
+    with pytest.raises(FileExistsError):  # O_EXCL: the name is taken, the link not followed
+        device._upload(src, planted, None)
+    assert victim.read_bytes() == b"precious"
+    assert part_name("m/model.onnx") != part_name("m/model.onnx")  # unpredictable
