@@ -52,6 +52,8 @@ print(json.dumps({
     "implementation": sys.implementation.name,
     "glibc": glibc,
     "venv": os.path.isfile(os.path.join(venv, "bin", "python")),
+    "venv_dir": os.path.lexists(venv),
+    "venv_dir_empty": os.path.isdir(venv) and not os.path.islink(venv) and not os.listdir(venv),
     "marker": mark,
 }))
 """
@@ -146,6 +148,9 @@ class DeviceFacts:
     implementation: str = "cpython"
     venv_exists: bool = False
     marker: dict[str, Any] | None = None
+    venv_dir: bool = False
+    """Something is at the venv's path already (a venv or not): never ours to delete."""
+    venv_dir_empty: bool = False
 
     @property
     def cache_key(self) -> str:
@@ -511,6 +516,8 @@ def read_facts(transport: FileTransport, venv: str) -> DeviceFacts:
         implementation=str(raw["implementation"]),
         venv_exists=bool(raw["venv"]),
         marker=marker if isinstance(marker, dict) else None,
+        venv_dir=bool(raw.get("venv_dir", raw["venv"])),
+        venv_dir_empty=bool(raw.get("venv_dir_empty", False)),
     )
 
 
@@ -650,10 +657,17 @@ def _install(
     )
     outcome.removed = [line for line in removed.splitlines() if line]
     if not facts.venv_exists:
+        if facts.venv_dir and not facts.venv_dir_empty:
+            raise ConfigError(
+                f"{transport.description}: {venv} exists and is not a venv (it holds other "
+                "files): edgetool creates its venv only where nothing is",
+                hint="Point [provision] venv at a new directory, or empty that one yourself.",
+            )
         obs.step(f"venv  creating {venv} ({transport.python} -m venv)")
-        status, lines = _stream(transport, [transport.python, "-m", "venv", venv], obs)
+        status, lines = _stream(transport, [transport.python, "-m", "venv", "--", venv], obs)
         if status != 0:
-            transport.run_checked([transport.python, "-S", "-c", _REMOVE_TREE, venv])
+            if not facts.venv_dir:  # only a directory this call created is removed
+                transport.run_checked([transport.python, "-S", "-c", _REMOVE_TREE, venv])
             text = "\n".join(lines)
             if "ensurepip" in text or "python3-venv" in text:
                 raise DeviceError(

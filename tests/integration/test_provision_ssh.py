@@ -163,3 +163,22 @@ def test_declared_facts_that_contradict_the_device(
     path = targets / "offline-pi.toml"
     path.write_text(path.read_text() + 'machine = "riscv64"\n')
     assert_one_line_error(provision(targets), 5, "provision.machine", "riscv64")
+
+
+def test_a_venv_path_holding_other_files_is_never_touched(
+    loopback: dict[str, Any], tmp_path: Path, offline: None
+) -> None:
+    """`venv` pointing at a directory of the user's: provision used to run `python -m venv`
+    into it and, when that failed, delete the whole directory."""
+    house = tmp_path / "house"
+    build_wheel(house, "thatpkg", "1.0")
+    targets, _ = provisioned_target(tmp_path, loopback, house)
+    theirs = tmp_path / "their-dir"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    toml = targets / "offline-pi.toml"
+    toml.write_text(toml.read_text().replace("[provision]\n", f'[provision]\nvenv = "{theirs}"\n'))
+    result = provision(targets)
+    assert_one_line_error(result, 5, "is not a venv", str(theirs))
+    assert [p.name for p in theirs.iterdir()] == ["notes.txt"]
+    assert (theirs / "notes.txt").read_text() == "mine"
