@@ -26,7 +26,14 @@ from edgetool.results.stats import (
     summarize_ns,
     summarize_repetitions,
 )
-from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
+from edgetool.results.store import (
+    POWER,
+    SAMPLES,
+    RunWriter,
+    new_run_id,
+    read_power,
+    read_sample_records,
+)
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import BleUartSettings, Target, device_path
 from edgetool.transport import FileTransport, PutResult, open_transport
@@ -584,6 +591,11 @@ class RunJournal:
         and the failure is raised."""
         if self.recorder is not None and failure is None:
             self.recorder.after()
+        if failure is not None:
+            # What is on disk is the truth: an interrupt that lands in append_samples (its
+            # fsync is the slow part) would otherwise leave a batch journaled but uncounted.
+            samples, _, reps = read_sample_records(self.writer.dir / SAMPLES)
+            self.samples, self.reps = samples, reps or [0] * len(samples)
         summary = (
             _summary(
                 self.samples,
