@@ -230,7 +230,7 @@ class BenchClient:
     def infer(self, count: int, warmup: int = 0) -> tuple[int, list[float]]:
         """`infer N W%`: (µs for all N between its two laps, the printed results)."""
         lines = self.checked(f"infer {count} {warmup}", timeout=self.timeout + 60)
-        laps = [int(ln[len("m-lap-us-") :]) for ln in lines if ln.startswith("m-lap-us-")]
+        laps = [self._number(ln, "m-lap-us-") for ln in lines if ln.startswith("m-lap-us-")]
         results = [ln for ln in lines if ln.startswith("m-results-")]
         if len(laps) != 2 or "m-infer-done" not in lines:
             raise DeviceError(f"{self.description}: malformed `infer` reply {lines[-4:]!r}")
@@ -242,7 +242,9 @@ class BenchClient:
     def xinfer(self, count: int) -> list[int]:
         """Per-inference tick counts, one line each, no round trip between inferences."""
         lines = self.checked(f"xinfer {count}", timeout=self.timeout + 60)
-        ticks = [int(ln[len("m-xlap-ticks-") :]) for ln in lines if ln.startswith("m-xlap-ticks-")]
+        ticks = [
+            self._number(ln, "m-xlap-ticks-") for ln in lines if ln.startswith("m-xlap-ticks-")
+        ]
         if len(ticks) != count:
             raise DeviceError(f"{self.description}: `xinfer {count}` returned {len(ticks)} samples")
         return ticks
@@ -253,8 +255,25 @@ class BenchClient:
         lines = self.checked("xresults", self.timeout + values * 8 / 10_000)
         for line in lines:
             if line.startswith("m-xresults-"):
-                return bytes.fromhex(_bracket(line, "m-xresults-"))
+                try:
+                    return bytes.fromhex(_bracket(line, "m-xresults-"))
+                except ValueError:
+                    raise self._garbled(line) from None
         raise DeviceError(f"{self.description}: `xresults` got {lines!r}")
+
+    def _number(self, line: str, prefix: str) -> int:
+        """The count after `prefix`; a line noise has garbled is a device error, never an
+        internal one (and never a sample)."""
+        text = line[len(prefix) :]
+        if not text.isdigit():
+            raise self._garbled(line)
+        return int(text)
+
+    def _garbled(self, line: str) -> DeviceError:
+        return DeviceError(
+            f"{self.description}: garbled reply {line[:60]!r} (noise on the serial link?)",
+            hint="Check the cable and baud rate; the samples measured so far are kept.",
+        )
 
     def load_binary(self, data: bytes, retries: int = 8, frame: int = FRAME_PAYLOAD) -> None:
         """Upload with CRC32 frames, ACK/NAK and retransmit; verified end to end."""

@@ -5,6 +5,7 @@ link is a real pty opened through pyserial, as a USB UART would be."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import threading
@@ -23,13 +24,16 @@ from edgetool.targets import parse_target
 Peer = Callable[[int, threading.Event], None]
 
 
-def mlperf_dut(fd: int, stop: threading.Event) -> None:
-    """A minimal MLPerf Tiny reference DUT: text commands only, 0.25 ms per inference."""
+def mlperf_dut(
+    fd: int, stop: threading.Event, noise: Callable[[str], str] = lambda line: line
+) -> None:
+    """A minimal MLPerf Tiny reference DUT: text commands only, 0.25 ms per inference;
+    `noise` may garble the lines it sends."""
     buf, expect, loaded = b"", 0, bytearray()
     clock = [0]
 
     def out(*lines: str) -> None:
-        os.write(fd, "".join(line + "\r\n" for line in lines).encode())
+        os.write(fd, "".join(noise(line) + "\r\n" for line in lines).encode())
 
     out("m-timestamp-mode-performance", "m-init-done", "m-ready")
     while not stop.is_set():
@@ -186,3 +190,19 @@ def test_c_glue_maps_buffers_and_refuses_non_float() -> None:
     assert "(edgetool_input_buffer + 16)" in text
     with pytest.raises(ModelError, match="float32"):
         glue("q", [{"name": "a", "shape": [1], "dtype": "int8"}], [])
+
+
+def test_a_garbled_number_is_a_device_error_never_an_internal_one() -> None:
+    """Noise that turns a digit of a lap line into another character used to raise
+    ValueError (exit 1) and leave the run `running`."""
+
+    def flip_a_digit(line: str) -> str:
+        return "m-lap-us-10#0" if line == "m-lap-us-1000" else line
+
+    noisy_dut = functools.partial(mlperf_dut, noise=flip_a_digit)
+
+    with pty_device(noisy_dut) as client:
+        client.sync()
+        client.infer(2, 0)  # laps 0 and 500: clean
+        with pytest.raises(DeviceError, match="garbled reply 'm-lap-us-10#0'"):
+            client.infer(2, 0)  # laps 500 and 1000: the second is garbled
