@@ -26,14 +26,7 @@ from edgetool.results.stats import (
     summarize_ns,
     summarize_repetitions,
 )
-from edgetool.results.store import (
-    POWER,
-    SAMPLES,
-    RunWriter,
-    new_run_id,
-    read_power,
-    read_sample_records,
-)
+from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import BleUartSettings, Target, device_path
 from edgetool.transport import FileTransport, PutResult, open_transport
@@ -277,9 +270,8 @@ def open_run(
 
 @dataclass
 class _LinuxRun:
-    """One run on a Linux-class device: what was pushed where, and its journal."""
+    """One run on a Linux-class device: where its model is, and its journal."""
 
-    artifact: Artifact
     model_remote: str
     journal: RunJournal
     outputs_remote: str | None = None
@@ -343,7 +335,7 @@ def _open_linux_run(
     if settings.save_outputs:
         outputs_remote = device_path(target.workdir, "outputs", f"{writer.run_id}.npz")
         transport.makedirs(device_path(target.workdir, "outputs"))
-    return _LinuxRun(artifact, model_remote, RunJournal(writer, settings, obs), outputs_remote)
+    return _LinuxRun(model_remote, RunJournal(writer, settings, obs), outputs_remote)
 
 
 def _deploy_linux(
@@ -375,20 +367,56 @@ def _deploy_linux(
             run.journal.recorder = recorder
             obs.metering(meter.label, settings.idle_seconds)
             recorder.before()
-        failure: EdgetoolError | None = None
+        failure = _measure_runs(transport, target, [run], settings, input_remote)
+        (outcome,) = _finish_runs(transport, [run], failure)
+        outcome.pushes = pushes
+        return outcome
+
+
+def _measure_runs(
+    transport: FileTransport,
+    target: Target,
+    runs: list[_LinuxRun],
+    settings: RunSettings,
+    input_remote: str | None,
+) -> EdgetoolError | None:
+    """Every repetition of every run, in blocks that alternate the runs' order (AB, BA,
+    AB, ...: each pair of blocks cancels a linear drift); what stopped them, if anything."""
+    try:
+        for block in range(settings.repetitions()):
+            for run in runs if block % 2 == 0 else runs[::-1]:
+                _run_repetition(transport, target, run, settings, input_remote, block)
+    except KeyboardInterrupt as exc:
+        measured = sum(len(run.journal.samples) for run in runs)
+        failure = Interrupted(f"interrupted after {measured} samples")
+        failure.__cause__ = exc
+        return failure
+    except EdgetoolError as exc:
+        return exc
+    return None
+
+
+def _finish_runs(
+    transport: FileTransport, runs: list[_LinuxRun], failure: EdgetoolError | None
+) -> list[DeployOutcome]:
+    """Close every run (each keeps what it measured), fetch the outputs of those that
+    finished, then raise the first failure."""
+    outcomes: list[DeployOutcome] = []
+    errors: list[EdgetoolError] = []
+    for run in runs:
+        writer = run.journal.writer
         try:
-            for repetition in range(settings.repetitions()):
-                _run_repetition(transport, target, run, settings, input_remote, repetition)
-        except KeyboardInterrupt as exc:
-            failure = Interrupted(f"interrupted after {len(run.journal.samples)} samples")
-            failure.__cause__ = exc
+            summary = run.journal.finish(failure)
         except EdgetoolError as exc:
-            failure = exc
-        summary = run.journal.finish(failure)
+            errors.append(exc)
+            continue
         if run.outputs_remote:
             # The first inference's outputs, for parity checks against a reference.
             transport.get(run.outputs_remote, writer.dir / "outputs.npz")
-        return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
+        outcomes.append(DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary))
+    if errors:
+        raise errors[0]
+    return outcomes
 
 
 def _run_repetition(
@@ -430,8 +458,8 @@ def deploy_ab(
     results_root: Path,
     observer: Observer | None = None,
 ) -> tuple[DeployOutcome, DeployOutcome]:
-    """Run A and B in alternating repetitions on one device in one session (AB, BA, AB, ...:
-    each pair of blocks cancels a linear drift), one run directory each."""
+    """Run A and B in alternating repetitions on one device in one session, one run
+    directory each."""
     obs = observer or Observer()
     check_ab_target(target)
     if settings.energy or settings.new_tokens:
@@ -454,33 +482,10 @@ def deploy_ab(
             run.journal.writer.update(
                 ab={**run.journal.writer.manifest["ab"], "other_run": other.journal.writer.run_id}
             )
-        failure: EdgetoolError | None = None
-        try:
-            for block in range(settings.repetitions()):
-                order = runs if block % 2 == 0 else runs[::-1]
-                for run in order:
-                    _run_repetition(transport, target, run, settings, input_remote, block)
-        except KeyboardInterrupt as exc:
-            failure = Interrupted("interrupted (both runs keep what was measured)")
-            failure.__cause__ = exc
-        except EdgetoolError as exc:
-            failure = exc
-        outcomes: list[DeployOutcome] = []
-        errors: list[EdgetoolError] = []
-        for run in runs:
-            try:
-                summary = run.journal.finish(failure)
-            except EdgetoolError as exc:
-                errors.append(exc)
-                continue
-            if run.outputs_remote:
-                transport.get(run.outputs_remote, run.journal.writer.dir / "outputs.npz")
-            writer = run.journal.writer
-            outcomes.append(DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary))
-        if errors:
-            raise errors[0]
-        outcomes[0].pushes = pushes
-        return outcomes[0], outcomes[1]
+        failure = _measure_runs(transport, target, runs, settings, input_remote)
+        a, b = _finish_runs(transport, runs, failure)
+        a.pushes = pushes
+        return a, b
 
 
 class RunJournal:
@@ -513,7 +518,7 @@ class RunJournal:
 
     def run_process(self, transport: FileTransport, argv: list[str], repetition: int) -> None:
         """Run one runner process to its end; raise what went wrong (samples kept)."""
-        first = repetition == 0 and not self.facts
+        first = not self.facts
         self.obs.repetition(self.writer.run_id, repetition, self.settings.repetitions())
         facts: dict[str, Any] = {"repetition": repetition}
         self.facts.append(facts)
@@ -592,10 +597,7 @@ class RunJournal:
         if self.recorder is not None and failure is None:
             self.recorder.after()
         if failure is not None:
-            # What is on disk is the truth: an interrupt that lands in append_samples (its
-            # fsync is the slow part) would otherwise leave a batch journaled but uncounted.
-            samples, _, reps = read_sample_records(self.writer.dir / SAMPLES)
-            self.samples, self.reps = samples, reps or [0] * len(samples)
+            self.samples, self.reps = self.writer.journaled()
         summary = (
             _summary(
                 self.samples,

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,3 +70,29 @@ def assert_one_line_error(result: CliResult, code: int, *needles: str) -> None:
     assert len(errors) == 1, result.stderr
     for needle in needles:
         assert needle in errors[0], (needle, errors[0])
+
+
+def all_at_once(
+    count: int, action: Callable[[], object]
+) -> tuple[list[object], list[BaseException]]:
+    """Run `action` in `count` threads released together by a barrier (a race, on
+    purpose): (what the calls returned, what they raised)."""
+    import threading
+
+    barrier = threading.Barrier(count)
+    results: list[object] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            results.append(action())
+        except BaseException as exc:  # any failure is what the caller looks for
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, errors

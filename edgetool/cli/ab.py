@@ -19,6 +19,7 @@ from edgetool.cli.deploy import (
     _raise_interrupt,
     describe_artifact,
     measure_options,
+    measured_settings,
     resolve_for_target,
     target_option,
 )
@@ -126,7 +127,7 @@ def command(
         model_label,
     )
     from edgetool.results.store import load_run
-    from edgetool.session import RunSettings, check_ab_target, deploy_ab
+    from edgetool.session import check_ab_target, deploy_ab
 
     if len(models) != 2:
         raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")
@@ -140,18 +141,17 @@ def command(
     artifacts = [resolve_for_target(target, spec, ui) for spec in models]
     for role, artifact in zip("AB", artifacts, strict=True):
         describe_artifact(artifact, ui, prefix=f"{role}  ")
-    settings = RunSettings(
-        iterations=iterations or 0,
-        min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
-        duration=duration or 0.0,
+    settings = measured_settings(
+        repeat=repeat,
+        iterations=iterations,
+        duration=duration,
         warmup=warmup,
         warmup_seconds=warmup_seconds,
         threads=threads,
-        input=input_path,
-        seed=seed,
         runtime=runtime,
+        input_path=input_path,
+        seed=seed,
         save_outputs=save_outputs,
-        repeat=repeat,
     )
     compare_settings = CompareSettings(threshold=threshold, alpha=alpha, correction="none")
     original = signal.signal(signal.SIGTERM, _raise_interrupt)

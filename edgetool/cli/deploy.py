@@ -15,7 +15,7 @@ import click
 from edgetool import paths
 from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
 from edgetool.results import schema
-from edgetool.session import DEFAULT_REPEAT, Observer
+from edgetool.session import DEFAULT_REPEAT, Observer, RunSettings
 
 if TYPE_CHECKING:
     from edgetool.export.artifact import Artifact
@@ -106,6 +106,37 @@ def measure_options(command: F) -> F:
     for option in reversed(_MEASURE_OPTIONS):
         command = option(command)
     return command
+
+
+def measured_settings(
+    *,
+    repeat: int,
+    iterations: int | None,
+    duration: float | None,
+    warmup: int,
+    warmup_seconds: float,
+    threads: int,
+    runtime: str,
+    input_path: Path | None,
+    seed: int,
+    save_outputs: bool,
+    **extra: Any,
+) -> RunSettings:
+    """RunSettings from the measure options (and whatever a command adds)."""
+    return RunSettings(
+        iterations=iterations or 0,
+        min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
+        repeat=repeat,
+        duration=duration or 0.0,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
+        threads=threads,
+        input=input_path,
+        seed=seed,
+        runtime=runtime,
+        save_outputs=save_outputs,
+        **extra,
+    )
 
 
 def target_option(
@@ -217,7 +248,7 @@ def command(
       edgetool deploy --target watch-wearos --model l2mu -n 200 --energy   # benchmark_model
       edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
     """
-    from edgetool.session import RunSettings, deploy
+    from edgetool.session import deploy
 
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
@@ -244,20 +275,19 @@ def command(
         )
         new_tokens = new_tokens or 32
         ui.say(f"prompt: {prompt_tokens} tokens; generating {new_tokens} per run (greedy)")
-    settings = RunSettings(
-        new_tokens=new_tokens or 0,
-        head_size=head_size,
-        iterations=iterations or 0,
-        min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
+    settings = measured_settings(
         repeat=repeat,
-        duration=duration or 0.0,
+        iterations=iterations,
+        duration=duration,
         warmup=warmup,
         warmup_seconds=warmup_seconds,
         threads=threads,
-        input=input_path,
-        seed=seed,
         runtime=runtime,
+        input_path=input_path,
+        seed=seed,
         save_outputs=save_outputs,
+        new_tokens=new_tokens or 0,
+        head_size=head_size,
         energy=energy,
         idle_seconds=idle_seconds,
         op_profile=op_profile,

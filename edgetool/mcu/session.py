@@ -388,13 +388,10 @@ def finish_bench_run(
 ) -> dict[str, Any]:
     """Summarise and close a bench-protocol run: samples already measured are kept (run
     partial) on any failure except a parity mismatch, where the timings are whole."""
-    from edgetool.results.store import SAMPLES, read_sample_records
     from edgetool.session import _summary, finish_run
 
     if failure is not None and not isinstance(failure, VerificationFailed):
-        # What is on disk is the truth (an interrupt inside append_samples' fsync).
-        samples, _, on_disk_reps = read_sample_records(writer.dir / SAMPLES)
-        reps = on_disk_reps or [0] * len(samples)
+        samples, reps = writer.journaled()
     ends = [end] if end is not None else []
     summary = _summary(samples, ends, warm, None, reps, "window") if samples else None
     if summary is not None:

@@ -50,8 +50,10 @@ from edgetool.results.stats import (
     MIN_REPETITIONS,
     log_mean_sd,
     percentile,
+    repetition_medians,
     student_t_ppf,
     student_t_sf,
+    summarize_repetitions,
 )
 from edgetool.results.store import Run
 
@@ -144,8 +146,6 @@ def repetition_values(run: Run) -> list[float]:
     if isinstance(values, list) and values and all(_positive(v) for v in values):
         return [float(v) for v in values]
     if run.samples_ns:
-        from edgetool.results.stats import repetition_medians
-
         return repetition_medians(run.samples_ns, run.repetition_tags)
     mean = ((run.summary or {}).get("latency") or {}).get("mean")
     return [float(mean)] if isinstance(mean, (int, float)) and _positive(mean) else []
@@ -257,31 +257,36 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def latency_verdict(
     effect: Effect, threshold: float, alpha: float, exact: bool = False
-) -> tuple[str, str | None]:
-    """(verdict, why) by the rules in the module docstring."""
+) -> tuple[str, str | None, int | None]:
+    """(verdict, why, repetitions a side that would likely decide an interval straddling
+    the threshold) by the rules in the module docstring."""
     high, low = 1.0 + threshold, 1.0 / (1.0 + threshold)
     if exact:
         if effect.ratio > high:
-            return "regression", None
+            return "regression", None, None
         if effect.ratio < low:
-            return "improvement", None
-        return "no change", None
+            return "improvement", None, None
+        return "no change", None, None
     if min(effect.n_base, effect.n_new) < MIN_REPETITIONS:
         fewest = min(effect.n_base, effect.n_new)
-        return "inconclusive", (
-            f"{fewest} repetition{'s' if fewest != 1 else ''} on a side: "
-            f"needs at least {MIN_REPETITIONS} a side (deploy --repeat)"
+        return (
+            "inconclusive",
+            (
+                f"{fewest} repetition{'s' if fewest != 1 else ''} on a side: "
+                f"needs at least {MIN_REPETITIONS} a side (deploy --repeat)"
+            ),
+            None,
         )
     if effect.ci is None:
-        return "inconclusive", "no spread between repetitions to test with"
+        return "inconclusive", "no spread between repetitions to test with", None
     lo, hi = effect.ci
     if low <= lo and hi <= high:
-        return "no change", None
+        return "no change", None, None
     p = effect.p_adjusted if effect.p_adjusted is not None else effect.p
     if p is not None and p < alpha and effect.ratio > 1.0 and hi > high:
-        return "regression", None
+        return "regression", None, None
     if p is not None and p < alpha and effect.ratio < 1.0 and lo < low:
-        return "improvement", None
+        return "improvement", None, None
     needed = repetitions_needed(effect, threshold)
     if effect.base_runs >= MIN_BASELINE_RUNS:
         more = f"set by the spread between the {effect.base_runs} base runs: more nights narrow it"
@@ -289,7 +294,18 @@ def latency_verdict(
         more = f"~{needed} repetitions a side would likely decide it"
     else:
         more = "the change is too close to the threshold for more repetitions to decide soon"
-    return "inconclusive", f"the interval straddles ±{100 * threshold:g} %: {more}"
+    return "inconclusive", f"the interval straddles ±{100 * threshold:g} %: {more}", needed
+
+
+def decide(
+    effect: Effect, settings: CompareSettings, exact: bool, complete: bool
+) -> tuple[str, str | None, Effect]:
+    """The latency verdict, its reason and the effect (with the repetitions that would
+    decide it): what one pair and a Holm-adjusted pair in a set both go through."""
+    if not complete:
+        return "inconclusive", "a partial or failed run never gates", effect
+    verdict, reason, needed = latency_verdict(effect, settings.threshold, settings.alpha, exact)
+    return verdict, reason, replace(effect, needed=needed)
 
 
 # --- metrics -------------------------------------------------------------------------
@@ -626,8 +642,6 @@ class PairComparison:
 
 
 def _run_ci(values: Sequence[float], confidence: float) -> tuple[float, float] | None:
-    from edgetool.results.stats import summarize_repetitions
-
     return summarize_repetitions(values, "process", confidence).ci if values else None
 
 
@@ -666,11 +680,8 @@ def compare_runs(
                 effect = between
             before = math.exp(log_mean_sd(base_values)[0])
             after = math.exp(log_mean_sd(new_values)[0])
-        verdict, reason = latency_verdict(effect, s.threshold, s.alpha, exact)
-        if any(run.status != "complete" for run in bases) or new.status != "complete":
-            verdict, reason = "inconclusive", "a partial or failed run never gates"
-        if verdict == "inconclusive" and reason and "straddles" in reason:
-            effect = replace(effect, needed=repetitions_needed(effect, s.threshold))
+        complete = all(run.status == "complete" for run in (*bases, new))
+        verdict, reason, effect = decide(effect, s, exact, complete)
         latency = MetricChange(
             "latency_p50",
             "ms",
@@ -724,13 +735,10 @@ def adjust_pairs(pairs: list[PairComparison], settings: CompareSettings) -> list
     for i, p_adj in zip(tested, adjusted, strict=True):
         pair = pairs[i]
         assert pair.effect is not None and pair.latency is not None
-        effect = replace(pair.effect, p_adjusted=p_adj)
-        if pair.reason and "never gates" in pair.reason:
-            out[i] = replace(pair, effect=effect)
-            continue
-        verdict, reason = latency_verdict(effect, settings.threshold, settings.alpha)
-        if verdict == "inconclusive" and reason and "straddles" in reason:
-            effect = replace(effect, needed=repetitions_needed(effect, settings.threshold))
+        # compare_sets pools only complete older runs: the pair's own statuses say it all.
+        verdict, reason, effect = decide(
+            replace(pair.effect, p_adjusted=p_adj), settings, False, not pair.partial
+        )
         latency = replace(
             pair.latency, regression=verdict == "regression", improvement=verdict == "improvement"
         )

@@ -49,7 +49,11 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
         return None  # even (min, max) covers < 95 % below n = 6
     if n > 10_000:
         # Normal approximation to the binomial: exact to well under one rank at this n.
-        z = 1.959963984540054 if abs(confidence - 0.95) < 1e-12 else _z(confidence)
+        z = (
+            1.959963984540054
+            if abs(confidence - 0.95) < 1e-12
+            else student_t_ppf(0.5 + confidence / 2.0, math.inf)  # the normal quantile
+        )
         half = z * math.sqrt(n) / 2.0
         lo = max(0, math.floor(n / 2.0 - half))
         hi = min(n - 1, math.ceil(n / 2.0 + half))
@@ -62,19 +66,6 @@ def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:
     if j == 0:
         return None
     return j - 1, n - j
-
-
-def _z(confidence: float) -> float:
-    """Two-sided normal quantile by bisection on erf (only for unusual confidences)."""
-    target = confidence
-    low, high = 0.0, 10.0
-    for _ in range(100):
-        mid = (low + high) / 2.0
-        if math.erf(mid / math.sqrt(2.0)) < target:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2.0
 
 
 @dataclass(frozen=True)
@@ -135,18 +126,18 @@ def summarize_ns(samples_ns: Sequence[int], confidence: float = 0.95) -> Latency
         max=values[-1],
         median_ci=(values[ranks[0]], values[ranks[1]]) if ranks else None,
         confidence=confidence,
-        unstable=tuple(_instability(values, mean, std)),
+        unstable=tuple(_instability(n)),
     )
 
 
-def _instability(values: Sequence[float], mean: float, std: float) -> list[str]:
+def _instability(count: int) -> list[str]:
     """Per-inference rules only where they mean something: too few samples to summarise.
 
     pyperf's value-level rules (std > 10 % of the mean, an outlier beyond 50 %) fire on
     nearly every run of a fast model (consecutive inferences are correlated and a single
     preemption is an outlier) and say nothing about whether the *run* can be trusted;
     that judgement is made on repetitions (`stability_warnings`)."""
-    return [f"only {len(values)} samples"] if len(values) < 20 else []
+    return [f"only {count} samples"] if count < 20 else []
 
 
 def summarize_generations(

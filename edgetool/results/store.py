@@ -147,6 +147,13 @@ class RunWriter:
             },
         )
 
+    def journaled(self) -> tuple[list[int], list[int]]:
+        """The samples and their repetitions as the file holds them. After a failure this
+        is the truth: an interrupt inside append_samples (its fsync is the slow part)
+        leaves a batch on disk that the flow never counted."""
+        samples, _, reps = read_sample_records(self.dir / SAMPLES)
+        return samples, reps or [0] * len(samples)
+
     def finish(self, status: str, summary: dict[str, Any] | None, error: str | None = None) -> None:
         self._samples.close()
         if self._power is not None:

@@ -313,6 +313,7 @@ class FileTransport(ABC):
                 )
 
     def _try_remove(self, path: str) -> None:
-        # The connection may be gone; a stray .part is harmless and replaced next time.
+        # The connection may be gone; a stray .part is never used, and a later commit of
+        # the same file removes it once it is 10 minutes old.
         with contextlib.suppress(Exception):
             self._remove(path)

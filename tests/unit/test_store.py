@@ -10,6 +10,7 @@ import pytest
 
 from edgetool.errors import ResultsError
 from edgetool.results.store import RunWriter, find_run, load_run
+from tests.conftest import all_at_once
 
 
 def test_complete_run_round_trip(tmp_path: Path) -> None:
@@ -69,25 +70,10 @@ def test_concurrent_deploys_with_the_same_run_id_get_their_own_directories(
 ) -> None:
     """Run ids are second-resolution: two deploys started together used to check, then
     create, and one died with an internal error. mkdir is now the check."""
-    import threading
-
-    barrier = threading.Barrier(16)
-    made: list[str] = []
-    errors: list[BaseException] = []
-
-    def start() -> None:
-        barrier.wait()
-        try:
-            made.append(RunWriter(tmp_path, "2026-12-06T10-00-00-local-m", {}).run_id)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    made, errors = all_at_once(
+        16, lambda: RunWriter(tmp_path, "2026-12-06T10-00-00-local-m", {}).run_id
+    )
     assert errors == []
     assert len(set(made)) == 16
     assert "2026-12-06T10-00-00-local-m" in made
-    assert all((tmp_path / run_id / "manifest.json").is_file() for run_id in made)
+    assert all((tmp_path / str(run_id) / "manifest.json").is_file() for run_id in made)

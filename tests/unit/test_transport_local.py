@@ -10,6 +10,7 @@ from edgetool.errors import TransferError
 from edgetool.targets import LocalSettings
 from edgetool.transport.base import Progress
 from edgetool.transport.local import LocalTransport
+from tests.conftest import all_at_once
 
 
 class FlakyLink(LocalTransport):
@@ -66,26 +67,13 @@ def test_put_many_reports_each_file_and_progress(tmp_path: Path) -> None:
 def test_two_puts_of_the_same_new_file_at_once_both_land_whole(tmp_path: Path) -> None:
     """Two deploys of one new model used to share `<file>.part`: one read the other's half
     file or found it renamed away. Each upload now has its own temporary."""
-    import threading
-
     src = tmp_path / "big.onnx"
     src.write_bytes(bytes(range(256)) * 40_000)
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
 
-    def deploy() -> None:
-        device = LocalTransport(LocalSettings(root=tmp_path / "device"))
-        barrier.wait()
-        try:
-            device.put(src, "m/big.onnx")
-        except BaseException as exc:  # any failure is what the test looks for
-            errors.append(exc)
+    def deploy() -> object:
+        return LocalTransport(LocalSettings(root=tmp_path / "device")).put(src, "m/big.onnx")
 
-    threads = [threading.Thread(target=deploy) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, errors = all_at_once(4, deploy)
     assert errors == []
     assert (tmp_path / "device" / "m" / "big.onnx").read_bytes() == src.read_bytes()
     assert [p.name for p in (tmp_path / "device" / "m").iterdir()] == ["big.onnx"]
