@@ -76,8 +76,8 @@ def _period_ns(samples: list[PowerSample]) -> float:
 
 
 def alignment_case(transport_name: str, repeats: int) -> dict[str, float]:
+    from edgetool.flows.base import Observer, connect, push
     from edgetool.runner import RUNNER_PATH
-    from edgetool.session import Observer, connect, push
     from edgetool.targets import load_target
 
     target = load_target(transport_name)

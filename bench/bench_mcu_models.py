@@ -43,7 +43,8 @@ def upload_bench(elf: Any, payload_len: int, uploads: int) -> list[dict[str, Any
     from edgetool.emulate.qemu_m import QemuCortexM
     from edgetool.errors import EdgetoolError
     from edgetool.mcu.noisy import BitFlipProxy
-    from edgetool.mcu.protocol import BenchClient, open_port
+    from edgetool.mcu.protocol import BenchClient
+    from edgetool.transport.serial import open_port
 
     qemu = QemuCortexM("bench-upload")
     state = qemu.start(elf)
@@ -100,7 +101,8 @@ def run_firmware(elf: Any, x: np.ndarray, iterations: int) -> tuple[list[int], n
     """Boot elf in QEMU, upload x, one warm-up, then `iterations` timed inferences:
     emulated instructions of each (SysTick ticks × 40) and the float32 outputs."""
     from edgetool.emulate.qemu_m import QemuCortexM
-    from edgetool.mcu.protocol import BenchClient, open_port
+    from edgetool.mcu.protocol import BenchClient
+    from edgetool.transport.serial import open_port
 
     qemu = QemuCortexM("bench-model")
     state = qemu.start(elf)
@@ -131,7 +133,7 @@ def model_bench(
     """`quant`/`input_shape` as for `edgetool export`; `x` replaces the seeded uniform
     [0, 1) input (e.g. a real image for a super-resolution model)."""
     from edgetool.export.build import export
-    from edgetool.mcu.session import build_for, reference_outputs
+    from edgetool.flows.mcu import build_for, reference_outputs
     from edgetool.targets import load_target
 
     artifact = export(name, "c", quant, input_shape=input_shape)
@@ -166,7 +168,7 @@ def main() -> None:
     args = parser.parse_args()
     with scratch():
         from edgetool.export.build import export
-        from edgetool.mcu.session import build_for
+        from edgetool.flows.mcu import build_for
         from edgetool.targets import load_target
 
         first = args.models.split(",")[0]

@@ -66,8 +66,7 @@ def make_blob(path: Path, size: int) -> Path:
 
 def open_ssh() -> SshTransport:
     """A fresh SshTransport to the loopback target (as `edgetool deploy` opens it)."""
-    from edgetool.targets import load_target
-    from edgetool.transport import open_transport
+    from edgetool.targets import load_target, open_transport
     from edgetool.transport.ssh import SshTransport
 
     transport = open_transport(load_target("loopback"))

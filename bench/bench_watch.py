@@ -39,8 +39,7 @@ def _free_port() -> int:
 
 
 def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
-    from edgetool.targets import AdbSettings
-    from edgetool.transport.adb import AdbTransport
+    from edgetool.transport.adb import AdbSettings, AdbTransport
     from tests.adb_peer import AdbPeer
 
     payload = root / "payload.bin"

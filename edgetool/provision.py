@@ -25,7 +25,7 @@ from typing import Any
 
 from edgetool import __version__, paths
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
-from edgetool.session import Observer, connect, push
+from edgetool.flows.base import Observer, connect, push
 from edgetool.targets import ProvisionSettings, Target, device_path
 from edgetool.transport import FileTransport
 from edgetool.transport.base import file_sha256

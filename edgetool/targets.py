@@ -6,92 +6,42 @@ with the file, the key and what was expected, not as a confusing SSH error later
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgetool import paths
-from edgetool.config import read_toml
-from edgetool.errors import ConfigError
+from edgetool.config import Section, TableReader, expand_path, read_toml
+from edgetool.errors import ConfigError, ConnectError
+from edgetool.registry import Registry
+from edgetool.transport import TRANSPORTS, BytePort, FileTransport, TransportSettings
 
-KINDS = ("linux", "mcu", "android")
+KINDS: Registry[Any] = Registry(
+    "target kind",
+    "edgetool.flows",
+    {
+        "linux": "edgetool.flows.linux:FLOW",
+        "android": "edgetool.flows.android:FLOW",
+        "mcu": "edgetool.flows.mcu:FLOW",
+        "mcu/ble-uart": "edgetool.flows.bangle:FLOW",
+    },
+)
+"""Target kinds and the deploy flow of each (edgetool.flows.base.DeployFlow), by name only:
+`kind/transport` (Bangle.js: mcu over ble-uart) wins over the kind's own flow. Declared
+here, where kinds are validated, so loading a target imports no flow."""
+
+
+def kind_names() -> tuple[str, ...]:
+    return tuple(sorted({name.split("/")[0] for name in KINDS.names()}))
+
+
 RUNTIMES = ("onnxruntime", "litert", "firmware")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class SshSettings:
-    host: str
-    port: int | None = None
-    user: str | None = None
-    identity_file: Path | None = None
-    known_hosts: tuple[Path, ...] = ()
-    connect_timeout: float = 10.0
-    command_timeout: float = 3600.0
-    idle_timeout: float = 120.0
-    keepalive: int = 15
-    use_ssh_config: bool = True
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    """`root` is the sandbox the local device works in (default: the cache dir)."""
-
-    root: Path | None = None
-    command_timeout: float = 3600.0
-    idle_timeout: float = 120.0
-
-
-@dataclass(frozen=True)
-class SerialSettings:
-    """A UART: `/dev/ttyACM0`, or any pyserial URL (`socket://127.0.0.1:PORT` for QEMU)."""
-
-    url: str
-    baud: int = 115200
-    timeout: float = 10.0
-    """Seconds to wait for a reply line before the device counts as not answering."""
-
-
-ADB_CLIENTS = ("auto", "adb-shell", "adb")
-
-
-@dataclass(frozen=True)
-class AdbSettings:
-    """A watch or phone in ADB-over-TCP mode (`adb tcpip 5555`), or paired for Wireless
-    debugging, which only the real `adb` client can speak (TLS)."""
-
-    host: str
-    port: int = 5555
-    client: str = "auto"
-    """'adb-shell' (pure Python, plain TCP), 'adb' (the platform-tools client), or 'auto':
-    adb-shell, and the `adb` binary when the device answers with TLS only."""
-    key: Path | None = None
-    """The RSA key the device has allowed (default: <config dir>/adbkey, made on first use)."""
-    adb: str = "adb"
-    timeout: float = 10.0
-    command_timeout: float = 3600.0
-
-    @property
-    def serial(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@dataclass(frozen=True)
-class BleUartSettings:
-    """The Nordic UART Service: a BLE address (or a macOS UUID) reached with bleak, or
-    `tcp://HOST:PORT` for a NUS bridge that carries the same packets (the test peer)."""
-
-    address: str
-    timeout: float = 10.0
-    write_size: int = 20
-    """Bytes per GATT write: 20 is safe on every central (23-byte default ATT MTU)."""
-
-
-TransportSettings = SshSettings | LocalSettings | SerialSettings | AdbSettings | BleUartSettings
 
 
 @dataclass(frozen=True)
@@ -188,14 +138,6 @@ def venv_dir(workdir: str, venv: str) -> str:
 
 
 @dataclass(frozen=True)
-class Section:
-    """An optional typed section (`[meter]`, `[emulator]`) whose details later parts validate."""
-
-    type: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Target:
     name: str
     kind: str
@@ -231,107 +173,8 @@ class Target:
         return None
 
     @property
-    def default_model_format(self) -> str:
-        """What `--model NAME` means here: a microcontroller runs the C export, a watch
-        runs TFLite (int8 under TFLite Micro on Bangle.js), others the zoo's default."""
-        if isinstance(self.transport, BleUartSettings):
-            return ":tflite:int8"
-        return {"mcu": ":c", "android": ":tflite"}.get(self.kind, "")
-
-    def model_spec(self, name: str) -> str:
-        """A bare `--model NAME` on this target: the TOML's [models] entry for it (a
-        variant made for this device, e.g. a stepped L2MU on Bangle.js), else NAME in the
-        target's default format."""
-        return self.models.get(name) or name + self.default_model_format
-
-    @property
     def transport_type(self) -> str:
-        return {
-            SerialSettings: "serial",
-            SshSettings: "ssh",
-            AdbSettings: "adb",
-            BleUartSettings: "ble-uart",
-        }.get(type(self.transport), "local")
-
-
-class _Reader:
-    """Pulls typed keys out of one TOML table, naming file and key on every error."""
-
-    def __init__(self, source: Path, table: Mapping[str, Any], prefix: str = "") -> None:
-        self.source = source
-        self.table = dict(table)
-        self.prefix = prefix
-        self.seen: set[str] = set()
-
-    def _fail(self, key: str, expected: str, got: object) -> ConfigError:
-        return ConfigError(
-            f"{self.source}: key '{self.prefix}{key}' must be {expected}, got {got!r}"
-        )
-
-    def get(self, key: str, kind: type | tuple[type, ...], expected: str, default: Any) -> Any:
-        self.seen.add(key)
-        if key not in self.table:
-            return default
-        value = self.table[key]
-        if (
-            isinstance(value, bool)
-            and kind is not bool
-            and bool not in (kind if isinstance(kind, tuple) else (kind,))
-        ):
-            raise self._fail(key, expected, value)
-        if not isinstance(value, kind):
-            raise self._fail(key, expected, value)
-        return value
-
-    def text(self, key: str, default: str | None = None) -> Any:
-        return self.get(key, str, "a string", default)
-
-    def required_str(self, key: str) -> str:
-        value = self.text(key)
-        if value is None:
-            raise ConfigError(f"{self.source}: missing required key '{self.prefix}{key}'")
-        return str(value)
-
-    def number(self, key: str, default: float) -> float:
-        value = self.get(key, (int, float), "a number", default)
-        if value <= 0:
-            raise self._fail(key, "a positive number", value)
-        return float(value)
-
-    def port(self, key: str, default: int | None) -> Any:
-        value = self.get(key, int, "an integer", default)
-        if value is not None and not 0 < value < 65536:
-            raise self._fail(key, "an integer from 1 to 65535", value)
-        return value
-
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> Any:
-        value = self.text(key, default)
-        if value is None or value not in choices:
-            expected = "one of " + ", ".join(repr(c) for c in choices)
-            if value is None:
-                raise ConfigError(f"{self.source}: missing key '{self.prefix}{key}' ({expected})")
-            raise self._fail(key, expected, value)
-        return value
-
-    def section(self, key: str) -> Section | None:
-        raw = self.get(key, dict, "a table", None)
-        if raw is None:
-            return None
-        sub = _Reader(self.source, raw, f"{self.prefix}{key}.")
-        kind = sub.required_str("type")
-        return Section(type=kind, options={k: v for k, v in raw.items() if k != "type"})
-
-    def finish(self) -> None:
-        unknown = sorted(set(self.table) - self.seen)
-        if unknown:
-            known = ", ".join(sorted(self.seen))
-            raise ConfigError(
-                f"{self.source}: unknown key '{self.prefix}{unknown[0]}' (known keys: {known})"
-            )
-
-
-def _expand(path: str) -> Path:
-    return Path(os.path.expandvars(path)).expanduser()
+        return self.transport.type
 
 
 def _env_overrides(name: str) -> dict[str, Any]:
@@ -345,80 +188,8 @@ def _env_overrides(name: str) -> dict[str, Any]:
     return overrides
 
 
-def _parse_ssh(reader: _Reader) -> SshSettings:
-    known = reader.get("known_hosts", (str, list), "a path or a list of paths", None)
-    known_list = [known] if isinstance(known, str) else (known or [])
-    identity = reader.text("identity_file")
-    settings = SshSettings(
-        host=reader.required_str("host"),
-        port=reader.port("port", None),
-        user=reader.text("user"),
-        identity_file=_expand(identity) if identity else None,
-        known_hosts=tuple(_expand(str(p)) for p in known_list),
-        connect_timeout=reader.number("connect_timeout", 10.0),
-        command_timeout=reader.number("command_timeout", 3600.0),
-        idle_timeout=reader.number("idle_timeout", 120.0),
-        keepalive=int(reader.number("keepalive", 15)),
-        use_ssh_config=bool(reader.get("use_ssh_config", bool, "true or false", True)),
-    )
-    reader.finish()
-    return settings
-
-
-def _parse_local(reader: _Reader) -> LocalSettings:
-    root = reader.text("root")
-    settings = LocalSettings(
-        root=_expand(root) if root else None,
-        command_timeout=reader.number("command_timeout", 3600.0),
-        idle_timeout=reader.number("idle_timeout", 120.0),
-    )
-    reader.finish()
-    return settings
-
-
-def _parse_serial(reader: _Reader) -> SerialSettings:
-    baud = reader.get("baud", int, "an integer", 115200)
-    if baud <= 0:
-        raise reader._fail("baud", "a positive integer", baud)
-    settings = SerialSettings(
-        url=reader.required_str("url"),
-        baud=baud,
-        timeout=reader.number("timeout", 10.0),
-    )
-    reader.finish()
-    return settings
-
-
-def _parse_adb(reader: _Reader) -> AdbSettings:
-    key = reader.text("key")
-    settings = AdbSettings(
-        host=reader.required_str("host"),
-        port=reader.port("port", 5555),
-        client=reader.choice("client", ADB_CLIENTS, "auto"),
-        key=_expand(key) if key else None,
-        adb=reader.text("adb", "adb"),
-        timeout=reader.number("timeout", 10.0),
-        command_timeout=reader.number("command_timeout", 3600.0),
-    )
-    reader.finish()
-    return settings
-
-
-def _parse_ble_uart(reader: _Reader) -> BleUartSettings:
-    size = reader.get("write_size", int, "an integer", 20)
-    if not 1 <= size <= 244:
-        raise reader._fail("write_size", "an integer from 1 to 244", size)
-    settings = BleUartSettings(
-        address=reader.required_str("address"),
-        timeout=reader.number("timeout", 10.0),
-        write_size=size,
-    )
-    reader.finish()
-    return settings
-
-
 def _parse_android(source: Path, raw: Mapping[str, Any]) -> AndroidSettings:
-    reader = _Reader(source, raw, "android.")
+    reader = TableReader(source, raw, "android.")
     binary = reader.get("benchmark_model", (str, dict), "a path or a table of ABI = path", None)
     if binary is None:
         raise ConfigError(
@@ -429,13 +200,13 @@ def _parse_android(source: Path, raw: Mapping[str, Any]) -> AndroidSettings:
     binaries: dict[str, Path] = {}
     for abi, path in table.items():
         if not isinstance(path, str) or not path:
-            raise reader._fail("benchmark_model", "a path or a table of ABI = path", binary)
+            raise reader.fail("benchmark_model", "a path or a table of ABI = path", binary)
         # Relative to the target file, so a lab can keep the binaries beside its targets.
-        found = _expand(path)
+        found = expand_path(path)
         binaries[abi] = found if found.is_absolute() else (source.parent / found).resolve()
     threads = reader.get("threads", int, "an integer", 1)
     if threads < 1:
-        raise reader._fail("threads", "a positive integer", threads)
+        raise reader.fail("threads", "a positive integer", threads)
     settings = AndroidSettings(
         benchmark_model=binaries,
         threads=threads,
@@ -446,7 +217,7 @@ def _parse_android(source: Path, raw: Mapping[str, Any]) -> AndroidSettings:
 
 
 def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
-    reader = _Reader(source, raw, "mcu.")
+    reader = TableReader(source, raw, "mcu.")
     sizes = {}
     for key in ("flash_bytes", "ram_bytes"):
         value = reader.get(key, int, "an integer number of bytes", None)
@@ -462,7 +233,7 @@ def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
         arena_bytes=reader.get("arena_bytes", int, "an integer number of bytes", None),
     )
     if settings.arena_bytes is not None and settings.arena_bytes <= 0:
-        raise reader._fail("arena_bytes", "a positive number of bytes", settings.arena_bytes)
+        raise reader.fail("arena_bytes", "a positive number of bytes", settings.arena_bytes)
     reader.finish()
     return settings
 
@@ -470,31 +241,31 @@ def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
 def _parse_provision(
     source: Path, raw: Mapping[str, Any], runtimes: list[str]
 ) -> ProvisionSettings:
-    reader = _Reader(source, raw, "provision.")
+    reader = TableReader(source, raw, "provision.")
     venv = reader.text("venv", "venv")
     problem = device_dir_problem(venv)
     if problem is not None:
-        raise reader._fail("venv", problem, venv)
+        raise reader.fail("venv", problem, venv)
     default = [RUNTIME_PACKAGES[r] for r in runtimes if r in RUNTIME_PACKAGES] + ["numpy"]
     packages = reader.get("packages", list, "a list of requirement strings", default)
     for package in packages:
         # A leading '-' would be a pip option, not a requirement.
         if not isinstance(package, str) or not _PACKAGE_RE.match(package):
-            raise reader._fail("packages", "a list of requirement strings", package)
+            raise reader.fail("packages", "a list of requirement strings", package)
     if not packages:
-        raise reader._fail("packages", "a non-empty list of requirement strings", packages)
+        raise reader.fail("packages", "a non-empty list of requirement strings", packages)
     wheelhouse = reader.text("wheelhouse")
     facts: dict[str, str | None] = {}
     for key, (pattern, expected) in _FACT_RES.items():
         value = reader.text(key)
         if value is not None and not pattern.match(value):
-            raise reader._fail(key, expected, value)
+            raise reader.fail(key, expected, value)
         facts[key] = value
     reader.finish()
     house = None
     if wheelhouse:
         # Relative to the target file, so a lab can keep its wheels beside its targets.
-        house = _expand(wheelhouse)
+        house = expand_path(wheelhouse)
         house = (house if house.is_absolute() else source.parent / house).resolve()
     return ProvisionSettings(
         venv=venv,
@@ -504,15 +275,6 @@ def _parse_provision(
         python_version=facts["python_version"],
         glibc=facts["glibc"],
     )
-
-
-_TRANSPORT_PARSERS: dict[str, Callable[[_Reader], TransportSettings]] = {
-    "ssh": _parse_ssh,
-    "local": _parse_local,
-    "serial": _parse_serial,
-    "adb": _parse_adb,
-    "ble-uart": _parse_ble_uart,
-}
 
 
 def emulator_state_file(name: str) -> Path:
@@ -532,11 +294,11 @@ def _read_emulator_state(name: str) -> dict[str, Any] | None:
 
 def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     """Validate one parsed TOML document into a Target."""
-    top = _Reader(source, data)
+    top = TableReader(source, data)
     name = top.text("name", source.stem)
     if not _NAME_RE.match(name):
         raise ConfigError(f"{source}: key 'name' must be letters, digits, '.', '_' or '-'")
-    kind = top.choice("kind", KINDS, "linux")
+    kind = top.choice("kind", kind_names(), "linux")
     runtimes = top.get("runtimes", list, "a list of runtime names", list(RUNTIMES[:2]))
     for runtime in runtimes:
         if runtime not in RUNTIMES:
@@ -551,21 +313,20 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     if state:
         raw_transport.update(state.get("transport", {}))
     raw_transport.update(_env_overrides(name))
-    treader = _Reader(source, raw_transport, "transport.")
-    ttype = treader.choice("type", tuple(_TRANSPORT_PARSERS), None)
-    transport = _TRANSPORT_PARSERS[ttype](treader)
+    treader = TableReader(source, raw_transport, "transport.")
+    ttype = treader.choice("type", tuple(TRANSPORTS.names()), None)
+    transport_type = TRANSPORTS.get(ttype)
+    transport = transport_type.parse(treader)
     raw_mcu = top.get("mcu", dict, "a table", None)
     mcu = _parse_mcu(source, raw_mcu) if raw_mcu is not None else None
-    if kind == "mcu" and (
-        mcu is None or not isinstance(transport, (SerialSettings, BleUartSettings))
-    ):
+    if kind == "mcu" and (mcu is None or transport_type.open_port is None):
         raise ConfigError(
             f"{source}: a target of kind 'mcu' needs an [mcu] table and transport type "
             "'serial' or 'ble-uart'"
         )
     raw_android = top.get("android", dict, "a table", None)
     android = _parse_android(source, raw_android) if raw_android is not None else None
-    if kind == "android" and (android is None or not isinstance(transport, AdbSettings)):
+    if kind == "android" and (android is None or transport.type != "adb"):
         raise ConfigError(
             f"{source}: a target of kind 'android' needs an [android] table and transport "
             "type 'adb'"
@@ -583,7 +344,7 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     configured = top.text("workdir", "edgetool")
     problem = device_dir_problem(configured)
     if problem is not None:
-        raise top._fail("workdir", problem, configured)
+        raise top.fail("workdir", problem, configured)
     workdir = (state or {}).get("workdir", configured)
     # An explicit interpreter (the file's or a running emulator's) wins; otherwise a
     # provisioned target runs under the venv that `edgetool provision` fills.
@@ -652,3 +413,34 @@ def load_all(extra: list[Path] | None = None) -> list[Target | ConfigError]:
         except ConfigError as exc:
             loaded.append(exc)
     return loaded
+
+
+def open_transport(target: Target) -> FileTransport:
+    """The target's file transport (commands and verified files), connected."""
+    if target.emulator is not None and target.emulator_state is None:
+        raise ConnectError(
+            f"target {target.name} is an emulated device that is not running.",
+            hint=f"Start it with `edgetool emulate start {target.name}`.",
+        )
+    opener = TRANSPORTS.get(target.transport.type).open_files
+    if opener is None:
+        raise ConfigError(
+            f"target {target.name} speaks a line protocol over its {target.transport.type} "
+            "transport: it has no file transport.",
+            hint="Use `edgetool deploy`, `build` or `targets check`, which speak it.",
+        )
+    transport = opener(target.transport, target.name, target.python)
+    if target.missing_python_hint:
+        transport.python_hint = target.missing_python_hint
+    return transport
+
+
+def open_port(target: Target, url: str | None = None) -> BytePort:
+    """The target's byte port (a UART or BLE console); URL overrides a serial target's."""
+    ttype = TRANSPORTS.get(target.transport.type)
+    if ttype.open_port is None:
+        raise ConfigError(f"target {target.name}: the {ttype.name} transport is not a byte port")
+    settings = target.transport
+    if url is not None:
+        settings = dataclasses.replace(settings, url=url)  # type: ignore[type-var]
+    return ttype.open_port(settings)

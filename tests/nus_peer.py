@@ -64,7 +64,7 @@ _STEPPED = re.compile(
     r"ET\.i\.set\(ET\.w\.subarray\(t\*(\d+),t\*\d+\+\d+\)\);ET\.tf\.invoke\(\);"
     r"ET\.i\.set\(ET\.o,(\d+)\);\}\};ET\.r=function\(\)\{return ET\.o\.subarray\((\d+)\)\}$"
 )
-"""A stepped model's window loop (edgetool.watch.bangle.stepped_program): zero the state,
+"""A stepped model's window loop (edgetool.flows.bangle.stepped_program): zero the state,
 then per row set x_t, invoke, copy the output into the input after x_t."""
 
 

@@ -28,7 +28,7 @@ from edgetool.targets import Target, device_path
 from edgetool.transport.adb import AdbTransport
 
 if TYPE_CHECKING:
-    from edgetool.session import Observer, RunSettings
+    from edgetool.flows.base import Observer, RunSettings
 
 DEFAULTS = {"path": "/sys/class/power_supply/battery", "period_s": 0.1, "repeats": 3}
 

@@ -120,6 +120,7 @@ def command(
       edgetool ab --target rpi4 -m old.tflite -m new.tflite -n 200
     """
     from edgetool.cli.results import _print_comparison, raise_on_verdicts
+    from edgetool.flows.linux import check_ab_target, deploy_ab
     from edgetool.results.compare import (
         CompareSettings,
         SetComparison,
@@ -127,7 +128,6 @@ def command(
         model_label,
     )
     from edgetool.results.store import load_run
-    from edgetool.session import check_ab_target, deploy_ab
 
     if len(models) != 2:
         raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from edgetool.cli.common import emit_json, get_target, human_bytes, json_option
+from edgetool.cli.common import emit_json, get_target, json_option
+from edgetool.units import human_bytes
 
 
 @click.command()
@@ -33,7 +34,7 @@ def command(ctx: click.Context, target_name: str, model_spec: str | None, as_jso
 
     from edgetool.errors import ConfigError
     from edgetool.export.artifact import resolve_model
-    from edgetool.mcu.session import build_for
+    from edgetool.flows.mcu import build_for
 
     target = get_target(ctx, target_name)
     if target.mcu is None:

@@ -35,14 +35,4 @@ def get_target(ctx: click.Context, name: str) -> Target:
     return load_target(name, targets_dirs(ctx))
 
 
-def human_bytes(size: float | None) -> str:
-    if size is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(size) < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000.0
-    return f"{size:.1f} GB"
-
-
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from edgetool import paths
-from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
+from edgetool.cli.common import console, emit_json, get_target, json_option
+from edgetool.flows.base import DEFAULT_REPEAT, Observer, RunSettings
 from edgetool.results import schema
-from edgetool.session import DEFAULT_REPEAT, Observer, RunSettings
+from edgetool.units import human_bytes
 
 if TYPE_CHECKING:
     from edgetool.export.artifact import Artifact
@@ -248,7 +249,7 @@ def command(
       edgetool deploy --target watch-wearos --model l2mu -n 200 --energy   # benchmark_model
       edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
     """
-    from edgetool.session import deploy
+    from edgetool.flows import deploy
 
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
@@ -338,7 +339,9 @@ def resolve_for_target(target: Target, model_spec: str, ui: DeployView) -> Artif
                 f"{model_spec} on {target.name} is {target.models[model_spec]} "
                 f"(\\[models] in {target.source.name})"
             )
-        model_spec = target.model_spec(model_spec)
+        from edgetool.flows import model_spec as spec_for
+
+        model_spec = spec_for(target, model_spec)
     return resolve_model(model_spec, progress=ui.say)
 
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 
-from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
+from edgetool.cli.common import console, emit_json, get_target, json_option
 from edgetool.emulate.qemu_a import QemuArm64
 from edgetool.emulate.qemu_m import QemuCortexM
 from edgetool.emulate.sshd import LoopbackSshd
 from edgetool.errors import ConfigError
 from edgetool.targets import Target
+from edgetool.units import human_bytes
 
 EMULATOR_TYPES = ("sshd", "qemu-m", "qemu-aarch64")
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from edgetool.cli.common import console, emit_json, get_target, human_bytes, json_option
+from edgetool.cli.common import console, emit_json, get_target, json_option
+from edgetool.units import human_bytes
 
 if TYPE_CHECKING:
     from edgetool.provision import Outcome

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from edgetool import paths
-from edgetool.cli.common import console, emit_json, human_bytes, json_option
+from edgetool.cli.common import console, emit_json, json_option
 from edgetool.errors import Inconclusive, Regression, ResultsError
 from edgetool.results.compare import (
     METRICS,
@@ -22,6 +22,7 @@ from edgetool.results.compare import (
     compare_sets,
 )
 from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_run
+from edgetool.units import human_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
 

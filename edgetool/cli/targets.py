@@ -12,12 +12,11 @@ from edgetool.cli.common import (
     console,
     emit_json,
     get_target,
-    human_bytes,
     json_option,
     targets_dirs,
 )
 from edgetool.errors import ConfigError, HostKeyError
-from edgetool.targets import AdbSettings, BleUartSettings, SshSettings, Target, load_all
+from edgetool.targets import Target, load_all
 
 
 def target_dict(target: Target) -> dict[str, Any]:
@@ -71,13 +70,7 @@ def list_targets(ctx: click.Context, as_json: bool) -> None:
         if isinstance(item, ConfigError):
             table.add_row("[red]invalid[/red]", "", "", str(item))
             continue
-        where = item.transport_type
-        if isinstance(item.transport, (SshSettings, AdbSettings)):
-            where += f" {item.transport.host}" + (
-                f":{item.transport.port}" if item.transport.port else ""
-            )
-        elif isinstance(item.transport, BleUartSettings):
-            where += f" {item.transport.address}"
+        where = " ".join(filter(None, (item.transport_type, item.transport.where())))
         if item.emulator:
             where += " (emulator " + ("running" if item.emulator_state else "stopped") + ")"
         table.add_row(item.name, item.kind, where, item.description)
@@ -109,47 +102,18 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def check(ctx: click.Context, name: str, as_json: bool) -> None:
     """Connect and report device facts: CPU, OS, Python, runtimes, memory, clocks, heat."""
-    from edgetool.session import device_facts
+    from edgetool.flows import facts
 
     target = get_target(ctx, name)
-    if isinstance(target.transport, BleUartSettings) or target.kind == "android":
-        _check_watch(target, as_json)
-        return
-    if target.kind == "mcu":
-        _check_mcu(target, as_json)
-        return
-    where, hello, env = device_facts(target)
+    found = facts(target)
     if as_json:
-        emit_json({"target": target.name, "transport": where, **hello, "env": env})
+        emit_json({"target": target.name, "transport": found.where, **found.data})
         return
-    device, runtimes = hello["device"], hello["runtimes"]
     out = console()
-    out.print(f"[bold]{target.name}[/bold]  {where}  [green]reachable[/green]")
-    rows = [
-        ("host", device.get("hostname")),
-        ("arch", device.get("arch")),
-        ("cpu", f"{device.get('cores')}× {device.get('cpu_model')}"),
-        ("board", device.get("board")),
-        ("virtual", device.get("virtualization")),
-        ("os", f"{device.get('os')} (kernel {device.get('kernel')})"),
-        ("python", f"{device.get('python')} ({device.get('python_path')})"),
-        (
-            "memory",
-            f"{human_bytes(device.get('mem_available'))} free of "
-            f"{human_bytes(device.get('mem_total'))}",
-        ),
-        ("disk", f"{human_bytes(device.get('disk_free'))} free in the work directory"),
-        ("governor", env.get("governor")),
-        ("freq", ", ".join(f"{f / 1000:.0f} MHz" for f in env.get("freq_khz") or []) or None),
-        ("temp", f"{env['temp_c']:.1f} °C" if env.get("temp_c") is not None else None),
-        ("throttled", env.get("throttled")),
-    ]
-    for key, value in rows:
-        if value not in (None, "", "None"):
-            out.print(f"  {key:<10} {value}")
-    for runtime, version in runtimes.items():
-        mark = f"[green]{version}[/green]" if version else "[yellow]not installed[/yellow]"
-        out.print(f"  {runtime:<16} {mark}")
+    label = f"  [yellow]{found.label}[/yellow]" if found.label else ""
+    out.print(f"[bold]{target.name}[/bold]  {found.where}  [green]{found.status}[/green]{label}")
+    for key, value in found.rows:
+        out.print(f"  {key:<{found.width}} {value}")
 
 
 @command.command("trust")
@@ -165,7 +129,7 @@ def trust(ctx: click.Context, name: str, yes: bool) -> None:
     from edgetool.transport import ssh
 
     target = get_target(ctx, name)
-    if not isinstance(target.transport, SshSettings):
+    if not isinstance(target.transport, ssh.SshSettings):
         raise ConfigError(f"target {name} uses the {target.transport_type} transport: no host key")
     endpoint, key = ssh.fetch_host_key(target.transport)
     shown = f"{key.get_name()} {ssh.fingerprint(key)}"
@@ -184,49 +148,3 @@ def trust(ctx: click.Context, name: str, yes: bool) -> None:
         raise HostKeyError("host key not recorded (declined).")
     path = ssh.record_host_key(endpoint, key)
     click.echo(f"recorded in {path}")
-
-
-def _check_mcu(target: Target, as_json: bool) -> None:
-    """A microcontroller: sync on the bench protocol and print what the firmware says."""
-    from dataclasses import asdict
-
-    from edgetool.mcu.session import connect
-
-    with connect(target) as client:
-        client.sync()
-        info = client.info()
-    if as_json:
-        emit_json({"target": target.name, "transport": client.description, **asdict(info)})
-        return
-    out = console()
-    out.print(f"[bold]{target.name}[/bold]  {client.description}  [green]answers[/green]")
-    out.print(f"  name      {info.name}\n  profile   {info.profile}\n  model     {info.model}")
-    if info.extended:
-        extra = ", ".join(f"{k}={v}" for k, v in info.extended.items())
-        out.print(f"  edgetool  {extra}")
-    else:
-        out.print("  plain MLPerf Tiny firmware (no edgetool extensions)")
-
-
-def _check_watch(target: Target, as_json: bool) -> None:
-    """A watch: what its own facts command says (ADB getprop and sysfs, or the Espruino
-    REPL), printed as rows; a synthetic peer says so."""
-    if isinstance(target.transport, BleUartSettings):
-        from edgetool.watch.bangle import bangle_facts as facts_of
-    else:
-        from edgetool.android.session import android_facts as facts_of
-    where, facts = facts_of(target)
-    if as_json:
-        emit_json({"target": target.name, "transport": where, **facts})
-        return
-    out = console()
-    label = "  [yellow](synthetic peer, not a watch)[/yellow]" if facts.get("synthetic") else ""
-    out.print(f"[bold]{target.name}[/bold]  {where}  [green]reachable[/green]{label}")
-    for key, value in facts.items():
-        if key != "synthetic" and value not in (None, "", {}, []):
-            shown = (
-                ", ".join(f"{k}={v}" for k, v in value.items())
-                if isinstance(value, dict)
-                else value
-            )
-            out.print(f"  {key:<16} {shown}")

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from edgetool.cli.common import console, emit_json, human_bytes, json_option
+from edgetool.cli.common import console, emit_json, json_option
+from edgetool.units import human_bytes
 
 
 def _metrics(recipe_dir: Path) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from edgetool.emulate.debian_image import Image, Recipe, build_image, cached_ima
 from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
 from edgetool.procs import pid_alive, terminate
-from edgetool.targets import SshSettings, Target, emulator_state_file
+from edgetool.targets import Target, emulator_state_file
+from edgetool.transport.ssh import SshSettings
 
 CPU = "cortex-a72"
 MACHINE = "virt"

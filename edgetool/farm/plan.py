@@ -1,7 +1,7 @@
 """Nightly plans: a TOML matrix of models × targets, validated strictly, expanded into jobs.
 
 A lab edits these files by hand and runs them unattended at night, so a typo must fail
-at load with the file and the key (like target files: `targets._Reader`), not at 3 a.m.
+at load with the file and the key (like target files: `config.TableReader`), not at 3 a.m.
 as a confusing deploy error on one device.
 """
 
@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgetool.config import read_toml
+from edgetool.config import TableReader, read_toml
 from edgetool.errors import ConfigError
-from edgetool.targets import _Reader
 
 if TYPE_CHECKING:
     from edgetool.farm.places import PlaceProvider
@@ -159,31 +158,33 @@ class Job:
         ]
 
 
-def _strings(reader: _Reader, key: str, choices: Sequence[str] | None = None) -> tuple[str, ...]:
+def _strings(
+    reader: TableReader, key: str, choices: Sequence[str] | None = None
+) -> tuple[str, ...]:
     values = reader.get(key, list, "a list of strings", [])
     for value in values:
         if not isinstance(value, str) or (choices is not None and value not in choices):
             expected = "a list of strings"
             if choices is not None:
                 expected = "a list of " + ", ".join(repr(c) for c in choices)
-            raise reader._fail(key, expected, value)
+            raise reader.fail(key, expected, value)
     if len(set(values)) != len(values):
-        raise reader._fail(key, "a list without duplicates", values)
+        raise reader.fail(key, "a list without duplicates", values)
     return tuple(values)
 
 
-def _positive_int(reader: _Reader, key: str, default: int | None) -> Any:
+def _positive_int(reader: TableReader, key: str, default: int | None) -> Any:
     value = reader.get(key, int, "a positive integer", default)
     if value is not None and value < 1:
-        raise reader._fail(key, "a positive integer", value)
+        raise reader.fail(key, "a positive integer", value)
     return value
 
 
-def _run_settings(reader: _Reader, base: RunSettings) -> RunSettings:
+def _run_settings(reader: TableReader, base: RunSettings) -> RunSettings:
     iterations = _positive_int(reader, "iterations", None)
     duration = reader.get("duration", (int, float), "a number of seconds", None)
     if duration is not None and duration <= 0:
-        raise reader._fail("duration", "a positive number of seconds", duration)
+        raise reader.fail("duration", "a positive number of seconds", duration)
     if iterations is not None and duration is not None:
         raise ConfigError(
             f"{reader.source}: keys '{reader.prefix}iterations' and '{reader.prefix}duration' "
@@ -191,7 +192,7 @@ def _run_settings(reader: _Reader, base: RunSettings) -> RunSettings:
         )
     warmup = reader.get("warmup", int, "a non-negative integer", base.warmup)
     if warmup is not None and warmup < 0:
-        raise reader._fail("warmup", "a non-negative integer", warmup)
+        raise reader.fail("warmup", "a non-negative integer", warmup)
     repeat = _positive_int(reader, "repeat", base.repeat)
     if iterations is None and duration is None:
         iterations, duration = base.iterations, base.duration
@@ -212,10 +213,10 @@ def _model(source: Path, raw: Any, index: int, base: RunSettings) -> ModelEntry:
         raise ConfigError(
             f"{source}: key 'models[{index}]' must be a model name or a table, got {raw!r}"
         )
-    reader = _Reader(source, raw, f"models[{index}].")
+    reader = TableReader(source, raw, f"models[{index}].")
     name = reader.required_str("name")
     if ":" in name:
-        raise reader._fail("name", "a model name without ':' (use formats/quants)", name)
+        raise reader.fail("name", "a model name without ':' (use formats/quants)", name)
     formats = _strings(reader, "formats", FORMATS)
     quants = _strings(reader, "quants", QUANTS)
     if quants and not formats:
@@ -238,7 +239,7 @@ def _target(source: Path, raw: Any, index: int) -> TargetEntry:
         raw = {"name": raw}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: key '{key}' must be a target name or a table, got {raw!r}")
-    reader = _Reader(source, raw, f"{key}.")
+    reader = TableReader(source, raw, f"{key}.")
     name = reader.text("name")
     tags = reader.get("tags", dict, "a table of tag = value strings", None)
     target = reader.text("target")
@@ -248,7 +249,7 @@ def _target(source: Path, raw: Any, index: int) -> TargetEntry:
         raise ConfigError(f"{source}: key '{key}' needs exactly one of 'name' or 'tags'")
     if tags is not None:
         if not tags or not all(isinstance(v, str) for v in tags.values()):
-            raise reader._fail("tags", "a non-empty table of tag = value strings", tags)
+            raise reader.fail("tags", "a non-empty table of tag = value strings", tags)
         # Without `target`, each match is deployed as the target the provider names (labgrid:
         # the place's `edgetool` tag, else its name); with it, each matching place is held
         # by name and deployed as `target` (one target file for a rack of equal boards).
@@ -260,22 +261,22 @@ def _target(source: Path, raw: Any, index: int) -> TargetEntry:
 
 def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
     """Validate one parsed TOML document into a Plan."""
-    top = _Reader(source, data)
+    top = TableReader(source, data)
     name = top.text("name", source.stem)
     if not _NAME_RE.match(name):
         raise ConfigError(f"{source}: key 'name' must be letters, digits, '.', '_' or '-'")
     description = top.text("description", "")
     raw_run = top.get("run", dict, "a table", {})
-    run_reader = _Reader(source, raw_run, "run.")
+    run_reader = TableReader(source, raw_run, "run.")
     priority = run_reader.get("priority", int, "an integer", 0)
     place_timeout = run_reader.number("place_timeout", 600.0)
     run = _run_settings(run_reader, RunSettings())
     run_reader.finish()
 
-    retry_reader = _Reader(source, top.get("retry", dict, "a table", {}), "retry.")
+    retry_reader = TableReader(source, top.get("retry", dict, "a table", {}), "retry.")
     retries = retry_reader.get("retries", int, "a non-negative integer", 1)
     if retries < 0:
-        raise retry_reader._fail("retries", "a non-negative integer", retries)
+        raise retry_reader.fail("retries", "a non-negative integer", retries)
     defaults = RetryPolicy()
     on = _strings(retry_reader, "on", FAILURE_CLASSES) if "on" in retry_reader.table else None
     recover = (
@@ -285,7 +286,7 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
     )
     backoff = retry_reader.get("backoff", (int, float), "a number of seconds", defaults.backoff)
     if backoff < 0:
-        raise retry_reader._fail("backoff", "a non-negative number of seconds", backoff)
+        raise retry_reader.fail("backoff", "a non-negative number of seconds", backoff)
     retry_reader.finish()
     retry = RetryPolicy(
         retries=retries,
@@ -294,13 +295,13 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
         backoff=float(backoff),
     )
 
-    reg_reader = _Reader(source, top.get("regression", dict, "a table", {}), "regression.")
+    reg_reader = TableReader(source, top.get("regression", dict, "a table", {}), "regression.")
     threshold = reg_reader.get("threshold", (int, float), "a fraction such as 0.05", 0.05)
     if not 0 <= threshold < 1:
-        raise reg_reader._fail("threshold", "a fraction from 0 to 1 such as 0.05", threshold)
+        raise reg_reader.fail("threshold", "a fraction from 0 to 1 such as 0.05", threshold)
     alpha = reg_reader.get("alpha", (int, float), "a probability such as 0.05", 0.05)
     if not 0 < alpha < 0.5:
-        raise reg_reader._fail("alpha", "a probability between 0 and 0.5", alpha)
+        raise reg_reader.fail("alpha", "a probability between 0 and 0.5", alpha)
     metric = reg_reader.choice("metric", METRICS, "p50")
     baseline = reg_reader.text("baseline")
     nights = _positive_int(reg_reader, "baseline_nights", 1)

@@ -13,9 +13,9 @@ import struct
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from edgetool.errors import DeviceError, TransferError
+from edgetool.transport.base import BytePort
 
 READY = "m-ready"
 HEX_PER_DB = 31
@@ -26,21 +26,6 @@ FRAME_DATA, FRAME_END, FRAME_ABORT = 1, 2, 3
 ACK, NAK = 0x06, 0x15
 FRAME_PAYLOAD = 512
 MIN_FRAME = 16
-
-
-class Port(Protocol):
-    """What the client needs of a serial port (pyserial's Serial has all of it)."""
-
-    timeout: float | None
-
-    @property
-    def in_waiting(self) -> int: ...
-
-    def read(self, size: int = 1) -> bytes: ...
-
-    def write(self, data: bytes) -> int | None: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -87,7 +72,7 @@ def _bracket(line: str, prefix: str) -> str:
 class BenchClient:
     """Drives one device over the bench protocol."""
 
-    def __init__(self, port: Port, description: str, timeout: float = 10.0) -> None:
+    def __init__(self, port: BytePort, description: str, timeout: float = 10.0) -> None:
         self.port = port
         self.description = description
         self.timeout = timeout
@@ -383,19 +368,3 @@ def _floats(text: str) -> list[float]:
         if item and _FLOAT_RE.match(item):
             values.append(float(item))
     return values
-
-
-def open_port(url: str, baud: int, timeout: float) -> Port:
-    """`serial_for_url`: `/dev/ttyACM0`, `socket://127.0.0.1:PORT`, `loop://` all work."""
-    import serial
-
-    try:
-        port: Port = serial.serial_for_url(url, baudrate=baud, timeout=0.2)
-    except (serial.SerialException, ValueError, OSError) as exc:
-        from edgetool.errors import ConnectError
-
-        raise ConnectError(
-            f"cannot open serial port {url}: {exc}",
-            hint="Is the board plugged in (or the emulator running), and the URL right?",
-        ) from exc
-    return port

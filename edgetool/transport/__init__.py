@@ -1,46 +1,41 @@
-"""Open the right Transport for a Target (heavy imports only for the one used)."""
+"""Transports by `[transport] type`: built-ins here, third parties via `edgetool.transports`.
+
+Each transport module owns its settings class, its TOML parsing and its opener, and is
+imported only when a target names it (so a local run never imports paramiko).
+"""
 
 from __future__ import annotations
 
-from edgetool.errors import ConnectError
-from edgetool.targets import AdbSettings, LocalSettings, SshSettings, Target
-from edgetool.transport.base import FileTransport, Process, PutResult, Transport, quote_argv
+from edgetool.registry import Registry
+from edgetool.transport.base import (
+    BytePort,
+    FileTransport,
+    Process,
+    PutResult,
+    TransportSettings,
+    TransportType,
+    quote_argv,
+)
 
-__all__ = ["FileTransport", "Process", "PutResult", "Transport", "open_transport", "quote_argv"]
+__all__ = [
+    "TRANSPORTS",
+    "BytePort",
+    "FileTransport",
+    "Process",
+    "PutResult",
+    "TransportSettings",
+    "TransportType",
+    "quote_argv",
+]
 
-
-def open_transport(target: Target) -> FileTransport:
-    if target.emulator is not None and target.emulator_state is None:
-        raise ConnectError(
-            f"target {target.name} is an emulated device that is not running.",
-            hint=f"Start it with `edgetool emulate start {target.name}`.",
-        )
-    transport: FileTransport
-    if isinstance(target.transport, SshSettings):
-        from edgetool.transport.ssh import SshTransport
-
-        transport = SshTransport(target.transport, target.name, target.python)
-    elif isinstance(target.transport, LocalSettings):
-        from edgetool.transport.local import LocalTransport
-
-        transport = LocalTransport(target.transport, target.python)
-    elif isinstance(target.transport, AdbSettings):
-        from edgetool.transport.adb import AdbTransport
-
-        transport = AdbTransport(target.transport, target.name)
-    else:
-        transport = _no_file_transport(target)
-    if target.missing_python_hint:
-        transport.python_hint = target.missing_python_hint
-    return transport
-
-
-def _no_file_transport(target: Target) -> FileTransport:
-    if target.kind == "mcu":
-        from edgetool.errors import ConfigError
-
-        raise ConfigError(
-            f"target {target.name} is a microcontroller: it has no file transport.",
-            hint="Use `edgetool deploy`, `build` or `targets check`, which speak its UART.",
-        )
-    raise ConnectError(f"target {target.name}: no transport for {type(target.transport).__name__}")
+TRANSPORTS: Registry[TransportType] = Registry(
+    "transport type",
+    "edgetool.transports",
+    {
+        "local": "edgetool.transport.local:TRANSPORT",
+        "ssh": "edgetool.transport.ssh:TRANSPORT",
+        "adb": "edgetool.transport.adb:TRANSPORT",
+        "serial": "edgetool.transport.serial:TRANSPORT",
+        "ble-uart": "edgetool.transport.ble_uart:TRANSPORT",
+    },
+)

@@ -25,13 +25,59 @@ import socket
 import subprocess
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from edgetool import paths
+from edgetool.config import TableReader, expand_path
 from edgetool.errors import ConnectError, DeviceError, TransferError
-from edgetool.targets import AdbSettings
-from edgetool.transport.base import FileTransport, Progress, quote_argv, split_lines
+from edgetool.transport.base import FileTransport, Progress, TransportType, quote_argv, split_lines
+
+ADB_CLIENTS = ("auto", "adb-shell", "adb")
+
+
+@dataclass(frozen=True)
+class AdbSettings:
+    """A watch or phone in ADB-over-TCP mode (`adb tcpip 5555`), or paired for Wireless
+    debugging, which only the real `adb` client can speak (TLS)."""
+
+    type: ClassVar[str] = "adb"
+
+    host: str
+    port: int = 5555
+    client: str = "auto"
+    """'adb-shell' (pure Python, plain TCP), 'adb' (the platform-tools client), or 'auto':
+    adb-shell, and the `adb` binary when the device answers with TLS only."""
+    key: Path | None = None
+    """The RSA key the device has allowed (default: <config dir>/adbkey, made on first use)."""
+    adb: str = "adb"
+    timeout: float = 10.0
+    command_timeout: float = 3600.0
+
+    @property
+    def serial(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def where(self) -> str:
+        """Where the device is, as `targets list` shows it."""
+        return f"{self.host}:{self.port}"
+
+
+def _parse_adb(reader: TableReader) -> AdbSettings:
+    key = reader.text("key")
+    settings = AdbSettings(
+        host=reader.required_str("host"),
+        port=reader.port("port", 5555),
+        client=reader.choice("client", ADB_CLIENTS, "auto"),
+        key=expand_path(key) if key else None,
+        adb=reader.text("adb", "adb"),
+        timeout=reader.number("timeout", 10.0),
+        command_timeout=reader.number("command_timeout", 3600.0),
+    )
+    reader.finish()
+    return settings
+
 
 ADB_MAGIC_XOR = 0xFFFFFFFF
 A_STLS = 0x534C5453
@@ -525,3 +571,10 @@ class AdbTransport(FileTransport):
 
 class _NeedsTls(Exception):
     """The device sent STLS: only the real adb client can go on."""
+
+
+def _open(settings: AdbSettings, target_name: str, python: str | None) -> AdbTransport:
+    return AdbTransport(settings, target_name)
+
+
+TRANSPORT = TransportType("adb", AdbSettings, _parse_adb, open_files=_open)

@@ -1,4 +1,5 @@
-"""The Transport protocol every device connection implements, and the shared put flow.
+"""What every device connection implements: FileTransport (commands and verified files)
+or BytePort (a line protocol over a UART or BLE), and how a transport type registers.
 
 A command is always an argv list. Transports that need a shell string (SSH) build it with
 `quote_argv`, so no file name or config value is ever interpreted by a remote shell.
@@ -17,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from edgetool.errors import DeviceError, TransferError
 
@@ -148,21 +149,6 @@ class Process(Protocol):
         """Write to the command's stdin (the clock probe's round trips)."""
 
     def kill(self) -> None: ...
-
-
-class Transport(Protocol):
-    """How edgetool reaches one device: run commands, move files, say where it is."""
-
-    description: str
-    python: str
-
-    def run(self, argv: Sequence[str]) -> Process: ...
-
-    def put(self, local: Path, remote: str, progress: Progress | None = None) -> PutResult: ...
-
-    def get(self, remote: str, local: Path) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class FileTransport(ABC):
@@ -317,3 +303,44 @@ class FileTransport(ABC):
         # the same file removes it once it is 10 minutes old.
         with contextlib.suppress(Exception):
             self._remove(path)
+
+
+class BytePort(Protocol):
+    """A byte stream a line protocol runs over (pyserial's Serial has all of it)."""
+
+    timeout: float | None
+
+    @property
+    def in_waiting(self) -> int: ...
+
+    def read(self, size: int = 1) -> bytes: ...
+
+    def write(self, data: bytes) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class TransportSettings(Protocol):
+    """A transport's validated `[transport]` table (a frozen dataclass in its module)."""
+
+    type: ClassVar[str]
+
+    def where(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class TransportType:
+    """One registered transport: how to read its `[transport]` table and how to open it.
+
+    A file transport (commands, files) sets `open_files`; a byte transport (a UART or BLE
+    console that firmware speaks a line protocol on) sets `open_port`.
+    """
+
+    name: str
+    settings: type[Any]
+    parse: Callable[[Any], Any]
+    """TableReader of the `[transport]` table -> the settings object."""
+    open_files: Callable[[Any, str, str | None], FileTransport] | None = None
+    """(settings, target name, device python or None) -> an open FileTransport."""
+    open_port: Callable[[Any], BytePort] | None = None
+    """settings -> an open BytePort."""

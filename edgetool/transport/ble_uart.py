@@ -17,10 +17,42 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
+from edgetool.config import TableReader
 from edgetool.errors import ConfigError, ConnectError, DeviceError
-from edgetool.targets import BleUartSettings
+from edgetool.transport.base import TransportType
+
+
+@dataclass(frozen=True)
+class BleUartSettings:
+    """The Nordic UART Service: a BLE address (or a macOS UUID) reached with bleak, or
+    `tcp://HOST:PORT` for a NUS bridge that carries the same packets (the test peer)."""
+
+    type: ClassVar[str] = "ble-uart"
+
+    address: str
+    timeout: float = 10.0
+    write_size: int = 20
+    """Bytes per GATT write: 20 is safe on every central (23-byte default ATT MTU)."""
+
+    def where(self) -> str:
+        """Where the device is, as `targets list` shows it."""
+        return self.address
+
+
+def _parse_ble_uart(reader: TableReader) -> BleUartSettings:
+    size = reader.get("write_size", int, "an integer", 20)
+    if not 1 <= size <= 244:
+        raise reader.fail("write_size", "an integer from 1 to 244", size)
+    settings = BleUartSettings(
+        address=reader.required_str("address"),
+        timeout=reader.number("timeout", 10.0),
+        write_size=size,
+    )
+    reader.finish()
+    return settings
+
 
 NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
@@ -55,7 +87,7 @@ class NusStats:
 
 
 class NusPort:
-    """A pyserial-like port (edgetool.mcu.protocol.Port) over a NUS packet link."""
+    """A pyserial-like port (edgetool.transport.base.BytePort) over a NUS packet link."""
 
     def __init__(self, link: NusLink, write_size: int = 20, timeout: float | None = 1.0) -> None:
         if write_size < 1:
@@ -297,3 +329,6 @@ def open_nus_port(settings: BleUartSettings) -> NusPort:
     else:
         link = BleakLink(settings.address, settings.timeout)
     return NusPort(link, settings.write_size)
+
+
+TRANSPORT = TransportType("ble-uart", BleUartSettings, _parse_ble_uart, open_port=open_nus_port)

@@ -11,12 +11,40 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from edgetool import paths
+from edgetool.config import TableReader, expand_path
 from edgetool.errors import DeviceError
-from edgetool.targets import LocalSettings
-from edgetool.transport.base import CHUNK, FileTransport, Progress, split_lines
+from edgetool.transport.base import CHUNK, FileTransport, Progress, TransportType, split_lines
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """`root` is the sandbox the local device works in (default: the cache dir)."""
+
+    type: ClassVar[str] = "local"
+
+    root: Path | None = None
+    command_timeout: float = 3600.0
+    idle_timeout: float = 120.0
+
+    def where(self) -> str:
+        """Where the device is, as `targets list` shows it."""
+        return ""
+
+
+def _parse_local(reader: TableReader) -> LocalSettings:
+    root = reader.text("root")
+    settings = LocalSettings(
+        root=expand_path(root) if root else None,
+        command_timeout=reader.number("command_timeout", 3600.0),
+        idle_timeout=reader.number("idle_timeout", 120.0),
+    )
+    reader.finish()
+    return settings
 
 
 class LocalProcess:
@@ -139,3 +167,10 @@ class LocalTransport(FileTransport):
 
     def close(self) -> None:
         pass
+
+
+def _open(settings: LocalSettings, target_name: str, python: str | None) -> LocalTransport:
+    return LocalTransport(settings, python)
+
+
+TRANSPORT = TransportType("local", LocalSettings, _parse_local, open_files=_open)

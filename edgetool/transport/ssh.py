@@ -13,13 +13,60 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import paramiko
 
+from edgetool.config import TableReader, expand_path
 from edgetool.errors import ConnectError, DeviceError, HostKeyError
-from edgetool.targets import SshSettings
-from edgetool.transport.base import CHUNK, FileTransport, Progress, quote_argv, split_lines
+from edgetool.transport.base import (
+    CHUNK,
+    FileTransport,
+    Progress,
+    TransportType,
+    quote_argv,
+    split_lines,
+)
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    type: ClassVar[str] = "ssh"
+    host: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: Path | None = None
+    known_hosts: tuple[Path, ...] = ()
+    connect_timeout: float = 10.0
+    command_timeout: float = 3600.0
+    idle_timeout: float = 120.0
+    keepalive: int = 15
+    use_ssh_config: bool = True
+
+    def where(self) -> str:
+        """Where the device is, as `targets list` shows it."""
+        return self.host + (f":{self.port}" if self.port else "")
+
+
+def _parse_ssh(reader: TableReader) -> SshSettings:
+    known = reader.get("known_hosts", (str, list), "a path or a list of paths", None)
+    known_list = [known] if isinstance(known, str) else (known or [])
+    identity = reader.text("identity_file")
+    settings = SshSettings(
+        host=reader.required_str("host"),
+        port=reader.port("port", None),
+        user=reader.text("user"),
+        identity_file=expand_path(identity) if identity else None,
+        known_hosts=tuple(expand_path(str(p)) for p in known_list),
+        connect_timeout=reader.number("connect_timeout", 10.0),
+        command_timeout=reader.number("command_timeout", 3600.0),
+        idle_timeout=reader.number("idle_timeout", 120.0),
+        keepalive=int(reader.number("keepalive", 15)),
+        use_ssh_config=bool(reader.get("use_ssh_config", bool, "true or false", True)),
+    )
+    reader.finish()
+    return settings
+
 
 SFTP_WINDOW = 2 << 20  # larger windows make paramiko's receive path (get) slower
 SFTP_PACKET = 32 << 10
@@ -384,3 +431,10 @@ class SshTransport(FileTransport):
             self._sftp = None
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+def _open(settings: SshSettings, target_name: str, python: str | None) -> SshTransport:
+    return SshTransport(settings, target_name, python)
+
+
+TRANSPORT = TransportType("ssh", SshSettings, _parse_ssh, open_files=_open)

@@ -15,7 +15,8 @@ import time
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.mcu.protocol import READY, BenchClient, Port
+from edgetool.mcu.protocol import READY, BenchClient
+from edgetool.transport.base import BytePort
 
 DLE = b"\x10"
 CTRL_C = b"\x03"
@@ -32,7 +33,7 @@ class EspruinoConsole(BenchClient):
     the bench client's parsing (infer, xinfer, xresults) is reused unchanged."""
 
     def __init__(
-        self, port: Port, description: str, timeout: float = 10.0, dispatcher: str = "ET.c"
+        self, port: BytePort, description: str, timeout: float = 10.0, dispatcher: str = "ET.c"
     ) -> None:
         super().__init__(port, description, timeout)
         self.dispatcher = dispatcher

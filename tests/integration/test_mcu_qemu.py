@@ -20,7 +20,8 @@ from edgetool.emulate.qemu_m import QemuCortexM
 from edgetool.errors import DeviceError
 from edgetool.mcu.build import build_firmware
 from edgetool.mcu.noisy import BitFlipProxy
-from edgetool.mcu.protocol import BenchClient, open_port
+from edgetool.mcu.protocol import BenchClient
+from edgetool.transport.serial import open_port
 from tests.conftest import assert_one_line_error
 
 pytestmark = [

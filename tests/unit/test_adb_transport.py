@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from edgetool.errors import DeviceError
-from edgetool.targets import AdbSettings
-from edgetool.transport.adb import AdbTransport
+from edgetool.transport.adb import AdbSettings, AdbTransport
 from tests.adb_peer import AdbPeer
 
 

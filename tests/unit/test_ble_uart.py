@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from edgetool.errors import ConfigError, DeviceError, ModelError
-from edgetool.targets import BleUartSettings, McuSettings, Target
-from edgetool.transport.ble_uart import open_nus_port
+from edgetool.targets import McuSettings, Target
+from edgetool.transport.ble_uart import BleUartSettings, open_nus_port
 from edgetool.watch.espruino import EspruinoConsole
 from tests.nus_peer import NusPeer
 
@@ -158,7 +158,7 @@ def test_fit_check_counts_model_arena_and_tflm(home: Path, tmp_path: Path) -> No
     from dataclasses import replace
 
     from edgetool.export.build import export
-    from edgetool.watch.bangle import TFDATA_BYTES, check_fit
+    from edgetool.flows.bangle import TFDATA_BYTES, check_fit
 
     target = _bangle(tmp_path)
     cbnet = export("cbnet-classifier", "tflite", "int8")

@@ -27,8 +27,7 @@ from edgetool.power.waveform import Sine
 from edgetool.results import schema
 from edgetool.results.store import RunWriter, load_run
 from edgetool.runner import RUNNER_PATH
-from edgetool.targets import LocalSettings
-from edgetool.transport.local import LocalTransport
+from edgetool.transport.local import LocalSettings, LocalTransport
 from tests.hwmon_peer import HwmonPeer
 
 

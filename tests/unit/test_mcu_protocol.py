@@ -18,8 +18,9 @@ import pytest
 from edgetool.errors import ConfigError, DeviceError, ModelError
 from edgetool.export.c_export import glue
 from edgetool.mcu.build import Firmware, check_fit
-from edgetool.mcu.protocol import BenchClient, open_port
+from edgetool.mcu.protocol import BenchClient
 from edgetool.targets import parse_target
+from edgetool.transport.serial import open_port
 
 Peer = Callable[[int, threading.Event], None]
 
@@ -116,9 +117,9 @@ def test_plain_mlperf_tiny_device_is_driven_without_extensions() -> None:
 
 
 def test_events_from_a_plain_device_fill_the_same_schema() -> None:
-    from edgetool.mcu.session import events
+    from edgetool.flows.base import RunSettings
+    from edgetool.flows.mcu import events
     from edgetool.results import schema
-    from edgetool.session import RunSettings
 
     with pty_device(mlperf_dut) as client:
         client.sync()

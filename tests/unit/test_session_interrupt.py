@@ -11,8 +11,9 @@ import pytest
 
 from edgetool.errors import Interrupted
 from edgetool.export.artifact import resolve_model
+from edgetool.flows import deploy
+from edgetool.flows.base import RunSettings
 from edgetool.results.store import RunWriter, load_run
-from edgetool.session import RunSettings, deploy
 from edgetool.targets import load_target
 
 

@@ -6,14 +6,15 @@ from pathlib import Path
 import pytest
 
 from edgetool.errors import ConfigError
+from edgetool.flows import model_spec
 from edgetool.targets import (
-    LocalSettings,
-    SshSettings,
     emulator_state_file,
     load_all,
     load_target,
     load_target_file,
 )
+from edgetool.transport.local import LocalSettings
+from edgetool.transport.ssh import SshSettings
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -171,11 +172,11 @@ def test_models_table_says_what_a_bare_model_name_means(tmp_path: Path) -> None:
         'kind = "linux"\n[models]\nl2mu = "l2mu-watch:tflite:fp32"\n',
     )
     target = load_target_file(path)
-    assert target.model_spec("l2mu") == "l2mu-watch:tflite:fp32"
-    assert target.model_spec("cbnet") == "cbnet"  # linux: the zoo's default format
+    assert model_spec(target, "l2mu") == "l2mu-watch:tflite:fp32"
+    assert model_spec(target, "cbnet") == "cbnet"  # linux: the zoo's default format
     shipped = load_target("bangle2")
-    assert shipped.model_spec("l2mu") == "l2mu-watch:tflite:fp32"
-    assert shipped.model_spec("cbnet-classifier") == "cbnet-classifier:tflite:int8"
+    assert model_spec(shipped, "l2mu") == "l2mu-watch:tflite:fp32"
+    assert model_spec(shipped, "cbnet-classifier") == "cbnet-classifier:tflite:int8"
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from edgetool.errors import TransferError
-from edgetool.targets import LocalSettings
 from edgetool.transport.base import Progress
-from edgetool.transport.local import LocalTransport
+from edgetool.transport.local import LocalSettings, LocalTransport
 from tests.conftest import all_at_once
 
 

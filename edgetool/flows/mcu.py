@@ -12,8 +12,9 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,29 +27,28 @@ from edgetool.errors import (
     VerificationFailed,
 )
 from edgetool.export.artifact import Artifact
+from edgetool.flows.base import DeployOutcome, DeviceFacts, Observer, RunSettings
+from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.mcu.build import Firmware, build_firmware, check_fit
-from edgetool.mcu.protocol import BenchClient, DeviceInfo, open_port
+from edgetool.mcu.protocol import BenchClient, DeviceInfo
 from edgetool.results import schema
 from edgetool.results.store import RunWriter
-from edgetool.targets import McuSettings, SerialSettings, Target
-
-if TYPE_CHECKING:
-    from edgetool.session import DeployOutcome, Observer, RunSettings
+from edgetool.targets import McuSettings, Target, open_port
 
 BATCH = 50
 PARITY_ATOL = 1e-4
 PARITY_RTOL = 1e-4
 
 
-def _mcu(target: Target) -> tuple[McuSettings, SerialSettings]:
-    if target.mcu is None or not isinstance(target.transport, SerialSettings):
+def _mcu(target: Target) -> McuSettings:
+    if target.mcu is None:
         raise ConfigError(f"{target.source}: target {target.name} is not a microcontroller")
-    return target.mcu, target.transport
+    return target.mcu
 
 
 def build_for(target: Target, artifact: Artifact | None) -> Firmware:
     """Firmware for the target's board with the artifact's C model, fit-checked."""
-    mcu, _ = _mcu(target)
+    mcu = _mcu(target)
     if artifact is not None and artifact.format != "c":
         raise ModelError(
             f"{artifact.path.name} is {artifact.format}; a microcontroller needs the C export.",
@@ -67,9 +67,10 @@ def _label(artifact: Artifact | None) -> str:
     return f"{m['model']}:c:{m['quant']}" if m.get("model") else artifact.path.name
 
 
-def flash(target: Target, firmware: Firmware) -> str:
-    """Put the image on the device; returns the serial URL to talk to it on."""
-    mcu, serial = _mcu(target)
+def flash(target: Target, firmware: Firmware) -> str | None:
+    """Put the image on the device; returns the serial URL to talk to it on (None: the
+    target's own)."""
+    mcu = _mcu(target)
     if mcu.flash == "qemu":
         from edgetool.emulate.qemu_m import QemuCortexM
 
@@ -91,7 +92,7 @@ def flash(target: Target, firmware: Firmware) -> str:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:]
             raise DeviceError(f"pyocd could not flash {target.name}: {' '.join(tail)}")
         time.sleep(1.0)  # the board resets after flashing; let the firmware boot
-        return serial.url
+        return None
     raise ConfigError(
         f"target {target.name} has flash = 'none': its firmware is fixed.",
         hint="Run without --model to benchmark the firmware's own model.",
@@ -100,7 +101,7 @@ def flash(target: Target, firmware: Firmware) -> str:
 
 @contextmanager
 def connect(target: Target, url: str | None = None) -> Iterator[BenchClient]:
-    _, serial = _mcu(target)
+    _mcu(target)
     if target.emulator is not None and target.emulator_state is None and url is None:
         from edgetool.errors import ConnectError
 
@@ -108,8 +109,10 @@ def connect(target: Target, url: str | None = None) -> Iterator[BenchClient]:
             f"target {target.name} is an emulated board that is not running.",
             hint=f"Start it with `edgetool emulate start {target.name}`, or deploy a --model.",
         )
-    where = url or serial.url
-    client = BenchClient(open_port(where, serial.baud, serial.timeout), where, serial.timeout)
+    where = url or target.transport.where()
+    # Byte-port settings carry the reply timeout (serial and ble-uart both call it so).
+    timeout = float(getattr(target.transport, "timeout", 10.0))
+    client = BenchClient(open_port(target, url), where, timeout)
     try:
         yield client
     finally:
@@ -162,9 +165,7 @@ def deploy_mcu(
     results_root: Path,
     obs: Observer,
 ) -> DeployOutcome:
-    from edgetool.session import DeployOutcome, open_run
-
-    mcu, _ = _mcu(target)
+    mcu = _mcu(target)
     firmware: Firmware | None = None
     url = None
     if artifact is not None:
@@ -388,12 +389,10 @@ def finish_bench_run(
 ) -> dict[str, Any]:
     """Summarise and close a bench-protocol run: samples already measured are kept (run
     partial) on any failure except a parity mismatch, where the timings are whole."""
-    from edgetool.session import _summary, finish_run
-
     if failure is not None and not isinstance(failure, VerificationFailed):
         samples, reps = writer.journaled()
     ends = [end] if end is not None else []
-    summary = _summary(samples, ends, warm, None, reps, "window") if samples else None
+    summary = summarize(samples, ends, warm, None, reps, "window") if samples else None
     if summary is not None:
         summary.update(extra)
     status = (
@@ -404,3 +403,34 @@ def finish_bench_run(
     finish_run(writer, summary, failure, status)
     assert summary is not None
     return summary
+
+
+class McuFlow:
+    """Microcontrollers over a UART: firmware built with the model, the bench protocol."""
+
+    default_model_format = ":c"
+
+    def deploy(
+        self,
+        target: Target,
+        artifact: Artifact | None,
+        settings: RunSettings,
+        results_root: Path,
+        observer: Observer,
+    ) -> DeployOutcome:
+        return deploy_mcu(target, artifact, settings, results_root, observer)
+
+    def facts(self, target: Target) -> DeviceFacts:
+        """Sync on the bench protocol and report what the firmware says."""
+        with connect(target) as client:
+            client.sync()
+            info = client.info()
+        rows = [("name", info.name), ("profile", info.profile), ("model", info.model)]
+        if info.extended:
+            rows.append(("edgetool", ", ".join(f"{k}={v}" for k, v in info.extended.items())))
+        else:
+            rows.append(("edgetool", "plain MLPerf Tiny firmware (no edgetool extensions)"))
+        return DeviceFacts(client.description, asdict(info), rows, status="answers")
+
+
+FLOW = McuFlow()

@@ -14,7 +14,7 @@ import math
 import posixpath
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgetool.android.benchmark_model import (
     BenchmarkOutput,
@@ -24,14 +24,20 @@ from edgetool.android.benchmark_model import (
 )
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
+from edgetool.flows.base import (
+    DeployOutcome,
+    DeviceFacts,
+    Observer,
+    RunSettings,
+    push,
+    watch_facts,
+)
+from edgetool.flows.journal import finish_run, open_run
 from edgetool.results.stats import summarize_repetitions
 from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
 from edgetool.transport.adb import AdbTransport
 from edgetool.transport.base import file_sha256
-
-if TYPE_CHECKING:
-    from edgetool.session import DeployOutcome, Observer, RunSettings
 
 FUEL_GAUGE = "fuel-gauge"
 SYNTHETIC_PROP = "ro.edgetool.synthetic"
@@ -60,7 +66,7 @@ def _android(target: Target) -> AndroidSettings:
 
 
 def _connect(target: Target) -> AdbTransport:
-    from edgetool.transport import open_transport
+    from edgetool.targets import open_transport
 
     transport = open_transport(target)
     assert isinstance(transport, AdbTransport)
@@ -181,8 +187,6 @@ def deploy_android(
     results_root: Path,
     obs: Observer,
 ) -> DeployOutcome:
-    from edgetool.session import DeployOutcome, open_run, push
-
     _check_settings(target, artifact, settings)
     assert artifact is not None
     transport = _connect(target)
@@ -225,8 +229,6 @@ def _measure(
     model_remote: str,
     obs: Observer,
 ) -> dict[str, Any]:
-    from edgetool.session import finish_run
-
     android = _android(target)
     bench = benchmark_argv(
         bin_remote,
@@ -351,3 +353,25 @@ def aggregate_summary(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
     if ops:
         summary["ops"] = [asdict(op) for op in ops]
     return summary
+
+
+class AndroidFlow:
+    """Wear OS watches (and phones) over ADB: TFLite's benchmark_model on the device."""
+
+    default_model_format = ":tflite"
+
+    def deploy(
+        self,
+        target: Target,
+        artifact: Artifact | None,
+        settings: RunSettings,
+        results_root: Path,
+        observer: Observer,
+    ) -> DeployOutcome:
+        return deploy_android(target, artifact, settings, results_root, observer)
+
+    def facts(self, target: Target) -> DeviceFacts:
+        return watch_facts(*android_facts(target))
+
+
+FLOW = AndroidFlow()

@@ -1,114 +1,37 @@
-"""The deploy flow: connect, push (verified), run the runner, journal its samples.
+"""The Linux-class flow (local, SSH, emulated Pi): connect, push (verified), start the
+runner once per repetition, journal its samples.
 
-Depends only on the Transport protocol and the event stream, never on a concrete
-transport, so every Linux-class device (local, SSH, emulated) goes through this code.
+Depends only on the FileTransport protocol and the event stream, never on a concrete
+transport, so every Linux-class device goes through this code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import platform
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgetool import __version__
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
+from edgetool.flows.base import (
+    DeployOutcome,
+    DeviceFacts,
+    Observer,
+    RunSettings,
+    connect,
+    push,
+)
+from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.power.base import PowerMeter
 from edgetool.power.recorder import EnergyRecorder
 from edgetool.results import schema
-from edgetool.results.stats import (
-    repetition_medians,
-    stability_warnings,
-    summarize_generations,
-    summarize_ns,
-    summarize_repetitions,
-)
-from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
+from edgetool.results.stats import summarize_generations
+from edgetool.results.store import POWER, RunWriter, read_power
 from edgetool.runner import RUNNER_PATH
-from edgetool.targets import BleUartSettings, Target, device_path
-from edgetool.transport import FileTransport, PutResult, open_transport
-from edgetool.transport.base import Progress, file_sha256
-
-DEFAULT_REPEAT = 5
-"""Repetitions per run by default: as MLPerf Tiny's five windows, enough for a t interval
-(4 degrees of freedom) while keeping a default deploy to a few seconds on a Pi."""
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    iterations: int = 0
-    duration: float = 0.0
-    min_duration: float = 0.0
-    warmup: int = 10
-    warmup_seconds: float = 0.0
-    threads: int = 0
-    input: Path | None = None
-    seed: int = 0
-    save_outputs: bool = False
-    runtime: str = "auto"
-    # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
-    new_tokens: int = 0
-    head_size: int = 0
-    # Energy: read the target's [meter] beside the run; the device idles this long first
-    energy: bool = False
-    idle_seconds: float = 2.0
-    # Android: benchmark_model's per-operator profile
-    op_profile: bool = False
-    # Repetitions: fresh runner processes (or separate measurement windows on devices that
-    # cannot start one); iterations, duration and warm-up apply to each repetition.
-    repeat: int = DEFAULT_REPEAT
-
-    def effective_iterations(self) -> int:
-        if self.new_tokens:
-            return self.iterations or 3
-        return self.iterations if self.iterations or self.duration else 100
-
-    @staticmethod
-    def default_min_duration(iterations: int | None, duration: float | None, repeat: int) -> float:
-        """Per repetition: with neither a count nor a duration, at least 1 s of measuring
-        in all (as benchmark_model's default), shared between the repetitions."""
-        return 0.0 if iterations or duration else 1.0 / max(repeat, 1)
-
-    def repetitions(self) -> int:
-        """How many repetitions this run makes: one where a process carries state across
-        the whole run (energy alignment to one clock, an LLM's generations)."""
-        if self.energy or self.new_tokens:
-            return 1
-        return max(self.repeat, 1)
-
-
-@dataclass
-class DeployOutcome:
-    run_dir: Path
-    run_id: str
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
-    pushes: list[PutResult] = field(default_factory=list)
-
-
-class Observer:
-    """What a front end (the CLI's progress bar, a farm log) hears of a deploy."""
-
-    def connected(self, description: str) -> None: ...
-
-    def pushing(self, name: str, size: int) -> Progress | None:
-        return None
-
-    def pushed(self, name: str, result: PutResult) -> None: ...
-
-    def event(self, event: schema.Event) -> None: ...
-
-    def measuring(self, expected: int, duration: float) -> None: ...
-
-    def progress(self, count: int) -> None: ...
-
-    def metering(self, meter: str, idle_seconds: float) -> None: ...
-
-    def repetition(self, run_id: str, index: int, total: int) -> None:
-        """Repetition `index` (0-based) of `total` of run `run_id` starts."""
+from edgetool.targets import Target, device_path
+from edgetool.transport import TRANSPORTS, FileTransport, PutResult
+from edgetool.transport.base import file_sha256
+from edgetool.units import human_bytes
 
 
 def runner_argv(
@@ -152,27 +75,6 @@ _ERROR_CLASSES: dict[str, type[EdgetoolError]] = {
 }
 
 
-@contextlib.contextmanager
-def connect(target: Target) -> Iterator[FileTransport]:
-    transport = open_transport(target)
-    try:
-        yield transport
-    finally:
-        transport.close()
-
-
-def push(
-    transport: FileTransport, files: list[tuple[Path, str]], observer: Observer
-) -> list[PutResult]:
-    """Send files with the observer watching; one probe and one commit for all of them."""
-    results = transport.put_many(
-        files, lambda local: observer.pushing(local.name, local.stat().st_size)
-    )
-    for (local, _), result in zip(files, results, strict=True):
-        observer.pushed(local.name, result)
-    return results
-
-
 def runner_remote(target: Target) -> str:
     return device_path(target.workdir, "runner", RUNNER_PATH.name)
 
@@ -197,75 +99,6 @@ def open_target_meter(target: Target, settings: RunSettings) -> PowerMeter | Non
     from edgetool.power import open_meter
 
     return open_meter(target.meter.type, target.meter.options)
-
-
-def deploy(
-    target: Target,
-    artifact: Artifact | None,
-    settings: RunSettings,
-    results_root: Path,
-    observer: Observer | None = None,
-) -> DeployOutcome:
-    """Run `artifact` on `target`; None = the model already in a microcontroller's firmware."""
-    obs = observer or Observer()
-    if isinstance(target.transport, BleUartSettings):
-        from edgetool.watch.bangle import deploy_bangle
-
-        return deploy_bangle(target, artifact, settings, results_root, obs)
-    if target.kind == "android":
-        from edgetool.android.session import deploy_android
-
-        return deploy_android(target, artifact, settings, results_root, obs)
-    if target.kind == "mcu":
-        from edgetool.mcu.session import deploy_mcu
-
-        return deploy_mcu(target, artifact, settings, results_root, obs)
-    if artifact is None:
-        raise ModelError(f"target {target.name} needs a model: pass --model")
-    if settings.input is not None and not settings.input.is_file():
-        raise ModelError(f"input file not found: {settings.input}")
-    meter = open_target_meter(target, settings)
-    try:
-        return _deploy_linux(target, artifact, settings, results_root, obs, meter)
-    finally:
-        if meter is not None:
-            meter.close()
-
-
-def open_run(
-    results_root: Path,
-    target: Target,
-    model: str,
-    settings: RunSettings,
-    transport: str,
-    artifact: dict[str, Any],
-    target_fields: dict[str, Any],
-    **sections: Any,
-) -> RunWriter:
-    """A new run directory whose manifest says where, what and how: one shape for every
-    deploy flow (Linux, microcontroller, watch), so results, compare and the farm read all."""
-    return RunWriter(
-        results_root,
-        new_run_id(results_root, target.name, model),
-        {
-            "target": {
-                "name": target.name,
-                "kind": target.kind,
-                "description": target.description,
-                "transport": transport,
-                "source": str(target.source),
-                **target_fields,
-            },
-            "artifact": artifact,
-            **sections,
-            "settings": {
-                **asdict(settings),
-                "input": str(settings.input) if settings.input else None,
-                "iterations": settings.effective_iterations(),
-            },
-            "edgetool": {"version": __version__, "python": platform.python_version()},
-        },
-    )
 
 
 @dataclass
@@ -443,7 +276,7 @@ def _run_repetition(
 
 def check_ab_target(target: Target) -> None:
     """Alternating two models needs a device that starts processes: a Linux-class one."""
-    if target.kind != "linux" or isinstance(target.transport, BleUartSettings):
+    if target.kind != "linux" or TRANSPORTS.get(target.transport.type).open_files is None:
         raise ConfigError(
             f"edgetool ab needs a Linux-class target (local, SSH, emulated Pi); "
             f"{target.name} is kind {target.kind}",
@@ -599,7 +432,7 @@ class RunJournal:
         if failure is not None:
             self.samples, self.reps = self.writer.journaled()
         summary = (
-            _summary(
+            summarize(
                 self.samples,
                 self.ends,
                 self.warm,
@@ -639,68 +472,6 @@ def _add_energy(
     return None
 
 
-def finish_run(
-    writer: RunWriter,
-    summary: dict[str, Any] | None,
-    failure: EdgetoolError | None,
-    status_on_failure: str,
-) -> None:
-    """Close the run's journal. On a failure the samples measured so far are kept (the
-    error names the run directory) and the failure is raised."""
-    target = writer.manifest["target"]
-    if summary is not None and target.get("synthetic"):
-        summary["synthetic"] = True  # a test peer answered: never a device's figures
-    if summary is not None and target.get("emulated"):
-        # The summary travels alone (JSON, compare, farm): it says what its times are.
-        summary["emulated"] = True
-        if target.get("time_base"):
-            summary["time_base"] = target["time_base"]
-    if failure is not None:
-        writer.finish(status_on_failure, summary, error=str(failure))
-        if summary is not None:
-            failure.run_dir = writer.dir
-        raise failure
-    assert summary is not None
-    writer.finish("complete", summary)
-
-
-def _summary(
-    samples: list[int],
-    ends: list[schema.Summary],
-    warm: schema.Warmup | None,
-    model: schema.ModelInfo | None,
-    reps: list[int] | None = None,
-    repetition_kind: str = "process",
-    facts: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The run's summary: per-inference percentiles (tails, with how many samples stand
-    behind them) and the run-level estimate from the spread of repetition medians."""
-    tags = reps if reps and len(reps) == len(samples) else [0] * len(samples)
-    repetitions = summarize_repetitions(repetition_medians(samples, tags), repetition_kind)
-    envs = [
-        (f.get("env_before") or {}, f.get("env_after") or {})
-        for f in facts or []
-        if f.get("env_before") or f.get("env_after")
-    ]
-    stats = summarize_ns(samples)
-    latency = stats.to_dict()
-    latency["unstable"] = [*stats.unstable, *stability_warnings(repetitions, envs)]
-    wall_s = sum(e.wall_ns for e in ends) / 1e9 if ends else sum(samples) / 1e9
-    peaks = [e.peak_rss for e in ends if e.peak_rss]
-    return {
-        "count": len(samples),
-        "latency": latency,
-        "repetitions": repetitions.to_dict(),
-        "wall_s": wall_s,
-        "throughput_per_s": len(samples) / wall_s if wall_s > 0 else None,
-        "peak_rss": max(peaks) if peaks else None,
-        "first_inference_ms": warm.first_ns / 1e6 if warm and warm.first_ns else None,
-        "warmup": {"count": warm.count, "seconds": warm.seconds} if warm else None,
-        "load_ms": model.load_ms if model else None,
-        "complete": bool(ends),
-    }
-
-
 def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Push the runner and ask it for the device's facts (for `targets check`)."""
     with connect(target) as transport:
@@ -719,3 +490,62 @@ def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if not hello:
         raise DeviceError(f"{transport.description}: runner printed no device facts")
     return transport.description, hello, env
+
+
+class LinuxFlow:
+    """Linux-class devices: a runner process per repetition over a FileTransport."""
+
+    default_model_format = ""
+
+    def deploy(
+        self,
+        target: Target,
+        artifact: Artifact | None,
+        settings: RunSettings,
+        results_root: Path,
+        observer: Observer,
+    ) -> DeployOutcome:
+        if artifact is None:
+            raise ModelError(f"target {target.name} needs a model: pass --model")
+        if settings.input is not None and not settings.input.is_file():
+            raise ModelError(f"input file not found: {settings.input}")
+        meter = open_target_meter(target, settings)
+        try:
+            return _deploy_linux(target, artifact, settings, results_root, observer, meter)
+        finally:
+            if meter is not None:
+                meter.close()
+
+    def facts(self, target: Target) -> DeviceFacts:
+        where, hello, env = device_facts(target)
+        device, runtimes = hello["device"], hello["runtimes"]
+        rows = [
+            ("host", device.get("hostname")),
+            ("arch", device.get("arch")),
+            ("cpu", f"{device.get('cores')}× {device.get('cpu_model')}"),
+            ("board", device.get("board")),
+            ("virtual", device.get("virtualization")),
+            ("os", f"{device.get('os')} (kernel {device.get('kernel')})"),
+            ("python", f"{device.get('python')} ({device.get('python_path')})"),
+            (
+                "memory",
+                f"{human_bytes(device.get('mem_available'))} free of "
+                f"{human_bytes(device.get('mem_total'))}",
+            ),
+            ("disk", f"{human_bytes(device.get('disk_free'))} free in the work directory"),
+            ("governor", env.get("governor")),
+            (
+                "freq",
+                ", ".join(f"{f / 1000:.0f} MHz" for f in env.get("freq_khz") or []) or None,
+            ),
+            ("temp", f"{env['temp_c']:.1f} °C" if env.get("temp_c") is not None else None),
+            ("throttled", env.get("throttled")),
+        ]
+        shown = [(k, str(v)) for k, v in rows if v not in (None, "", "None")]
+        for runtime, version in runtimes.items():
+            mark = f"[green]{version}[/green]" if version else "[yellow]not installed[/yellow]"
+            shown.append((runtime, mark))
+        return DeviceFacts(where, {**hello, "env": env}, shown)
+
+
+FLOW = LinuxFlow()

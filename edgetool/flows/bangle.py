@@ -19,7 +19,7 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -32,15 +32,15 @@ from edgetool.errors import (
 )
 from edgetool.export.artifact import Artifact
 from edgetool.export.stepped import StepLayout, run_window
+from edgetool.flows.base import DeployOutcome, DeviceFacts, Observer, RunSettings, watch_facts
+from edgetool.flows.journal import open_run
+from edgetool.flows.mcu import BATCH, ParityCheck, input_tensors, measure_bench
 from edgetool.mcu.protocol import DeviceInfo
-from edgetool.mcu.session import BATCH, ParityCheck, input_tensors, measure_bench
 from edgetool.results.store import RunWriter
-from edgetool.targets import BleUartSettings, McuSettings, Target
+from edgetool.targets import McuSettings, Target
 from edgetool.transport.base import PutResult
+from edgetool.transport.ble_uart import BleUartSettings
 from edgetool.watch.espruino import EspruinoConsole
-
-if TYPE_CHECKING:
-    from edgetool.session import DeployOutcome, Observer, RunSettings
 
 TFDATA_BYTES = 8192
 """Budget for sizeof(TFData): error reporter, AllOpsResolver and MicroInterpreter objects
@@ -413,8 +413,6 @@ def deploy_bangle(
     results_root: Path,
     obs: Observer,
 ) -> DeployOutcome:
-    from edgetool.session import DeployOutcome, open_run
-
     mcu, _ = _settings(target)
     if artifact is None:
         raise ModelError(f"target {target.name} needs a model: pass --model")
@@ -515,3 +513,25 @@ def _measure(
         console, info, settings, writer, obs, prepare,
         time_base=TIME_BASE, samples_per_batch=BATCH,
     )  # fmt: skip
+
+
+class BangleFlow:
+    """Bangle.js 2 over BLE UART: TFLite Micro in Espruino, driven from its REPL."""
+
+    default_model_format = ":tflite:int8"
+
+    def deploy(
+        self,
+        target: Target,
+        artifact: Artifact | None,
+        settings: RunSettings,
+        results_root: Path,
+        observer: Observer,
+    ) -> DeployOutcome:
+        return deploy_bangle(target, artifact, settings, results_root, observer)
+
+    def facts(self, target: Target) -> DeviceFacts:
+        return watch_facts(*bangle_facts(target))
+
+
+FLOW = BangleFlow()

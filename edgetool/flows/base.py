@@ -1,0 +1,177 @@
+"""What every deploy flow shares: settings, outcome, observer, and the DeployFlow protocol.
+
+A flow turns (target, artifact, settings) into a run directory for one class of device:
+Linux-class (local, SSH, emulated Pi), microcontroller (bench protocol over a UART),
+Bangle.js (Espruino over BLE UART), Wear OS (ADB). Flows are registered by target kind
+in `edgetool.flows.FLOWS`; nothing else dispatches on the kind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgetool.export.artifact import Artifact
+from edgetool.results import schema
+from edgetool.targets import Target, open_transport
+from edgetool.transport import FileTransport, PutResult
+from edgetool.transport.base import Progress
+
+DEFAULT_REPEAT = 5
+"""Repetitions per run by default: as MLPerf Tiny's five windows, enough for a t interval
+(4 degrees of freedom) while keeping a default deploy to a few seconds on a Pi."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    iterations: int = 0
+    duration: float = 0.0
+    min_duration: float = 0.0
+    warmup: int = 10
+    warmup_seconds: float = 0.0
+    threads: int = 0
+    input: Path | None = None
+    seed: int = 0
+    save_outputs: bool = False
+    runtime: str = "auto"
+    # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
+    new_tokens: int = 0
+    head_size: int = 0
+    # Energy: read the target's [meter] beside the run; the device idles this long first
+    energy: bool = False
+    idle_seconds: float = 2.0
+    # Android: benchmark_model's per-operator profile
+    op_profile: bool = False
+    # Repetitions: fresh runner processes (or separate measurement windows on devices that
+    # cannot start one); iterations, duration and warm-up apply to each repetition.
+    repeat: int = DEFAULT_REPEAT
+
+    def effective_iterations(self) -> int:
+        if self.new_tokens:
+            return self.iterations or 3
+        return self.iterations if self.iterations or self.duration else 100
+
+    @staticmethod
+    def default_min_duration(iterations: int | None, duration: float | None, repeat: int) -> float:
+        """Per repetition: with neither a count nor a duration, at least 1 s of measuring
+        in all (as benchmark_model's default), shared between the repetitions."""
+        return 0.0 if iterations or duration else 1.0 / max(repeat, 1)
+
+    def repetitions(self) -> int:
+        """How many repetitions this run makes: one where a process carries state across
+        the whole run (energy alignment to one clock, an LLM's generations)."""
+        if self.energy or self.new_tokens:
+            return 1
+        return max(self.repeat, 1)
+
+
+@dataclass
+class DeployOutcome:
+    run_dir: Path
+    run_id: str
+    manifest: dict[str, Any]
+    summary: dict[str, Any]
+    pushes: list[PutResult] = field(default_factory=list)
+
+
+class Observer:
+    """What a front end (the CLI's progress bar, a farm log) hears of a deploy."""
+
+    def connected(self, description: str) -> None: ...
+
+    def pushing(self, name: str, size: int) -> Progress | None:
+        return None
+
+    def pushed(self, name: str, result: PutResult) -> None: ...
+
+    def event(self, event: schema.Event) -> None: ...
+
+    def measuring(self, expected: int, duration: float) -> None: ...
+
+    def progress(self, count: int) -> None: ...
+
+    def metering(self, meter: str, idle_seconds: float) -> None: ...
+
+    def repetition(self, run_id: str, index: int, total: int) -> None:
+        """Repetition `index` (0-based) of `total` of run `run_id` starts."""
+
+
+@contextlib.contextmanager
+def connect(target: Target) -> Iterator[FileTransport]:
+    transport = open_transport(target)
+    try:
+        yield transport
+    finally:
+        transport.close()
+
+
+def push(
+    transport: FileTransport, files: list[tuple[Path, str]], observer: Observer
+) -> list[PutResult]:
+    """Send files with the observer watching; one probe and one commit for all of them."""
+    results = transport.put_many(
+        files, lambda local: observer.pushing(local.name, local.stat().st_size)
+    )
+    for (local, _), result in zip(files, results, strict=True):
+        observer.pushed(local.name, result)
+    return results
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What `targets check` shows of a device: where it is reached, what answered, the
+    facts as rows (label, value; rich markup allowed) and as JSON."""
+
+    where: str
+    data: dict[str, Any]
+    rows: list[tuple[str, str]]
+    status: str = "reachable"
+    label: str = ""
+    width: int = 10
+    """Characters the row labels are padded to."""
+
+
+def fact_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:
+    """A device's own facts as rows (a table flattened to k=v), empty values left out."""
+    rows = []
+    for key, value in facts.items():
+        if key != "synthetic" and value not in (None, "", {}, []):
+            shown = (
+                ", ".join(f"{k}={v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else value
+            )
+            rows.append((key, str(shown)))
+    return rows
+
+
+def watch_facts(where: str, facts: dict[str, Any]) -> DeviceFacts:
+    """A watch's facts; a synthetic test peer is labelled as one."""
+    label = "(synthetic peer, not a watch)" if facts.get("synthetic") else ""
+    return DeviceFacts(where, facts, fact_rows(facts), label=label, width=16)
+
+
+class DeployFlow(Protocol):
+    """One class of device. A new one is one module with an object like this, registered
+    under its target kind (or `kind/transport` when a transport changes the flow)."""
+
+    default_model_format: str
+    """The suffix a bare `--model NAME` gets here (":c" on a microcontroller)."""
+
+    def deploy(
+        self,
+        target: Target,
+        artifact: Artifact | None,
+        settings: RunSettings,
+        results_root: Path,
+        observer: Observer,
+    ) -> DeployOutcome:
+        """Run `artifact` (None: the model already in the firmware) and journal it."""
+        ...
+
+    def facts(self, target: Target) -> DeviceFacts:
+        """Connect and report what the device is (`targets check`, the farm's health)."""
+        ...
