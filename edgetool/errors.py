@@ -13,6 +13,8 @@ class EdgetoolError(Exception):
     """Root of user-facing errors: the message is one line that says what to do."""
 
     exit_code = 1
+    failure_class = "error"
+    """How the farm classes a job whose deploy exits with this code (`retry.on`)."""
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -29,42 +31,49 @@ class ModelError(EdgetoolError):
     """The model file is missing, corrupt, or does not fit the inputs or the device."""
 
     exit_code = 3
+    failure_class = "model"
 
 
 class HostKeyError(EdgetoolError):
     """The device's SSH host key is unknown or changed: never connect past it."""
 
     exit_code = 4
+    failure_class = "config"
 
 
 class ConfigError(EdgetoolError):
     """A target/plan file is missing, malformed or names something unknown."""
 
     exit_code = 5
+    failure_class = "config"
 
 
 class ConnectError(EdgetoolError):
     """The device cannot be reached or refuses our credentials."""
 
     exit_code = 6
+    failure_class = "connect"
 
 
 class DeviceError(EdgetoolError):
     """The device was reached but cannot do the work (no runtime, disk full, hung)."""
 
     exit_code = 7
+    failure_class = "device"
 
 
 class TransferError(EdgetoolError):
     """A file did not arrive on the device intact."""
 
     exit_code = 8
+    failure_class = "transfer"
 
 
 class ResultsError(EdgetoolError):
     """A run directory is missing or unreadable."""
 
     exit_code = 9
+    failure_class = "error"
 
 
 class Regression(EdgetoolError):
@@ -77,6 +86,7 @@ class VerificationFailed(EdgetoolError):
     """An artifact does not match its reference within the tolerances."""
 
     exit_code = 11
+    failure_class = "model"
 
 
 class JobsFailed(EdgetoolError):
@@ -115,3 +125,18 @@ EXIT_CODES: dict[int, str] = {
     Inconclusive.exit_code: "comparison inconclusive or not comparable (no regression found)",
     Interrupted.exit_code: "interrupted (partial results kept)",
 }
+
+
+def failure_class_of(exit_code: int) -> str:
+    """The failure class of a process that exited with EXIT_CODE (a farm job's deploy)."""
+    for cls in _all_subclasses(EdgetoolError):
+        if cls.exit_code == exit_code:
+            return cls.failure_class
+    return EdgetoolError.failure_class
+
+
+def _all_subclasses(cls: type[EdgetoolError]) -> list[type[EdgetoolError]]:
+    found: list[type[EdgetoolError]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_all_subclasses(sub)]
+    return found

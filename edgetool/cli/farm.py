@@ -7,13 +7,10 @@ CI uploads (runs, summary.json, JUnit XML, HTML report).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -218,30 +215,6 @@ class LineProgress:
             )
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
-def _baseline(
-    cli_value: str | None, plan: Plan, night: Path, count: int
-) -> tuple[list[Path], str | None]:
-    """(baseline night dirs, oldest first; note): `latest` is the newest earlier night
-    beside this one, or the newest `count` of them."""
-    from edgetool.errors import ResultsError
-    from edgetool.farm.outputs import latest_nights, night_runs
-
-    value = cli_value or plan.regression.baseline
-    if value is None:
-        return [], None
-    if value == "latest":
-        found = latest_nights(night.parent, plan, exclude=night, count=count)
-        return (found, None) if found else ([], "no earlier night of this plan: no comparison")
-    path = Path(value).expanduser()
-    if not night_runs(path):
-        raise ResultsError(f"baseline {path} has no runs (expected a night directory)")
-    return [path], None
-
-
 @command.command("run")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @coordinator_option
@@ -302,24 +275,18 @@ def run(
     with a baseline). Exit 0: all passed; 10: a regression against the baseline;
     12: a job failed (or was skipped, with --strict); 130: interrupted; 5: bad plan.
     """
-    from edgetool.errors import EdgetoolError, Interrupted, JobsFailed, Regression
     from edgetool.farm import outputs
-    from edgetool.farm.execute import Executor
+    from edgetool.farm.night import run_night
     from edgetool.farm.plan import expand, unmatched_tags
 
     plan = _load(plan_file, ctx)
     provider = _provider(coordinator)
     jobs = expand(plan, provider)
-    started = time.time()
-    night = (out or paths.results_dir() / "nights" / outputs.night_name(plan, started)).absolute()
+    night = (
+        out or paths.results_dir() / "nights" / outputs.night_name(plan, time.time())
+    ).absolute()
     if (night / outputs.SUMMARY).exists():
         raise click.UsageError(f"{night} already holds a night (summary.json); pick another --out")
-    base_nights, base_note = _baseline(
-        baseline, plan, night, baseline_nights or plan.regression.baseline_nights
-    )
-    base_dir = base_nights[-1] if base_nights else None
-    night.mkdir(parents=True, exist_ok=True)
-    progress = LineProgress(len(jobs), enabled=not as_json)
     if not as_json:
         click.echo(
             f"night {plan.name}: {len(jobs)} jobs → {night}/  (places: {provider.description})",
@@ -327,87 +294,29 @@ def run(
         )
         for warning in unmatched_tags(plan, provider):
             click.echo(f"warning: {warning}", err=True)
-    executor = Executor(
-        plan, jobs, provider, night, observer=progress, targets_dirs=targets_dirs(ctx)
-    )
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    interrupted = False
-    try:
-        executor.start()
-        executor.wait()
-        executed = time.time()
-    except KeyboardInterrupt:
-        executed = time.time()
-        interrupted = True
-        if not as_json:
-            click.echo("interrupted: stopping running jobs, releasing places …", err=True)
-        with contextlib.suppress(KeyboardInterrupt):  # a 2nd Ctrl-C: write outputs now
-            executor.interrupt()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    results = executor.ordered()
-    for result in results:
-        if result.status == "pending":  # a worker still blocked waiting for a place
-            result.status, result.reason = "skipped", "interrupted before it ran"
-    notes = [base_note] if base_note else []
-    if base_dir is not None:
-        try:  # a bad baseline must not cost the night's own outputs
-            comparison = outputs.apply_baseline(results, base_dir, plan, base_nights[:-1])
-            from edgetool.results.store import write_json_atomic
-
-            write_json_atomic(night / "comparison.json", comparison)
-        except EdgetoolError as exc:
-            notes.append(f"no comparison with {base_dir}: {exc}")
-    report = None
-    try:
-        report = outputs.write_night_report(plan, results, night / "report.html")
-    except (EdgetoolError, OSError) as exc:
-        notes.append(f"no HTML report: {exc}")
-    for note in notes:
-        if not as_json:
-            click.echo(f"note: {note}", err=True)
-    c = outputs.counts(results)
-    failed = c["failed"] + (c["skipped"] if strict else 0)
-    error: Exception | None = None
-    if interrupted:
-        error = Interrupted(f"interrupted: outputs for the finished jobs are in {night}")
-    elif c["regressed"]:
-        names = [f"{r.job.model} on {r.job.slot}" for r in results if r.status == "regressed"]
-        more = f" (and {c['failed']} failed)" if c["failed"] else ""
-        error = Regression(
-            f"{c['regressed']} regression(s) beyond {100 * plan.regression.threshold:g} % "
-            f"against {base_dir}: {'; '.join(names[:3])}{more}"
-        )
-    elif failed:
-        what = f"{c['failed']} of {c['total']} jobs failed"
-        if strict and c["skipped"]:
-            what += f", {c['skipped']} skipped (--strict)"
-        error = JobsFailed(f"{what}; see {night / outputs.SUMMARY}")
-    code = getattr(error, "exit_code", 0) if error else 0
-    data = outputs.summary(
+    done = run_night(
         plan,
-        results,
+        jobs,
+        provider,
         night,
-        started=started,
-        executed=executed,
-        finished=time.time(),
-        provider=provider.description,
-        baseline=str(base_dir) if base_dir else None,
-        exit_code=code,
-        interrupted=interrupted,
-        report=report,
-        notes=notes,
+        baseline=baseline,
+        baseline_count=baseline_nights,
+        strict=strict,
+        observer=LineProgress(len(jobs), enabled=not as_json),
+        targets_dirs=targets_dirs(ctx),
+        say=(lambda text: None) if as_json else (lambda text: click.echo(text, err=True)),
     )
-    outputs.write_summary(night, data)
-    outputs.write_junit(plan, results, night / "junit.xml")
+    if not as_json:
+        for note in done.notes:
+            click.echo(f"note: {note}", err=True)
     if junit is not None:
-        outputs.write_junit(plan, results, junit)
+        outputs.write_junit(plan, done.results, junit)
     if as_json:
-        emit_json(data)
+        emit_json(done.summary)
     else:
-        _print_night(data, night, junit, report)
-    if error is not None:
-        raise error
+        _print_night(done.summary, night, junit, done.report)
+    if done.error is not None:
+        raise done.error
 
 
 def _print_night(

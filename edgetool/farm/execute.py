@@ -21,22 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgetool.errors import EdgetoolError
+from edgetool.errors import EdgetoolError, failure_class_of
 from edgetool.farm.plan import Job, Plan, slots
 
 if TYPE_CHECKING:
     from edgetool.farm.places import Place, PlaceProvider
 
-_CLASS_BY_EXIT = {
-    3: "model",
-    4: "config",
-    5: "config",
-    6: "connect",
-    7: "device",
-    8: "transfer",
-    9: "error",
-    11: "model",
-}
 KILL_GRACE = 5.0
 """Seconds between SIGTERM (deploy keeps a partial run) and SIGKILL of a job's group."""
 CHECK_TIMEOUT = 120.0
@@ -302,7 +292,7 @@ class Executor:
             except (ValueError, KeyError, TypeError):
                 attempt.failure, attempt.error = "error", "deploy printed no JSON result"
         else:
-            attempt.failure = _CLASS_BY_EXIT.get(proc.code or 1, "error")
+            attempt.failure = failure_class_of(proc.code or 1)
             attempt.error = f"{_last_error(proc.stderr)} [exit {proc.code}]"
         return attempt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def test_a_plugin_transport_and_kind_deploy_end_to_end(home: Path, tmp_path: Pat
         textwrap.dedent(
             f"""
             kind = "jailed"
-            python = {json.dumps(os.sys.executable)}
+            python = {json.dumps(sys.executable)}
             [transport]
             type = "jail"
             root = {json.dumps(str(device))}
