@@ -40,8 +40,8 @@ def _free_port() -> int:
 
 def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
     from edgetool.targets import AdbSettings
+    from edgetool.testing.adb_peer import AdbPeer
     from edgetool.transport.adb import AdbTransport
-    from tests.adb_peer import AdbPeer
 
     payload = root / "payload.bin"
     payload.write_bytes(os.urandom(mb << 20))
@@ -91,7 +91,7 @@ def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
 
 
 def nus_upload(root: Path, model: str) -> dict[str, float]:
-    from tests.nus_peer import NusPeer
+    from edgetool.testing.nus_peer import NusPeer
 
     env = {**os.environ, "EDGETOOL_CACHE_DIR": os.environ["EDGETOOL_CACHE_DIR"]}
     with NusPeer() as peer:

@@ -16,8 +16,8 @@ import pytest
 
 from edgetool.errors import DeviceError
 from edgetool.targets import AdbSettings
+from edgetool.testing.adb_peer import AdbPeer
 from edgetool.transport.adb import AdbTransport
-from tests.adb_peer import AdbPeer
 
 
 @pytest.fixture
