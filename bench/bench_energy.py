@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Energy per inference and clock alignment against meters with known ground truth.
 
-The PPK2 and UM25C peers (edgetool.power.peers) speak the real wire protocols on a pty and
+The PPK2 and UM25C peers (edgetool.testing.meters) speak the real wire protocols on a pty and
 draw a pulse waveform of the host clock; the pulses stand for inferences, so every
 window's exact energy is known in closed form. The real drivers read the peers, and the
 same code that serves `deploy --energy` integrates the windows. Alignment: the runner's
@@ -25,8 +25,8 @@ from edgetool.power import open_meter
 from edgetool.power.align import estimate_offset, probe_clock
 from edgetool.power.base import PowerSample, host_ns
 from edgetool.power.energy import energy_from_trace, group_windows
-from edgetool.power.peers import start_peer
-from edgetool.power.waveform import Pulses
+from edgetool.testing.meters import start_peer
+from edgetool.testing.waveform import Pulses
 
 VOLTS = 5.0
 HIGH, LOW = 0.5, 0.05

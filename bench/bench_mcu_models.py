@@ -42,8 +42,8 @@ def _db_print(client: Any) -> bytes | None:
 def upload_bench(elf: Any, payload_len: int, uploads: int) -> list[dict[str, Any]]:
     from edgetool.emulate.qemu_m import QemuCortexM
     from edgetool.errors import EdgetoolError
-    from edgetool.mcu.noisy import BitFlipProxy
     from edgetool.mcu.protocol import BenchClient
+    from edgetool.testing.noisy_link import BitFlipProxy
     from edgetool.transport.serial import open_port
 
     qemu = QemuCortexM("bench-upload")

@@ -39,8 +39,8 @@ def _free_port() -> int:
 
 
 def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
+    from edgetool.testing.adb_peer import AdbPeer
     from edgetool.transport.adb import AdbSettings, AdbTransport
-    from tests.adb_peer import AdbPeer
 
     payload = root / "payload.bin"
     payload.write_bytes(os.urandom(mb << 20))
@@ -90,7 +90,7 @@ def adb_push(root: Path, mb: int, reps: int) -> dict[str, float]:
 
 
 def nus_upload(root: Path, model: str) -> dict[str, float]:
-    from tests.nus_peer import NusPeer
+    from edgetool.testing.nus_peer import NusPeer
 
     env = {**os.environ, "EDGETOOL_CACHE_DIR": os.environ["EDGETOOL_CACHE_DIR"]}
     with NusPeer() as peer:

@@ -1,4 +1,4 @@
-"""`edgetool` against a synthetic Bangle.js 2 behind a TCP NUS bridge (tests/nus_peer.py):
+"""`edgetool` against a synthetic Bangle.js 2 behind a TCP NUS bridge (edgetool.testing.nus_peer):
 facts, deploy with upload/skip, fit refusal, corrupt storage, a watch that goes silent."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from edgetool.testing.nus_peer import NusPeer
 from tests.conftest import REPO, CliResult, assert_one_line_error, run_cli
-from tests.nus_peer import NusPeer
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ import pytest
 from edgetool.flows.base import Observer, connect, push
 from edgetool.power.align import estimate_offset, probe_clock
 from edgetool.power.base import host_ns
-from edgetool.power.waveform import Sine
 from edgetool.results.store import load_run
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import load_target
+from edgetool.testing.hwmon_peer import HwmonPeer
+from edgetool.testing.waveform import Sine
 from tests.conftest import run_cli
-from tests.hwmon_peer import HwmonPeer
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import pytest
 from edgetool.emulate.qemu_m import QemuCortexM
 from edgetool.errors import DeviceError
 from edgetool.mcu.build import build_firmware
-from edgetool.mcu.noisy import BitFlipProxy
 from edgetool.mcu.protocol import BenchClient
+from edgetool.testing.noisy_link import BitFlipProxy
 from edgetool.transport.serial import open_port
 from tests.conftest import assert_one_line_error
 

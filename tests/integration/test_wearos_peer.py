@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.adb_peer import AdbPeer
+from edgetool.testing.adb_peer import AdbPeer
 from tests.conftest import REPO, assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.integration

@@ -27,7 +27,7 @@ from adb_shell.exceptions import (
     TcpTimeoutException,
 )
 
-from tests.adb_peer import (
+from edgetool.testing.adb_peer import (
     A_AUTH,
     A_CLSE,
     A_CNXN,
@@ -42,7 +42,6 @@ from tests.adb_peer import (
     map_command,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 V1, V_SKIP = 0x01000000, 0x01000001
 
 
@@ -505,7 +504,8 @@ def test_standalone_main(tmp_path: Path, key: Key) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(REPO / "tests/adb_peer.py"),
+            "-m",
+            "edgetool.testing.adb_peer",
             "--root",
             str(tmp_path / "watch"),
             "--authorized-keys",

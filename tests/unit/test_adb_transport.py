@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from edgetool.errors import DeviceError
+from edgetool.testing.adb_peer import AdbPeer
 from edgetool.transport.adb import AdbSettings, AdbTransport
-from tests.adb_peer import AdbPeer
 
 
 @pytest.fixture

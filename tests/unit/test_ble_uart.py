@@ -13,9 +13,9 @@ import pytest
 
 from edgetool.errors import ConfigError, DeviceError, ModelError
 from edgetool.targets import McuSettings, Target
+from edgetool.testing.nus_peer import NusPeer
 from edgetool.transport.ble_uart import BleUartSettings, open_nus_port
 from edgetool.watch.espruino import EspruinoConsole
-from tests.nus_peer import NusPeer
 
 
 def _read_until(port: Any, needle: bytes, timeout: float = 5.0) -> bytes:

@@ -23,12 +23,12 @@ from edgetool.power.energy import (
     group_windows,
     mean_ci,
 )
-from edgetool.power.waveform import Sine
 from edgetool.results import schema
 from edgetool.results.store import RunWriter, load_run
 from edgetool.runner import RUNNER_PATH
+from edgetool.testing.hwmon_peer import HwmonPeer
+from edgetool.testing.waveform import Sine
 from edgetool.transport.local import LocalSettings, LocalTransport
-from tests.hwmon_peer import HwmonPeer
 
 
 def sampled(fn: Any, t0: int, t1: int, step: int) -> list[PowerSample]:
@@ -266,7 +266,7 @@ def test_deploy_energy_with_a_host_meter_aligns_and_integrates(
 ) -> None:
     """A host-side meter on a pty speaking the real protocol: the device clock is found by
     round trips (true offset 0 here) and each window is integrated on the meter's clock."""
-    from edgetool.power.peers import start_peer
+    from edgetool.testing.meters import start_peer
 
     volts = 3.3
     # The UM25C answers with a reading ~0.1 s old: give it a load that changes slowly.

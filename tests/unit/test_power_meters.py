@@ -1,5 +1,5 @@
 """PPK2 and UM25C drivers against the protocol peers on a pty, checked against the exact
-charge of the waveform the peer plays back (edgetool.power.waveform)."""
+charge of the waveform the peer plays back (edgetool.testing.waveform)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import pytest
 from edgetool.errors import ConfigError, ConnectError, DeviceError
 from edgetool.power import ppk2, um25c
 from edgetool.power.base import PowerSample, host_ns
-from edgetool.power.peers import PEER_CALIBRATION, Ppk2Peer, Um25cPeer, start_peer
-from edgetool.power.waveform import Constant, Pulses, Sine, parse_waveform
+from edgetool.testing.meters import PEER_CALIBRATION, Ppk2Peer, Um25cPeer, start_peer
+from edgetool.testing.waveform import Constant, Pulses, Sine, parse_waveform
 
 PULSES = "pulses:period=10ms,width=4ms,high=0.5,low=0.05"
 VOLTS = 5.0
@@ -331,7 +331,7 @@ def test_um25c_dead_or_silent_meter() -> None:
     with silent_pty() as port, pytest.raises(DeviceError, match="did not answer"):
         um25c.Um25cMeter({"port": port, "timeout": 0.2})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgetool.power.peers", "um25c", "--waveform", "constant:0.3",
+        [sys.executable, "-m", "edgetool.testing.meters", "um25c", "--waveform", "constant:0.3",
          "--volts", "5"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )  # fmt: skip

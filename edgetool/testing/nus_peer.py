@@ -13,7 +13,7 @@ prints it. `require("tensorflow")` is the real TFLite Micro interpreter (tflite_
 the stored bytes, so outputs are genuine TFLM outputs; timings are host time (the peer
 says `process.env.EDGETOOL_SYNTHETIC = true`, so results are labelled synthetic).
 
-Run standalone: `python -m tests.nus_peer [--port N]`.
+Run standalone: `python -m edgetool.testing.nus_peer [--port N]`.
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ class _Session:
             self.window = np.zeros(int(found.group(1)), dtype=np.float32)
             return
         found = _STEPPED.match(statement)
-        if found and self.interpreter is not None and self.window is not None:
+        if found and self.input is not None and self.window is not None:
             size, steps, channels, into_at, tail = (int(g) for g in found.groups())
             if size != self.input.size or into_at != channels:
                 raise JsError("RangeError: Array too large")

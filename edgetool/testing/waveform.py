@@ -1,6 +1,6 @@
 """Synthetic current waveforms on the host clock, with exact integrals.
 
-The meter peers (edgetool.power.peers) play these back through the real wire protocols,
+The meter peers (edgetool.testing.meters) play these back through the real wire protocols,
 and tests and benchmarks compare what a driver reports against `charge()`, which is a
 closed form rather than a numerical integral, so the ground truth has no error of its own.
 All times are absolute host_ns() values (CLOCK_MONOTONIC), so a peer in another process

@@ -13,10 +13,14 @@ import threading
 from pathlib import Path
 
 from edgetool.power.base import host_ns
-from edgetool.power.waveform import Waveform
+from edgetool.testing.waveform import Waveform
 
 
 class HwmonPeer:
+    """`root/hwmon7` holding name, power1_input, in1_input and curr1_input, rewritten every
+    millisecond by a thread until close(). A local target's `[meter] type = "hwmon"`
+    reads it with `chip = "ina260"` and `root` set to this root (the runner scans it)."""
+
     def __init__(self, root: Path, waveform: Waveform, volts: float, chip: str = "ina260"):
         self.dir = root / "hwmon7"
         self.dir.mkdir(parents=True)

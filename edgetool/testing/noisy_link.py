@@ -4,14 +4,25 @@ benchmarks of the upload protocols (QEMU's UART itself never corrupts a byte).
 Only the host -> device direction is corrupted by default: that is where uploads travel,
 and it keeps the device's replies (ACK/NAK, text) readable so the effect measured is the
 upload's. `both=True` corrupts the replies too.
+
+    python -m edgetool.testing.noisy_link 127.0.0.1:4321 --ber 1e-4
+    {"url": "socket://127.0.0.1:40123"}
+
+The proxy serves until killed or until its stdin closes, like the meter peers.
+In-process: `proxy = BitFlipProxy(("127.0.0.1", 4321), ber=1e-4)`; `proxy.url`;
+`proxy.close()`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import random
 import socket
+import sys
 import threading
+from collections.abc import Sequence
 
 
 class BitFlipProxy:
@@ -81,3 +92,38 @@ class BitFlipProxy:
     def close(self) -> None:
         self._stop.set()
         self._server.close()
+
+
+def _address(text: str) -> tuple[str, int]:
+    """ "HOST:PORT" -> (host, port), for argparse (which turns a ValueError into a usage error)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(text)
+    return host, int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m edgetool.testing.noisy_link",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("upstream", type=_address, help="HOST:PORT of the device's TCP UART")
+    parser.add_argument("--ber", type=float, required=True, help="bit error rate, e.g. 1e-4")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--both", action="store_true", help="corrupt the replies too")
+    args = parser.parse_args(argv)
+    proxy = BitFlipProxy(args.upstream, args.ber, seed=args.seed, both=args.both)
+    try:
+        print(json.dumps({"url": proxy.url}), flush=True)
+        while sys.stdin.buffer.read(4096):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,7 +32,8 @@ few seconds); "bad-magic" (answers CNXN with a CNXN whose magic field is wrong, 
 ignores everything until the client hangs up);
 "silent" (accepts TCP, never answers).
 
-Standalone: `python tests/adb_peer.py --root DIR [--port N] [--accept-new-keys] [--mode M]`.
+Standalone: `python -m edgetool.testing.adb_peer --root DIR [--port N] [--accept-new-keys]
+[--mode M]`.
 """
 
 from __future__ import annotations
@@ -103,6 +104,9 @@ DEFAULT_PROPS: dict[str, str] = {
     "ro.build.version.sdk": "33",
     "ro.hardware": "peer",
     "ro.build.characteristics": "nosdcard,watch",
+    # edgetool reads this (edgetool.android.session.SYNTHETIC_PROP) and labels every figure
+    # measured through the peer SYNTHETIC, so a peer's numbers never pass for a watch's.
+    "ro.edgetool.synthetic": "1",
 }
 
 MODES = ("plain", "tls", "bad-magic", "silent")
@@ -177,7 +181,7 @@ class Battery:
     Each value is replaced atomically (rename), so a reader sees a whole number, and stamped
     with the host time it became visible: the recorded step function is what a reader of the
     files could have seen, which is the ground truth for energy (a late writer thread on a busy
-    CI host would make the nominal waveform wrong, see tests/hwmon_peer.py)."""
+    CI host would make the nominal waveform wrong, see edgetool.testing.hwmon_peer)."""
 
     def __init__(
         self,

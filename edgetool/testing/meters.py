@@ -4,7 +4,7 @@ They let the real drivers (Ppk2Meter, Um25cMeter) be tested and benchmarked end 
 without hardware: the current they report is a Waveform of host time, so what a driver
 measures can be checked against the waveform's exact charge().
 
-    python -m edgetool.power.peers ppk2 --volts 5 \
+    python -m edgetool.testing.meters ppk2 --volts 5 \
         --waveform pulses:period=10ms,width=4ms,high=0.5,low=0.05
     {"port": "/dev/pts/7"}
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from edgetool.power import ppk2, um25c
 from edgetool.power.base import host_ns
-from edgetool.power.waveform import Waveform, parse_waveform
+from edgetool.testing.waveform import Waveform, parse_waveform
 
 PEER_CALIBRATION = ppk2.Ppk2Calibration(
     # Plausible, deliberately non-trivial values, so a decoder that ignores a term fails.
@@ -323,7 +323,7 @@ def start_peer(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgetool.power.peers", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgetool.testing.meters", description=__doc__)
     parser.add_argument("kind", choices=("ppk2", "um25c"))
     parser.add_argument("--waveform", required=True, help="e.g. constant:0.2")
     parser.add_argument("--volts", type=float, required=True)
