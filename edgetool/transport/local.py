@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import shutil
@@ -16,7 +17,9 @@ from pathlib import Path
 from edgetool import paths
 from edgetool.errors import DeviceError
 from edgetool.targets import LocalSettings
-from edgetool.transport.base import CHUNK, FileTransport, Progress, split_lines
+from edgetool.transport.base import CHUNK, FileTransport, Progress, shown_argv, split_lines
+
+log = logging.getLogger(__name__)
 
 
 class LocalProcess:
@@ -74,6 +77,7 @@ class LocalProcess:
     def wait(self) -> int:
         status = self._popen.wait()
         self._drain.join(timeout=5)
+        log.debug("%s (pid %d) exited with status %d", self._argv[0], self._popen.pid, status)
         return status
 
     def stderr_text(self) -> str:
@@ -93,6 +97,7 @@ class LocalProcess:
             with contextlib.suppress(OSError):
                 self._popen.stdin.close()
         if self._popen.poll() is None:
+            log.debug("kill %s (pid %d)", self._argv[0], self._popen.pid)
             self._popen.kill()
 
 
@@ -110,6 +115,7 @@ class LocalTransport(FileTransport):
         return self.root / remote
 
     def run(self, argv: Sequence[str]) -> LocalProcess:
+        log.info("run %s", shown_argv(argv))
         return LocalProcess(
             argv, self.root, self.settings.idle_timeout, self.settings.command_timeout
         )
