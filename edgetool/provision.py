@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -29,6 +31,8 @@ from edgetool.flows.base import Observer, connect, push
 from edgetool.targets import ProvisionSettings, Target, device_path
 from edgetool.transport import FileTransport
 from edgetool.transport.base import file_sha256
+
+log = logging.getLogger(__name__)
 
 MARKER = "edgetool-provision.json"
 LOCK = "lock.json"
@@ -342,6 +346,7 @@ def _pip_failure(lines: Sequence[str], wheelhouse: Path | None, what: str) -> Ed
 def _run_pip(argv: list[str], env: dict[str, str], on_line: Callable[[str], None]) -> list[str]:
     """Run pip on the host, streaming its (merged) output; returns every line."""
     lines: list[str] = []
+    log.info("run %s", shlex.join(argv))
     with subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -385,6 +390,7 @@ def fetch(
     if not refresh:
         hit = _cached(directory, _read_lock(directory).get(key))
         if hit is not None:
+            log.info("wheels for %s are cached in %s", facts.cache_key, directory)
             return Fetched(directory, hit, True, source)
     argv = [sys.executable, "-m", "pip", "download", "--only-binary=:all:"]
     for tag in platform_tags(facts.machine, facts.glibc):
@@ -509,6 +515,14 @@ def read_facts(transport: FileTransport, venv: str) -> DeviceFacts:
             "manylinux wheels need glibc"
         )
     marker = raw.get("marker")
+    log.info(
+        "device: %s, Python %s, %s; venv %s %s",
+        raw["machine"],
+        raw["python"],
+        glibc,
+        venv,
+        "exists" if raw["venv"] else "missing",
+    )
     return DeviceFacts(
         machine=str(raw["machine"]),
         python_version=str(raw["python"]),
@@ -642,6 +656,7 @@ def _install(
     marker = facts.marker or {}
     if facts.venv_exists and marker.get("hash") == digest:
         ok, reply = _check_venv(transport, python, dists, modules)
+        log.info("venv %s is provisioned with this set: %s", venv, "checked" if ok else "broken")
         if ok:
             outcome.nothing_to_do = True
             outcome.versions = reply.get("versions", {})
@@ -664,6 +679,7 @@ def _install(
                 hint="Point [provision] venv at a new directory, or empty that one yourself.",
             )
         obs.step(f"venv  creating {venv} ({transport.python} -m venv)")
+        log.info("create the venv %s", venv)
         status, lines = _stream(transport, [transport.python, "-m", "venv", "--", venv], obs)
         if status != 0:
             if not facts.venv_dir:  # only a directory this call created is removed
@@ -681,6 +697,7 @@ def _install(
         outcome.created_venv = True
         obs.step_done(f"venv  created {venv}")
     obs.step(f"install  {', '.join(outcome.requirements)} into {venv} (pip, --no-index)")
+    log.info("install %s into %s", ", ".join(outcome.requirements), venv)
     status, lines = _stream(
         transport,
         [python, "-m", "pip", "install", "--no-index", "--find-links", wheel_dir, "--upgrade",
@@ -708,6 +725,7 @@ def _install(
         "versions": outcome.versions,
         "edgetool": __version__,
     }
+    log.info("record the provision marker %s/%s", venv, MARKER)
     transport.run_checked(
         [transport.python, "-S", "-c", _WRITE_MARKER, f"{venv}/{MARKER}", json.dumps(record)]
     )

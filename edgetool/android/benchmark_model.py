@@ -16,12 +16,15 @@ older builds print no prefix, the Android app logs through logcat), each `Run()`
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgetool.errors import DeviceError, ModelError
+
+log = logging.getLogger(__name__)
 
 MAX_SECS = 3600
 """`--max_secs`: the tool stops starting new runs past it; an hour keeps counts exact."""
@@ -432,6 +435,14 @@ def parse_output(text: str) -> BenchmarkOutput:
             f"its last line: {_one_line(last) or '(no output)'!r}",
             hint="Is the binary LiteRT's benchmark_model for this ABI? Run it with adb shell.",
         )
+    log.debug(
+        "benchmark_model said: %d runs, steady count=%d mean %s us, %d warnings, %d op rows",
+        len(runs),
+        steady.count,
+        steady.mean_us,
+        len(warnings),
+        len(tables.ops),
+    )
     init_us = float(timings["init"]) if timings else None
     if init_us is None and session_ms is not None:
         init_us = session_ms * 1e3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -61,11 +62,85 @@ class State:
     verbose = False
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the moment (a progress display or a test
+    runner may have swapped it since the handler was made), never to stdout: `--json`
+    output stays clean."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+class _Format(logging.Formatter):
+    """One line a record. Without -v only warnings show, as `warning: ...` like the CLI's
+    own lines; with -v each line says who speaks (`edgetool.transport.ssh: run ...`).
+    Other libraries' records never get a level prefix (an `error:` line is never theirs),
+    and without -v they stay as Python prints them when nothing is configured."""
+
+    def __init__(self, verbosity: int) -> None:
+        super().__init__()
+        self.verbosity = verbosity
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not _is_ours(record.name):
+            return f"{record.name}: {text}" if self.verbosity else text
+        if self.verbosity:
+            text = f"{record.name}: {text}"
+        if record.levelno >= logging.WARNING:
+            text = f"{record.levelname.lower()}: {text}"
+        return text
+
+
+def _is_ours(name: str) -> bool:
+    return name == "edgetool" or name.startswith("edgetool.")
+
+
+def _threshold(name: str, verbosity: int) -> int:
+    """The least level shown for a logger: ours follow -v; paramiko's connection story
+    (algorithms, authentication) joins at -vv; other libraries' debug chatter at -vvv."""
+    if _is_ours(name):
+        return {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    if verbosity >= 3:
+        return logging.DEBUG
+    if verbosity == 2 and (name == "paramiko" or name.startswith("paramiko.")):
+        return logging.INFO
+    return logging.WARNING
+
+
+_handler: logging.Handler | None = None
+
+
+def setup_logging(verbosity: int) -> None:
+    """Configure logging once per invocation (again when tests invoke the CLI in one
+    process); library code only ever calls `logging.getLogger(__name__)`."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = _StderrHandler()
+    _handler.setFormatter(_Format(verbosity))
+    _handler.addFilter(lambda record: record.levelno >= _threshold(record.name, verbosity))
+    root.addHandler(_handler)
+    logging.getLogger("edgetool").setLevel(_threshold("edgetool", verbosity))
+    if verbosity >= 2:
+        logging.getLogger("paramiko").setLevel(_threshold("paramiko", verbosity))
+    if verbosity >= 3:
+        root.setLevel(logging.DEBUG)
+
+
 @click.group(
     cls=LazyGroup, epilog=_EPILOG, context_settings={"help_option_names": ["-h", "--help"]}
 )
 @click.version_option(__version__, prog_name="edgetool")
-@click.option("-v", "--verbose", is_flag=True, help="Show full tracebacks and debug detail.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="-v: tracebacks, and what is sent to devices (commands, uploads, protocol "
+    "commands) on stderr; -vv: also every protocol line and SSH/ADB stream detail.",
+)
 @click.option(
     "--targets-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -73,9 +148,10 @@ class State:
     help="Extra directory of target TOML files (also EDGETOOL_TARGETS, ':'-separated).",
 )
 @click.pass_context
-def cli(ctx: click.Context, verbose: bool, targets_dir: tuple[Path, ...]) -> None:
+def cli(ctx: click.Context, verbose: int, targets_dir: tuple[Path, ...]) -> None:
     """Deploy ML models to edge devices and measure latency and energy."""
-    State.verbose = verbose
+    State.verbose = verbose > 0
+    setup_logging(verbose)
     ctx.obj = {"targets_dirs": list(targets_dir)}
 
 

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -31,6 +32,8 @@ from edgetool import paths
 from edgetool.emulate.host import keygen, require_tool
 from edgetool.emulate.initrd import INIT_SCRIPT, ROOT_MODULES, build_initrd
 from edgetool.errors import ConfigError, DeviceError
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the layout of a built image changes
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -330,9 +333,10 @@ def _build_into(recipe: Recipe, work: Path, stage: Stage) -> None:
     (work / "image.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _run_logged(argv: list[str], log: Path, stage: Stage, what: str) -> None:
+def _run_logged(argv: list[str], log_path: Path, stage: Stage, what: str) -> None:
     """Run a build step with its output in the log; its `I:` lines become the stage text."""
-    with log.open("a") as out:
+    log.info("run %s", shlex.join(argv))
+    with log_path.open("a") as out:
         out.write("$ " + shlex.join(argv) + "\n")
         out.flush()
         proc = subprocess.Popen(
@@ -350,7 +354,7 @@ def _run_logged(argv: list[str], log: Path, stage: Stage, what: str) -> None:
     if status != 0:
         errors = [
             ln.strip()
-            for ln in log.read_text(errors="replace").splitlines()
+            for ln in log_path.read_text(errors="replace").splitlines()
             if ln.startswith("E: ") or "rror" in ln
         ]
         detail = errors[-1] if errors else last or f"exit status {status}"

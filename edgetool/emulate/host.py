@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -12,6 +14,8 @@ from typing import Any
 
 from edgetool.errors import DeviceError
 from edgetool.results.store import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 
 def require_tool(tool: str, package: str) -> str:
@@ -49,9 +53,11 @@ def keygen(path: Path, comment: str) -> None:
     """An unencrypted ed25519 key pair at `path` and `path.pub`, unless it exists."""
     if path.exists():
         return
+    argv = [require_tool("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "",
+            "-C", comment, "-f", str(path)]  # fmt: skip
+    log.info("run %s", shlex.join(argv))
     subprocess.run(
-        [require_tool("ssh-keygen", "openssh-client"), "-q", "-t", "ed25519", "-N", "",
-         "-C", comment, "-f", str(path)],
+        argv,
         check=True,
         stdin=subprocess.DEVNULL,
     )  # fmt: skip

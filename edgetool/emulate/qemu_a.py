@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import shlex
 import socket
 import subprocess
 import time
@@ -26,6 +28,8 @@ from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolErro
 from edgetool.procs import pid_alive, terminate
 from edgetool.targets import Target, emulator_state_file
 from edgetool.transport.ssh import SshSettings
+
+log = logging.getLogger(__name__)
 
 CPU = "cortex-a72"
 MACHINE = "virt"
@@ -160,6 +164,7 @@ class QemuArm64:
             pids.append(int(data["pid"]))
         self.state_file.unlink(missing_ok=True)
         for pid in pids:
+            log.info("stop QEMU (pid %d)", pid)
             terminate(pid, grace=5.0, kill=True)
         return bool(pids)
 
@@ -219,6 +224,7 @@ class QemuArm64:
             return
         qemu_img = require_tool("qemu-img", "qemu-utils")
         self.overlay.unlink(missing_ok=True)
+        log.info("create overlay %s on %s", self.overlay, image.disk)
         subprocess.run(
             [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "qcow2",
              str(self.overlay)],
@@ -254,6 +260,7 @@ class QemuArm64:
         console.unlink(missing_ok=True)
         qemu_log = self.dir / "qemu.log"
         argv = self.argv(binary, image, port)
+        log.info("start %s", shlex.join(argv))
         with qemu_log.open("wb") as out:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True

@@ -9,7 +9,9 @@ overlays the target's transport URL. "Flashing" an emulated board = booting a ne
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -21,6 +23,8 @@ from edgetool.emulate.host import free_port, log_tail, publish_state, require_to
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
+
+log = logging.getLogger(__name__)
 
 MACHINE = "mps2-an386"
 TIME_BASE = "emulated instructions (QEMU -icount shift=0: 1 ns of virtual time = 1 instruction)"
@@ -53,7 +57,7 @@ class QemuCortexM:
         if running:
             self.stop()
         self.dir.mkdir(parents=True, exist_ok=True)
-        log = self.dir / "qemu.log"
+        qemu_log = self.dir / "qemu.log"
         port = free_port()
         argv = [
             qemu_binary(),
@@ -69,7 +73,8 @@ class QemuCortexM:
             "-serial",
             f"tcp:127.0.0.1:{port},server=on,wait=on,nodelay=on",
         ]
-        with log.open("wb") as out:
+        log.info("start %s", shlex.join(argv))
+        with qemu_log.open("wb") as out:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
             )
@@ -77,7 +82,7 @@ class QemuCortexM:
         if banner is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
-            tail = log_tail(log, 2)
+            tail = log_tail(qemu_log, 2)
             raise DeviceError(
                 f"QEMU {MACHINE} did not boot {elf.name} (no m-init-done within {timeout:g} s)"
                 + (f": {tail}" if tail else ""),
@@ -86,7 +91,7 @@ class QemuCortexM:
         state = {
             "pid": proc.pid,
             "elf": str(elf),
-            "log": str(log),
+            "log": str(qemu_log),
             "argv": argv,
             "emulated_cpu": True,
             "time_base": TIME_BASE,
@@ -127,5 +132,6 @@ class QemuCortexM:
         self.state_file.unlink(missing_ok=True)
         if not state:
             return False
+        log.info("stop QEMU (pid %s)", state["pid"])
         terminate(int(state["pid"]), kill=True)
         return True

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -21,6 +23,8 @@ from edgetool.emulate.host import free_port, keygen, log_tail, publish_state, re
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
 from edgetool.targets import emulator_state_file
+
+log = logging.getLogger(__name__)
 
 
 class LoopbackSshd:
@@ -56,10 +60,11 @@ class LoopbackSshd:
         for _ in range(3):  # another process may grab the free port before sshd binds it
             port = free_port()
             config = self._write_config(port, host_key)
-            log = self.dir / "sshd.log"
-            log.unlink(missing_ok=True)
+            sshd_log = self.dir / "sshd.log"
+            sshd_log.unlink(missing_ok=True)
+            log.info("start %s", shlex.join([sshd, "-f", str(config), "-E", str(sshd_log)]))
             result = subprocess.run(
-                [sshd, "-f", str(config), "-E", str(log)],
+                [sshd, "-f", str(config), "-E", str(sshd_log)],
                 capture_output=True,
                 text=True,
                 stdin=subprocess.DEVNULL,
@@ -67,7 +72,9 @@ class LoopbackSshd:
             )
             if result.returncode == 0 and self._wait_listening(port, timeout):
                 break
-            last_error = (result.stderr.strip() or log_tail(log, 3)) or f"exit {result.returncode}"
+            last_error = (
+                result.stderr.strip() or log_tail(sshd_log, 3)
+            ) or f"exit {result.returncode}"
         else:
             raise DeviceError(f"loopback sshd did not start: {last_error}")
         pid = int((self.dir / "sshd.pid").read_text().strip())
@@ -137,5 +144,6 @@ class LoopbackSshd:
         self.state_file.unlink(missing_ok=True)
         if not state:
             return False
+        log.info("stop sshd (pid %s)", state["pid"])
         terminate(int(state["pid"]))
         return True

@@ -7,6 +7,8 @@ result store, `edgetool results` and every later step stay target-agnostic.
 
 from __future__ import annotations
 
+import logging
+import shlex
 import shutil
 import subprocess
 import time
@@ -34,6 +36,8 @@ from edgetool.mcu.protocol import BenchClient, DeviceInfo
 from edgetool.results import schema
 from edgetool.results.store import RunWriter
 from edgetool.targets import McuSettings, Target, open_port
+
+log = logging.getLogger(__name__)
 
 BATCH = 50
 PARITY_ATOL = 1e-4
@@ -85,6 +89,7 @@ def flash(target: Target, firmware: Firmware) -> str | None:
         argv = [pyocd, "flash", "--no-wait"]
         if mcu.pyocd_target:
             argv += ["-t", mcu.pyocd_target]
+        log.info("run %s", shlex.join([*argv, str(firmware.elf)]))
         result = subprocess.run(
             [*argv, str(firmware.elf)], capture_output=True, text=True, check=False, timeout=300
         )

@@ -9,8 +9,10 @@ content of the model C file and every firmware source, so a repeat deploy relink
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass
@@ -19,6 +21,8 @@ from typing import Any
 
 from edgetool import paths
 from edgetool.errors import ConfigError, DeviceError, ModelError
+
+log = logging.getLogger(__name__)
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent.parent / "firmware_stubs"
 STACK_MARGIN = 4096
@@ -75,8 +79,10 @@ def _source_hash(model_c: Path | None, board: str) -> str:
 
 
 def _make(args: list[str]) -> subprocess.CompletedProcess[str]:
+    argv = [_tool("make"), "-s", "-C", str(firmware_dir()), *args]
+    log.info("run %s", shlex.join(argv))
     return subprocess.run(
-        [_tool("make"), "-s", "-C", str(firmware_dir()), *args],
+        argv,
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
@@ -141,6 +147,8 @@ def build_firmware(board: str, model_c: Path | None, label: str = "") -> Firmwar
                 )
             raise DeviceError(f"firmware for {board} did not link: {_last_error(linked.stderr)}")
         (out / "stack.txt").write_text(f"{stack} {model_stack}\n")
+    else:
+        log.info("firmware for %s is cached: %s", board, elf)
     stack, model_stack = (int(v) for v in (out / "stack.txt").read_text().split())
     sections = section_sizes(elf)
     flash = sections.get(".text", 0) + sections.get(".ARM.exidx", 0) + sections.get(".data", 0)

@@ -8,6 +8,7 @@ the error, and a damaged upload frame is retransmitted a bounded number of times
 
 from __future__ import annotations
 
+import logging
 import re
 import struct
 import time
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 
 from edgetool.errors import DeviceError, TransferError
 from edgetool.transport.base import BytePort
+
+log = logging.getLogger(__name__)
 
 READY = "m-ready"
 HEX_PER_DB = 31
@@ -117,7 +120,9 @@ class BenchClient:
             if end >= 0:
                 raw = bytes(self._buf[:end])
                 del self._buf[: end + 1]
-                return raw.decode("ascii", errors="replace").strip("\r\x00 ")
+                line = raw.decode("ascii", errors="replace").strip("\r\x00 ")
+                log.debug("< %s", line)
+                return line
             if time.monotonic() >= deadline:
                 return None
             self._fill(deadline)
@@ -128,10 +133,14 @@ class BenchClient:
         self._buf.clear()
         end = time.monotonic() + limit
         while self._fill(min(end, time.monotonic() + quiet)):
+            log.debug("dropped %r", bytes(self._buf))
             self._buf.clear()
 
     def command(self, text: str, timeout: float | None = None) -> list[str]:
         """Send `text%`, return the reply lines up to (not including) `m-ready`."""
+        # `db <hex>` lines are upload data, not commands: shown at -vv only.
+        data = text.startswith("db ") and not text.startswith("db load")
+        log.log(logging.DEBUG if data else logging.INFO, "> %s%%", text)
         self._write(text.encode("ascii") + b"%")
         deadline = time.monotonic() + (timeout or self.timeout)
         lines: list[str] = []
@@ -167,6 +176,7 @@ class BenchClient:
         for _ in range(attempts):
             try:
                 # A lone `%` ends whatever partial command line noise left behind.
+                log.debug("> %s (resync)", "%")
                 self._write(b"%")
                 self.drain(0.1)
                 self.command("name", timeout=min(self.timeout, 5.0))
@@ -202,6 +212,7 @@ class BenchClient:
 
     def load_hex(self, data: bytes) -> None:
         """MLPerf Tiny's way: `db load N%` then 31 bytes of hex per `db` command."""
+        log.info("upload %d bytes as hex (db commands)", len(data))
         reply = self.checked(f"db load {len(data)}")
         if not any(f"Expecting {len(data)} bytes" in line for line in reply):
             raise DeviceError(f"{self.description}: `db load` got {reply!r}")
@@ -262,6 +273,7 @@ class BenchClient:
 
     def load_binary(self, data: bytes, retries: int = 8, frame: int = FRAME_PAYLOAD) -> None:
         """Upload with CRC32 frames, ACK/NAK and retransmit; verified end to end."""
+        log.info("upload %d bytes in CRC32 frames (xbin)", len(data))
         for attempt in range(4):
             try:
                 reply = self.command(f"xbin {len(data)}", timeout=min(self.timeout, 3.0))
@@ -307,6 +319,7 @@ class BenchClient:
             raise TransferError(
                 f"{self.description}: upload did not verify (device: {done!r}, expected {want})"
             )
+        log.info("upload verified (%s, %d frames resent)", want, self.stats.retransmits)
 
     def _abort_binary(self) -> None:
         try:
@@ -331,11 +344,13 @@ class BenchClient:
         """One frame, one answer: True on its ACK; NAK, silence or noise are False."""
         body = struct.pack("<BBHI", kind, seq, len(payload), offset) + payload
         wire = bytes([FRAME_SYNC]) + body + struct.pack("<I", zlib.crc32(body))
+        log.debug("> frame kind %d seq %d offset %d, %d bytes", kind, seq, offset, len(payload))
         self._write(wire)
         # The device NAKs once the line is quiet for 20 ms (device time); a frame whose
         # sync byte was damaged gets no answer at all, hence a deadline.
         # (1 s: a loaded host or emulator must not turn a slow ACK into a retransmit.)
         answer = self._read_bytes(2, time.monotonic() + 1.0 + len(wire) / 2000)
+        log.debug("< %s", "no answer" if answer is None else answer.hex())
         if answer == bytes([ACK, seq]):
             return True
         if answer is None or answer[0] != NAK:

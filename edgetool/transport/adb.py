@@ -17,6 +17,7 @@ with `$?`; stdout and stderr arrive merged (`2>&1`), as benchmark_model logs to 
 from __future__ import annotations
 
 import contextlib
+import logging
 import posixpath
 import queue
 import secrets
@@ -32,7 +33,16 @@ from typing import Any, ClassVar
 from edgetool import paths
 from edgetool.config import TableReader, expand_path
 from edgetool.errors import ConnectError, DeviceError, TransferError
-from edgetool.transport.base import FileTransport, Progress, TransportType, quote_argv, split_lines
+from edgetool.transport.base import (
+    FileTransport,
+    Progress,
+    TransportType,
+    quote_argv,
+    shown_argv,
+    split_lines,
+)
+
+log = logging.getLogger(__name__)
 
 ADB_CLIENTS = ("auto", "adb-shell", "adb")
 
@@ -204,10 +214,12 @@ class MarkedProcess:
 
     def lines(self) -> Iterator[str]:
         for line in self._inner.lines():
+            log.debug("< %s", line)
             at = line.find(self._marker)
             if at >= 0:
                 code = line[at + len(self._marker) :].strip()
                 self._status = int(code) if code.isdigit() else 255
+                log.debug("exit status %d", self._status)
                 line = line[:at]
                 if not line:
                     continue
@@ -342,6 +354,7 @@ class AdbTransport(FileTransport):
         settings = self.settings
         key = settings.key or default_key_path()
         signer = load_signer(key)
+        log.info("connect to %s (adb-shell, key %s)", settings.serial, key)
         _use_fast_checksum()
         wire = _checked_tcp_transport(settings.host, settings.port)
         device = AdbDevice(wire, default_transport_timeout_s=settings.timeout)
@@ -425,6 +438,7 @@ class AdbTransport(FileTransport):
 
     def _adb_run(self, args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
         assert self._adb is not None
+        log.info("run %s", shown_argv([self._adb, *args]))
         try:
             return subprocess.run(
                 [self._adb, *args],
@@ -442,6 +456,7 @@ class AdbTransport(FileTransport):
     def run(self, argv: Sequence[str]) -> MarkedProcess:
         marker = f"edgetool-exit-{secrets.token_hex(4)}="
         command = f"{quote_argv(argv)} 2>&1; echo {marker}$?"
+        log.info("run %s", shown_argv(argv))
         idle = self.settings.command_timeout
         if self._device is not None:
             chunks = self._device.streaming_shell(
@@ -465,6 +480,7 @@ class AdbTransport(FileTransport):
 
     def _drop(self) -> None:
         """Abandon a running command: close the connection (adb has no per-stream kill)."""
+        log.debug("close the ADB connection to stop a command")
         if self._device is not None:
             with contextlib.suppress(Exception):
                 self._device.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import posixpath
 import secrets
 import shlex
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from edgetool.errors import DeviceError, TransferError
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a file moves."""
@@ -98,6 +101,14 @@ def quote_argv(argv: Sequence[str]) -> str:
         if "\x00" in arg:
             raise ValueError("a command argument cannot contain a NUL byte")
     return shlex.join(argv)
+
+
+def shown_argv(argv: Sequence[str]) -> str:
+    """An argv for the log, shell-quoted as `quote_argv` sends it; a device-side script
+    passed inline (`-c` code, many lines) is shortened so one command stays one line."""
+    return shlex.join(
+        f"<{len(arg.splitlines())}-line script>" if "\n" in arg else arg for arg in argv
+    )
 
 
 def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
@@ -242,9 +253,13 @@ class FileTransport(ABC):
         self._check_space(needed, info)
         sent: list[tuple[Path, str, str]] = []
         upload_seconds: dict[Path, float] = {}
+        for local, remote in files:
+            if (local, remote) not in needed:
+                log.info("put %s -> %s: skipped, hash matches", local.name, remote)
         for local, remote in needed:
             self.makedirs(posixpath.dirname(remote))
             partial = part_name(remote)
+            log.info("put %s -> %s (%d bytes)", local.name, remote, local.stat().st_size)
             began = time.perf_counter()
             try:
                 self._upload(local, partial, progress_for(local))
@@ -255,6 +270,7 @@ class FileTransport(ABC):
                     "nothing was written at the final path."
                 ) from exc
             upload_seconds[local] = time.perf_counter() - began
+            log.debug("sent %s as %s in %.3f s", local.name, partial, upload_seconds[local])
             sent.append((local, remote, partial))
         if sent:
             arrived = self.commit(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -53,6 +54,8 @@ def _parse_ble_uart(reader: TableReader) -> BleUartSettings:
     reader.finish()
     return settings
 
+
+log = logging.getLogger(__name__)
 
 NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
@@ -110,6 +113,7 @@ class NusPort:
             self._cond.notify_all()
 
     def _link_closed(self) -> None:
+        log.debug("%s: link closed", self.description)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -323,6 +327,7 @@ def open_nus_port(settings: BleUartSettings) -> NusPort:
             "(`bluetoothctl scan on` lists it as 'Bangle.js xxxx').",
         )
     tcp = parse_tcp_address(settings.address)
+    log.info("connect to %s (Nordic UART Service)", settings.address)
     link: NusLink
     if tcp is not None:
         link = TcpNusLink(tcp[0], tcp[1], settings.timeout, settings.write_size)

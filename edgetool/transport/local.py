@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import selectors
 import shutil
@@ -18,7 +19,16 @@ from typing import ClassVar
 from edgetool import paths
 from edgetool.config import TableReader, expand_path
 from edgetool.errors import DeviceError
-from edgetool.transport.base import CHUNK, FileTransport, Progress, TransportType, split_lines
+from edgetool.transport.base import (
+    CHUNK,
+    FileTransport,
+    Progress,
+    TransportType,
+    shown_argv,
+    split_lines,
+)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,7 @@ class LocalProcess:
     def wait(self) -> int:
         status = self._popen.wait()
         self._drain.join(timeout=5)
+        log.debug("%s (pid %d) exited with status %d", self._argv[0], self._popen.pid, status)
         return status
 
     def stderr_text(self) -> str:
@@ -121,6 +132,7 @@ class LocalProcess:
             with contextlib.suppress(OSError):
                 self._popen.stdin.close()
         if self._popen.poll() is None:
+            log.debug("kill %s (pid %d)", self._argv[0], self._popen.pid)
             self._popen.kill()
 
 
@@ -138,6 +150,7 @@ class LocalTransport(FileTransport):
         return self.root / remote
 
     def run(self, argv: Sequence[str]) -> LocalProcess:
+        log.info("run %s", shown_argv(argv))
         return LocalProcess(
             argv, self.root, self.settings.idle_timeout, self.settings.command_timeout
         )

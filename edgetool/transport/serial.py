@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
 from edgetool.config import TableReader
 from edgetool.errors import ConnectError
 from edgetool.transport.base import BytePort, TransportType
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ def open_port(url: str, baud: int, timeout: float) -> BytePort:
     """`serial_for_url`: `/dev/ttyACM0`, `socket://127.0.0.1:PORT`, `loop://` all work."""
     import serial
 
+    log.info("open %s at %d baud", url, baud)
     try:
         port: BytePort = serial.serial_for_url(url, baudrate=baud, timeout=0.2)
     except (serial.SerialException, ValueError, OSError) as exc:

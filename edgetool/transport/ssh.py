@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import posixpath
 import socket
 import stat
@@ -25,8 +26,11 @@ from edgetool.transport.base import (
     Progress,
     TransportType,
     quote_argv,
+    shown_argv,
     split_lines,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ def _open_socket(endpoint: Endpoint, timeout: float) -> socket.socket | paramiko
 def fetch_host_key(settings: SshSettings) -> tuple[Endpoint, paramiko.PKey]:
     """The key the host presents, without authenticating (for `targets trust`)."""
     endpoint = resolve(settings)
+    log.info("fetch the host key of %s", endpoint)
     sock = _open_socket(endpoint, settings.connect_timeout)
     transport = paramiko.Transport(sock)
     try:
@@ -273,10 +278,12 @@ class SshProcess:
         end = time.monotonic() + self._idle
         while not self._chan.exit_status_ready():
             if time.monotonic() > end or self._chan.closed:
+                log.debug("channel %d: closed without an exit status", self._chan.get_id())
                 return 255
             time.sleep(0.005)
         status = self._chan.recv_exit_status()
         self._drain.join(timeout=5)
+        log.debug("channel %d: exit status %d", self._chan.get_id(), status)
         return status
 
     def stderr_text(self) -> str:
@@ -291,6 +298,7 @@ class SshProcess:
     def kill(self) -> None:
         # No pty, so no signal forwarding: closing the channel makes the remote
         # runner's next write fail with SIGPIPE, which ends it.
+        log.debug("channel %d: closed (command stopped)", self._chan.get_id())
         self._chan.close()
 
 
@@ -308,6 +316,8 @@ class SshTransport(FileTransport):
         client = paramiko.SSHClient()
         client.get_host_keys().update(_load_host_keys(ep))
         client.set_missing_host_key_policy(_RefuseUnknown(ep, target_name))
+        # The ProxyCommand itself is not logged: it may carry a password (sshpass -p).
+        log.info("connect to %s%s", ep, " via its ProxyCommand" if ep.proxy_command else "")
         sock = _open_socket(ep, s.connect_timeout)
         existing = [str(p) for p in ep.identity_files if p.is_file()]
         try:
@@ -351,6 +361,8 @@ class SshTransport(FileTransport):
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(s.keepalive)
+        key = transport.get_remote_server_key()
+        log.info("connected to %s, host key %s %s", ep, key.get_name(), fingerprint(key))
         return client
 
     def _transport(self) -> paramiko.Transport:
@@ -366,13 +378,16 @@ class SshTransport(FileTransport):
             )
             assert client is not None
             client.get_channel().settimeout(self.settings.idle_timeout)  # type: ignore[union-attr]
+            log.debug("SFTP session open on %s", self.endpoint)
             self._sftp = client
         return self._sftp
 
     def run(self, argv: Sequence[str]) -> SshProcess:
         command = quote_argv(argv)
+        log.info("run %s", shown_argv(argv))
         try:
             channel = self._transport().open_session(timeout=self.settings.connect_timeout)
+            log.debug("channel %d: open", channel.get_id())
             channel.settimeout(self.settings.idle_timeout)
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -425,6 +440,7 @@ class SshTransport(FileTransport):
 
     def close(self) -> None:
         """Never raises: closing a connection the device already dropped is not an error."""
+        log.debug("close the connection to %s", self.endpoint)
         if self._sftp is not None:
             with contextlib.suppress(Exception):
                 self._sftp.close()

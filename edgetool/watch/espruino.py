@@ -10,6 +10,7 @@ echoes, prompts and output left over from earlier never pass for an answer.
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from edgetool.errors import DeviceError
 from edgetool.mcu.protocol import READY, BenchClient
 from edgetool.transport.base import BytePort
+
+log = logging.getLogger(__name__)
 
 DLE = b"\x10"
 CTRL_C = b"\x03"
@@ -42,6 +45,7 @@ class EspruinoConsole(BenchClient):
 
     def reset_line(self) -> None:
         """Ctrl-C clears a half-typed line (and interrupts a running command)."""
+        log.info("> Ctrl-C (reset the console line)")
         self._write(CTRL_C)
         time.sleep(0.05)
         self._write(b"\n")
@@ -50,6 +54,8 @@ class EspruinoConsole(BenchClient):
     def send_line(self, js: str) -> None:
         if "\n" in js or "\r" in js:
             raise ValueError("one JS statement per line")
+        # Uploads send long base64 and array lines: the log keeps the start of each.
+        log.debug("> %s", js if len(js) <= 200 else f"{js[:160]}... ({len(js)} characters)")
         self._write(DLE + js.encode("ascii") + b"\n")
 
     def _marker(self) -> tuple[str, str]:
@@ -103,6 +109,7 @@ class EspruinoConsole(BenchClient):
 
     def command(self, text: str, timeout: float | None = None) -> list[str]:
         """A bench command via the JS dispatcher: reply lines up to `m-ready`."""
+        log.info("> %s (bench command)", text)
         self.send_line(f"{self.dispatcher}({json.dumps(text)})")
         wait = timeout or self.timeout
         deadline = time.monotonic() + wait

@@ -227,6 +227,30 @@ def test_emulate_start_boots_the_protocol_firmware(home: Path, cli: Any) -> None
     assert not os.path.exists(Path(os.environ["EDGETOOL_STATE_DIR"], "emulators", "x.json"))
 
 
+def test_verbose_shows_the_qemu_argv_and_every_protocol_line(home: Path, cli: Any) -> None:
+    try:
+        started = cli("-v", "emulate", "start", "mcu-m4-qemu", "--json")
+        assert started.code == 0, started.stderr
+        url = started.json()["transport"]["url"]
+        said = started.stderr.splitlines()
+        assert any(
+            line.startswith("edgetool.emulate.qemu_m: start ")
+            and " -M mps2-an386 " in line
+            and line.endswith(f" tcp:{url[len('socket://') :]},server=on,wait=on,nodelay=on")
+            for line in said
+        ), started.stderr
+        result = cli("-vv", "deploy", "--target", "mcu-m4-qemu", "-n", "3", "-r", "1", "--json")
+        assert result.code == 0, result.stderr
+        assert result.json()["summary"]["count"] == 3  # stdout is the JSON alone
+        said = result.stderr.splitlines()
+        assert f"edgetool.mcu.protocol: open {url} at 115200 baud" in said
+        assert "edgetool.mcu.protocol: > xinfo%" in said
+        assert "edgetool.mcu.protocol: < m-name-dut-[edgetool-mps2-an386]" in said
+        assert "edgetool.mcu.protocol: < m-ready" in said
+    finally:
+        cli("emulate", "stop", "mcu-m4-qemu")
+
+
 def test_every_board_port_builds_within_its_targets_limits(home: Path) -> None:
     from edgetool.mcu.build import boards
     from edgetool.targets import load_target

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,39 @@ def test_deploy_over_ssh_then_second_deploy_uploads_nothing(loopback: dict[str, 
     assert sum(p["bytes_sent"] for p in second.json()["pushes"]) == 0
     outputs = np.load(Path(second.json()["run_dir"]) / "outputs.npz")  # fetched over SFTP
     assert outputs["logits"].shape == (1, 10)
+
+
+def test_verbose_deploy_over_ssh_shows_what_is_sent(loopback: dict[str, Any]) -> None:
+    args = ("deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "20", "-r", "1")
+    first = run_cli("-v", *args)
+    assert first.code == 0, first.stderr
+    said = first.stderr
+    port = loopback["transport"]["port"]
+    assert re.search(
+        rf"^edgetool\.transport\.ssh: connected to \S+@127\.0\.0\.1:{port}, host key "
+        r"ssh-ed25519 SHA256:[\w+/]+$",
+        said,
+        re.M,
+    ), said
+    assert re.search(
+        r"^edgetool\.transport\.ssh: run \S+ \S+/runner/device_runner\.py run --model "
+        r"\S+/tiny-mlp\.onnx --runtime auto --iterations 20 ",
+        said,
+        re.M,
+    ), said
+    assert re.search(r"^edgetool\.transport\.base: put tiny-mlp\.onnx -> \S+ (\(\d+ bytes\)|"
+                     r"skipped, hash matches)$", said, re.M), said  # fmt: skip
+    # No key material: not one line of the client's private key.
+    private = Path(loopback["transport"]["identity_file"]).read_text().splitlines()
+    assert not [line for line in private if "PRIVATE KEY" not in line and line in said]
+    # -vv: the channel story and paramiko's own log.
+    second = run_cli("-vv", *args, "--json")
+    assert second.code == 0, second.stderr
+    assert second.json()["manifest"]["status"] == "complete"
+    assert "edgetool.transport.base: put tiny-mlp.onnx" in second.stderr
+    assert "skipped, hash matches" in second.stderr
+    assert re.search(r"^edgetool\.transport\.ssh: channel \d+: exit status 0$", second.stderr, re.M)
+    assert re.search(r"^paramiko\.transport: ", second.stderr, re.M), second.stderr
 
 
 def test_targets_check_over_ssh(loopback: dict[str, Any]) -> None:
