@@ -9,7 +9,6 @@ content of the model C file and every firmware source, so a repeat deploy relink
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -20,7 +19,6 @@ from typing import Any
 from edgetool import paths
 from edgetool.errors import ConfigError, DeviceError, ModelError
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent.parent / "firmware_stubs"
 STACK_MARGIN = 4096
 """Bytes of stack beyond the model's own frames: the protocol loop, the CRC, interrupts."""
 
@@ -42,7 +40,7 @@ class Firmware:
 
 
 def firmware_dir() -> Path:
-    return Path(os.environ.get("EDGETOOL_FIRMWARE_DIR", FIRMWARE_DIR))
+    return paths.firmware_stubs_dir()
 
 
 def boards() -> list[str]:
