@@ -27,11 +27,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## lint: ruff and mypy --strict
+## lint: ruff, mypy --strict, and the Python floor (vermin: 3.10; the device runner: 3.9)
 lint: $(STAMP)
 	$(BIN)/ruff check edgetool tests bench
 	$(BIN)/ruff format --check edgetool tests bench
 	$(BIN)/mypy edgetool
+	$(BIN)/vermin --no-tips --violations -t=3.10- edgetool tests bench
+	$(BIN)/vermin --no-tips --violations -t=3.9- edgetool/runner/device_runner.py
 
 ## bench: the benchmarks behind bench/RESULTS.md
 bench: $(STAMP)
