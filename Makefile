@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo setup test test-fast lint bench models firmware clean
+.PHONY: demo setup test test-fast lint wheel-smoke bench models firmware clean
 
 ## demo: set up (first time) and deploy the shipped tiny-mlp on the default target (local)
 demo: $(STAMP)
@@ -27,11 +27,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## lint: ruff and mypy --strict
+## lint: ruff, mypy --strict, and the Python floor (vermin: 3.10; the device runner: 3.9)
 lint: $(STAMP)
 	$(BIN)/ruff check edgetool tests bench
 	$(BIN)/ruff format --check edgetool tests bench
 	$(BIN)/mypy edgetool
+	$(BIN)/vermin --no-tips --violations -t=3.10- edgetool tests bench
+	$(BIN)/vermin --no-tips --violations -t=3.9- edgetool/runner/device_runner.py
+
+## wheel-smoke: build the wheel, pip install it into a fresh venv, run the demo from an empty folder
+wheel-smoke:
+	PYTHON=$(PYTHON) bash .ci/wheel-smoke
 
 ## bench: the benchmarks behind bench/RESULTS.md
 bench: $(STAMP)

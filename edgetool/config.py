@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgetool.errors import ConfigError
+
+# The one place that picks the TOML parser (others import it from here): tomllib is 3.11+,
+# tomli is the same parser from PyPI, a dependency on 3.10 only.
+if sys.version_info >= (3, 11):
+    import tomllib as tomllib
+else:
+    import tomli as tomllib
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:

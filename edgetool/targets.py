@@ -377,7 +377,7 @@ def load_target_file(path: Path) -> Target:
 
 
 def search_dirs(extra: list[Path] | None = None) -> list[Path]:
-    """Builtins first, then EDGETOOL_TARGETS, then --targets-dir: later dirs win."""
+    """Builtins, the user's config dir (XDG), EDGETOOL_TARGETS, --targets-dir: later win."""
     return [paths.builtin_targets_dir(), *paths.user_targets_dirs(), *(extra or [])]
 
 

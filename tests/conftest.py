@@ -31,11 +31,12 @@ class CliResult:
 
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Cache, state and results of this test live under tmp_path only."""
+    """Cache, state, config and results of this test live under tmp_path only."""
     for var, sub in (
         ("EDGETOOL_CACHE_DIR", "cache"),
         ("EDGETOOL_STATE_DIR", "state"),
         ("EDGETOOL_RESULTS", "results"),
+        ("EDGETOOL_CONFIG_DIR", "config"),  # the user's own targets/ stay out of tests
     ):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.delenv("EDGETOOL_TARGETS", raising=False)

@@ -42,8 +42,9 @@ def target_dict(target: Target) -> dict[str, Any]:
 def command() -> None:
     """List, check and trust devices.
 
-    Targets are TOML files in the repo's targets/ directory, in EDGETOOL_TARGETS and
-    in --targets-dir. `edgetool targets show NAME` prints one as edgetool sees it.
+    Targets are TOML files shipped with edgetool, in ~/.config/edgetool/targets/
+    ($XDG_CONFIG_HOME), in EDGETOOL_TARGETS and in --targets-dir; a later one of the
+    same name wins. `edgetool targets show NAME` prints one as edgetool sees it.
     """
 
 

@@ -105,7 +105,7 @@ def models_show(name: str, as_json: bool) -> None:
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    import tomllib
+    from edgetool.config import tomllib
 
     overrides: dict[str, dict[str, Any]] = {}
     for item in values:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 import shlex
 import shutil
@@ -23,8 +22,6 @@ from edgetool import paths
 from edgetool.errors import ConfigError, DeviceError, ModelError
 
 log = logging.getLogger(__name__)
-
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent.parent / "firmware_stubs"
 STACK_MARGIN = 4096
 """Bytes of stack beyond the model's own frames: the protocol loop, the CRC, interrupts."""
 
@@ -46,7 +43,7 @@ class Firmware:
 
 
 def firmware_dir() -> Path:
-    return Path(os.environ.get("EDGETOOL_FIRMWARE_DIR", FIRMWARE_DIR))
+    return paths.firmware_stubs_dir()
 
 
 def boards() -> list[str]:

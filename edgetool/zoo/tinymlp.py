@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edgetool import paths
+
 FloatArray = npt.NDArray[np.float32]
 
 INPUT_NAME = "input"
@@ -343,8 +345,8 @@ def write_models(spec: MlpSpec, out_dir: Path) -> dict[str, Path]:
 
 
 def repo_models_dir() -> Path:
-    """``models/`` at the repository root (this file is edgetool/zoo/tinymlp.py)."""
-    return Path(__file__).resolve().parents[2] / "models"
+    """The shipped ``models/`` (the repo's, from a checkout): where the demo MLPs belong."""
+    return paths.shipped_dir("models")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
