@@ -243,7 +243,7 @@ def test_verbose_shows_the_qemu_argv_and_every_protocol_line(home: Path, cli: An
         assert result.code == 0, result.stderr
         assert result.json()["summary"]["count"] == 3  # stdout is the JSON alone
         said = result.stderr.splitlines()
-        assert f"edgetool.mcu.protocol: open {url} at 115200 baud" in said
+        assert f"edgetool.transport.serial: open {url} at 115200 baud" in said
         assert "edgetool.mcu.protocol: > xinfo%" in said
         assert "edgetool.mcu.protocol: < m-name-dut-[edgetool-mps2-an386]" in said
         assert "edgetool.mcu.protocol: < m-ready" in said

@@ -87,7 +87,7 @@ def test_serial_protocol_commands_at_v_and_every_line_at_vv(home: Path, verbosit
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["manifest"]["device"]["name"] == "reference"
     said = result.stderr.splitlines()
-    assert f"edgetool.mcu.protocol: open {url} at 115200 baud" in said
+    assert f"edgetool.transport.serial: open {url} at 115200 baud" in said
     assert "edgetool.mcu.protocol: > name%" in said
     assert "edgetool.mcu.protocol: > infer 1 0%" in said
     wire = {"edgetool.mcu.protocol: < m-name-dut-[reference]", "edgetool.mcu.protocol: < m-ready"}
