@@ -49,6 +49,8 @@ class Emulator(Protocol):
     def start(self, *, fresh: bool = False, stage: Stage = no_stage) -> dict[str, Any]:
         """Bring it up (or return the running one's state) and publish its state.
 
+        The state holds at least `pid` and `transport` (the settings that overlay the
+        target's: `host`/`port` for SSH, `url` for a UART); `emulate start` shows them.
         `fresh` discards what persists between starts (a disk overlay); an emulator that
         keeps nothing ignores it.
         """
