@@ -4,38 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from edgetool.cli.common import console, emit_json, get_target, json_option
-from edgetool.emulate.qemu_a import QemuArm64
-from edgetool.emulate.qemu_m import QemuCortexM
-from edgetool.emulate.sshd import LoopbackSshd
-from edgetool.errors import ConfigError
-from edgetool.targets import Target
+from edgetool.emulate import image_builder, open_emulator
+from edgetool.emulate.base import Stage
 from edgetool.units import human_bytes
-
-EMULATOR_TYPES = ("sshd", "qemu-m", "qemu-aarch64")
-
-Emulator = LoopbackSshd | QemuCortexM | QemuArm64
-
-
-def _emulator(target: Target) -> Emulator:
-    if target.emulator is None:
-        raise ConfigError(f"target {target.name} is a real device (no [emulator] section)")
-    if target.emulator.type == "sshd":
-        return LoopbackSshd(target.name)
-    if target.emulator.type == "qemu-m":
-        return QemuCortexM(target.name)
-    if target.emulator.type == "qemu-aarch64":
-        return QemuArm64(target)
-    raise ConfigError(
-        f"{target.source}: emulator type '{target.emulator.type}' is not supported "
-        f"(supported: {', '.join(EMULATOR_TYPES)})"
-    )
 
 
 def _where(state: dict[str, Any]) -> str:
@@ -48,7 +26,7 @@ def _where(state: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _stages(quiet: bool) -> Iterator[Callable[[str], None]]:
+def _stages(quiet: bool) -> Iterator[Stage]:
     """A spinner showing the current step and the time spent (builds and boots are long)."""
     if quiet:
         yield lambda _text: None
@@ -98,21 +76,25 @@ def build(ctx: click.Context, name: str, as_json: bool) -> None:
     of its own. Cached under the cache dir, keyed by the recipe's hash: a second build
     is a cache hit. A cold build takes several minutes.
     """
-    emulator = _emulator(get_target(ctx, name))
-    if not isinstance(emulator, QemuArm64):
-        raise ConfigError(f"target {name}'s emulator has no image to build")
+    builder = image_builder(get_target(ctx, name))
     began = time.monotonic()
     with _stages(as_json) as stage:
-        image, cached = emulator.build(stage)
+        image = builder.build_image(stage)
     size = image.disk.stat().st_size
-    info = {**image.info, "dir": str(image.dir), "cached": cached, "qcow2_bytes": size}
     if as_json:
-        emit_json(info)
+        emit_json(
+            {
+                **image.facts,
+                "dir": str(image.dir),
+                "cached": image.cached,
+                f"{image.disk_format}_bytes": size,
+            }
+        )
         return
-    how = "cached" if cached else f"built in {time.monotonic() - began:.0f} s"
+    how = "cached" if image.cached else f"built in {time.monotonic() - began:.0f} s"
     click.echo(
-        f"{name}: image {how}: Debian {info['recipe']['suite']} arm64, kernel "
-        f"{info['kernel']}, {human_bytes(size)} qcow2 in {image.dir}"
+        f"{name}: image {how}: {image.description}, {human_bytes(size)} "
+        f"{image.disk_format} in {image.dir}"
     )
 
 
@@ -123,12 +105,9 @@ def build(ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def start(ctx: click.Context, name: str, fresh: bool, as_json: bool) -> None:
     """Start NAME's emulator and wait until it answers (building its image if needed)."""
-    emulator = _emulator(get_target(ctx, name))
-    if isinstance(emulator, QemuArm64):
-        with _stages(as_json) as stage:
-            state = emulator.start(fresh=fresh, stage=stage)
-    else:
-        state = emulator.start()
+    emulator = open_emulator(get_target(ctx, name))
+    with _stages(as_json) as stage:
+        state = emulator.start(fresh=fresh, stage=stage)
     if as_json:
         emit_json(state)
         return
@@ -144,7 +123,7 @@ def start(ctx: click.Context, name: str, fresh: bool, as_json: bool) -> None:
 @click.pass_context
 def stop(ctx: click.Context, name: str) -> None:
     """Stop NAME's emulator (and a stale one left by a killed run)."""
-    emulator = _emulator(get_target(ctx, name))
+    emulator = open_emulator(get_target(ctx, name))
     click.echo(f"{name}: stopped" if emulator.stop() else f"{name}: was not running")
 
 
@@ -154,12 +133,7 @@ def stop(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def status(ctx: click.Context, name: str, as_json: bool) -> None:
     """Say whether NAME's emulator is running, and where; find stale ones."""
-    emulator = _emulator(get_target(ctx, name))
-    if isinstance(emulator, QemuArm64):
-        report = emulator.inspect()
-    else:
-        state = emulator.state()
-        report = {"status": "running" if state else "stopped", "state": state}
+    report = open_emulator(get_target(ctx, name)).status()
     if as_json:
         emit_json({"name": name, "running": report["status"] == "running", **report})
         return

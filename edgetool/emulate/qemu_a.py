@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgetool.emulate.base import BuiltImage, Emulator, EmulatorStatus, Stage, no_stage
 from edgetool.emulate.debian_image import Image, Recipe, build_image, cached_image
 from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
@@ -88,8 +89,21 @@ class QemuArm64:
 
     # -- image -------------------------------------------------------------------------
 
-    def build(self, stage: Callable[[str], None] = lambda _s: None) -> tuple[Image, bool]:
+    def build(self, stage: Stage = no_stage) -> tuple[Image, bool]:
         return build_image(self.recipe, self.name, stage)
+
+    def build_image(self, stage: Stage = no_stage) -> BuiltImage:
+        """`emulate build`: the cached image, built first when there is none."""
+        image, cached = self.build(stage)
+        info = image.info
+        return BuiltImage(
+            dir=image.dir,
+            disk=image.disk,
+            disk_format="qcow2",
+            cached=cached,
+            description=f"Debian {info['recipe']['suite']} arm64, kernel {info['kernel']}",
+            facts=info,
+        )
 
     def image(self) -> Image | None:
         return cached_image(self.recipe, self.name)
@@ -125,7 +139,7 @@ class QemuArm64:
             return data
         return None
 
-    def inspect(self) -> dict[str, Any]:
+    def status(self) -> EmulatorStatus:
         """What `status` reports: running / booting / stale (with why) / stopped."""
         data = self._read_state()
         orphans = self.orphans()
@@ -168,20 +182,19 @@ class QemuArm64:
             terminate(pid, grace=5.0, kill=True)
         return bool(pids)
 
-    def start(
-        self, fresh: bool = False, stage: Callable[[str], None] = lambda _s: None
-    ) -> dict[str, Any]:
+    def start(self, *, fresh: bool = False, stage: Stage = no_stage) -> dict[str, Any]:
         running = self.state()
         if running and not fresh:
             return running
-        report = self.inspect()
-        if report["status"] == "booting":
+        report = self.status()
+        booting = report.get("state") if report["status"] == "booting" else None
+        if booting:
             raise DeviceError(
-                f"{self.name} is already being started by pid {report['state']['starter_pid']}"
+                f"{self.name} is already being started by pid {booting['starter_pid']}"
             )
         if report["status"] != "stopped" or fresh:
             if report["status"] == "stale":
-                stage(f"cleaning a stale VM: {report['reason']}")
+                stage(f"cleaning a stale VM: {report.get('reason')}")
             self.stop()
         binary = qemu_binary()
         if self.fixed_port and _port_taken(self.fixed_port):
@@ -354,6 +367,11 @@ class QemuArm64:
             except EdgetoolError:
                 raise  # a host key mismatch is never retried
             time.sleep(2.0)
+
+
+def for_target(target: Target) -> Emulator:
+    """The `qemu-aarch64` entry of the emulator registry."""
+    return QemuArm64(target)
 
 
 class _PortLost(Exception):

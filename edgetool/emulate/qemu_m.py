@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgetool.emulate.base import Emulator, EmulatorStatus, Stage, no_stage, status_of
 from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
-from edgetool.targets import emulator_state_file
+from edgetool.targets import Target, emulator_state_file
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,19 @@ class QemuCortexM:
     def state(self) -> dict[str, Any] | None:
         return live_state(self.state_file)
 
-    def start(self, elf: Path | None = None, timeout: float = 15.0) -> dict[str, Any]:
-        """Boot `elf` (or keep the running one when it is already that ELF)."""
+    def status(self) -> EmulatorStatus:
+        return status_of(self.state())
+
+    def start(
+        self,
+        elf: Path | None = None,
+        timeout: float = 15.0,
+        *,
+        fresh: bool = False,
+        stage: Stage = no_stage,
+    ) -> dict[str, Any]:
+        """Boot `elf` (or keep the running one when it is already that ELF); a board
+        keeps nothing between boots, so `fresh` changes nothing."""
         if elf is None:
             from edgetool.mcu.build import build_firmware
 
@@ -135,3 +147,8 @@ class QemuCortexM:
         log.info("stop QEMU (pid %s)", state["pid"])
         terminate(int(state["pid"]), kill=True)
         return True
+
+
+def for_target(target: Target) -> Emulator:
+    """The `qemu-m` entry of the emulator registry."""
+    return QemuCortexM(target.name)

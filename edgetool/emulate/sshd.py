@@ -19,10 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgetool.emulate.base import Emulator, EmulatorStatus, Stage, no_stage, status_of
 from edgetool.emulate.host import free_port, keygen, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
-from edgetool.targets import emulator_state_file
+from edgetool.targets import Target, emulator_state_file
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,13 @@ class LoopbackSshd:
     def state(self) -> dict[str, Any] | None:
         return live_state(self.state_file)
 
-    def start(self, timeout: float = 10.0) -> dict[str, Any]:
+    def status(self) -> EmulatorStatus:
+        return status_of(self.state())
+
+    def start(
+        self, timeout: float = 10.0, *, fresh: bool = False, stage: Stage = no_stage
+    ) -> dict[str, Any]:
+        """Start sshd (keys are kept; `fresh` changes nothing: the device is this host)."""
         running = self.state()
         if running:
             return running
@@ -147,3 +154,8 @@ class LoopbackSshd:
         log.info("stop sshd (pid %s)", state["pid"])
         terminate(int(state["pid"]))
         return True
+
+
+def for_target(target: Target) -> Emulator:
+    """The `sshd` entry of the emulator registry."""
+    return LoopbackSshd(target.name)

@@ -3,6 +3,10 @@
 The cache key is the recipe's content hash (recipe text + weights), the format, the
 quantization, the opset and this exporter's version: change any and a new artifact is
 built; change none and the cached one is returned without importing torch.
+
+The format picks the exporter from `EXPORTERS` (built-ins: onnx, tflite, c; third parties
+through the `edgetool.exporters` entry point group). An exporter only writes the file:
+this module checks the request, keys the cache, writes the manifest and publishes both.
 """
 
 from __future__ import annotations
@@ -14,14 +18,18 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgetool import __version__, paths
 from edgetool.errors import ModelError
 from edgetool.export.artifact import EXTENSIONS, Artifact, manifest_path
+from edgetool.registry import Registry
 from edgetool.zoo.recipe import QUANTS, Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from edgetool.zoo.family import Family
 
 EXPORTER_VERSION = "2"  # 2: TinyLUT int8 C is the LUT kernel
 
@@ -29,6 +37,84 @@ Say = Callable[[str], None]
 
 
 InputShape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One artifact to write: everything an exporter is given."""
+
+    family: Family
+    recipe: Recipe
+    """With any --input-shape already applied."""
+    quant: str
+    out: Path
+    """Write the artifact here (a staging directory the pipeline publishes afterwards)."""
+    say: Say
+    input_shape: InputShape | None = None
+
+    def source(self, fmt: str) -> Artifact:
+        """The same model in another format, through the same cache (C is made from ONNX)."""
+        return export(
+            self.recipe.name,
+            fmt,
+            self.quant,
+            progress=self.say,
+            recipe=self.recipe,
+            input_shape=self.input_shape,
+        )
+
+
+Exporter = Callable[[ExportJob], dict[str, Any]]
+"""Writes `job.out` and returns manifest details. It imports its heavy libraries when
+called, never at module level: a cache hit must not pay for them. A format the artifact
+inspector cannot read returns its own description under "described"."""
+
+
+def onnx_exporter(job: ExportJob) -> dict[str, Any]:
+    from edgetool.export import onnx_export
+
+    return onnx_export.export_onnx(
+        job.family, job.recipe, job.recipe.dir, job.quant, job.out, job.say
+    )
+
+
+def tflite_exporter(job: ExportJob) -> dict[str, Any]:
+    from edgetool.export import tflite_export
+
+    return tflite_export.export_tflite(
+        job.family, job.recipe, job.recipe.dir, job.quant, job.out, job.say
+    )
+
+
+def c_exporter(job: ExportJob) -> dict[str, Any]:
+    """C source generated from the ONNX export (or by the family's own `build_c`)."""
+    from edgetool.export import c_export
+    from edgetool.export.inspect import describe
+
+    onnx = job.source("onnx")
+    described = describe(onnx.path)
+    own_c = getattr(job.family, "build_c", None)
+    details = own_c(job.recipe, job.quant, described, job.out) if own_c is not None else None
+    if details is None:
+        job.say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
+        details = c_export.export_c(onnx.path, described, job.recipe.name, job.out)
+    return {
+        **details,
+        "described": described,
+        "params": onnx.manifest.get("params"),
+        "source_onnx": {"path": str(onnx.path), "sha256": onnx.sha256},
+    }
+
+
+EXPORTERS: Registry[Exporter] = Registry(
+    "export format",
+    "edgetool.exporters",
+    {
+        "onnx": "edgetool.export.build:onnx_exporter",
+        "tflite": "edgetool.export.build:tflite_exporter",
+        "c": "edgetool.export.build:c_exporter",
+    },
+)
 
 
 def cache_key(recipe: Recipe, fmt: str, quant: str, input_shape: InputShape | None = None) -> str:
@@ -67,8 +153,13 @@ def export(
     recipe = recipe or load_recipe(name)
     fmt = fmt or recipe.default_format
     quant = quant or recipe.default_quant
+    if fmt not in EXPORTERS:
+        raise ModelError(f"unknown format '{fmt}' (expected {', '.join(EXPORTERS.names())})")
     if fmt not in EXTENSIONS:
-        raise ModelError(f"unknown format '{fmt}' (expected onnx, tflite or c)")
+        raise ModelError(
+            f"format '{fmt}' has an exporter but no model file type edgetool can load "
+            f"(known: {', '.join(EXTENSIONS)})"
+        )
     if fmt == "c" and quant != "fp32" and quant not in _native_quants(recipe):
         raise ModelError(
             f"{quant} C export is not supported yet: the C exporter takes fp32 graphs "
@@ -107,7 +198,7 @@ def export(
         from edgetool.export.inspect import describe
 
         # A C file describes itself through the ONNX graph it was generated from.
-        described = details.pop("described") if fmt == "c" else describe(staged)
+        described = details.pop("described") if "described" in details else describe(staged)
         manifest = {
             "model": recipe.name,
             "family": recipe.family,
@@ -185,30 +276,4 @@ def _build(
             f"{recipe.name} ({family.name} family) exports as {', '.join(formats)} in "
             f"{', '.join(quants)}, not {fmt} {quant}"
         )
-    weights_dir = recipe.dir
-    if fmt == "c":
-        from edgetool.export import c_export
-        from edgetool.export.inspect import describe
-
-        onnx = export(
-            recipe.name, "onnx", quant, progress=say, recipe=recipe, input_shape=input_shape
-        )
-        described = describe(onnx.path)
-        own_c = getattr(family, "build_c", None)
-        details = own_c(recipe, quant, described, out) if own_c is not None else None
-        if details is None:
-            say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
-            details = c_export.export_c(onnx.path, described, recipe.name, out)
-        return {
-            **details,
-            "described": described,
-            "params": onnx.manifest.get("params"),
-            "source_onnx": {"path": str(onnx.path), "sha256": onnx.sha256},
-        }
-    if fmt == "onnx":
-        from edgetool.export import onnx_export
-
-        return onnx_export.export_onnx(family, recipe, weights_dir, quant, out, say)
-    from edgetool.export import tflite_export
-
-    return tflite_export.export_tflite(family, recipe, weights_dir, quant, out, say)
+    return EXPORTERS.get(fmt)(ExportJob(family, recipe, quant, out, say, input_shape))
