@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 from tests.conftest import TINY_ONNX, assert_one_line_error, run_cli
+from tests.plugin_dist import make_dist
 
 PLUGIN = '''
 """A plugin distribution: the `jail` transport (a local sandbox under a root it names,
@@ -73,30 +74,15 @@ FLOW = JailedFlow()
 '''
 
 
-def make_dist(root: Path, name: str, entry_points: dict[str, dict[str, str]], source: str) -> Path:
-    """A distribution importlib.metadata finds on sys.path: a module and a dist-info."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{name}.py").write_text(source)
-    info = root / f"{name}-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-    lines = []
-    for group, entries in entry_points.items():
-        lines.append(f"[{group}]")
-        lines += [f"{key} = {value}" for key, value in entries.items()]
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def test_a_plugin_transport_and_kind_deploy_end_to_end(home: Path, tmp_path: Path) -> None:
     site = make_dist(
-        tmp_path / "site",
+        tmp_path,
         "edgejail",
         {
             "edgetool.transports": {"jail": "edgejail:TRANSPORT"},
             "edgetool.flows": {"jailed": "edgejail:FLOW"},
         },
-        PLUGIN,
+        {"edgejail.py": PLUGIN},
     )
     device = tmp_path / "device"
     device.mkdir()
@@ -141,10 +127,10 @@ def test_without_the_plugin_the_names_are_unknown(home: Path, tmp_path: Path) ->
 
 def test_a_plugin_claiming_a_builtin_name_is_refused(home: Path, tmp_path: Path) -> None:
     site = make_dist(
-        tmp_path / "site",
+        tmp_path,
         "edgeclash",
         {"edgetool.transports": {"ssh": "edgeclash:TRANSPORT"}},
-        "TRANSPORT = None\n",
+        {"edgeclash.py": "TRANSPORT = None\n"},
     )
     env = {"PYTHONPATH": str(site)}
     result = run_cli("deploy", "-m", str(TINY_ONNX), "-r", "1", env=env)

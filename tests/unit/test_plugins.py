@@ -16,7 +16,8 @@ import pytest
 from edgetool.emulate import EMULATORS, open_emulator
 from edgetool.errors import ConfigError
 from edgetool.power import METERS, meter_types, open_meter
-from edgetool.targets import SshSettings, load_target
+from edgetool.targets import load_target
+from edgetool.transport.ssh import SshSettings
 from tests.conftest import run_cli
 from tests.plugin_dist import make_dist
 
