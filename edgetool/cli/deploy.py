@@ -321,8 +321,9 @@ def command(
         click.echo(str(outcome.run_dir))
     else:
         from edgetool.cli.results import print_summary
+        from edgetool.results.manifest import RunManifest, Summary
 
-        print_summary(outcome.manifest, outcome.summary)
+        print_summary(RunManifest.from_dict(outcome.manifest), Summary.from_dict(outcome.summary))
         if text is not None:
             console().print(f"\ngenerated: {text!r}")
         console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")

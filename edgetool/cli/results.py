@@ -21,6 +21,14 @@ from edgetool.results.compare import (
     compare_runs,
     compare_sets,
 )
+from edgetool.results.manifest import (
+    EnergyFigure,
+    EnergySummary,
+    LatencySummary,
+    RepetitionSummary,
+    RunManifest,
+    Summary,
+)
 from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_run
 from edgetool.units import human_bytes
 
@@ -39,36 +47,36 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _mj(figure: dict[str, Any] | None, what: str) -> str:
+def _mj(figure: EnergyFigure | None, what: str) -> str:
     """`0.73 mJ/inference dynamic [0.71, 0.75]`: the mean, what it is, its CI."""
     if not figure:
         return f"— {what}"
-    ci = figure.get("ci")
+    ci = figure.ci
     interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else ""
-    return f"{figure['mean']:.4g} {what}{interval}"
+    return f"{figure.mean:.4g} {what}{interval}"
 
 
-def energy_lines(energy: dict[str, Any] | None) -> list[str]:
+def energy_lines(energy: EnergySummary | None) -> list[str]:
     """`energy  0.73 mJ/inference dynamic (1.98 mJ total), idle 2.71 W — meter: ...`"""
-    if not energy:
+    if energy is None:
         return []
-    if "error" in energy:
-        return [f"  energy  [red]not measured[/red]: {energy['error']} — meter: {energy['meter']}"]
-    kind = "[yellow]ESTIMATE[/yellow] " if energy.get("estimate") else ""
-    idle = f", idle {energy['idle_w']:.3g} W" if energy.get("idle_w") is not None else ""
+    if energy.error is not None:
+        return [f"  energy  [red]not measured[/red]: {energy.error} — meter: {energy.meter}"]
+    kind = "[yellow]ESTIMATE[/yellow] " if energy.estimate else ""
+    idle = f", idle {energy.idle_w:.3g} W" if energy.idle_w is not None else ""
     lines = [
-        f"  energy  {kind}{_mj(energy.get('dynamic_mj'), 'mJ/inference dynamic')} "
-        f"({_mj(energy.get('total_mj'), 'mJ total')}){idle} — meter: {energy['meter']}"
+        f"  energy  {kind}{_mj(energy.dynamic_mj, 'mJ/inference dynamic')} "
+        f"({_mj(energy.total_mj, 'mJ total')}){idle} — meter: {energy.meter}"
     ]
-    alignment = energy.get("alignment") or {}
-    if alignment.get("method") == "round-trip":
-        drift = alignment.get("drift_ns")
+    alignment = energy.alignment
+    if alignment is not None and alignment.method == "round-trip":
+        drift = alignment.drift_ns
         lines.append(
-            f"  clock   device→meter offset ±{alignment['uncertainty_ns'] / 1e3:.0f} µs"
+            f"  clock   device→meter offset ±{(alignment.uncertainty_ns or 0) / 1e3:.0f} µs"
             + (f", drift {drift / 1e3:+.0f} µs over the run" if drift is not None else "")
         )
-    if energy.get("note"):
-        lines.append(f"  [dim]note: {energy['note']}[/dim]")
+    if energy.note:
+        lines.append(f"  [dim]note: {energy.note}[/dim]")
     return lines
 
 
@@ -83,90 +91,95 @@ def _tail_note(beyond: float | None) -> str:
     return f"  [dim](~{beyond:g} samples beyond it)[/dim]"
 
 
-def repetition_lines(reps: dict[str, Any] | None, unit: str = "latency (ms)") -> list[str]:
+def repetition_lines(reps: RepetitionSummary | None, unit: str = "latency (ms)") -> list[str]:
     """The run-level estimate: what a rerun would see, with its uncertainty."""
-    if not reps:
+    if reps is None:
         return [
             "\n  [dim]one repetition (a run from before repetitions): uncertainty unknown[/dim]"
         ]
-    kind = "fresh processes" if reps.get("kind") == "process" else "measurement windows"
-    count = reps["count"]
-    ci = reps.get("ci")
+    kind = "fresh processes" if reps.kind == "process" else "measurement windows"
+    count = reps.count
+    ci = reps.ci
     if ci:
-        spread = f"  [{ci[0]:.4g}, {ci[1]:.4g}] {round(100 * reps['confidence'])}% CI"
+        spread = f"  [{ci[0]:.4g}, {ci[1]:.4g}] {round(100 * (reps.confidence or 0))}% CI"
     else:
         spread = "  uncertainty: unknown (one repetition)"
-    medians = ", ".join(f"{m:.4g}" for m in reps.get("medians_ms") or [])
+    medians = ", ".join(f"{m:.4g}" for m in reps.medians_ms or [])
     return [
         f"\n  {unit}, run estimate over {count} repetition{'s' if count != 1 else ''} ({kind})",
-        f"  median {reps['estimate_ms']:10.4g}{spread}",
-        f"  [dim]repetition medians: {medians} — {reps.get('method')}[/dim]",
+        f"  median {reps.estimate_ms:10.4g}{spread}",
+        f"  [dim]repetition medians: {medians} — {reps.method}[/dim]",
     ]
 
 
-def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> None:
+def print_summary(manifest: RunManifest, summary: Summary | None) -> None:
     """The latency table a user reads after a run (shared by deploy and results show)."""
     out = console()
-    status = manifest.get("status", "?")
-    target = manifest.get("target", {})
-    if target.get("emulated"):
+    status = manifest.status or "?"
+    target = manifest.target_info
+    if target.emulated:
         out.print("[yellow]emulated device: times are emulator times, not device times[/yellow]")
-    if target.get("synthetic"):
+    if target.synthetic:
         out.print(
             "[yellow]SYNTHETIC: a test peer answered, not a device; not real figures[/yellow]"
         )
-    if target.get("time_base"):
-        out.print(f"time base: {target['time_base']}")
-    parity = (summary or {}).get("parity")
+    if target.time_base:
+        out.print(f"time base: {target.time_base}")
+    parity = summary.parity if summary else None
     if parity:
-        verdict = "ok" if parity.get("ok") else "[red]MISMATCH[/red]"
-        out.print(f"parity vs {parity.get('reference')}: {verdict}, max abs {parity['max_abs']}")
+        verdict = "ok" if parity.ok else "[red]MISMATCH[/red]"
+        out.print(f"parity vs {parity.reference}: {verdict}, max abs {parity.max_abs}")
     if status != "complete":
-        reason = f" ({manifest['error']})" if manifest.get("error") else ""
+        reason = f" ({manifest.error})" if manifest.error else ""
         out.print(f"[yellow]status: {status}{reason}[/yellow]")
     if not summary:
         out.print("no samples were recorded")
         return
-    lat = summary["latency"]
-    gen = summary.get("generation")
+    lat = summary.latency_info
+    gen = summary.generation
     if gen:
         out.print(
-            f"\n  generation ({gen['generations']}×, {gen['prompt_tokens']}-token prompt, "
-            f"{gen['new_tokens']} new tokens, greedy)"
+            f"\n  generation ({gen.generations}×, {gen.prompt_tokens}-token prompt, "
+            f"{gen.new_tokens} new tokens, greedy)"
         )
-        out.print(f"  time to first token  {gen['ttft_ms']:10.2f} ms")
-        if "prefill_tokens_per_s" in gen:
-            out.print(f"  prefill              {gen['prefill_tokens_per_s']:10.1f} tokens/s")
-        if "decode_tokens_per_s" in gen:
-            out.print(f"  decode               {gen['decode_tokens_per_s']:10.1f} tokens/s")
+        out.print(f"  time to first token  {gen.ttft_ms:10.2f} ms")
+        if gen.prefill_tokens_per_s is not None:
+            out.print(f"  prefill              {gen.prefill_tokens_per_s:10.1f} tokens/s")
+        if gen.decode_tokens_per_s is not None:
+            out.print(f"  decode               {gen.decode_tokens_per_s:10.1f} tokens/s")
     unit = "decode step latency (ms)" if gen else "latency (ms)"
-    for line in repetition_lines(summary.get("repetitions"), unit):
+    for line in repetition_lines(summary.repetitions, unit):
         out.print(line)
     # A runner that reports aggregates only (benchmark_model) has no percentiles: say so
     # plainly rather than printing blanks.
-    aggregate = lat.get("aggregate_only")
-    note = f"  [dim]{lat.get('source')}: aggregates only, no percentiles[/dim]" if aggregate else ""
-    out.print(f"\n                 per inference, n={lat['count']}{note}")
+    aggregate = lat.aggregate_only
+    note = f"  [dim]{lat.source}: aggregates only, no percentiles[/dim]" if aggregate else ""
+    out.print(f"\n                 per inference, n={lat.count}{note}")
     if not aggregate:
-        support = lat.get("tail_support") or {}
-        out.print(f"  p50   {_fmt(lat['p50']):>10}")
-        for key in ("p90", "p95", "p99", "p999"):
-            out.print(f"  {key:<5} {_fmt(lat[key]):>10}{_tail_note(support.get(key))}")
-    out.print(f"  min   {_fmt(lat['min']):>10}")
-    out.print(f"  max   {_fmt(lat['max']):>10}")
-    out.print(f"  mean  {_fmt(lat['mean']):>10} ± {_fmt(lat['std'])}")
-    if summary.get("throughput_per_s"):
-        out.print(f"  rate  {summary['throughput_per_s']:>10.1f} inferences/s")
-    if summary.get("first_inference_ms") is not None:
-        out.print(f"  first {_fmt(summary['first_inference_ms']):>10}  (cold, not in stats)")
-    if aggregate and summary.get("load_ms") is not None:
-        out.print(f"  init  {_fmt(summary['load_ms']):>10}  (interpreter set-up)")
-    if summary.get("peak_rss"):
+        support = lat.tail_support or {}
+        out.print(f"  p50   {_fmt(lat.p50):>10}")
+        for key, value in (
+            ("p90", lat.p90),
+            ("p95", lat.p95),
+            ("p99", lat.p99),
+            ("p999", lat.p999),
+        ):
+            out.print(f"  {key:<5} {_fmt(value):>10}{_tail_note(support.get(key))}")
+    out.print(f"  min   {_fmt(lat.min):>10}")
+    out.print(f"  max   {_fmt(lat.max):>10}")
+    out.print(f"  mean  {_fmt(lat.mean):>10} ± {_fmt(lat.std)}")
+    if summary.throughput_per_s:
+        out.print(f"  rate  {summary.throughput_per_s:>10.1f} inferences/s")
+    if summary.first_inference_ms is not None:
+        out.print(f"  first {_fmt(summary.first_inference_ms):>10}  (cold, not in stats)")
+    if aggregate and summary.load_ms is not None:
+        out.print(f"  init  {_fmt(summary.load_ms):>10}  (interpreter set-up)")
+    if summary.peak_rss:
         what = "footprint (benchmark_model's estimate)" if aggregate else "peak"
-        out.print(f"  rss   {human_bytes(summary['peak_rss']):>10}  {what}")
-    for line in energy_lines(summary.get("energy")):
+        out.print(f"  rss   {human_bytes(summary.peak_rss):>10}  {what}")
+    for line in energy_lines(summary.energy):
         out.print(line)
-    ops = summary.get("ops") or []
+    ops = summary.ops or []
     if ops:
         out.print("\n  per operator (benchmark_model's profile of the first run)")
         for op in sorted(ops, key=lambda o: -(o.get("avg_ms") or 0))[:8]:
@@ -174,14 +187,14 @@ def print_summary(manifest: dict[str, Any], summary: dict[str, Any] | None) -> N
                 f"  {op.get('node_type')!s:<24} {_fmt(op.get('avg_ms')):>9} ms "
                 f"{_fmt(op.get('percent'), 1):>6} %"
             )
-    before, after = manifest.get("env_before") or {}, manifest.get("env_after") or {}
+    before, after = manifest.env_before or {}, manifest.env_after or {}
     if before.get("temp_c") is not None and after.get("temp_c") is not None:
         throttle = after.get("throttled")
         out.print(
             f"  temp  {before['temp_c']:.1f} → {after['temp_c']:.1f} °C"
             + (f", throttled={throttle}" if throttle else "")
         )
-    for warning in lat.get("unstable", []):
+    for warning in lat.unstable or []:
         out.print(f"[yellow]  unstable: {warning}[/yellow]")
 
 
@@ -196,18 +209,18 @@ def command() -> None:
 def list_runs(root: Path | None, as_json: bool) -> None:
     """List runs, newest last."""
     base = root or paths.results_dir()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run_dir in iter_run_dirs(base):
         run = load_run(run_dir)
-        lat = (run.summary or {}).get("latency") or {}
+        lat = run.summary.latency_info if run.summary else LatencySummary()
         rows.append(
             {
                 "run_id": run.run_id,
                 "status": run.status,
-                "target": run.manifest.get("target", {}).get("name"),
-                "model": run.manifest.get("artifact", {}).get("name"),
+                "target": run.manifest.target_info.name,
+                "model": run.manifest.artifact_info.name,
                 "count": len(run.samples_ns),
-                "p50_ms": lat.get("p50"),
+                "p50_ms": lat.p50,
                 "dir": str(run_dir),
             }
         )
@@ -243,31 +256,33 @@ def show(run: str, root: Path | None, as_json: bool) -> None:
     loaded = find_run(run, root or paths.results_dir())
     if as_json:
         emit_json(
-            {"run_dir": str(loaded.dir), "manifest": loaded.manifest, "summary": loaded.summary}
+            {
+                "run_dir": str(loaded.dir),
+                "manifest": loaded.manifest.to_dict(),
+                "summary": loaded.summary.to_dict() if loaded.summary else None,
+            }
         )
         return
     m = loaded.manifest
     out = console()
     out.print(f"[bold]{loaded.run_id}[/bold]  {loaded.dir}")
-    device = m.get("device") or {}
-    runtime = m.get("runtime") or {}
-    out.print(
-        f"  target   {m.get('target', {}).get('name')}  {m.get('target', {}).get('transport')}"
-    )
+    device = m.device or {}
+    runtime = m.runtime
+    out.print(f"  target   {m.target_info.name}  {m.target_info.transport}")
     if device:
         out.print(
             f"  device   {device.get('arch')} · {device.get('cores')}× "
             f"{device.get('cpu_model')} · {device.get('os')}"
         )
-    artifact = m.get("artifact", {})
+    artifact = m.artifact_info
     out.print(
-        f"  model    {artifact.get('name')}  sha256 {str(artifact.get('sha256'))[:12]}…  "
-        f"{human_bytes(artifact.get('size'))}"
+        f"  model    {artifact.name}  sha256 {str(artifact.sha256)[:12]}…  "
+        f"{human_bytes(artifact.size)}"
     )
     if runtime:
         out.print(
-            f"  runtime  {runtime.get('runtime')} {runtime.get('runtime_version')}  "
-            f"threads {runtime.get('threads') or 'default'}"
+            f"  runtime  {runtime.runtime} {runtime.runtime_version}  "
+            f"threads {runtime.threads or 'default'}"
         )
     print_summary(m, loaded.summary)
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edgetool.errors import EdgetoolError, failure_class_of
 from edgetool.farm.plan import Job, Plan, slots
+from edgetool.results.store import SUMMARY, read_summary
 
 if TYPE_CHECKING:
     from edgetool.farm.places import Place, PlaceProvider
@@ -354,11 +355,13 @@ class Executor:
         result.run_dir = last.run_dir
         if last.status == "passed":
             result.status = "passed"
-            summary = _read_json(Path(last.run_dir) / "summary.json") if last.run_dir else None
+            summary = read_summary(Path(last.run_dir) / SUMMARY) if last.run_dir else None
             # The run's estimate (repetition medians) where it has one, else its pooled p50.
-            reps = (summary or {}).get("repetitions") or {}
-            p50 = reps.get("estimate_ms") or ((summary or {}).get("latency") or {}).get("p50")
-            result.p50_ms = float(p50) if isinstance(p50, (int, float)) else None
+            reps = summary.repetitions if summary else None
+            p50 = (reps.estimate_ms if reps else None) or (
+                summary.latency_info.p50 if summary else None
+            )
+            result.p50_ms = float(p50) if p50 is not None else None
         else:
             result.status, result.failure, result.error = "failed", last.failure, last.error
         if result.run_dir:
@@ -423,14 +426,6 @@ class Executor:
 
     def ordered(self) -> list[JobResult]:
         return [self.results[job.index] for job in self.jobs]
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _safe(text: str) -> str:

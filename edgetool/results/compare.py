@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edgetool.results.manifest import EnergySummary, GenerationSummary, Summary
 from edgetool.results.stats import (
     MIN_REPETITIONS,
     log_mean_sd,
@@ -141,14 +142,14 @@ class Effect:
 def repetition_values(run: Run) -> list[float]:
     """A run's per-repetition medians (ms): from its summary, else from its samples (an
     older run: one repetition), else the mean of an aggregate-only runner."""
-    reps = (run.summary or {}).get("repetitions") or {}
-    values = reps.get("medians_ms")
-    if isinstance(values, list) and values and all(_positive(v) for v in values):
+    summary = run.summary or Summary()
+    values = summary.repetitions.medians_ms if summary.repetitions else None
+    if values and all(_positive(v) for v in values):
         return [float(v) for v in values]
     if run.samples_ns:
         return repetition_medians(run.samples_ns, run.repetition_tags)
-    mean = ((run.summary or {}).get("latency") or {}).get("mean")
-    return [float(mean)] if isinstance(mean, (int, float)) and _positive(mean) else []
+    mean = summary.latency_info.mean
+    return [float(mean)] if mean is not None and _positive(mean) else []
 
 
 def _positive(value: Any) -> bool:
@@ -157,8 +158,7 @@ def _positive(value: Any) -> bool:
 
 def deterministic(run: Run) -> bool:
     """Times counted in emulated instructions: a rerun gives the same numbers."""
-    target = run.manifest.get("target") or {}
-    return str(target.get("time_base") or "").startswith(DETERMINISTIC_PREFIX)
+    return (run.manifest.target_info.time_base or "").startswith(DETERMINISTIC_PREFIX)
 
 
 def welch_effect(base: Sequence[float], new: Sequence[float], confidence: float) -> Effect:
@@ -375,17 +375,18 @@ def _ci_better(before_ci: tuple[float, float] | None, after_ci: tuple[float, flo
 
 def _energy_changes(base: Run, new: Run, threshold: float) -> list[MetricChange]:
     """Total and dynamic energy per inference, when both runs measured it."""
-    eb = (base.summary or {}).get("energy") or {}
-    en = (new.summary or {}).get("energy") or {}
+    eb, en = _energy(base), _energy(new)
     out: list[MetricChange] = []
-    for key in ("total_mj", "dynamic_mj"):
-        b, a = eb.get(key), en.get(key)
-        if not isinstance(b, dict) or not isinstance(a, dict):
+    for key, b, a in (
+        ("total_mj", eb.total_mj, en.total_mj),
+        ("dynamic_mj", eb.dynamic_mj, en.dynamic_mj),
+    ):
+        if b is None or a is None:
             continue
-        before, after = _as_float(b.get("mean")), _as_float(a.get("mean"))
+        before, after = _as_float(b.mean), _as_float(a.mean)
         if before is None or after is None:
             continue
-        bci, aci = _as_ci(b.get("ci")), _as_ci(a.get("ci"))
+        bci, aci = _as_ci(b.ci), _as_ci(a.ci)
         change = _relative(before, after)
         worse = change is not None and change > threshold and _ci_worse(bci, aci)
         better = change is not None and change < -threshold and _ci_better(bci, aci)
@@ -395,9 +396,15 @@ def _energy_changes(base: Run, new: Run, threshold: float) -> list[MetricChange]
     return out
 
 
+def _energy(run: Run) -> EnergySummary:
+    """The run's energy section, empty when it measured none."""
+    energy = run.summary.energy if run.summary else None
+    return energy if energy is not None else EnergySummary()
+
+
 def _size_change(base: Run, new: Run, threshold: float) -> MetricChange | None:
-    before = _as_float((base.manifest.get("artifact") or {}).get("size"))
-    after = _as_float((new.manifest.get("artifact") or {}).get("size"))
+    before = _as_float(base.manifest.artifact_info.size)
+    after = _as_float(new.manifest.artifact_info.size)
     if before is None or after is None:
         return None
     change = _relative(before, after)
@@ -414,13 +421,19 @@ def _size_change(base: Run, new: Run, threshold: float) -> MetricChange | None:
 
 def _info_changes(base: Run, new: Run) -> list[MetricChange]:
     """Peak RSS and LLM generation figures: reported, never gating."""
-    sb, sn = base.summary or {}, new.summary or {}
+    sb, sn = base.summary or Summary(), new.summary or Summary()
+    gb = sb.generation or GenerationSummary()
+    gn = sn.generation or GenerationSummary()
     pairs: list[tuple[str, str, Any, Any]] = [
-        ("peak_rss", "B", sb.get("peak_rss"), sn.get("peak_rss"))
+        ("peak_rss", "B", sb.peak_rss, sn.peak_rss),
+        ("generation_ttft_ms", "ms", gb.ttft_ms, gn.ttft_ms),
+        (
+            "generation_decode_tokens_per_s",
+            "tokens/s",
+            gb.decode_tokens_per_s,
+            gn.decode_tokens_per_s,
+        ),
     ]
-    gb, gn = sb.get("generation") or {}, sn.get("generation") or {}
-    for key, unit in (("ttft_ms", "ms"), ("decode_tokens_per_s", "tokens/s")):
-        pairs.append((f"generation_{key}", unit, gb.get(key), gn.get(key)))
     out = []
     for name, unit, b, a in pairs:
         before, after = _as_float(b), _as_float(a)
@@ -438,10 +451,10 @@ def _info_changes(base: Run, new: Run) -> list[MetricChange]:
 
 def model_identity(run: Run) -> tuple[str, str, str]:
     """(name, format, quant) of the artifact: what "the same model" means across nights."""
-    artifact = run.manifest.get("artifact") or {}
-    raw = artifact.get("name") or (Path(str(artifact["path"])).name if artifact.get("path") else "")
-    name = Path(str(raw)).stem if raw else str(artifact.get("model") or "?")
-    return name, str(artifact.get("format") or ""), str(artifact.get("quant") or "")
+    artifact = run.manifest.artifact_info
+    raw = artifact.name or (Path(artifact.path).name if artifact.path else "")
+    name = Path(raw).stem if raw else (artifact.model or "?")
+    return name, artifact.format or "", artifact.quant or ""
 
 
 def model_label(run: Run) -> str:
@@ -450,7 +463,7 @@ def model_label(run: Run) -> str:
 
 
 def target_name(run: Run) -> str:
-    return str((run.manifest.get("target") or {}).get("name") or "?")
+    return run.manifest.target_info.name or "?"
 
 
 def pair_key(run: Run) -> tuple[str, str, str, str]:
@@ -463,16 +476,16 @@ _DEVICE_KEYS = ("arch", "cpu_model", "board", "cores")
 
 
 def _input_shapes(run: Run) -> list[tuple[str, str]] | None:
-    inputs = (run.manifest.get("runtime") or {}).get("inputs")
-    if not isinstance(inputs, list) or not inputs:
+    inputs = run.manifest.runtime_info.inputs
+    if not inputs:
         return None
-    return [(str(i.get("name")), str(i.get("shape"))) for i in inputs if isinstance(i, dict)]
+    return [(str(i.get("name")), str(i.get("shape"))) for i in inputs]
 
 
 def refusals(base: Run, new: Run) -> list[str]:
     """Why these two runs cannot be compared at all (the device or the inputs differ)."""
     out: list[str] = []
-    db, dn = base.manifest.get("device") or {}, new.manifest.get("device") or {}
+    db, dn = base.manifest.device or {}, new.manifest.device or {}
     for key in _DEVICE_KEYS:
         if db.get(key) is not None and dn.get(key) is not None and db[key] != dn[key]:
             out.append(f"different device {key} ({db[key]} vs {dn[key]})")
@@ -489,12 +502,11 @@ def _shapes(shapes: list[tuple[str, str]]) -> str:
 
 
 def _first_env(run: Run) -> dict[str, Any]:
-    return run.manifest.get("env_before") or {}
+    return run.manifest.env_before or {}
 
 
 def _effective_threads(run: Run) -> Any:
-    after = run.manifest.get("env_after") or {}
-    return after.get("process_threads")
+    return (run.manifest.env_after or {}).get("process_threads")
 
 
 def _limits(env: dict[str, Any]) -> Any:
@@ -511,24 +523,28 @@ def _pair_warnings(base: Run, new: Run) -> list[str]:
         warnings.append(f"different targets ({target_name(base)} vs {target_name(new)})")
     if model_identity(base) != model_identity(new):
         warnings.append(f"different models ({model_label(base)} vs {model_label(new)})")
-    tb, tn = base.manifest.get("target") or {}, new.manifest.get("target") or {}
-    if bool(tb.get("emulated")) != bool(tn.get("emulated")):
-        kinds = ["emulated" if t.get("emulated") else "real" for t in (tb, tn)]
+    tb, tn = base.manifest.target_info, new.manifest.target_info
+    if bool(tb.emulated) != bool(tn.emulated):
+        kinds = ["emulated" if t.emulated else "real" for t in (tb, tn)]
         warnings.append(f"{kinds[0]} vs {kinds[1]} device")
-    db, dn = base.manifest.get("device") or {}, new.manifest.get("device") or {}
+    db, dn = base.manifest.device or {}, new.manifest.device or {}
     if db.get("hostname") and dn.get("hostname") and db["hostname"] != dn["hostname"]:
         warnings.append(f"different hosts ({db['hostname']} vs {dn['hostname']})")
-    rb, rn = base.manifest.get("runtime") or {}, new.manifest.get("runtime") or {}
-    for key, what in (("runtime", "runtimes"), ("runtime_version", "runtime versions")):
-        if rb.get(key) and rn.get(key) and rb[key] != rn[key]:
-            warnings.append(f"different {what} ({rb[key]} vs {rn[key]})")
-    if rb and rn and rb.get("threads") != rn.get("threads"):
-        warnings.append(f"different requested threads ({rb.get('threads')} vs {rn.get('threads')})")
+    rb, rn = base.manifest.runtime, new.manifest.runtime
+    if rb is not None and rn is not None:
+        for what, b, n in (
+            ("runtimes", rb.runtime, rn.runtime),
+            ("runtime versions", rb.runtime_version, rn.runtime_version),
+        ):
+            if b and n and b != n:
+                warnings.append(f"different {what} ({b} vs {n})")
+        if rb.threads != rn.threads:
+            warnings.append(f"different requested threads ({rb.threads} vs {rn.threads})")
     eb, en = _effective_threads(base), _effective_threads(new)
     if eb is not None and en is not None and eb != en:
         warnings.append(f"different effective threads ({eb} vs {en} OS threads in the runner)")
-    vb = (base.manifest.get("edgetool") or {}).get("version")
-    vn = (new.manifest.get("edgetool") or {}).get("version")
+    vb = base.manifest.edgetool.version if base.manifest.edgetool else None
+    vn = new.manifest.edgetool.version if new.manifest.edgetool else None
     if vb and vn and vb != vn:
         warnings.append(f"different edgetool versions ({vb} vs {vn})")
     gb, gn = _first_env(base).get("governor"), _first_env(new).get("governor")
@@ -537,15 +553,12 @@ def _pair_warnings(base: Run, new: Run) -> list[str]:
     lb, ln = _limits(_first_env(base)), _limits(_first_env(new))
     if lb and ln and lb != ln:
         warnings.append("different CPU frequency limits")
-    energy_b = (base.summary or {}).get("energy") or {}
-    energy_n = (new.summary or {}).get("energy") or {}
+    energy_b = base.summary.energy if base.summary else None
+    energy_n = new.summary.energy if new.summary else None
     if (
-        energy_b
-        and energy_n
-        and (
-            energy_b.get("meter") != energy_n.get("meter")
-            or energy_b.get("estimate") != energy_n.get("estimate")
-        )
+        energy_b is not None
+        and energy_n is not None
+        and (energy_b.meter != energy_n.meter or energy_b.estimate != energy_n.estimate)
     ):
         warnings.append("energy from different meters or estimate vs measured")
     for label, run in (("base", base), ("new", new)):
@@ -555,8 +568,8 @@ def _pair_warnings(base: Run, new: Run) -> list[str]:
 
 
 def _notes(base: Run, new: Run) -> list[str]:
-    sb = str((base.manifest.get("artifact") or {}).get("sha256") or "")
-    sn = str((new.manifest.get("artifact") or {}).get("sha256") or "")
+    sb = base.manifest.artifact_info.sha256 or ""
+    sn = new.manifest.artifact_info.sha256 or ""
     if sb and sn and sb != sn:
         return [f"artifacts differ (sha256 {sb[:12]}… vs {sn[:12]}…)"]
     return []
@@ -821,8 +834,8 @@ def _preference(run: Run) -> tuple[int, int, str, str]:
     """Complete beats partial beats anything else; then runs with samples; then latest."""
     return (
         _STATUS_RANK.get(run.status, 0),
-        1 if run.samples_ns or (run.summary or {}).get("latency") else 0,
-        str(run.manifest.get("created") or ""),
+        1 if run.samples_ns or (run.summary and run.summary.latency) else 0,
+        run.manifest.created or "",
         run.run_id,
     )
 

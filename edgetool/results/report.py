@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.results import plots
+from edgetool.results.manifest import (
+    AlignmentInfo,
+    EnergyFigure,
+    EnergySummary,
+    Summary,
+)
 from edgetool.results.plots import Bar, Series, Shade, esc
 from edgetool.results.store import Run, write_text_atomic
 from edgetool.results.trace import (
@@ -79,9 +85,13 @@ def _ci_pair(ci: Any) -> tuple[float, float] | None:
     return None
 
 
-def _energy(run: Run) -> dict[str, Any] | None:
-    energy = (run.summary or {}).get("energy")
-    return energy if isinstance(energy, dict) else None
+def _energy(run: Run) -> EnergySummary | None:
+    return run.summary.energy if run.summary else None
+
+
+def _summary(run: Run) -> Summary:
+    """The run's summary, empty for a run that has none (no samples, aggregates lost)."""
+    return run.summary if run.summary is not None else Summary()
 
 
 def _dl(rows: Sequence[tuple[str, Any]]) -> str:
@@ -94,28 +104,28 @@ def _dl(rows: Sequence[tuple[str, Any]]) -> str:
 def _run_card(index: int, run: Run) -> str:
     """Who, what, where and how it went: enough to know which run a number belongs to."""
     m = run.manifest
-    target = m.get("target") or {}
-    artifact = m.get("artifact") or {}
-    device = m.get("device") or {}
-    runtime = m.get("runtime") or {}
-    power = m.get("power") or {}
+    summary = _summary(run)
+    target = m.target_info
+    artifact = m.artifact_info
+    device = m.device or {}
+    runtime = m.runtime_info
     emu = ' <span class="emu">emulated: times are emulator times</span>' if is_emulated(m) else ""
     parts = [f'<div class="card" id="run-{index + 1}"><h3>{esc(run_label(index, run))}{emu}</h3>']
     status = run.status
     if status != "complete":
-        reason = f": {m['error']}" if m.get("error") else ""
+        reason = f": {m.error}" if m.error else ""
         cls = "notice err" if status in ("failed", "error") else "notice"
         parts.append(
             f'<div class="{cls}">status <b>{esc(status)}</b>{esc(reason)}; '
             f"showing the {len(run.samples_ns)} inferences that were recorded.</div>"
         )
-    if target.get("synthetic"):
+    if target.synthetic:
         parts.append(
             '<div class="notice err">SYNTHETIC: a test peer answered, not a device; '
             "these are not real figures</div>"
         )
-    if (run.summary or {}).get("aggregate_only"):
-        source = ((run.summary or {}).get("latency") or {}).get("source", "the runner")
+    if summary.aggregate_only:
+        source = summary.latency_info.source or "the runner"
         parts.append(
             f'<div class="notice">{esc(source)} reports aggregates only (count, mean, std, '
             "min, max): no per-inference samples, so no percentiles or histograms</div>"
@@ -127,7 +137,7 @@ def _run_card(index: int, run: Run) -> str:
             '<div class="notice">this run has no inference start times: time axes lay '
             "inferences back to back</div>"
         )
-    sha = artifact.get("sha256")
+    sha = artifact.sha256
     device_text = " · ".join(
         str(device[k]) for k in ("arch", "cores", "cpu_model", "os") if device.get(k) is not None
     )
@@ -137,15 +147,15 @@ def _run_card(index: int, run: Run) -> str:
                 ("run", run.run_id),
                 ("directory", str(run.dir)),
                 ("status", status),
-                ("created", m.get("created")),
+                ("created", m.created),
                 (
                     "target",
                     " · ".join(
                         str(v)
                         for v in (
-                            target.get("name"),
-                            target.get("kind"),
-                            target.get("description"),
+                            target.name,
+                            target.kind,
+                            target.description,
                         )
                         if v
                     ),
@@ -156,8 +166,8 @@ def _run_card(index: int, run: Run) -> str:
                         str(v)
                         for v in (
                             model_label(m),
-                            artifact.get("format"),
-                            artifact.get("quant"),
+                            artifact.format,
+                            artifact.quant,
                         )
                         if v
                     ),
@@ -166,40 +176,46 @@ def _run_card(index: int, run: Run) -> str:
                 ("device", device_text),
                 (
                     "runtime",
-                    " ".join(
-                        str(v)
-                        for v in (runtime.get("runtime"), runtime.get("runtime_version"))
-                        if v
-                    ),
+                    " ".join(str(v) for v in (runtime.runtime, runtime.runtime_version) if v),
                 ),
-                ("meter", power.get("meter")),
-                ("inferences", (run.summary or {}).get("count", len(run.samples_ns))),
+                ("meter", m.power_info.meter),
+                ("inferences", _count(run)),
             ]
         )
     )
     energy = _energy(run)
-    if energy and energy.get("estimate"):
-        method = (
-            f"a {energy['method']}" if energy.get("method") else "an estimate from a power model"
-        )
+    if energy and energy.estimate:
+        method = f"a {energy.method}" if energy.method else "an estimate from a power model"
         parts.append(f'<div class="notice">energy is {esc(method)}, not a meter reading</div>')
-    if energy and energy.get("note"):
-        parts.append(f'<div class="notice">energy: {esc(energy["note"])}</div>')
-    for warning in ((run.summary or {}).get("latency") or {}).get("unstable") or []:
+    if energy and energy.note:
+        parts.append(f'<div class="notice">energy: {esc(energy.note)}</div>')
+    for warning in summary.latency_info.unstable or []:
         parts.append(f'<div class="notice">unstable: {esc(warning)}</div>')
     parts.append("</div>")
     return "".join(parts)
 
 
-def _estimate(summary: dict[str, Any]) -> str:
+def _count(run: Run) -> int:
+    """Inferences as the summary counts them, else as samples.jsonl holds them."""
+    count = _summary(run).count
+    return count if count is not None else len(run.samples_ns)
+
+
+def _figure(figure: EnergyFigure | None, suffix: str) -> str:
+    """`mean [ci]` of an energy figure in a table cell, `suffix` saying what it is."""
+    if figure is None:
+        return _num(None)
+    return _num(figure.mean, 4) + _ci(figure.ci, 4) + suffix
+
+
+def _estimate(summary: Summary) -> str:
     """The run's estimate over its repetitions with their CI, else the pooled p50."""
-    reps = summary.get("repetitions") or {}
-    if reps.get("estimate_ms"):
-        ci = reps.get("ci")
+    reps = summary.repetitions
+    if reps is not None and reps.estimate_ms:
+        ci = reps.ci
         interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else " (CI unknown)"
-        return f"{reps['estimate_ms']:.4g}{interval} ×{reps.get('count')}"
-    lat = summary.get("latency") or {}
-    return _num(lat.get("p50")) + " (1 repetition)"
+        return f"{reps.estimate_ms:.4g}{interval} ×{reps.count}"
+    return _num(summary.latency_info.p50) + " (1 repetition)"
 
 
 def _summary_table(runs: Sequence[Run], verdicts: Mapping[str, str] | None = None) -> str:
@@ -219,32 +235,27 @@ def _summary_table(runs: Sequence[Run], verdicts: Mapping[str, str] | None = Non
         + "</tr>"
     ]
     for i, run in enumerate(runs):
-        summary = run.summary or {}
-        lat = summary.get("latency") or {}
+        summary = _summary(run)
+        lat = summary.latency_info
         cells = [
             run_label(i, run),
             run.status,
-            str(summary.get("count", len(run.samples_ns))),
+            str(_count(run)),
             _estimate(summary),
-            _num(lat.get("p50")),
-            _num(lat.get("p90")),
-            _num(lat.get("p99")),
-            f"{_num(lat.get('mean'))} ± {_num(lat.get('std'))}",
-            _num(summary.get("throughput_per_s"), 1),
+            _num(lat.p50),
+            _num(lat.p90),
+            _num(lat.p99),
+            f"{_num(lat.mean)} ± {_num(lat.std)}",
+            _num(summary.throughput_per_s, 1),
         ]
         if verdicts is not None:
             cells.append(verdicts.get(str(run.dir), "—"))
         if any_energy:
-            energy = _energy(run) or {}
-            dyn = energy.get("dynamic_mj") or {}
-            tot = energy.get("total_mj") or {}
-            est = " (estimate)" if energy.get("estimate") else ""
-            cells += [
-                _num(dyn.get("mean"), 4) + _ci(dyn.get("ci"), 4) + (est if dyn else ""),
-                _num(tot.get("mean"), 4) + _ci(tot.get("ci"), 4) + (est if tot else ""),
-                _num(energy.get("idle_w"), 3),
-                str(energy.get("meter") or "—"),
-            ]
+            energy = _energy(run) or EnergySummary()
+            dyn, tot = energy.dynamic_mj, energy.total_mj
+            est = " (estimate)" if energy.estimate else ""
+            cells += [_figure(dyn, est), _figure(tot, est), _num(energy.idle_w, 3)]
+            cells.append(energy.meter or "—")
         rows.append(
             "<tr>"
             + "".join(
@@ -297,8 +308,7 @@ def _latency_plots(runs: Sequence[Run]) -> str:
 
 def _env_series(run: Run, x0: float, x1: float) -> tuple[list[Series], str, str]:
     """Temperature (preferred) or mean CPU frequency, before → after, for the right axis."""
-    m = run.manifest
-    before, after = m.get("env_before") or {}, m.get("env_after") or {}
+    before, after = run.manifest.env_before or {}, run.manifest.env_after or {}
     t0, t1 = before.get("temp_c"), after.get("temp_c")
     caption = []
     series: list[Series] = []
@@ -412,10 +422,9 @@ def _power_plot(index: int, run: Run) -> str:
     if not placed:
         busy = []  # no device times and no measure window: placing them would be a guess
     emu = "emulated " if is_emulated(run.manifest) else ""
-    energy = _energy(run) or {}
-    idle = energy.get("idle_w")
-    power_meta = run.manifest.get("power") or {}
-    alignment = power_meta.get("alignment") or {}
+    idle = (_energy(run) or EnergySummary()).idle_w
+    power_meta = run.manifest.power_info
+    alignment = power_meta.alignment or AlignmentInfo()
     svg = plots.power_plot(
         "power",
         f"power — {run_label(index, run)}",
@@ -427,9 +436,10 @@ def _power_plot(index: int, run: Run) -> str:
         idle_w=float(idle) if isinstance(idle, (int, float)) else None,
     ).replace('data-plot="power" ', f'data-plot="power" data-run="{index + 1}" ', 1)
     caption = (
-        f"{len(run.power)} samples from {power_meta.get('meter') or 'the meter'}"
-        f" ({power_meta.get('clock') or '?'} clock); alignment offset "
-        f"{alignment.get('offset_ns', 0)} ns ± {alignment.get('uncertainty_ns', '?')} ns"
+        f"{len(run.power)} samples from {power_meta.meter or 'the meter'}"
+        f" ({power_meta.clock or '?'} clock); alignment offset "
+        f"{alignment.offset_ns if alignment.offset_ns is not None else 0} ns ± "
+        f"{alignment.uncertainty_ns if alignment.uncertainty_ns is not None else '?'} ns"
     )
     return svg + f'<div class="caption">{esc(caption)}</div>'
 
@@ -445,9 +455,10 @@ def _energy_plot(runs: Sequence[Run]) -> str:
             continue
         groups.append(f"#{i + 1}")
         names.append(run_label(i, run))
-        dyn, tot = energy.get("dynamic_mj") or {}, energy.get("total_mj") or {}
-        dynamic.append(Bar(dyn.get("mean"), _ci_pair(dyn.get("ci"))))
-        total.append(Bar(tot.get("mean"), _ci_pair(tot.get("ci"))))
+        dyn = energy.dynamic_mj or EnergyFigure()
+        tot = energy.total_mj or EnergyFigure()
+        dynamic.append(Bar(dyn.mean, _ci_pair(dyn.ci)))
+        total.append(Bar(tot.mean, _ci_pair(tot.ci)))
     svg = plots.bar_chart(
         "energy",
         "energy per inference (95% CI)",

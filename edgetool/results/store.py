@@ -28,6 +28,7 @@ from typing import IO, Any
 from edgetool.errors import ResultsError
 from edgetool.power.base import PowerSample
 from edgetool.procs import pid_alive
+from edgetool.results.manifest import HostInfo, RunManifest, Summary
 from edgetool.results.stats import repetition_medians, summarize_ns, summarize_repetitions
 
 SCHEMA_VERSION = 1
@@ -166,9 +167,9 @@ class RunWriter:
 @dataclass
 class Run:
     dir: Path
-    manifest: dict[str, Any]
+    manifest: RunManifest
     samples_ns: list[int]
-    summary: dict[str, Any] | None
+    summary: Summary | None
     starts_ns: list[int] | None = None
     """Device-clock start of each inference, when the runner reported it."""
     power: list[PowerSample] = field(default_factory=list)
@@ -181,11 +182,11 @@ class Run:
 
     @property
     def run_id(self) -> str:
-        return str(self.manifest.get("run_id", self.dir.name))
+        return self.manifest.run_id or self.dir.name
 
     @property
     def status(self) -> str:
-        return str(self.manifest.get("status", "unknown"))
+        return self.manifest.status or "unknown"
 
 
 def _records(path: Path) -> Iterator[dict[str, Any]]:
@@ -255,32 +256,44 @@ def read_power(path: Path) -> list[PowerSample]:
 def load_run(path: Path) -> Run:
     manifest_path = path / MANIFEST
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        raw = json.loads(manifest_path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ResultsError(f"no run at {path} (missing {MANIFEST})") from exc
     except (OSError, ValueError) as exc:
         raise ResultsError(f"{manifest_path}: unreadable ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise ResultsError(f"{manifest_path}: unreadable (not a JSON object)")
+    manifest = RunManifest.from_dict(raw)
     samples, starts, reps = read_sample_records(path / SAMPLES)
-    summary: dict[str, Any] | None = None
-    if (path / SUMMARY).exists():
-        try:
-            summary = json.loads((path / SUMMARY).read_text(encoding="utf-8"))
-        except ValueError:
-            summary = None
-    host = manifest.get("host", {})
-    if manifest.get("status") == "running" and not (
-        host.get("hostname") == socket.gethostname() and pid_alive(host.get("pid"))
+    summary = read_summary(path / SUMMARY)
+    host = manifest.host or HostInfo()
+    if manifest.status == "running" and not (
+        host.hostname == socket.gethostname() and pid_alive(host.pid)
     ):
-        manifest["status"] = "partial"
-        manifest.setdefault("error", "the deploy process died before the run finished")
+        manifest.status = "partial"
+        if manifest.error is None:
+            manifest.error = "the deploy process died before the run finished"
     if summary is None and samples:
-        summary = {"latency": summarize_ns(samples).to_dict(), "count": len(samples)}
+        fallback: dict[str, Any] = {
+            "latency": summarize_ns(samples).to_dict(),
+            "count": len(samples),
+        }
         if reps:
-            kind = str(manifest.get("repetition_kind") or "process")
-            summary["repetitions"] = summarize_repetitions(
+            kind = manifest.repetition_kind or "process"
+            fallback["repetitions"] = summarize_repetitions(
                 repetition_medians(samples, reps), kind
             ).to_dict()
+        summary = Summary.from_dict(fallback)
     return Run(path, manifest, samples, summary, starts, read_power(path / POWER), reps)
+
+
+def read_summary(path: Path) -> Summary | None:
+    """A run's summary.json; None when it is missing or unreadable (an interrupted run)."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return Summary.from_dict(raw) if isinstance(raw, dict) else None
 
 
 def find_run(ref: str, root: Path) -> Run:

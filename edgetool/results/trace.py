@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgetool.power.base import PowerSample
+from edgetool.results.manifest import RunManifest
 from edgetool.results.store import Run, write_text_atomic
 
 PID = 1
@@ -26,18 +27,18 @@ METER_TID = 2
 LOG_TID = 3
 
 
-def model_label(manifest: dict[str, Any]) -> str:
+def model_label(manifest: RunManifest) -> str:
     """The model as a person names it: recipe name if known, else the artifact file name."""
-    artifact = manifest.get("artifact") or {}
-    return str(artifact.get("model") or artifact.get("name") or "model")
+    artifact = manifest.artifact_info
+    return artifact.model or artifact.name or "model"
 
 
-def target_label(manifest: dict[str, Any]) -> str:
-    return str((manifest.get("target") or {}).get("name") or "target")
+def target_label(manifest: RunManifest) -> str:
+    return manifest.target_info.name or "target"
 
 
-def is_emulated(manifest: dict[str, Any]) -> bool:
-    return bool((manifest.get("target") or {}).get("emulated"))
+def is_emulated(manifest: RunManifest) -> bool:
+    return bool(manifest.target_info.emulated)
 
 
 def inference_starts(run: Run) -> list[int]:
@@ -55,14 +56,10 @@ def inference_starts(run: Run) -> list[int]:
     return starts
 
 
-def power_offset_ns(manifest: dict[str, Any]) -> int:
+def power_offset_ns(manifest: RunManifest) -> int:
     """Meter time = device time + offset (0 when the run has no alignment)."""
-    power = manifest.get("power") or {}
-    alignment = power.get("alignment") or {}
-    try:
-        return int(alignment.get("offset_ns") or 0)
-    except (TypeError, ValueError):
-        return 0
+    alignment = manifest.power_info.alignment
+    return int(alignment.offset_ns or 0) if alignment is not None else 0
 
 
 def _window(value: Any) -> tuple[int, int] | None:
@@ -73,22 +70,22 @@ def _window(value: Any) -> tuple[int, int] | None:
     return (t0, t1) if t1 >= t0 else None
 
 
-def meter_windows(manifest: dict[str, Any]) -> list[tuple[str, int, int]]:
+def meter_windows(manifest: RunManifest) -> list[tuple[str, int, int]]:
     """(name, t0, t1) of the idle and measure windows on the device clock."""
-    power = manifest.get("power") or {}
+    power = manifest.power_info
     offset = power_offset_ns(manifest)
     out: list[tuple[str, int, int]] = []
-    for key, name in (("idle_window", "idle"), ("measure_window", "measure")):
-        window = _window(power.get(key))
+    for value, name in ((power.idle_window, "idle"), (power.measure_window, "measure")):
+        window = _window(value)
         if window is not None:
             out.append((name, window[0] - offset, window[1] - offset))
     return out
 
 
-def log_lines(manifest: dict[str, Any]) -> list[tuple[int, str]]:
+def log_lines(manifest: RunManifest) -> list[tuple[int, str]]:
     """(device ns, text) of the runner's log lines, if the manifest has any."""
     out: list[tuple[int, str]] = []
-    for entry in manifest.get("logs") or []:
+    for entry in manifest.logs or []:
         try:
             out.append((int(entry["t_ns"]), str(entry["text"])))
         except (KeyError, TypeError, ValueError):
@@ -153,12 +150,12 @@ def _us(ns: int) -> float:
 
 
 def _env_counters(
-    manifest: dict[str, Any], first_us: float, last_us: float
+    manifest: RunManifest, first_us: float, last_us: float
 ) -> Iterator[dict[str, Any]]:
     """Temperature and mean CPU frequency before (at the trace start) and after (at its end):
     the environment probes are snapshots, not a series, so two points is all there is."""
-    for key, ts in (("env_before", first_us), ("env_after", last_us)):
-        env = manifest.get(key) or {}
+    for snapshot, ts in ((manifest.env_before, first_us), (manifest.env_after, last_us)):
+        env = snapshot or {}
         temp = env.get("temp_c")
         if isinstance(temp, (int, float)):
             yield {
@@ -256,7 +253,6 @@ def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
 def trace_metadata(run: Run) -> dict[str, Any]:
     """What the trace is of, for a reader who finds the file later."""
     manifest = run.manifest
-    power = manifest.get("power") or {}
     return {
         "run_id": run.run_id,
         "status": run.status,
@@ -266,7 +262,7 @@ def trace_metadata(run: Run) -> dict[str, Any]:
         "clock": "emulated device clock" if is_emulated(manifest) else "device clock",
         "start_times": "measured" if run.starts_ns is not None else "back-to-back (estimated)",
         "power_offset_ns": power_offset_ns(manifest),
-        "meter": power.get("meter"),
+        "meter": manifest.power_info.meter,
         "inferences": len(run.samples_ns),
         "power_samples": len(run.power),
         "power_thinned": len(run.power) > MAX_POWER_EVENTS,

@@ -84,8 +84,9 @@ def make_run(
         writer.append_samples(index, samples, repetition=r)
         index += len(samples)
     writer.finish(status, None)
-    summary = load_run(writer.dir).summary
-    assert summary is not None
+    loaded = load_run(writer.dir).summary
+    assert loaded is not None
+    summary = loaded.to_dict()
     summary["peak_rss"] = 50_000_000
     if energy is not None:
         summary["energy"] = energy

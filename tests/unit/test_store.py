@@ -21,7 +21,8 @@ def test_complete_run_round_trip(tmp_path: Path) -> None:
     run = load_run(tmp_path / "r1")
     assert run.status == "complete"
     assert run.samples_ns == [1_000_000, 2_000_000, 3_000_000]
-    assert run.summary == {"latency": {"p50": 2.0}}
+    assert run.summary is not None and run.summary.to_dict() == {"latency": {"p50": 2.0}}
+    assert run.summary.latency_info.p50 == 2.0
 
 
 def test_torn_last_line_is_ignored(tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_running_run_whose_process_died_reads_as_partial(tmp_path: Path) -> None
     assert manifest["status"] == "running"
     run = load_run(tmp_path / "r1")
     assert run.status == "partial"
-    assert run.summary is not None and run.summary["count"] == 10
+    assert run.summary is not None and run.summary.count == 10
 
 
 def test_live_run_is_still_running(tmp_path: Path) -> None:

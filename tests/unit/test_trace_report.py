@@ -385,13 +385,14 @@ def test_old_run_with_power_starts_at_the_measure_window(tmp_path: Path) -> None
 
 
 def test_report_shows_the_run_estimate_and_verdicts_against_a_baseline(tmp_path: Path) -> None:
+    from edgetool.results.manifest import RepetitionSummary
     from edgetool.results.stats import summarize_repetitions
 
     run = load_run(make_run(tmp_path, "r1"))
     assert run.summary is not None
-    run.summary["repetitions"] = summarize_repetitions(
-        [0.0071, 0.0072, 0.0070], "process"
-    ).to_dict()
+    run.summary.repetitions = RepetitionSummary.from_dict(
+        summarize_repetitions([0.0071, 0.0072, 0.0070], "process").to_dict()
+    )
     html = build_report([run], verdicts={str(run.dir): "regression +8.1 % [+4.0, +12.3]"})
     assert "0.0071 [" in html and "×3" in html  # four significant figures, microsecond runs too
     assert "vs baseline" in html and "regression +8.1 % [+4.0, +12.3]" in html
