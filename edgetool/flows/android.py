@@ -25,8 +25,8 @@ from edgetool.android.benchmark_model import (
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
 from edgetool.flows.base import (
+    DeployFlow,
     DeployOutcome,
-    DeviceFacts,
     Observer,
     RunSettings,
     push,
@@ -355,23 +355,5 @@ def aggregate_summary(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
     return summary
 
 
-class AndroidFlow:
-    """Wear OS watches (and phones) over ADB: TFLite's benchmark_model on the device."""
-
-    default_model_format = ":tflite"
-
-    def deploy(
-        self,
-        target: Target,
-        artifact: Artifact | None,
-        settings: RunSettings,
-        results_root: Path,
-        observer: Observer,
-    ) -> DeployOutcome:
-        return deploy_android(target, artifact, settings, results_root, observer)
-
-    def facts(self, target: Target) -> DeviceFacts:
-        return watch_facts(*android_facts(target))
-
-
-FLOW = AndroidFlow()
+FLOW = DeployFlow(deploy_android, lambda target: watch_facts(*android_facts(target)), ":tflite")
+"""Wear OS watches (and phones) over ADB: TFLite's benchmark_model on the device."""

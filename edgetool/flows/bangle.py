@@ -32,7 +32,13 @@ from edgetool.errors import (
 )
 from edgetool.export.artifact import Artifact
 from edgetool.export.stepped import StepLayout, run_window
-from edgetool.flows.base import DeployOutcome, DeviceFacts, Observer, RunSettings, watch_facts
+from edgetool.flows.base import (
+    DeployFlow,
+    DeployOutcome,
+    Observer,
+    RunSettings,
+    watch_facts,
+)
 from edgetool.flows.journal import open_run
 from edgetool.flows.mcu import BATCH, ParityCheck, input_tensors, measure_bench
 from edgetool.mcu.protocol import DeviceInfo
@@ -515,23 +521,5 @@ def _measure(
     )  # fmt: skip
 
 
-class BangleFlow:
-    """Bangle.js 2 over BLE UART: TFLite Micro in Espruino, driven from its REPL."""
-
-    default_model_format = ":tflite:int8"
-
-    def deploy(
-        self,
-        target: Target,
-        artifact: Artifact | None,
-        settings: RunSettings,
-        results_root: Path,
-        observer: Observer,
-    ) -> DeployOutcome:
-        return deploy_bangle(target, artifact, settings, results_root, observer)
-
-    def facts(self, target: Target) -> DeviceFacts:
-        return watch_facts(*bangle_facts(target))
-
-
-FLOW = BangleFlow()
+FLOW = DeployFlow(deploy_bangle, lambda target: watch_facts(*bangle_facts(target)), ":tflite:int8")
+"""Bangle.js 2 over BLE UART: TFLite Micro in Espruino, driven from its REPL."""

@@ -9,10 +9,10 @@ in `edgetool.flows.FLOWS`; nothing else dispatches on the kind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edgetool.export.artifact import Artifact
 from edgetool.results import schema
@@ -154,24 +154,18 @@ def watch_facts(where: str, facts: dict[str, Any]) -> DeviceFacts:
     return DeviceFacts(where, facts, fact_rows(facts), label=label, width=16)
 
 
-class DeployFlow(Protocol):
-    """One class of device. A new one is one module with an object like this, registered
-    under its target kind (or `kind/transport` when a transport changes the flow)."""
+Deploy = Callable[[Target, "Artifact | None", RunSettings, Path, Observer], DeployOutcome]
+"""(target, artifact or None for the model already in the firmware, settings, results
+root, observer) -> the finished run."""
 
-    default_model_format: str
+
+@dataclass(frozen=True)
+class DeployFlow:
+    """One class of device. A new one is one module with a `FLOW = DeployFlow(...)`,
+    registered under its target kind (or `kind/transport` when a transport changes it)."""
+
+    deploy: Deploy
+    facts: Callable[[Target], DeviceFacts]
+    """Connect and report what the device is (`targets check`, the farm's health)."""
+    default_model_format: str = ""
     """The suffix a bare `--model NAME` gets here (":c" on a microcontroller)."""
-
-    def deploy(
-        self,
-        target: Target,
-        artifact: Artifact | None,
-        settings: RunSettings,
-        results_root: Path,
-        observer: Observer,
-    ) -> DeployOutcome:
-        """Run `artifact` (None: the model already in the firmware) and journal it."""
-        ...
-
-    def facts(self, target: Target) -> DeviceFacts:
-        """Connect and report what the device is (`targets check`, the farm's health)."""
-        ...

@@ -14,6 +14,7 @@ from typing import Any
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
 from edgetool.flows.base import (
+    DeployFlow,
     DeployOutcome,
     DeviceFacts,
     Observer,
@@ -492,60 +493,56 @@ def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     return transport.description, hello, env
 
 
-class LinuxFlow:
-    """Linux-class devices: a runner process per repetition over a FileTransport."""
-
-    default_model_format = ""
-
-    def deploy(
-        self,
-        target: Target,
-        artifact: Artifact | None,
-        settings: RunSettings,
-        results_root: Path,
-        observer: Observer,
-    ) -> DeployOutcome:
-        if artifact is None:
-            raise ModelError(f"target {target.name} needs a model: pass --model")
-        if settings.input is not None and not settings.input.is_file():
-            raise ModelError(f"input file not found: {settings.input}")
-        meter = open_target_meter(target, settings)
-        try:
-            return _deploy_linux(target, artifact, settings, results_root, observer, meter)
-        finally:
-            if meter is not None:
-                meter.close()
-
-    def facts(self, target: Target) -> DeviceFacts:
-        where, hello, env = device_facts(target)
-        device, runtimes = hello["device"], hello["runtimes"]
-        rows = [
-            ("host", device.get("hostname")),
-            ("arch", device.get("arch")),
-            ("cpu", f"{device.get('cores')}× {device.get('cpu_model')}"),
-            ("board", device.get("board")),
-            ("virtual", device.get("virtualization")),
-            ("os", f"{device.get('os')} (kernel {device.get('kernel')})"),
-            ("python", f"{device.get('python')} ({device.get('python_path')})"),
-            (
-                "memory",
-                f"{human_bytes(device.get('mem_available'))} free of "
-                f"{human_bytes(device.get('mem_total'))}",
-            ),
-            ("disk", f"{human_bytes(device.get('disk_free'))} free in the work directory"),
-            ("governor", env.get("governor")),
-            (
-                "freq",
-                ", ".join(f"{f / 1000:.0f} MHz" for f in env.get("freq_khz") or []) or None,
-            ),
-            ("temp", f"{env['temp_c']:.1f} °C" if env.get("temp_c") is not None else None),
-            ("throttled", env.get("throttled")),
-        ]
-        shown = [(k, str(v)) for k, v in rows if v not in (None, "", "None")]
-        for runtime, version in runtimes.items():
-            mark = f"[green]{version}[/green]" if version else "[yellow]not installed[/yellow]"
-            shown.append((runtime, mark))
-        return DeviceFacts(where, {**hello, "env": env}, shown)
+def deploy_linux(
+    target: Target,
+    artifact: Artifact | None,
+    settings: RunSettings,
+    results_root: Path,
+    observer: Observer,
+) -> DeployOutcome:
+    if artifact is None:
+        raise ModelError(f"target {target.name} needs a model: pass --model")
+    if settings.input is not None and not settings.input.is_file():
+        raise ModelError(f"input file not found: {settings.input}")
+    meter = open_target_meter(target, settings)
+    try:
+        return _deploy_linux(target, artifact, settings, results_root, observer, meter)
+    finally:
+        if meter is not None:
+            meter.close()
 
 
-FLOW = LinuxFlow()
+def linux_facts(target: Target) -> DeviceFacts:
+    where, hello, env = device_facts(target)
+    device, runtimes = hello["device"], hello["runtimes"]
+    rows = [
+        ("host", device.get("hostname")),
+        ("arch", device.get("arch")),
+        ("cpu", f"{device.get('cores')}× {device.get('cpu_model')}"),
+        ("board", device.get("board")),
+        ("virtual", device.get("virtualization")),
+        ("os", f"{device.get('os')} (kernel {device.get('kernel')})"),
+        ("python", f"{device.get('python')} ({device.get('python_path')})"),
+        (
+            "memory",
+            f"{human_bytes(device.get('mem_available'))} free of "
+            f"{human_bytes(device.get('mem_total'))}",
+        ),
+        ("disk", f"{human_bytes(device.get('disk_free'))} free in the work directory"),
+        ("governor", env.get("governor")),
+        (
+            "freq",
+            ", ".join(f"{f / 1000:.0f} MHz" for f in env.get("freq_khz") or []) or None,
+        ),
+        ("temp", f"{env['temp_c']:.1f} °C" if env.get("temp_c") is not None else None),
+        ("throttled", env.get("throttled")),
+    ]
+    shown = [(k, str(v)) for k, v in rows if v not in (None, "", "None")]
+    for runtime, version in runtimes.items():
+        mark = f"[green]{version}[/green]" if version else "[yellow]not installed[/yellow]"
+        shown.append((runtime, mark))
+    return DeviceFacts(where, {**hello, "env": env}, shown)
+
+
+FLOW = DeployFlow(deploy_linux, linux_facts)
+"""Linux-class devices: a runner process per repetition over a FileTransport."""

@@ -29,7 +29,7 @@ from edgetool.errors import (
     VerificationFailed,
 )
 from edgetool.export.artifact import Artifact
-from edgetool.flows.base import DeployOutcome, DeviceFacts, Observer, RunSettings
+from edgetool.flows.base import DeployFlow, DeployOutcome, DeviceFacts, Observer, RunSettings
 from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.mcu.build import Firmware, build_firmware, check_fit
 from edgetool.mcu.protocol import BenchClient, DeviceInfo
@@ -410,32 +410,18 @@ def finish_bench_run(
     return summary
 
 
-class McuFlow:
-    """Microcontrollers over a UART: firmware built with the model, the bench protocol."""
-
-    default_model_format = ":c"
-
-    def deploy(
-        self,
-        target: Target,
-        artifact: Artifact | None,
-        settings: RunSettings,
-        results_root: Path,
-        observer: Observer,
-    ) -> DeployOutcome:
-        return deploy_mcu(target, artifact, settings, results_root, observer)
-
-    def facts(self, target: Target) -> DeviceFacts:
-        """Sync on the bench protocol and report what the firmware says."""
-        with connect(target) as client:
-            client.sync()
-            info = client.info()
-        rows = [("name", info.name), ("profile", info.profile), ("model", info.model)]
-        if info.extended:
-            rows.append(("edgetool", ", ".join(f"{k}={v}" for k, v in info.extended.items())))
-        else:
-            rows.append(("edgetool", "plain MLPerf Tiny firmware (no edgetool extensions)"))
-        return DeviceFacts(client.description, asdict(info), rows, status="answers")
+def mcu_facts(target: Target) -> DeviceFacts:
+    """Sync on the bench protocol and report what the firmware says."""
+    with connect(target) as client:
+        client.sync()
+        info = client.info()
+    rows = [("name", info.name), ("profile", info.profile), ("model", info.model)]
+    if info.extended:
+        rows.append(("edgetool", ", ".join(f"{k}={v}" for k, v in info.extended.items())))
+    else:
+        rows.append(("edgetool", "plain MLPerf Tiny firmware (no edgetool extensions)"))
+    return DeviceFacts(client.description, asdict(info), rows, status="answers")
 
 
-FLOW = McuFlow()
+FLOW = DeployFlow(deploy_mcu, mcu_facts, ":c")
+"""Microcontrollers over a UART: firmware built with the model, the bench protocol."""

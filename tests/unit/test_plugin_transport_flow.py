@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from edgetool.flows.base import DeployFlow
 from edgetool.flows.linux import FLOW as LINUX
 from edgetool.transport.base import TransportType
 from edgetool.transport.local import LocalSettings, LocalTransport
@@ -59,18 +60,12 @@ def open_files(settings, target_name, python):
 TRANSPORT = TransportType("jail", JailSettings, parse, open_files=open_files)
 
 
-class JailedFlow:
-    default_model_format = ""
-
-    def deploy(self, target, artifact, settings, results_root, observer):
-        (Path(target.transport.root) / "flow").write_text(target.kind)
-        return LINUX.deploy(target, artifact, settings, results_root, observer)
-
-    def facts(self, target):
-        return LINUX.facts(target)
+def deploy(target, artifact, settings, results_root, observer):
+    (Path(target.transport.root) / "flow").write_text(target.kind)
+    return LINUX.deploy(target, artifact, settings, results_root, observer)
 
 
-FLOW = JailedFlow()
+FLOW = DeployFlow(deploy, LINUX.facts)
 '''
 
 
