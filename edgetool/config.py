@@ -143,6 +143,12 @@ class TableReader:
             return default
         return value
 
+    def value(self, key: str, default: Any = None) -> Any:
+        """The raw value of KEY (known, so not reported unknown) for a caller that checks
+        it itself and words its own problem."""
+        self.seen.add(key)
+        return self.raw.get(key, default)
+
     def text(self, key: str, default: str | None = None) -> Any:
         return self.get(key, str, "a string", default)
 
