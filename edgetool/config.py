@@ -200,7 +200,7 @@ class TableReader:
     def finish(self) -> None:
         """Record this table's unknown keys; the root raises everything recorded."""
         unknown = sorted(set(self.raw) - self.seen)
-        known = ", ".join(sorted(self.seen))
+        known = ", ".join(sorted(self.seen)) or "none"
         for key in unknown:
             self.problem(f"unknown key '{self.prefix}{key}' (known keys: {known})")
         if self.is_root:

@@ -27,9 +27,9 @@ def _emulator(target: Target) -> Emulator:
     if target.emulator is None:
         raise ConfigError(f"target {target.name} is a real device (no [emulator] section)")
     if target.emulator.type == "sshd":
-        return LoopbackSshd(target.name)
+        return LoopbackSshd(target.name, options=target.emulator.options)
     if target.emulator.type == "qemu-m":
-        return QemuCortexM(target.name)
+        return QemuCortexM(target.name, target.emulator.options)
     if target.emulator.type == "qemu-aarch64":
         return QemuArm64(target)
     raise ConfigError(

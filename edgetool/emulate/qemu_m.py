@@ -14,9 +14,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgetool.config import TableReader
 from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
 from edgetool.procs import live_state, terminate
@@ -33,7 +35,10 @@ def qemu_binary() -> str:
 class QemuCortexM:
     """Start/stop/status of one QEMU mps2-an386 whose UART listens on 127.0.0.1."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        # It takes no [emulator] options (the firmware decides the rest): any key besides
+        # `type` is a mistake.
+        TableReader.of_options(options or {}, "emulator.").finish()
         self.name = name
         self.state_file = emulator_state_file(name)
         self.dir = self.state_file.parent / name
