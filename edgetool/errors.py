@@ -24,7 +24,11 @@ class EdgetoolError(Exception):
         """Set when the failure happened after a run directory was created (kept, partial)."""
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}" if self.hint else self.message
+        if not self.hint:
+            return self.message
+        # A message listing several problems, one a line, keeps its hint off the last one.
+        separator = "\n" if "\n" in self.message else " "
+        return f"{self.message}{separator}{self.hint}"
 
 
 class ModelError(EdgetoolError):

@@ -188,25 +188,27 @@ def _env_overrides(name: str) -> dict[str, Any]:
     return overrides
 
 
-def _parse_android(source: Path, raw: Mapping[str, Any]) -> AndroidSettings:
-    reader = TableReader(source, raw, "android.")
-    binary = reader.get("benchmark_model", (str, dict), "a path or a table of ABI = path", None)
-    if binary is None:
-        raise ConfigError(
-            f"{source}: missing key 'android.benchmark_model' (the path of LiteRT's "
+def _parse_android(source: Path, reader: TableReader) -> AndroidSettings:
+    expected = "a path or a table of ABI = path"
+    binary = reader.get("benchmark_model", (str, dict), expected, None)
+    if binary is None and "benchmark_model" not in reader.raw:
+        reader.problem(
+            f"missing key '{reader.key('benchmark_model')}' (the path of LiteRT's "
             "benchmark_model for the device's ABI)"
         )
-    table = {"*": binary} if isinstance(binary, str) else dict(binary)
+    table = {"*": binary} if isinstance(binary, str) else dict(binary or {})
     binaries: dict[str, Path] = {}
     for abi, path in table.items():
         if not isinstance(path, str) or not path:
-            raise reader.fail("benchmark_model", "a path or a table of ABI = path", binary)
+            reader.reject("benchmark_model", expected, binary)
+            break
         # Relative to the target file, so a lab can keep the binaries beside its targets.
         found = expand_path(path)
         binaries[abi] = found if found.is_absolute() else (source.parent / found).resolve()
     threads = reader.get("threads", int, "an integer", 1)
     if threads < 1:
-        raise reader.fail("threads", "a positive integer", threads)
+        reader.reject("threads", "a positive integer", threads)
+        threads = 1
     settings = AndroidSettings(
         benchmark_model=binaries,
         threads=threads,
@@ -216,13 +218,15 @@ def _parse_android(source: Path, raw: Mapping[str, Any]) -> AndroidSettings:
     return settings
 
 
-def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
-    reader = TableReader(source, raw, "mcu.")
+def _parse_mcu(reader: TableReader) -> McuSettings:
     sizes = {}
     for key in ("flash_bytes", "ram_bytes"):
         value = reader.get(key, int, "an integer number of bytes", None)
-        if value is None or value <= 0:
-            raise ConfigError(f"{source}: key 'mcu.{key}' must be a positive number of bytes")
+        if value is None and key in reader.raw:
+            value = 1  # of the wrong type: already recorded
+        elif value is None or value <= 0:
+            reader.problem(f"key '{reader.key(key)}' must be a positive number of bytes")
+            value = 1
         sizes[key] = value
     settings = McuSettings(
         board=reader.required_str("board"),
@@ -233,33 +237,33 @@ def _parse_mcu(source: Path, raw: Mapping[str, Any]) -> McuSettings:
         arena_bytes=reader.get("arena_bytes", int, "an integer number of bytes", None),
     )
     if settings.arena_bytes is not None and settings.arena_bytes <= 0:
-        raise reader.fail("arena_bytes", "a positive number of bytes", settings.arena_bytes)
+        reader.reject("arena_bytes", "a positive number of bytes", settings.arena_bytes)
     reader.finish()
     return settings
 
 
-def _parse_provision(
-    source: Path, raw: Mapping[str, Any], runtimes: list[str]
-) -> ProvisionSettings:
-    reader = TableReader(source, raw, "provision.")
+def _parse_provision(source: Path, reader: TableReader, runtimes: list[str]) -> ProvisionSettings:
     venv = reader.text("venv", "venv")
     problem = device_dir_problem(venv)
     if problem is not None:
-        raise reader.fail("venv", problem, venv)
+        reader.reject("venv", problem, venv)
+        venv = "venv"
     default = [RUNTIME_PACKAGES[r] for r in runtimes if r in RUNTIME_PACKAGES] + ["numpy"]
     packages = reader.get("packages", list, "a list of requirement strings", default)
     for package in packages:
         # A leading '-' would be a pip option, not a requirement.
         if not isinstance(package, str) or not _PACKAGE_RE.match(package):
-            raise reader.fail("packages", "a list of requirement strings", package)
+            reader.reject("packages", "a list of requirement strings", package)
+            break
     if not packages:
-        raise reader.fail("packages", "a non-empty list of requirement strings", packages)
+        reader.reject("packages", "a non-empty list of requirement strings", packages)
     wheelhouse = reader.text("wheelhouse")
     facts: dict[str, str | None] = {}
     for key, (pattern, expected) in _FACT_RES.items():
         value = reader.text(key)
         if value is not None and not pattern.match(value):
-            raise reader.fail(key, expected, value)
+            reader.reject(key, expected, value)
+            value = None
         facts[key] = value
     reader.finish()
     house = None
@@ -293,19 +297,20 @@ def _read_emulator_state(name: str) -> dict[str, Any] | None:
 
 
 def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
-    """Validate one parsed TOML document into a Target."""
+    """Validate one parsed TOML document into a Target; every problem of the file is
+    reported in one ConfigError."""
     top = TableReader(source, data)
     name = top.text("name", source.stem)
     if not _NAME_RE.match(name):
-        raise ConfigError(f"{source}: key 'name' must be letters, digits, '.', '_' or '-'")
+        top.problem("key 'name' must be letters, digits, '.', '_' or '-'")
     kind = top.choice("kind", kind_names(), "linux")
     runtimes = top.get("runtimes", list, "a list of runtime names", list(RUNTIMES[:2]))
     for runtime in runtimes:
         if runtime not in RUNTIMES:
-            raise ConfigError(
-                f"{source}: key 'runtimes' has unknown runtime {runtime!r} "
-                f"(known: {', '.join(RUNTIMES)})"
+            top.problem(
+                f"key 'runtimes' has unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})"
             )
+    runtimes = [r for r in runtimes if r in RUNTIMES]
     emulator = top.section("emulator")
     raw_transport = dict(top.get("transport", dict, "a table", {"type": "local"}))
     # A running emulator publishes where it listens; that overlays the file's settings.
@@ -313,54 +318,59 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     if state:
         raw_transport.update(state.get("transport", {}))
     raw_transport.update(_env_overrides(name))
-    treader = TableReader(source, raw_transport, "transport.")
+    treader = top.child(raw_transport, "transport.")
     ttype = treader.choice("type", tuple(TRANSPORTS.names()), None)
-    transport_type = TRANSPORTS.get(ttype)
-    transport = transport_type.parse(treader)
-    raw_mcu = top.get("mcu", dict, "a table", None)
-    mcu = _parse_mcu(source, raw_mcu) if raw_mcu is not None else None
-    if kind == "mcu" and (mcu is None or transport_type.open_port is None):
-        raise ConfigError(
-            f"{source}: a target of kind 'mcu' needs an [mcu] table and transport type "
-            "'serial' or 'ble-uart'"
+    transport_type = TRANSPORTS.get(ttype) if ttype is not None else None
+    transport: Any = None  # a missing or unknown type is recorded: finish() raises it
+    if transport_type is not None:
+        # (With an unknown type, the table's other keys cannot be judged: left alone.)
+        transport = transport_type.parse(treader)
+    mcu_reader = top.table("mcu")
+    mcu = _parse_mcu(mcu_reader) if mcu_reader is not None else None
+    no_port = transport_type is not None and transport_type.open_port is None
+    if kind == "mcu" and (mcu is None or no_port):
+        top.problem(
+            "a target of kind 'mcu' needs an [mcu] table and transport type 'serial' or 'ble-uart'"
         )
-    raw_android = top.get("android", dict, "a table", None)
-    android = _parse_android(source, raw_android) if raw_android is not None else None
-    if kind == "android" and (android is None or transport.type != "adb"):
-        raise ConfigError(
-            f"{source}: a target of kind 'android' needs an [android] table and transport "
-            "type 'adb'"
-        )
+    android_reader = top.table("android")
+    android = _parse_android(source, android_reader) if android_reader is not None else None
+    if kind == "android" and (android is None or (ttype is not None and ttype != "adb")):
+        top.problem("a target of kind 'android' needs an [android] table and transport type 'adb'")
     models = dict(top.get("models", dict, "a table of model name = model spec", {}))
     for alias, spec in models.items():
         if not isinstance(spec, str) or not spec:
-            raise ConfigError(f"{source}: key 'models.{alias}' must be a model spec string")
-    raw_provision = top.get("provision", dict, "a table", None)
+            top.problem(f"key 'models.{alias}' must be a model spec string")
+    provision_reader = top.table("provision")
     provision = (
-        _parse_provision(source, raw_provision, runtimes) if raw_provision is not None else None
+        _parse_provision(source, provision_reader, runtimes)
+        if provision_reader is not None
+        else None
     )
     if provision is not None and kind != "linux":
-        raise ConfigError(f"{source}: [provision] applies to kind 'linux' targets only")
+        top.problem("[provision] applies to kind 'linux' targets only")
     configured = top.text("workdir", "edgetool")
     problem = device_dir_problem(configured)
     if problem is not None:
-        raise top.fail("workdir", problem, configured)
+        top.reject("workdir", problem, configured)
     workdir = (state or {}).get("workdir", configured)
     # An explicit interpreter (the file's or a running emulator's) wins; otherwise a
     # provisioned target runs under the venv that `edgetool provision` fills.
     python = (state or {}).get("python", top.text("python"))
     if python is None and provision is not None:
         python = venv_dir(workdir, provision.venv) + "/bin/python"
-    target = Target(
+    description = top.text("description", "")
+    meter = top.section("meter")
+    top.finish()
+    return Target(
         name=name,
         kind=kind,
         transport=transport,
         source=source,
-        description=top.text("description", ""),
+        description=description,
         python=python,
         workdir=workdir,
         runtimes=tuple(runtimes),
-        meter=top.section("meter"),
+        meter=meter,
         emulator=emulator,
         emulator_state=state,
         mcu=mcu,
@@ -368,8 +378,6 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         android=android,
         models=models,
     )
-    top.finish()
-    return target
 
 
 def load_target_file(path: Path) -> Target:

@@ -21,7 +21,8 @@ from edgetool.android.fuel_gauge import (
     parse_log,
     split_runs,
 )
-from edgetool.errors import ConfigError, DeviceError
+from edgetool.config import TableReader
+from edgetool.errors import DeviceError
 from edgetool.power.base import PowerSample
 from edgetool.results.store import RunWriter
 from edgetool.targets import Target, device_path
@@ -34,22 +35,20 @@ DEFAULTS = {"path": "/sys/class/power_supply/battery", "period_s": 0.1, "repeats
 
 
 def meter_options(target: Target) -> tuple[str, float, int]:
-    """[meter] type = "fuel-gauge": path, period_s, repeats (validated, one-line errors)."""
+    """[meter] type = "fuel-gauge": path, period_s, repeats (unknown keys are errors;
+    every problem of the section is reported at once)."""
     assert target.meter is not None
-    options = {**DEFAULTS, **target.meter.options}
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(
-            f"{target.source}: unknown key 'meter.{unknown[0]}' for the fuel gauge "
-            f"(known: {', '.join(DEFAULTS)})"
-        )
-    path, period, repeats = options["path"], options["period_s"], options["repeats"]
-    if not isinstance(path, str) or not path.startswith("/"):
-        raise ConfigError(f"{target.source}: key 'meter.path' must be an absolute path")
-    if isinstance(period, bool) or not isinstance(period, (int, float)) or period <= 0:
-        raise ConfigError(f"{target.source}: key 'meter.period_s' must be a positive number")
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ConfigError(f"{target.source}: key 'meter.repeats' must be a positive integer")
+    reader = TableReader(target.source, target.meter.options, "meter.")
+    path = reader.get("path", str, "an absolute path", DEFAULTS["path"])
+    if not path.startswith("/"):
+        reader.reject("path", "an absolute path", path)
+    period = reader.get("period_s", (int, float), "a positive number", DEFAULTS["period_s"])
+    if period <= 0:
+        reader.reject("period_s", "a positive number", period)
+    repeats = reader.get("repeats", int, "a positive integer", DEFAULTS["repeats"])
+    if repeats < 1:
+        reader.reject("repeats", "a positive integer", repeats)
+    reader.finish()
     return path, float(period), repeats
 
 

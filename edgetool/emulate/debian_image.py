@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import paths
+from edgetool.config import TableReader
 from edgetool.emulate.host import keygen, require_tool
 from edgetool.emulate.initrd import INIT_SCRIPT, ROOT_MODULES, build_initrd
-from edgetool.errors import ConfigError, DeviceError
+from edgetool.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +116,34 @@ class Recipe:
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], source: Path) -> Recipe:
+        """The recipe of `[emulator]` OPTIONS alone (other keys are not judged here)."""
+        reader = TableReader(source, options, "emulator.")
+        recipe = cls.read(reader)
+        reader.check()
+        return recipe
+
+    @classmethod
+    def read(cls, reader: TableReader) -> Recipe:
+        """The image keys of an `[emulator]` table; problems are recorded in READER."""
+
         def text(key: str, default: str) -> str:
-            value = options.get(key, default)
+            value = reader.value(key, default)
             if not isinstance(value, str) or not value:
-                raise ConfigError(f"{source}: key 'emulator.{key}' must be a non-empty string")
+                reader.problem(f"key '{reader.key(key)}' must be a non-empty string")
+                return default
             return value
 
-        extra = options.get("packages", [])
+        extra = reader.value("packages", [])
         if not isinstance(extra, list) or not all(isinstance(p, str) for p in extra):
-            raise ConfigError(f"{source}: key 'emulator.packages' must be a list of strings")
-        free_mb = options.get("free_mb", 2048)
+            reader.problem(f"key '{reader.key('packages')}' must be a list of strings")
+            extra = []
+        free_mb = reader.value("free_mb", 2048)
         if not isinstance(free_mb, int) or free_mb < 256:
-            raise ConfigError(f"{source}: key 'emulator.free_mb' must be an integer >= 256")
+            reader.problem(f"key '{reader.key('free_mb')}' must be an integer >= 256")
+            free_mb = 2048
         suite = text("suite", "bookworm")
-        mirror = os.environ.get("EDGETOOL_DEBIAN_MIRROR") or text("mirror", DEFAULT_MIRROR)
+        configured_mirror = text("mirror", DEFAULT_MIRROR)
+        mirror = os.environ.get("EDGETOOL_DEBIAN_MIRROR") or configured_mirror
         security = text("security_mirror", DEFAULT_SECURITY)
         mirrors = (
             f"deb {mirror} {suite} main",

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgetool.config import TableReader
 from edgetool.emulate.base import BuiltImage, Emulator, EmulatorStatus, Stage, no_stage
 from edgetool.emulate.debian_image import Image, Recipe, build_image, cached_image
 from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
@@ -67,24 +68,25 @@ class QemuArm64:
     def __init__(self, target: Target) -> None:
         if target.emulator is None:
             raise ConfigError(f"target {target.name} has no [emulator] section")
-        options = dict(target.emulator.options)
+        reader = TableReader(target.source, target.emulator.options, "emulator.")
         self.name = target.name
         self.source = target.source
-        self.recipe = Recipe.from_options(options, target.source)
-        self.cores = self._int(options, "cores", 4, 1, 64)  # a Pi 4 has four A72 cores
-        self.memory_mb = self._int(options, "memory_mb", 2048, 256, 65536)
-        self.boot_timeout = float(self._int(options, "boot_timeout", 600, 10, 7200))
-        self.fixed_port = self._int(options, "port", 0, 0, 65535)
+        self.recipe = Recipe.read(reader)
+        self.cores = self._int(reader, "cores", 4, 1, 64)  # a Pi 4 has four A72 cores
+        self.memory_mb = self._int(reader, "memory_mb", 2048, 256, 65536)
+        self.boot_timeout = float(self._int(reader, "boot_timeout", 600, 10, 7200))
+        self.fixed_port = self._int(reader, "port", 0, 0, 65535)
+        reader.finish()  # every [emulator] problem at once; other keys are unknown
         self.state_file = emulator_state_file(self.name)
         self.dir = self.state_file.parent / self.name
         self.overlay = self.dir / "overlay.qcow2"
 
-    def _int(self, options: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-        value = options.get(key, default)
+    @staticmethod
+    def _int(reader: TableReader, key: str, default: int, lo: int, hi: int) -> int:
+        value = reader.value(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-            raise ConfigError(
-                f"{self.source}: key 'emulator.{key}' must be an integer from {lo} to {hi}"
-            )
+            reader.problem(f"key '{reader.key(key)}' must be an integer from {lo} to {hi}")
+            return default
         return value
 
     # -- image -------------------------------------------------------------------------

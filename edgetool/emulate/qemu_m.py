@@ -16,9 +16,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgetool.config import TableReader
 from edgetool.emulate.base import Emulator, EmulatorStatus, Stage, no_stage, status_of
 from edgetool.emulate.host import free_port, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
@@ -38,7 +40,10 @@ def qemu_binary() -> str:
 class QemuCortexM:
     """Start/stop/status of one QEMU mps2-an386 whose UART listens on 127.0.0.1."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+        # It takes no [emulator] options (the firmware decides the rest): any key besides
+        # `type` is a mistake.
+        TableReader.of_options(options or {}, "emulator.").finish()
         self.name = name
         self.state_file = emulator_state_file(name)
         self.dir = self.state_file.parent / name
@@ -151,4 +156,4 @@ class QemuCortexM:
 
 def for_target(target: Target) -> Emulator:
     """The `qemu-m` entry of the emulator registry."""
-    return QemuCortexM(target.name)
+    return QemuCortexM(target.name, target.emulator.options if target.emulator else None)

@@ -16,9 +16,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edgetool.config import TableReader
 from edgetool.emulate.base import Emulator, EmulatorStatus, Stage, no_stage, status_of
 from edgetool.emulate.host import free_port, keygen, log_tail, publish_state, require_tool
 from edgetool.errors import DeviceError
@@ -31,7 +33,11 @@ log = logging.getLogger(__name__)
 class LoopbackSshd:
     """Start/stop/status of one sshd bound to 127.0.0.1 on a free port."""
 
-    def __init__(self, name: str, home: Path | None = None) -> None:
+    def __init__(
+        self, name: str, home: Path | None = None, options: Mapping[str, Any] | None = None
+    ) -> None:
+        # It takes no [emulator] options: any key there besides `type` is a mistake.
+        TableReader.of_options(options or {}, "emulator.").finish()
         self.name = name
         self.state_file = emulator_state_file(name)
         self.dir = home or self.state_file.parent / name
@@ -158,4 +164,4 @@ class LoopbackSshd:
 
 def for_target(target: Target) -> Emulator:
     """The `sshd` entry of the emulator registry."""
-    return LoopbackSshd(target.name)
+    return LoopbackSshd(target.name, options=target.emulator.options if target.emulator else None)

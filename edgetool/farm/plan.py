@@ -167,16 +167,19 @@ def _strings(
             expected = "a list of strings"
             if choices is not None:
                 expected = "a list of " + ", ".join(repr(c) for c in choices)
-            raise reader.fail(key, expected, value)
+            reader.reject(key, expected, value)
+            return ()
     if len(set(values)) != len(values):
-        raise reader.fail(key, "a list without duplicates", values)
+        reader.reject(key, "a list without duplicates", values)
+        return tuple(dict.fromkeys(values))
     return tuple(values)
 
 
 def _positive_int(reader: TableReader, key: str, default: int | None) -> Any:
     value = reader.get(key, int, "a positive integer", default)
     if value is not None and value < 1:
-        raise reader.fail(key, "a positive integer", value)
+        reader.reject(key, "a positive integer", value)
+        return default
     return value
 
 
@@ -184,15 +187,17 @@ def _run_settings(reader: TableReader, base: RunSettings) -> RunSettings:
     iterations = _positive_int(reader, "iterations", None)
     duration = reader.get("duration", (int, float), "a number of seconds", None)
     if duration is not None and duration <= 0:
-        raise reader.fail("duration", "a positive number of seconds", duration)
+        reader.reject("duration", "a positive number of seconds", duration)
+        duration = None
     if iterations is not None and duration is not None:
-        raise ConfigError(
-            f"{reader.source}: keys '{reader.prefix}iterations' and '{reader.prefix}duration' "
+        reader.problem(
+            f"keys '{reader.key('iterations')}' and '{reader.key('duration')}' "
             "exclude each other: give one"
         )
     warmup = reader.get("warmup", int, "a non-negative integer", base.warmup)
     if warmup is not None and warmup < 0:
-        raise reader.fail("warmup", "a non-negative integer", warmup)
+        reader.reject("warmup", "a non-negative integer", warmup)
+        warmup = base.warmup
     repeat = _positive_int(reader, "repeat", base.repeat)
     if iterations is None and duration is None:
         iterations, duration = base.iterations, base.duration
@@ -206,21 +211,20 @@ def _run_settings(reader: TableReader, base: RunSettings) -> RunSettings:
     )
 
 
-def _model(source: Path, raw: Any, index: int, base: RunSettings) -> ModelEntry:
+def _model(top: TableReader, raw: Any, index: int, base: RunSettings) -> ModelEntry | None:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise ConfigError(
-            f"{source}: key 'models[{index}]' must be a model name or a table, got {raw!r}"
-        )
-    reader = TableReader(source, raw, f"models[{index}].")
+        top.problem(f"key 'models[{index}]' must be a model name or a table, got {raw!r}")
+        return None
+    reader = top.child(raw, f"models[{index}].")
     name = reader.required_str("name")
     if ":" in name:
-        raise reader.fail("name", "a model name without ':' (use formats/quants)", name)
+        reader.reject("name", "a model name without ':' (use formats/quants)", name)
     formats = _strings(reader, "formats", FORMATS)
     quants = _strings(reader, "quants", QUANTS)
     if quants and not formats:
-        raise ConfigError(f"{source}: key 'models[{index}].quants' needs 'formats' as well")
+        reader.problem(f"key 'models[{index}].quants' needs 'formats' as well")
     exclude = _strings(reader, "exclude")
     overrides = {
         k for k in ("iterations", "duration", "energy", "timeout", "warmup", "repeat") if k in raw
@@ -229,64 +233,69 @@ def _model(source: Path, raw: Any, index: int, base: RunSettings) -> ModelEntry:
     reader.finish()
     entry = ModelEntry(name, formats, quants, exclude, run)
     if not entry.specs():
-        raise ConfigError(f"{source}: key 'models[{index}].exclude' excludes every combination")
+        reader.problem(f"key 'models[{index}].exclude' excludes every combination")
     return entry
 
 
-def _target(source: Path, raw: Any, index: int) -> TargetEntry:
+def _target(top: TableReader, raw: Any, index: int) -> TargetEntry | None:
     key = f"targets[{index}]"
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: key '{key}' must be a target name or a table, got {raw!r}")
-    reader = TableReader(source, raw, f"{key}.")
+        top.problem(f"key '{key}' must be a target name or a table, got {raw!r}")
+        return None
+    reader = top.child(raw, f"{key}.")
     name = reader.text("name")
     tags = reader.get("tags", dict, "a table of tag = value strings", None)
     target = reader.text("target")
     models = _strings(reader, "models")
     reader.finish()
     if (name is None) == (tags is None):
-        raise ConfigError(f"{source}: key '{key}' needs exactly one of 'name' or 'tags'")
+        if {"name", "tags"} <= raw.keys() or not {"name", "tags"} & raw.keys():
+            reader.problem(f"key '{key}' needs exactly one of 'name' or 'tags'")
+        return None
     if tags is not None:
         if not tags or not all(isinstance(v, str) for v in tags.values()):
-            raise reader.fail("tags", "a non-empty table of tag = value strings", tags)
+            reader.reject("tags", "a non-empty table of tag = value strings", tags)
         # Without `target`, each match is deployed as the target the provider names (labgrid:
         # the place's `edgetool` tag, else its name); with it, each matching place is held
         # by name and deployed as `target` (one target file for a rack of equal boards).
         return TargetEntry(target=target or "", tags=dict(tags), models=models, key=key)
     if target is not None:
-        raise ConfigError(f"{source}: key '{key}.target' applies only with 'tags'")
+        reader.problem(f"key '{key}.target' applies only with 'tags'")
     return TargetEntry(target=str(name), models=models, key=key)
 
 
 def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
-    """Validate one parsed TOML document into a Plan."""
+    """Validate one parsed TOML document into a Plan; every problem of the file is
+    reported in one ConfigError."""
     top = TableReader(source, data)
     name = top.text("name", source.stem)
     if not _NAME_RE.match(name):
-        raise ConfigError(f"{source}: key 'name' must be letters, digits, '.', '_' or '-'")
+        top.problem("key 'name' must be letters, digits, '.', '_' or '-'")
     description = top.text("description", "")
-    raw_run = top.get("run", dict, "a table", {})
-    run_reader = TableReader(source, raw_run, "run.")
+    run_reader = top.table("run", {})
     priority = run_reader.get("priority", int, "an integer", 0)
     place_timeout = run_reader.number("place_timeout", 600.0)
     run = _run_settings(run_reader, RunSettings())
     run_reader.finish()
 
-    retry_reader = TableReader(source, top.get("retry", dict, "a table", {}), "retry.")
+    retry_reader = top.table("retry", {})
     retries = retry_reader.get("retries", int, "a non-negative integer", 1)
     if retries < 0:
-        raise retry_reader.fail("retries", "a non-negative integer", retries)
+        retry_reader.reject("retries", "a non-negative integer", retries)
+        retries = 1
     defaults = RetryPolicy()
-    on = _strings(retry_reader, "on", FAILURE_CLASSES) if "on" in retry_reader.table else None
+    on = _strings(retry_reader, "on", FAILURE_CLASSES) if "on" in retry_reader.raw else None
     recover = (
         _strings(retry_reader, "recover", FAILURE_CLASSES)
-        if "recover" in retry_reader.table
+        if "recover" in retry_reader.raw
         else None
     )
     backoff = retry_reader.get("backoff", (int, float), "a number of seconds", defaults.backoff)
     if backoff < 0:
-        raise retry_reader.fail("backoff", "a non-negative number of seconds", backoff)
+        retry_reader.reject("backoff", "a non-negative number of seconds", backoff)
+        backoff = defaults.backoff
     retry_reader.finish()
     retry = RetryPolicy(
         retries=retries,
@@ -295,13 +304,13 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
         backoff=float(backoff),
     )
 
-    reg_reader = TableReader(source, top.get("regression", dict, "a table", {}), "regression.")
+    reg_reader = top.table("regression", {})
     threshold = reg_reader.get("threshold", (int, float), "a fraction such as 0.05", 0.05)
     if not 0 <= threshold < 1:
-        raise reg_reader.fail("threshold", "a fraction from 0 to 1 such as 0.05", threshold)
+        reg_reader.reject("threshold", "a fraction from 0 to 1 such as 0.05", threshold)
     alpha = reg_reader.get("alpha", (int, float), "a probability such as 0.05", 0.05)
     if not 0 < alpha < 0.5:
-        raise reg_reader.fail("alpha", "a probability between 0 and 0.5", alpha)
+        reg_reader.reject("alpha", "a probability between 0 and 0.5", alpha)
     metric = reg_reader.choice("metric", METRICS, "p50")
     baseline = reg_reader.text("baseline")
     nights = _positive_int(reg_reader, "baseline_nights", 1)
@@ -316,21 +325,24 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
 
     raw_models = top.get("models", list, "a list of models", None)
     raw_targets = top.get("targets", list, "a list of targets", None)
-    top.finish()
-    if not raw_models:
-        raise ConfigError(f"{source}: key 'models' must list at least one model")
-    if not raw_targets:
-        raise ConfigError(f"{source}: key 'targets' must list at least one target")
-    models = tuple(_model(source, m, i, run) for i, m in enumerate(raw_models))
-    targets = tuple(_target(source, t, i) for i, t in enumerate(raw_targets))
+    # (A `models` of the wrong type is recorded already.)
+    if raw_models == [] or (raw_models is None and "models" not in top.raw):
+        top.problem("key 'models' must list at least one model")
+    if raw_targets == [] or (raw_targets is None and "targets" not in top.raw):
+        top.problem("key 'targets' must list at least one target")
+    parsed = [_model(top, m, i, run) for i, m in enumerate(raw_models or [])]
+    models = tuple(m for m in parsed if m is not None)
+    named = [_target(top, t, i) for i, t in enumerate(raw_targets or [])]
+    targets = tuple(t for t in named if t is not None)
     known_models = {m.name for m in models}
     for entry in targets:
         for model in entry.models:
             if model not in known_models:
-                raise ConfigError(
-                    f"{source}: key '{entry.key}.models' names {model!r}, which is not in "
+                top.problem(
+                    f"key '{entry.key}.models' names {model!r}, which is not in "
                     f"'models' (known: {', '.join(sorted(known_models))})"
                 )
+    top.finish()
     return Plan(
         name=name,
         source=source,

@@ -78,7 +78,8 @@ def flash(target: Target, firmware: Firmware) -> str | None:
     if mcu.flash == "qemu":
         from edgetool.emulate.qemu_m import QemuCortexM
 
-        state = QemuCortexM(target.name).start(firmware.elf)
+        options = target.emulator.options if target.emulator is not None else None
+        state = QemuCortexM(target.name, options).start(firmware.elf)
         return str(state["transport"]["url"])
     if mcu.flash == "pyocd":
         pyocd = shutil.which("pyocd")

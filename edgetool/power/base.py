@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from edgetool.config import TableReader
 
 Clock = Literal["host", "device", "none"]
 
@@ -134,11 +137,18 @@ class PollingMeter:
         self.stop()
 
 
-def option(options: dict[str, Any] | Any, key: str, kind: type, default: Any) -> Any:
-    """A typed `[meter]` option (the target loader already checked the section is a table)."""
-    from edgetool.errors import ConfigError
+_EXPECTED = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
-    value = options.get(key, default)
-    if value is None or isinstance(value, kind) or (kind is float and isinstance(value, int)):
-        return value
-    raise ConfigError(f"[meter] {key} must be a {kind.__name__}, not {value!r}")
+
+def meter_options(options: Mapping[str, Any]) -> TableReader:
+    """A reader of a meter's `[meter]` options (without `type`): each option the driver
+    reads is declared by reading it, and `finish()` rejects the others, naming file and
+    `meter.<key>`, together with every other problem of the section."""
+    return TableReader.of_options(options, "meter.")
+
+
+def option(reader: TableReader, key: str, kind: type, default: Any) -> Any:
+    """A typed `[meter]` option (a float also takes an integer); a wrong one is recorded
+    and DEFAULT stands in until the driver's `reader.finish()` raises."""
+    kinds: type | tuple[type, ...] = (int, float) if kind is float else kind
+    return reader.get(key, kinds, _EXPECTED[kind], default)

@@ -5,18 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgetool.errors import ConfigError
-from edgetool.power.base import Capabilities, PowerSample, option
+from edgetool.power.base import Capabilities, PowerSample, meter_options, option
 
 
 class EstimateMeter:
     def __init__(self, options: Mapping[str, Any]) -> None:
-        idle = option(options, "idle_w", float, None)
-        active = option(options, "active_w", float, None)
+        reader = meter_options(options)
+        idle = option(reader, "idle_w", float, None)
+        active = option(reader, "active_w", float, None)
         if idle is None or active is None:
-            raise ConfigError("[meter] type estimate needs idle_w and active_w (watts)")
-        if not 0 <= idle <= active:
-            raise ConfigError(f"[meter] needs 0 <= idle_w <= active_w, got {idle} and {active}")
+            reader.problem("[meter] type estimate needs idle_w and active_w (watts)")
+        elif not 0 <= idle <= active:
+            reader.problem(f"[meter] needs 0 <= idle_w <= active_w, got {idle} and {active}")
+        reader.finish()
         self.idle_w: float = float(idle)
         self.active_w: float = float(active)
         self.label = f"estimate ({self.idle_w:g} W idle, {self.active_w:g} W active)"

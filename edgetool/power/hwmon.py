@@ -9,26 +9,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgetool.errors import ConfigError
-from edgetool.power.base import Capabilities, PowerSample, SampleBuffer, option
+from edgetool.power.base import Capabilities, PowerSample, SampleBuffer, meter_options, option
 from edgetool.results import schema
 
 
 class HwmonMeter:
     def __init__(self, options: Mapping[str, Any]) -> None:
-        chip = option(options, "chip", str, None)
-        path = option(options, "path", str, None)
+        reader = meter_options(options)
+        chip = option(reader, "chip", str, None)
+        path = option(reader, "path", str, None)
         if bool(chip) == bool(path):
-            raise ConfigError(
+            reader.problem(
                 "[meter] type hwmon needs exactly one of chip (the hwmon name, e.g. "
                 '"ina260") or path (e.g. "/sys/class/hwmon/hwmon2")'
             )
         self.spec: str = chip or path
-        self.channel: int = option(options, "channel", int, 1)
-        self.root: str = option(options, "root", str, "/sys/class/hwmon")
-        rate: float = option(options, "rate_hz", float, 100.0)
+        self.channel: int = option(reader, "channel", int, 1)
+        self.root: str = option(reader, "root", str, "/sys/class/hwmon")
+        rate: float = option(reader, "rate_hz", float, 100.0)
         if not 0 < rate <= 10_000:
-            raise ConfigError(f"[meter] rate_hz must be within (0, 10000], not {rate}")
+            reader.reject("rate_hz", "within (0, 10000]", rate)
+        reader.finish()
         self.label = f"{chip or path}@hwmon"
         self.capabilities = Capabilities(
             rate_hz=rate, channels=("volts", "amps", "watts"), clock="device"

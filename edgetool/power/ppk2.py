@@ -27,8 +27,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edgetool.errors import ConfigError, ConnectError, DeviceError
-from edgetool.power.base import Capabilities, PollingMeter, PowerSample, host_ns, option
+from edgetool.errors import ConnectError, DeviceError
+from edgetool.power.base import (
+    Capabilities,
+    PollingMeter,
+    PowerSample,
+    host_ns,
+    meter_options,
+    option,
+)
 
 # Command opcodes (ppk2-api's PPK2_Command).
 AVERAGE_START = 0x06
@@ -317,23 +324,26 @@ class Ppk2Meter(PollingMeter):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__()
-        port = option(options, "port", str, None)
-        if not port:
-            raise ConfigError('[meter] ppk2 needs port = "/dev/ttyACM0" (the PPK2 data port)')
-        mode = option(options, "mode", str, "ampere")
-        if mode not in ("ampere", "source"):
-            raise ConfigError(f'[meter] mode must be "ampere" or "source", not {mode!r}')
-        volts = option(options, "volts", float, None)
-        if volts is None or isinstance(volts, bool) or not 0 < volts <= 30:
-            raise ConfigError(
-                "[meter] ppk2 needs volts (the DUT supply in volts: power = volts * amps)"
-            )
-        if mode == "source" and not VDD_MIN_MV <= round(volts * 1000) <= VDD_MAX_MV:
-            raise ConfigError(f"[meter] a PPK2 sources 0.8-5.0 V, not volts = {volts}")
+        reader = meter_options(options)
+        port = option(reader, "port", str, None)
+        if not port and (port is not None or "port" not in reader.raw):
+            reader.problem('[meter] ppk2 needs port = "/dev/ttyACM0" (the PPK2 data port)')
+        mode = reader.choice("mode", ("ampere", "source"), "ampere")
+        volts = option(reader, "volts", float, None)
+        needs_volts = "[meter] ppk2 needs volts (the DUT supply in volts: power = volts * amps)"
+        if volts is None:
+            if "volts" not in reader.raw:  # (one of the wrong type is recorded already)
+                reader.problem(needs_volts)
+        elif not 0 < volts <= 30:
+            reader.problem(needs_volts)
+        elif mode == "source" and not VDD_MIN_MV <= round(volts * 1000) <= VDD_MAX_MV:
+            reader.problem(f"[meter] a PPK2 sources 0.8-5.0 V, not volts = {volts}")
+        spike_filter = option(reader, "spike_filter", bool, True)
+        reader.finish()
         self.port: str = port
         self.mode: str = mode
         self.volts = float(volts)
-        self.spike_filter: bool = option(options, "spike_filter", bool, True)
+        self.spike_filter: bool = spike_filter
         self.vdd_mv = min(max(round(self.volts * 1000), VDD_MIN_MV), VDD_MAX_MV)
         self.label = f"ppk2@{port}"
         self.capabilities = Capabilities(

@@ -13,8 +13,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edgetool.errors import ConfigError, DeviceError
-from edgetool.power.base import Capabilities, PollingMeter, PowerSample, host_ns, option
+from edgetool.errors import DeviceError
+from edgetool.power.base import (
+    Capabilities,
+    PollingMeter,
+    PowerSample,
+    host_ns,
+    meter_options,
+    option,
+)
 
 
 def package_domains(root: Path) -> list[Path]:
@@ -29,10 +36,12 @@ def package_domains(root: Path) -> list[Path]:
 class RaplMeter(PollingMeter):
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__()
-        self.root = Path(option(options, "root", str, "/sys/class/powercap"))
-        self.interval: float = option(options, "interval", float, 0.01)
+        reader = meter_options(options)
+        self.root = Path(option(reader, "root", str, "/sys/class/powercap"))
+        self.interval: float = option(reader, "interval", float, 0.01)
         if not 0.001 <= self.interval <= 10:
-            raise ConfigError(f"[meter] interval must be within [0.001, 10] s, not {self.interval}")
+            reader.reject("interval", "within [0.001, 10] s", self.interval)
+        reader.finish()
         self.domains = package_domains(self.root)
         if not self.domains:
             raise DeviceError(

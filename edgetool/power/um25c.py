@@ -29,8 +29,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edgetool.errors import ConfigError, ConnectError, DeviceError
-from edgetool.power.base import Capabilities, PollingMeter, PowerSample, host_ns, option
+from edgetool.errors import ConnectError, DeviceError
+from edgetool.power.base import (
+    Capabilities,
+    PollingMeter,
+    PowerSample,
+    host_ns,
+    meter_options,
+    option,
+)
 
 REQUEST = 0xF0
 RECORD_LEN = 130
@@ -166,15 +173,17 @@ class Um25cMeter(PollingMeter):
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__()
-        port = option(options, "port", str, None)
-        if not port:
-            raise ConfigError('[meter] um25c needs port = "/dev/rfcomm0" (or socket://...)')
-        interval = option(options, "interval", float, 0.2)
-        if isinstance(interval, bool) or not 0.05 <= interval <= 60:
-            raise ConfigError(f"[meter] interval must be within [0.05, 60] s, not {interval}")
-        timeout = option(options, "timeout", float, 1.0)
-        if isinstance(timeout, bool) or not 0.2 <= timeout <= 30:
-            raise ConfigError(f"[meter] timeout must be within [0.2, 30] s, not {timeout}")
+        reader = meter_options(options)
+        port = option(reader, "port", str, None)
+        if not port and (port is not None or "port" not in reader.raw):
+            reader.problem('[meter] um25c needs port = "/dev/rfcomm0" (or socket://...)')
+        interval = option(reader, "interval", float, 0.2)
+        if not 0.05 <= interval <= 60:
+            reader.reject("interval", "within [0.05, 60] s", interval)
+        timeout = option(reader, "timeout", float, 1.0)
+        if not 0.2 <= timeout <= 30:
+            reader.reject("timeout", "within [0.2, 30] s", timeout)
+        reader.finish()
         self.port: str = port
         self.interval = float(interval)
         self.timeout = float(timeout)

@@ -45,7 +45,8 @@ class BleUartSettings:
 def _parse_ble_uart(reader: TableReader) -> BleUartSettings:
     size = reader.get("write_size", int, "an integer", 20)
     if not 1 <= size <= 244:
-        raise reader.fail("write_size", "an integer from 1 to 244", size)
+        reader.reject("write_size", "an integer from 1 to 244", size)
+        size = 20
     settings = BleUartSettings(
         address=reader.required_str("address"),
         timeout=reader.number("timeout", 10.0),

@@ -32,7 +32,8 @@ class SerialSettings:
 def _parse_serial(reader: TableReader) -> SerialSettings:
     baud = reader.get("baud", int, "an integer", 115200)
     if baud <= 0:
-        raise reader.fail("baud", "a positive integer", baud)
+        reader.reject("baud", "a positive integer", baud)
+        baud = 115200
     settings = SerialSettings(
         url=reader.required_str("url"),
         baud=baud,

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import paths
-from edgetool.config import read_toml
-from edgetool.errors import ConfigError, ModelError
+from edgetool.config import TableReader, read_toml
+from edgetool.errors import ModelError
 
 FORMATS = ("onnx", "tflite")
 QUANTS = ("fp32", "fp16", "int8", "int4", "w4a8")  # int4, w4a8: LLMs only
@@ -88,69 +88,89 @@ class Recipe:
         )
 
 
-def _table(source: Path, data: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key, {})
+EXPORT_KEYS = (
+    "format",
+    "quant",
+    "opset",
+    "quants",
+    "int8_ops",
+    "stepped",
+    "tolerances",
+    "block_size",
+    "builder",
+)
+"""`[export]` keys some part of edgetool reads (each checks the value where it uses it)."""
+
+
+def _table(reader: TableReader, key: str) -> dict[str, Any]:
+    """A free-form table whose keys its family validates ([arch], [data], [train])."""
+    value = reader.value(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{source}: '{key}' must be a table")
+        reader.problem(f"'{key}' must be a table")
+        return {}
     return value
 
 
-def parse_recipe(path: Path) -> Recipe:
-    data = read_toml(path, "recipe")
-    known = {
-        "name",
-        "family",
-        "description",
-        "weights",
-        "licence",
-        "inputs",
-        "outputs",
-        "arch",
-        "data",
-        "train",
-        "export",
-    }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(known))})")
-    family = data.get("family")
-    if not isinstance(family, str):
-        raise ConfigError(f"{path}: missing key 'family' (a string naming the model family)")
-    raw_inputs = data.get("inputs")
+def _positive_ints(value: object) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value
+    )
+
+
+def _inputs(reader: TableReader) -> list[TensorSpec]:
+    raw_inputs = reader.value("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise ConfigError(f"{path}: 'inputs' must be a list of {{name, shape, dtype}} tables")
+        reader.problem("'inputs' must be a list of {name, shape, dtype} tables")
+        return []
     inputs = []
     for i, item in enumerate(raw_inputs):
-        shape = item.get("shape") if isinstance(item, dict) else None
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d > 0 for d in shape):
-            raise ConfigError(f"{path}: inputs[{i}].shape must be a list of positive integers")
-        inputs.append(
-            TensorSpec(
-                str(item.get("name", f"input{i}")), tuple(shape), str(item.get("dtype", "float32"))
-            )
-        )
-    outputs = data.get("outputs", ["output"])
+        entry = reader.child(item if isinstance(item, dict) else {}, f"inputs[{i}].")
+        shape = entry.value("shape")
+        if not _positive_ints(shape):
+            reader.problem(f"inputs[{i}].shape must be a list of positive integers")
+            continue
+        name = entry.text("name", f"input{i}")
+        dtype = entry.text("dtype", "float32")
+        entry.finish()
+        inputs.append(TensorSpec(name, tuple(shape), dtype))
+    return inputs
+
+
+def parse_recipe(path: Path) -> Recipe:
+    """Validate a recipe file; every problem of the file is reported in one ConfigError."""
+    reader = TableReader(path, read_toml(path, "recipe"))
+    family = reader.value("family")
+    if not isinstance(family, str):
+        reader.problem("missing key 'family' (a string naming the model family)")
+    inputs = _inputs(reader)
+    outputs = reader.value("outputs", ["output"])
     if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-        raise ConfigError(f"{path}: 'outputs' must be a list of names")
-    export = _table(path, data, "export")
+        reader.problem("'outputs' must be a list of names")
+    export_reader = reader.table("export", {})
+    export = dict(export_reader.raw)
     if export.get("format", "onnx") not in FORMATS:
-        raise ConfigError(f"{path}: export.format must be one of {', '.join(FORMATS)}")
+        export_reader.problem(f"export.format must be one of {', '.join(FORMATS)}")
     if export.get("quant", "fp32") not in QUANTS:
-        raise ConfigError(f"{path}: export.quant must be one of {', '.join(QUANTS)}")
-    return Recipe(
-        name=str(data.get("name", path.parent.name)),
-        family=family,
-        description=str(data.get("description", "")),
+        export_reader.problem(f"export.quant must be one of {', '.join(QUANTS)}")
+    for key in EXPORT_KEYS:
+        export_reader.value(key)
+    export_reader.finish()
+    recipe = Recipe(
+        name=reader.text("name", path.parent.name),
+        family=str(family),
+        description=reader.text("description", ""),
         dir=path.parent,
         inputs=tuple(inputs),
-        outputs=tuple(outputs),
-        arch=_table(path, data, "arch"),
-        data=_table(path, data, "data"),
-        train=_table(path, data, "train"),
+        outputs=tuple(outputs) if isinstance(outputs, list) else (),
+        arch=_table(reader, "arch"),
+        data=_table(reader, "data"),
+        train=_table(reader, "train"),
         export=export,
-        weights=str(data.get("weights", "weights.pt")),
-        licence=str(data.get("licence", "")),
+        weights=reader.text("weights", "weights.pt"),
+        licence=reader.text("licence", ""),
     )
+    reader.finish()
+    return recipe
 
 
 def recipe_names() -> list[str]:
