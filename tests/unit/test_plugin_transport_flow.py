@@ -117,7 +117,10 @@ def test_without_the_plugin_the_names_are_unknown(home: Path, tmp_path: Path) ->
     target = tmp_path / "jailbox.toml"
     target.write_text('kind = "jailed"\n[transport]\ntype = "jail"\nroot = "/tmp"\n')
     result = run_cli("deploy", "-t", str(target), "-m", str(TINY_ONNX))
-    assert_one_line_error(result, 5, "kind", "jailed")
+    assert_one_line_error(result, 5, "2 problems")  # both reported at once
+    assert "key 'kind' must be one of 'android', 'linux', 'mcu', got 'jailed'" in result.stderr
+    assert "key 'transport.type' must be one of" in result.stderr
+    assert "got 'jail'" in result.stderr
 
 
 def test_a_plugin_claiming_a_builtin_name_is_refused(home: Path, tmp_path: Path) -> None:
