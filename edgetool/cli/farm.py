@@ -242,7 +242,12 @@ class LineProgress:
     help="With --baseline latest: pool each pair's runs from the newest K earlier nights "
     "[plan's regression.baseline_nights, 1].",
 )
-@click.option("--strict", is_flag=True, help="Skipped jobs (unhealthy devices) fail the night too.")
+@click.option(
+    "--allow-skipped",
+    is_flag=True,
+    help="Jobs skipped on an unhealthy device do not fail the night (they do by default).",
+)
+@click.option("--strict", is_flag=True, hidden=True, help="The default now; kept for old scripts.")
 @json_option
 @click.pass_context
 def run(
@@ -253,6 +258,7 @@ def run(
     junit: Path | None,
     baseline: str | None,
     baseline_nights: int | None,
+    allow_skipped: bool,
     strict: bool,
     as_json: bool,
 ) -> None:
@@ -260,10 +266,15 @@ def run(
 
     Each job is an `edgetool deploy ... --json` process with the place's environment;
     its run directory lands in NIGHT/runs/. A device is health-checked (`targets check`)
-    before its first job; an unhealthy device's jobs are skipped with the reason. A job
+    before its first job; an unhealthy one is power-cycled (an emulator that runs is
+    restarted) and checked again, and if still unhealthy its jobs are skipped with the
+    reason. A job
     that hangs is killed at the plan's timeout, the device power-cycled (an emulated one
     restarted) and the job retried as the plan says. One failure never stops the rest.
-    Ctrl-C stops running jobs, releases the places and still writes the outputs.
+    Ctrl-C stops running jobs (a second one, a second later, kills them), waits until they
+    are gone, releases the places and still writes the outputs. A farm that was killed
+    cannot free a board before its job is gone: the job holds the place's lock and ends
+    when the farm dies; with a coordinator, the next night releases what it left acquired.
 
     \b
     With a baseline, each pair is compared as `results compare` does (repetition medians,
@@ -273,7 +284,8 @@ def run(
     \b
     Writes NIGHT/summary.json, NIGHT/junit.xml, NIGHT/report.html (and comparison.json
     with a baseline). Exit 0: all passed; 10: a regression against the baseline;
-    12: a job failed (or was skipped, with --strict); 130: interrupted; 5: bad plan.
+    12: a job failed or could not run (skipped; not with --allow-skipped); 130:
+    interrupted; 5: bad plan.
     """
     from edgetool.farm import outputs
     from edgetool.farm.night import run_night
@@ -301,7 +313,7 @@ def run(
         night,
         baseline=baseline,
         baseline_count=baseline_nights,
-        strict=strict,
+        allow_skipped=allow_skipped and not strict,
         observer=LineProgress(len(jobs), enabled=not as_json),
         targets_dirs=targets_dirs(ctx),
         say=(lambda text: None) if as_json else (lambda text: click.echo(text, err=True)),

@@ -4,6 +4,11 @@ Each job is a separate `edgetool deploy` process in its own process group, so a 
 device costs one timeout (the whole group is killed) and never the night; a crash of one
 deploy cannot take the farm down with it. Places are held per job, not per night: a lab
 wants its other users (and another plan) to get a board between our jobs.
+
+A job never outlives its place or its farm: it starts through `edgetool.farm.guard` (SIGTERM
+when the farm dies, however it dies) and inherits a local place's lock, so the board stays
+locked until the job's process is gone. On an interrupt the farm waits for (or kills) every
+job it started before it reports; a job it started is never reported as never run.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ if TYPE_CHECKING:
 KILL_GRACE = 5.0
 """Seconds between SIGTERM (deploy keeps a partial run) and SIGKILL of a job's group."""
 CHECK_TIMEOUT = 120.0
+RELEASE_GRACE = 40.0
+"""Seconds workers get to give their places back after their jobs were killed (a labgrid
+give-back is two calls bounded at 15 s each)."""
+NEVER_RAN = "interrupted before it ran"
 
 
 @dataclass
@@ -74,6 +83,8 @@ class JobResult:
     """Seconds spent waiting for the place (not part of the job's time)."""
     health_s: float | None = None
     """Seconds the device's health check took (on the first job of a place)."""
+    launched: bool = False
+    """A process was started for this job (so "never ran" would be a lie)."""
 
     @property
     def seconds(self) -> float:
@@ -180,6 +191,8 @@ class Executor:
         self._lock = threading.Lock()
         self._running = 0
         self._done = threading.Event()
+        self._live: set[subprocess.Popen[bytes]] = set()
+        """Processes running right now (guarded by _lock): what `kill_running` kills."""
 
     # --- subprocesses -------------------------------------------------------------
 
@@ -193,36 +206,64 @@ class Executor:
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
-    def _run(self, args: list[str], env: dict[str, str], timeout: float, log: Path) -> ProcResult:
+    def _run(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        timeout: float,
+        log: Path,
+        place: Place | None = None,
+    ) -> ProcResult:
         """Run one edgetool command in its own process group; kill the group at timeout
-        or on interrupt. Output goes to files (the night keeps every attempt's log)."""
+        or on interrupt. Output goes to files (the night keeps every attempt's log).
+
+        With a `place`, the command uses its device: it inherits the place's lock (held
+        until the command's process is gone) and is recorded as the place's job. Once the
+        night is stopping, nothing new starts."""
         log.parent.mkdir(parents=True, exist_ok=True)
         out_path, err_path = log.with_suffix(".out"), log.with_suffix(".err")
         start = time.monotonic()
         timed_out = interrupted = False
+        guard = [self.python, "-m", "edgetool.farm.guard", str(os.getpid()), "--"]
+        lock_fd = place.lock_fd if place is not None else None
         with out_path.open("wb") as out, err_path.open("wb") as err:
-            proc = subprocess.Popen(
-                self._edgetool(args),
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                start_new_session=True,
-            )
-            deadline = start + timeout
-            while True:
-                try:
-                    proc.wait(timeout=min(0.2, max(0.01, deadline - time.monotonic())))
-                    break
-                except subprocess.TimeoutExpired:
-                    if self.stop.is_set():
-                        interrupted = True
-                        _kill_group(proc, grace=10.0)
+            with self._lock:  # against kill_running(): started and registered, or neither
+                if self.stop.is_set():
+                    return ProcResult(None, "", "", 0.0, interrupted=True)
+                proc = subprocess.Popen(
+                    [*guard, *self._edgetool(args)],
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                    pass_fds=(lock_fd,) if lock_fd is not None else (),
+                )
+                self._live.add(proc)
+            try:
+                if place is not None:
+                    place.job_started(proc.pid)
+                deadline = start + timeout
+                while True:
+                    try:
+                        proc.wait(timeout=min(0.2, max(0.01, deadline - time.monotonic())))
                         break
-                    if time.monotonic() >= deadline:
-                        timed_out = True
-                        _kill_group(proc)
-                        break
+                    except subprocess.TimeoutExpired:
+                        if self.stop.is_set():
+                            interrupted = True
+                            _kill_group(proc, grace=10.0)
+                            break
+                        if time.monotonic() >= deadline:
+                            timed_out = True
+                            _kill_group(proc)
+                            break
+            finally:
+                if proc.returncode is None:  # an exception in this thread: never leave it
+                    _kill_group(proc, grace=0.0)
+                with self._lock:
+                    self._live.discard(proc)
+        if proc.returncode is not None and proc.returncode < 0 and self.stop.is_set():
+            interrupted = True  # killed by kill_running()
         seconds = time.monotonic() - start
         stdout = out_path.read_text(errors="replace")
         stderr = err_path.read_text(errors="replace")
@@ -231,34 +272,52 @@ class Executor:
 
     # --- one place ----------------------------------------------------------------
 
-    def _is_emulated(self, target: str) -> bool:
+    def _emulator(self, target: str) -> str | None:
+        """ "running" / "stopped" for an emulated target, None for hardware (or unreadable)."""
         from edgetool.targets import load_target
 
         try:
-            return load_target(target, self.targets_dirs).emulator is not None
+            loaded = load_target(target, self.targets_dirs)
         except EdgetoolError:
-            return False
+            return None
+        if loaded.emulator is None:
+            return None
+        return "running" if loaded.emulator_state is not None else "stopped"
 
-    def _health(self, job: Job, place: Place) -> str | None:
+    def _check(self, job: Job, place: Place, number: int) -> str | None:
         """None when the device answers `targets check`, else why it does not."""
-        log = self.logs_dir / f"{_safe(job.slot)}-check.log"
+        suffix = "" if number == 1 else f"-{number}"
+        log = self.logs_dir / f"{_safe(job.slot)}-check{suffix}.log"
         timeout = min(CHECK_TIMEOUT, job.run.timeout)
-        proc = self._run(["targets", "check", job.target, "--json"], self._env(place), timeout, log)
+        args = ["targets", "check", job.target, "--json"]
+        proc = self._run(args, self._env(place), timeout, log, place)
         if proc.code == 0:
-            self.observer.health(job.slot, job.target, True, "")
             return None
         if proc.timed_out:
-            reason = f"health check timed out after {timeout:g} s"
-        elif proc.interrupted:
-            reason = "interrupted"
-        else:
-            reason = f"health check failed: {_last_error(proc.stderr)}"
-        self.observer.health(job.slot, job.target, False, reason)
+            return f"health check timed out after {timeout:g} s"
+        if proc.interrupted:
+            return "interrupted"
+        return f"health check failed: {_last_error(proc.stderr)}"
+
+    def _health(self, job: Job, place: Place) -> str | None:
+        """None when the device is healthy. An unhealthy one is power-cycled (an emulator
+        that runs is restarted) and checked once more before its jobs are skipped; a
+        stopped emulator is left alone (someone stopped it: starting it is not ours)."""
+        reason = self._check(job, place, 1)
+        recoverable = reason is not None and reason != "interrupted" and not self.stop.is_set()
+        if recoverable and self._emulator(job.target) != "stopped":
+            recovery = self._recover(job, place)
+            if recovery in ("power-cycled", "emulator restarted"):
+                again = self._check(job, place, 2)
+                reason = None if again is None else f"{reason}; {recovery}, then {again}"
+            else:
+                reason = f"{reason} ({recovery})"
+        self.observer.health(job.slot, job.target, reason is None, reason or "")
         return reason
 
     def _recover(self, job: Job, place: Place) -> str:
         """Power-cycle the board, or restart an emulated one; say what happened."""
-        if self._is_emulated(job.target):
+        if self._emulator(job.target) is not None:
             env = self._env(place)
             log = self.logs_dir / _safe(job.slot)
             stop = self._run(["emulate", "stop", job.target], env, 60.0, Path(f"{log}-stop.log"))
@@ -277,7 +336,8 @@ class Executor:
     def _attempt(self, job: Job, place: Place, number: int) -> Attempt:
         log = self.logs_dir / f"{job.index:03d}-{_safe(job.slot)}-{_safe(job.model)}-{number}.log"
         self.observer.started(job, place.name, number)
-        proc = self._run(job.argv(), self._env(place), job.run.timeout, log)
+        self.results[job.index].launched = True
+        proc = self._run(job.argv(), self._env(place), job.run.timeout, log, place)
         attempt = Attempt(number, "failed", round(proc.seconds, 3), proc.code, log=str(log))
         attempt.run_dir = _kept_run_dir(proc.stderr)
         if proc.timed_out:
@@ -311,6 +371,9 @@ class Executor:
                 result.started = time.time()
                 result.place_wait = result.started - asked
                 result.place = place.name
+                if self.stop.is_set():  # the place came after the night was stopped
+                    result.status, result.reason = "skipped", NEVER_RAN
+                    return
                 if job.slot not in health:
                     t0 = time.monotonic()
                     health[job.slot] = self._health(job, place)
@@ -373,7 +436,7 @@ class Executor:
             for job in jobs:
                 result = self.results[job.index]
                 if self.stop.is_set():
-                    result.status, result.reason = "skipped", "interrupted before it ran"
+                    result.status, result.reason = "skipped", NEVER_RAN
                     self.observer.finished(result)
                     continue
                 self._run_job(job, health)
@@ -409,15 +472,41 @@ class Executor:
                 return False
         return True
 
+    def live(self) -> int:
+        """How many processes of this night are running now."""
+        with self._lock:
+            return len(self._live)
+
+    def kill_running(self) -> None:
+        """Stop now: SIGKILL every running process group (no partial run is closed), and
+        start nothing more. Workers then see their process gone and give their places back."""
+        with self._lock:
+            self.stop.set()
+            procs = list(self._live)
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def mark_unfinished(self) -> None:
+        """Jobs without an outcome when the night ends: never started → skipped; started
+        (a worker gave up waiting for it) → failed as interrupted."""
+        for result in self.results.values():
+            if result.status != "pending":
+                continue
+            if result.launched:
+                result.status = "failed"
+                result.failure = result.error = "interrupted"
+            else:
+                result.status, result.reason = "skipped", NEVER_RAN
+
     def interrupt(self, grace: float = 30.0) -> None:
         """Stop running jobs (their groups get SIGTERM, then SIGKILL), let workers leave
-        their places, and mark what never ran."""
+        their places, and mark what never ran. Past `grace`, running jobs are killed."""
         self.stop.set()
-        self.wait(grace)
-        for result in self.results.values():
-            if result.status == "pending":
-                result.status = "skipped"
-                result.reason = "interrupted before it ran"
+        if not self.wait(grace):
+            self.kill_running()
+            self.wait(RELEASE_GRACE)
+        self.mark_unfinished()
 
     def run(self) -> list[JobResult]:
         self.start()

@@ -34,6 +34,12 @@ Labgrid semantics worth knowing (labgrid 26.0, checked in its coordinator):
 - The coordinator checks a reservation's owner as ``host/user``, not per process, so
   edgetool only acquires a place once the coordinator says *our* token is allocated.
 
+Stale holds: each hold is recorded in the state dir (``labgrid-holds/COORDINATOR/TOKEN.json``:
+place, token, our pid and the job's, with their start times) from its reservation until it is
+given back. `release_stale()` (a farm night calls it first) releases a place still acquired
+by this ``host/user`` under a recorded token once both recorded processes are gone, so a
+SIGKILLed night costs the next one nothing; a place whose job still runs stays held.
+
 Interrupts: while a place is held from the main thread, SIGTERM (if nobody installed a
 handler for it) raises `PlaceTerminated`, a KeyboardInterrupt, so the same unwinding
 releases the place; while releasing, SIGINT and SIGTERM are ignored for the few seconds the
@@ -45,11 +51,14 @@ from __future__ import annotations
 import ast
 import contextlib
 import fcntl
+import getpass
+import json
 import logging
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -64,6 +73,7 @@ from typing import Any, Protocol
 
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
 from edgetool.paths import state_dir
+from edgetool.results.store import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +135,11 @@ class Place:
     """Environment for the deploy subprocess, e.g. EDGETOOL_<T>_HOST/_PORT/_USER."""
     resources: dict[str, Any] = field(default_factory=dict)
     """What was read from the coordinator (for the log and the summary)."""
+    lock_fd: int | None = None
+    """A descriptor holding the place (a local flock): passed to the job's process, so the
+    place stays held for as long as the job runs, even if the farm that started it dies."""
     _power: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    _on_job: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
     def power_cycle(self) -> bool:
         """Cycle the place's power port; False (and nothing done) if it has none."""
@@ -133,6 +147,12 @@ class Place:
             return False
         self._power()
         return True
+
+    def job_started(self, pid: int) -> None:
+        """Record the process now using the place: a later holder names it, and a stale
+        hold is only given back once that process, too, is gone."""
+        if self._on_job is not None:
+            self._on_job(pid)
 
 
 class PlaceProvider(Protocol):
@@ -145,6 +165,10 @@ class PlaceProvider(Protocol):
     ) -> AbstractContextManager[Place]: ...
 
     def places_with_tags(self, tags: dict[str, str]) -> list[str]: ...
+
+    def release_stale(self) -> list[str]:
+        """Give back what an earlier, killed edgetool of this host left held; say what."""
+        ...
 
 
 def env_prefix(target: str) -> str:
@@ -167,7 +191,9 @@ class LocalLocks:
     """One flock per target under the state dir: serializes edgetool processes on this host.
 
     Waiting polls (no queue, no priority). Nothing to clean up on SIGTERM or SIGKILL: the
-    lock belongs to an open file the kernel closes when the holder dies.
+    lock belongs to an open file the kernel closes when the holder dies. A farm passes the
+    descriptor (`Place.lock_fd`) to its job's process, so the lock lasts until the last of
+    the two is gone: a killed farm never frees a board its job still uses.
     """
 
     poll_interval = 0.1
@@ -189,7 +215,8 @@ class LocalLocks:
         name = place or target
         path = self.lock_path(name)
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        # O_CLOEXEC: a deploy subprocess must not inherit (and so outlive us holding) the lock.
+        # O_CLOEXEC: no subprocess inherits the lock by accident (an emulator daemon would
+        # hold it forever); a farm job gets it on purpose (Popen pass_fds).
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             deadline = time.monotonic() + max(0.0, timeout)
@@ -206,10 +233,24 @@ class LocalLocks:
                         ) from None
                     time.sleep(min(self.poll_interval, left))
             command = " ".join(sys.argv)[:300].replace("\n", " ")
+            note = f"pid {os.getpid()} ({command})"
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} ({command})\n".encode(), 0)
+            os.pwrite(fd, f"{note}\n".encode(), 0)
+
+            def job_started(pid: int) -> None:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"job pid {pid} started by {note}\n".encode(), 0)
+
             try:
-                yield Place(target=target, name=name, env={}, resources={"lock": str(path)})
+                yield Place(
+                    target=target,
+                    name=name,
+                    env={},
+                    resources={"lock": str(path)},
+                    lock_fd=fd,
+                    _on_job=job_started,
+                )
             finally:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, 0)  # still ours: no stale holder text for the next one
@@ -225,6 +266,10 @@ class LocalLocks:
             f"targets by labgrid tag ({wanted}) need a labgrid coordinator",
             hint="pass --coordinator HOST:PORT or set EDGETOOL_COORDINATOR",
         )
+
+    def release_stale(self) -> list[str]:
+        """Nothing to do: the kernel drops the lock of a holder that died."""
+        return []
 
 
 def _lock_holder(path: Path) -> str:
@@ -416,10 +461,13 @@ class LabgridPlaces:
         name = self._resolve(target, place, self.places())
         with _sigterm_as_interrupt():
             token: str | None = None
+            record: _HoldRecord | None = None
             acquired = False
             body_failed = False
             try:
                 token, state = self._reserve(name, priority)
+                record = _HoldRecord(self._holds_dir() / f"{_safe_name(token)}.json", name, token)
+                record.write()
                 if state != "allocated":
                     self._wait(name, token, started + timeout, timeout)
                 self._checked("acquire", place=name, what=f"cannot acquire labgrid place {name}")
@@ -434,6 +482,7 @@ class LabgridPlaces:
                     env=resources_env(target, resources),
                     resources=resources,
                     _power=(lambda: self._power_cycle(name)) if has_power else None,
+                    _on_job=record.job_started,
                 )
                 log.info("holding labgrid place %s (reservation %s)", name, token)
                 yield held
@@ -442,7 +491,7 @@ class LabgridPlaces:
                 raise
             finally:
                 if token is not None:
-                    self._give_back(name, token, acquired, quiet=body_failed)
+                    self._give_back(name, token, acquired, quiet=body_failed, record=record)
 
     # -- steps
 
@@ -508,8 +557,17 @@ class LabgridPlaces:
             last = states[-1] if states else _last_line(proc)
             raise DeviceError(f"reservation {token} for labgrid place {name} ended as {last}")
 
-    def _give_back(self, name: str, token: str, acquired: bool, *, quiet: bool) -> None:
-        """Release the place (if ours) and cancel the reservation, signals held off."""
+    def _give_back(
+        self,
+        name: str,
+        token: str,
+        acquired: bool,
+        *,
+        quiet: bool,
+        record: _HoldRecord | None = None,
+    ) -> None:
+        """Release the place (if ours) and cancel the reservation, signals held off. The
+        hold's record goes once both worked (else a later `release_stale` retries)."""
         problems: list[str] = []
         with _signals_ignored():
             try:
@@ -529,6 +587,8 @@ class LabgridPlaces:
             except EdgetoolError as exc:
                 problems.append(f"cancel-reservation: {exc}")
         if not problems:
+            if record is not None:
+                record.drop()
             log.info("released labgrid place %s (reservation %s)", name, token)
             return
         message = f"could not give back labgrid place {name}: {'; '.join(problems)}"
@@ -538,10 +598,149 @@ class LabgridPlaces:
         else:
             raise DeviceError(message, hint=f"by hand: {hint}")
 
+    def _holds_dir(self) -> Path:
+        return state_dir() / "labgrid-holds" / _safe_name(self.coordinator)
+
+    def release_stale(self) -> list[str]:
+        """Release places this host/user still holds for an edgetool that was killed (its
+        process and its job's are gone, the place is acquired by us under its token)."""
+        folder = self._holds_dir()
+        records = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        said: list[str] = []
+        known: dict[str, _PlaceInfo] | None = None
+        me = labgrid_identity()
+        for path in records:
+            record = _HoldRecord.read(path)
+            if record is None:
+                continue
+            if record.holder_alive():
+                continue  # a live edgetool's hold, not ours to touch
+            whose = f"a killed edgetool (pid {record.pid}, since {record.since})"
+            if record.job_alive():
+                said.append(
+                    f"labgrid place {record.place} stays acquired: job pid {record.job_pid} "
+                    f"of {whose} still runs"
+                )
+                continue
+            if known is None:
+                known = self.places()
+            info = known.get(record.place)
+            if info is not None and info.acquired == me and info.reservation == record.token:
+                proc = self.client("release", place=record.place, timeout=CLEANUP_TIMEOUT)
+                if proc.returncode != 0:
+                    said.append(
+                        f"could not release labgrid place {record.place} left acquired by "
+                        f"{whose}: {_last_line(proc)}"
+                    )
+                    continue
+                said.append(f"released labgrid place {record.place}, left acquired by {whose}")
+            with contextlib.suppress(EdgetoolError):
+                self.client("cancel-reservation", record.token, timeout=CLEANUP_TIMEOUT)
+            record.drop()
+        for text in said:
+            log.warning("%s", text)
+        return said
+
     def _power_cycle(self, name: str) -> None:
         proc = self.client("power", "cycle", place=name, timeout=POWER_TIMEOUT)
         if proc.returncode != 0:
             raise DeviceError(f"power cycle of labgrid place {name} failed: {_last_line(proc)}")
+
+
+def labgrid_identity() -> str:
+    """``host/user`` as labgrid-client reports itself to the coordinator (place.acquired)."""
+    host = os.environ.get("LG_HOSTNAME") or socket.gethostname()
+    user = os.environ.get("LG_USERNAME") or getpass.getuser()
+    return f"{host}/{user}"
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:120]
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (tells a reused pid apart), ""
+    where /proc has none, None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        stat = ""
+    if stat:
+        fields = stat.rsplit(")", 1)[1].split()
+        return fields[19] if fields[0] != "Z" else None  # a zombie has exited
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ""
+
+
+def _same_process(pid: int | None, start: str | None) -> bool:
+    if pid is None:
+        return False
+    now = _process_start(pid)
+    return now is not None and (not start or not now or now == start)
+
+
+@dataclass
+class _HoldRecord:
+    """One labgrid hold of this host, as a small JSON file, from reservation to give-back."""
+
+    path: Path
+    place: str
+    token: str
+    pid: int = field(default_factory=os.getpid)
+    start: str | None = None
+    since: str = ""
+    job_pid: int | None = None
+    job_start: str | None = None
+
+    def write(self) -> None:
+        if self.start is None:
+            self.start = _process_start(self.pid) or ""
+            self.since = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        data = {k: v for k, v in self.__dict__.items() if k != "path"}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, data)
+        except OSError as exc:  # without it only the stale-hold cleanup is lost
+            log.warning("cannot record the hold of labgrid place %s: %s", self.place, exc)
+
+    def job_started(self, pid: int) -> None:
+        self.job_pid, self.job_start = pid, _process_start(pid) or ""
+        self.write()
+
+    def drop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def holder_alive(self) -> bool:
+        return _same_process(self.pid, self.start)
+
+    def job_alive(self) -> bool:
+        return _same_process(self.job_pid, self.job_start)
+
+    @classmethod
+    def read(cls, path: Path) -> _HoldRecord | None:
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                path,
+                str(data["place"]),
+                str(data["token"]),
+                int(data["pid"]),
+                str(data.get("start") or ""),
+                str(data.get("since") or "?"),
+                int(data["job_pid"]) if data.get("job_pid") else None,
+                str(data.get("job_start") or ""),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("ignoring unreadable labgrid hold record %s", path)
+            return None
 
 
 def _normalize_coordinator(value: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import importlib.util
 import shutil
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -20,7 +21,16 @@ import pytest
 
 from edgetool.emulate.sshd import LoopbackSshd
 from tests.conftest import run_cli
-from tests.integration.test_farm_run import DIES_PLAN, by_id, kill_when_running, load_summary
+from tests.integration.test_farm_run import (
+    DIES_PLAN,
+    LONG_PLAN,
+    _wait_until,
+    by_id,
+    jobs_alive,
+    kill_when_running,
+    load_summary,
+    running_run,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -122,3 +132,55 @@ def test_night_through_the_coordinator_one_device_dies(lab: dict[str, Any], tmp_
     cases = {(c.get("classname"), c.get("name")): c for c in root.iter("testcase")}
     failed = cases[("lg2", "tiny-mlp:onnx")]
     assert failed.find("error") is not None or failed.find("failure") is not None
+
+
+def test_next_night_releases_what_a_killed_night_left_acquired(
+    lab: dict[str, Any], tmp_path: Path
+) -> None:
+    """D14: `kill -9` of a night mid-job leaves its place acquired (labgrid never expires
+    an acquired place). The next night of this host/user releases it once the killed
+    night's job is gone, says so, and runs; before, it waited and blamed the timeout."""
+    env = lab["env"]
+    long = tmp_path / "long.toml"
+    long.write_text(
+        LONG_PLAN.format(
+            name="long", targets='"lg1"', duration=600, timeout=900, place_timeout=60,
+            formats='"onnx"',
+        )
+    )  # fmt: skip
+    night = tmp_path / "night-killed"
+    argv = [sys.executable, "-m", "edgetool", "farm", "run", str(long)]
+    with (tmp_path / "killed.err").open("wb") as err:
+        proc = subprocess.Popen(
+            [*argv, "--coordinator", env.url, "--out", str(night)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        assert _wait_until(lambda: running_run(night, "lg1"), 120)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert env.acquired() == {"lg1"}
+    assert _wait_until(lambda: not jobs_alive(night), 60), "the job outlived its farm"
+    assert env.acquired() == {"lg1"}  # still: nobody released it
+
+    short = tmp_path / "short.toml"
+    short.write_text(
+        LONG_PLAN.format(
+            name="short", targets='"lg1"', duration=1, timeout=120, place_timeout=20,
+            formats='"onnx"',
+        )
+    )  # fmt: skip
+    again = tmp_path / "night-again"
+    result = run_cli(
+        "farm", "run", str(short), "--coordinator", env.url, "--out", str(again), timeout=200
+    )
+    assert result.code == 0, (result.code, result.stdout, result.stderr)
+    assert "released labgrid place lg1, left acquired by a killed edgetool (pid" in result.stderr
+    summary = load_summary(again)
+    assert summary["counts"]["passed"] == 1
+    assert any("released labgrid place lg1" in note for note in summary["notes"])
+    assert env.acquired() == set()
+    assert env.reservations() == []

@@ -364,6 +364,31 @@ def test_busy_place_times_out_and_signalled_holder_gives_back(
 
 
 @needs_labgrid
+def test_stale_hold_of_a_killed_holder_is_released_a_live_one_kept(
+    lab: Any, holders: list[Holder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D14: labgrid never expires an acquired place, so a SIGKILLed holder left it acquired
+    for good. `release_stale` gives back only what a dead edgetool of ours left."""
+    monkeypatch.setenv("EDGETOOL_STATE_DIR", str(tmp_path))  # the holder's records, too
+    places = LabgridPlaces(lab.url)
+    holder = Holder("labgrid", lab.url, "board-b", "600", "30", "0")
+    holders.append(holder)
+    holder.expect("held")
+    assert places.release_stale() == []  # a live holder's place is not ours to touch
+    assert lab.acquired() == {"board-b"}
+    holder.proc.kill()
+    holder.proc.wait(10)
+    assert lab.acquired() == {"board-b"}  # what a killed holder left, until someone acts
+    said = places.release_stale()
+    assert len(said) == 1, said
+    assert said[0].startswith(
+        f"released labgrid place board-b, left acquired by a killed edgetool (pid {holder.proc.pid}"
+    )
+    assert_given_back(lab)
+    assert places.release_stale() == []  # its record went with it
+
+
+@needs_labgrid
 def test_unknown_place_lists_known_ones(lab: Any) -> None:
     with pytest.raises(ConfigError) as info, LabgridPlaces(lab.url).hold("board", timeout=5):
         pass

@@ -387,3 +387,175 @@ formats = ["onnx", "tflite"]
         assert place.name == "lb1"
     root = ET.parse(night / "junit.xml").getroot()
     assert (root.get("tests"), root.get("errors"), root.get("skipped")) == ("2", "1", "1")
+
+
+def _wait_until(check: Any, within: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(step)
+    return bool(check())
+
+
+LONG_PLAN = """
+name = "{name}"
+targets = [{targets}]
+[run]
+duration = {duration}
+timeout = {timeout}
+place_timeout = {place_timeout}
+[[models]]
+name = "tiny-mlp"
+formats = [{formats}]
+"""
+
+
+def test_killed_farm_never_frees_a_board_its_job_still_uses(
+    farm: dict[str, Any], tmp_path: Path
+) -> None:
+    """D2: `kill -9` of `farm run` mid-job. The job must neither keep the board unlocked
+    nor run on unsupervised; the next night gets the board only once the job is gone."""
+    from edgetool.errors import DeviceError
+    from edgetool.farm.places import LocalLocks
+
+    long = write_plan(
+        tmp_path / "long.toml",
+        LONG_PLAN.format(
+            name="long", targets='"lb1"', duration=600, timeout=900, place_timeout=60,
+            formats='"onnx"',
+        ),
+    )  # fmt: skip
+    night = tmp_path / "night-killed"
+    with (tmp_path / "killed.err").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edgetool", "farm", "run", str(long), "--out", str(night)],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,  # `setsid edgetool farm run … &`
+        )
+    try:
+        assert _wait_until(lambda: running_run(night, "lb1"), 90)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert jobs_alive(night), "the job should still be running right after the kill"
+
+    locks = LocalLocks()
+
+    def board_free_while_job_lives() -> bool:
+        """Take the lock for an instant: with it held, no job of that night may live."""
+        try:
+            with locks.hold("lb1", timeout=0):
+                return bool(jobs_alive(night))
+        except DeviceError:
+            return False
+
+    gone = time.monotonic() + 60  # the job's own run would last 600 s
+    while jobs_alive(night) and time.monotonic() < gone:
+        assert not board_free_while_job_lives(), "lb1 unlocked while the job still ran"
+        time.sleep(0.1)
+    assert jobs_alive(night) == [], "the job outlived its farm by a minute"
+    manifest = json.loads(next((night / "runs").glob("*/manifest.json")).read_text())
+    assert manifest["status"] in ("partial", "failed")  # it was stopped, not left running
+
+    short = write_plan(
+        tmp_path / "short.toml",
+        LONG_PLAN.format(
+            name="short", targets='"lb1"', duration=1, timeout=120, place_timeout=60,
+            formats='"onnx"',
+        ),
+    )  # fmt: skip
+    again = tmp_path / "night-again"
+    result = run_cli("farm", "run", str(short), "--out", str(again), timeout=200)
+    assert result.code == 0, (result.code, result.stderr)
+    assert load_summary(again)["counts"]["passed"] == 1
+
+
+@pytest.mark.parametrize("gap", [0.01, 1.5], ids=["relayed", "twice"])
+def test_repeated_ctrl_c_leaves_no_job_behind(
+    farm: dict[str, Any], tmp_path: Path, gap: float
+) -> None:
+    """D9: two SIGINTs (a wrapper relaying one Ctrl-C 10 ms apart, or a user pressing it
+    twice): every job that ran is stopped and reported as interrupted, never as "skipped
+    before it ran", no job process outlives the farm, and the boards are free after."""
+    from edgetool.farm.places import LocalLocks
+
+    plan = write_plan(
+        tmp_path / "long.toml",
+        LONG_PLAN.format(
+            name="long", targets='"lb1", "lb2"', duration=120, timeout=300, place_timeout=60,
+            formats='"onnx", "tflite"',
+        ),
+    )  # fmt: skip
+    night = tmp_path / "night"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgetool", "farm", "run", str(plan), "--out", str(night)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        both = _wait_until(lambda: running_run(night, "lb1") and running_run(night, "lb2"), 120)
+        assert both, "both devices should be measuring"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(gap)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert jobs_alive(night) == [], "a job outlived the farm"
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    jobs = by_id(load_summary(night))
+    for name in ("lb1", "lb2"):
+        first, second = jobs[f"{name}/tiny-mlp:onnx"], jobs[f"{name}/tiny-mlp:tflite"]
+        assert first["status"] == "failed" and first["error"] == "interrupted", first
+        assert second["status"] == "skipped", second
+        assert second["reason"] == "interrupted before it ran"
+        with LocalLocks().hold(name, timeout=0.5):
+            pass
+    if gap < 1.0:  # one stop request: the deploys got SIGTERM and closed their runs
+        for manifest in night.glob("runs/*/manifest.json"):
+            assert json.loads(manifest.read_text())["status"] != "running", manifest
+
+
+def test_unhealthy_device_is_restarted_rechecked_and_fails_the_night(
+    farm: dict[str, Any], tmp_path: Path
+) -> None:
+    """D11: every health check times out (timeout = 0.5 s). The device is restarted (an
+    emulated board's power-cycle) and checked again before its job is skipped, and a night
+    whose jobs could not run is not green."""
+    before = farm["sshds"]["lb1"].state()
+    assert before is not None
+    plan = write_plan(
+        tmp_path / "quick.toml",
+        LONG_PLAN.format(
+            name="quick", targets='"lb1"', duration=1, timeout=0.5, place_timeout=60,
+            formats='"onnx"',
+        ),
+    )  # fmt: skip
+    night = tmp_path / "night"
+    result = run_cli("farm", "run", str(plan), "--out", str(night), timeout=200)
+    assert result.code == 12, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert "1 of 1 jobs could not run" in result.stderr
+    summary = load_summary(night)
+    assert summary["exit_code"] == 12
+    job = summary["jobs"][0]
+    assert job["status"] == "skipped"
+    assert "health check timed out after 0.5 s; emulator restarted, then" in job["reason"]
+    after = farm["sshds"]["lb1"].state()
+    assert after is not None and after["pid"] != before["pid"]  # restarted
+    assert (night / "logs" / "lb1-check.err").exists()
+    assert (night / "logs" / "lb1-check-2.err").exists()  # checked again after it
+
+    # The lenient choice stays available, explicitly.
+    night2 = tmp_path / "night2"
+    lenient = run_cli(
+        "farm", "run", str(plan), "--out", str(night2), "--allow-skipped", timeout=200
+    )
+    assert lenient.code == 0, (lenient.code, lenient.stderr)
+    assert load_summary(night2)["counts"]["skipped"] == 1
