@@ -34,6 +34,21 @@ from edgetool.transport import TRANSPORTS, FileTransport, PutResult
 from edgetool.transport.base import file_sha256
 from edgetool.units import human_bytes
 
+RUN_DEADLINE_SLACK = 300.0
+"""Seconds added to a time-bound run's expected length for its runner's own deadline."""
+
+
+def runner_deadline(settings: RunSettings, command_timeout: float) -> float:
+    """How long one runner process may live, generously: a run bounded by time gets twice
+    its expected length plus 5 minutes; one bounded by a count has no expected length, so
+    the transport's command_timeout (the host's own limit for a command) applies."""
+    if settings.duration and not settings.iterations and not settings.new_tokens:
+        expected = settings.duration + settings.warmup_seconds + settings.min_duration
+        if settings.energy:
+            expected += settings.idle_seconds
+        return min(2 * expected + RUN_DEADLINE_SLACK, command_timeout)
+    return command_timeout
+
 
 def runner_argv(
     python: str,
@@ -42,7 +57,11 @@ def runner_argv(
     settings: RunSettings,
     input_path: str | None,
     outputs_path: str | None = None,
+    deadline: float = 0.0,
 ) -> list[str]:
+    """The runner's command line; with a deadline it also watches its stdin (the
+    transport holds it open for the run) and exits when the host is gone."""
+    lifeline = ["--deadline", repr(deadline), "--lifeline"] if deadline > 0 else []
     if settings.new_tokens:
         if not input_path:
             raise ModelError("generation needs the prompt's token ids")
@@ -51,6 +70,7 @@ def runner_argv(
             "--tokens", str(settings.new_tokens), "--head-size", str(settings.head_size),
             "--repeat", str(settings.effective_iterations()),
             "--warmup", str(max(min(settings.warmup, 3), 1)), "--threads", str(settings.threads),
+            *lifeline,
         ]  # fmt: skip
     argv = [python, runner, "run", "--model", model, "--runtime", settings.runtime]
     iterations = settings.effective_iterations()
@@ -66,7 +86,7 @@ def runner_argv(
         argv += ["--input", input_path]
     if outputs_path:
         argv += ["--dump-outputs", outputs_path]
-    return argv
+    return argv + lifeline
 
 
 _ERROR_CLASSES: dict[str, type[EdgetoolError]] = {
@@ -269,6 +289,7 @@ def _run_repetition(
         settings,
         input_remote,
         run.outputs_remote if repetition == 0 else None,
+        runner_deadline(settings, getattr(target.transport, "command_timeout", 3600.0)),
     )
     if run.journal.recorder is not None:
         argv += run.journal.recorder.runner_args()

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -772,7 +773,46 @@ def start_sampler(args: argparse.Namespace) -> HwmonSampler | None:
     return sampler
 
 
+def _exit_when_stdin_closes() -> None:
+    while True:
+        try:
+            if not os.read(0, 4096):
+                break
+        except OSError:
+            break
+    os._exit(129)  # the host (or its connection) is gone: nobody reads what follows
+
+
+def _exit_at_deadline(seconds: float) -> None:
+    time.sleep(seconds)
+    # The main thread may hold the emit lock, blocked on a full pipe: do not wait for it.
+    if _EMIT_LOCK.acquire(timeout=1.0):
+        try:
+            message = f"the runner ran past its deadline of {seconds:g} s and stopped itself"
+            line = {"event": "error", "kind": "deadline", "message": message}
+            sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(124)
+
+
+def start_lifeline(args: argparse.Namespace) -> None:
+    """End this process when the host is gone (`--lifeline`: its stdin, held open by
+    the host for the run, closes) or when the run overstays `--deadline` seconds: a
+    hung model or a lost host never leaves a runner competing with the next run."""
+    if args.lifeline:
+        threading.Thread(target=_exit_when_stdin_closes, daemon=True).start()
+    if args.deadline > 0:
+        threading.Thread(target=_exit_at_deadline, args=(args.deadline,), daemon=True).start()
+        if hasattr(signal, "alarm"):
+            # A backstop the kernel enforces (SIGALRM's default action ends the process)
+            # even if this interpreter is stuck in native code holding the GIL.
+            signal.alarm(int(args.deadline) + 30)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    start_lifeline(args)
     emit_hello()
     np = import_numpy()
     sampler = start_sampler(args)
@@ -881,6 +921,7 @@ class Generator:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    start_lifeline(args)
     emit_hello()
     np = import_numpy()
     model, load_ms = timed_load(args.model, "onnxruntime", args.threads)
@@ -958,6 +999,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--repeat", type=int, default=3, help="timed generations")
     gen.add_argument("--warmup", type=int, default=1, help="untimed generations first")
     gen.add_argument("--threads", type=int, default=0)
+    for timed in (run, gen):
+        timed.add_argument(
+            "--deadline", type=float, default=0.0, help="stop after this many seconds (0: never)"
+        )
+        timed.add_argument(
+            "--lifeline", action="store_true", help="exit when stdin closes (the host is gone)"
+        )
     args = parser.parse_args(argv)
     if args.command == "run" and not args.iterations and not args.duration:
         args.iterations = 100

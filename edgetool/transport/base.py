@@ -55,7 +55,8 @@ print(json.dumps(out))
 # Runs on the device: for each [part, final, sha256], rename part -> final only if the
 # part's hash matches (else delete it); reply {final: null | the wrong hash}. Temporaries
 # of the same file left by uploads cut off over 10 minutes ago are removed (younger ones
-# may belong to a deploy still sending).
+# may belong to a deploy still sending). Used by transports that cannot stream into a
+# remote command (ADB's sync protocol writes the file itself).
 _COMMIT = r"""
 import hashlib, json, os, sys, time
 out = {}
@@ -81,6 +82,68 @@ for part, final, want in json.loads(sys.argv[1]):
             except OSError:
                 pass
 print(json.dumps(out))
+"""
+
+# Runs on the device with any Python 3: receive one file on stdin (exactly SIZE bytes)
+# into PART, created exclusively and never through a link, hashing as it writes; rename
+# PART -> FINAL only on a sha256 match, else delete it. One line of JSON on stdout:
+# {"sha256": what arrived, "size": bytes read} or {"error": why}. A stream that ends
+# early (the host or the link died) leaves no PART behind. Same-file temporaries of
+# uploads cut off over 10 minutes ago are removed, as the commit above does.
+_RECEIVE = r"""
+import hashlib, json, os, sys, time
+part, final, want, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+folder, name = os.path.split(final)
+reply = {}
+fd = -1
+created = False
+try:
+    os.makedirs(folder or ".", exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(part, flags, 0o644)
+    created = True
+    h = hashlib.sha256()
+    src = sys.stdin.buffer
+    left = size
+    while left:
+        block = src.read1(min(left, 1 << 20))
+        if not block:
+            break
+        h.update(block)
+        view = memoryview(block)
+        while view:
+            view = view[os.write(fd, view):]
+        left -= len(block)
+    os.close(fd)
+    fd = -1
+    got = h.hexdigest()
+    if left or got != want:
+        os.remove(part)
+    else:
+        os.replace(part, final)
+    created = False
+    reply = {"sha256": got, "size": size - left}
+except OSError as exc:
+    reply = {"error": "%s: %s" % (exc.filename or part, exc.strerror or exc)}
+    if fd >= 0:
+        os.close(fd)
+    if created:
+        try:
+            os.remove(part)
+        except OSError:
+            pass
+try:
+    for entry in os.listdir(folder or "."):
+        if entry.startswith("." + name + ".") and entry.endswith(".part"):
+            stale = os.path.join(folder, entry)
+            try:
+                if time.time() - os.lstat(stale).st_mtime > 600:
+                    os.remove(stale)
+            except OSError:
+                pass
+except OSError:
+    pass
+print(json.dumps(reply))
 """
 
 
@@ -129,6 +192,19 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(CHUNK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def receiver_argv(python: str, part: str, remote: str, sha256: str, size: int) -> list[str]:
+    """The one device command that receives a file on stdin and verifies it as it writes
+    (`_RECEIVE`); python -S: stdlib only, no site start-up hooks."""
+    return [python, "-S", "-c", _RECEIVE, part, remote, sha256, str(size)]
+
+
+def corrupted(description: str, name: str, arrived: str, want: str) -> TransferError:
+    return TransferError(
+        f"{description}: {name} arrived corrupted (sha256 {arrived[:12]} != {want[:12]}); "
+        "nothing was written at the final path."
+    )
 
 
 @dataclass(frozen=True)
@@ -186,12 +262,6 @@ class FileTransport(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None: ...
-
-    @abstractmethod
-    def _remove(self, path: str) -> None: ...
-
-    @abstractmethod
     def makedirs(self, path: str) -> None:
         """mkdir -p on the device."""
 
@@ -245,49 +315,25 @@ class FileTransport(ABC):
         files: Sequence[tuple[Path, str]],
         progress_for: Callable[[Path], Progress | None] = lambda _path: None,
     ) -> list[PutResult]:
-        """Send several files with two device commands in all: one probe before, one
-        verify-and-rename after; every SFTP byte in between goes to a `.part` name."""
+        """One probe decides what to send (a remote file whose hash matches is skipped);
+        the rest goes through `_send_verified`: never a half or unverified file at its
+        final path."""
         shas = {local: file_sha256(local) for local, _ in files}
         info = self.probe([remote for _, remote in files])
         needed = [(lo, re) for lo, re in files if info[re]["sha256"] != shas[lo]]
         self._check_space(needed, info)
-        sent: list[tuple[Path, str, str]] = []
-        upload_seconds: dict[Path, float] = {}
         for local, remote in files:
             if (local, remote) not in needed:
                 log.info("put %s -> %s: skipped, hash matches", local.name, remote)
-        for local, remote in needed:
-            self.makedirs(posixpath.dirname(remote))
-            partial = part_name(remote)
-            log.info("put %s -> %s (%d bytes)", local.name, remote, local.stat().st_size)
-            began = time.perf_counter()
-            try:
-                self._upload(local, partial, progress_for(local))
-            except OSError as exc:
-                self._try_remove(partial)
-                raise TransferError(
-                    f"{self.description}: upload of {local.name} failed ({exc}); "
-                    "nothing was written at the final path."
-                ) from exc
-            upload_seconds[local] = time.perf_counter() - began
-            log.debug("sent %s as %s in %.3f s", local.name, partial, upload_seconds[local])
-            sent.append((local, remote, partial))
-        if sent:
-            arrived = self.commit(
-                [(partial, remote, shas[local]) for local, remote, partial in sent]
-            )
-            for local, remote, _ in sent:
-                if arrived[remote] is not None:
-                    raise TransferError(
-                        f"{self.description}: {local.name} arrived corrupted (sha256 "
-                        f"{str(arrived[remote])[:12]} != {shas[local][:12]}); "
-                        "nothing was written at the final path."
-                    )
+            else:
+                log.info("put %s -> %s (%d bytes)", local.name, remote, local.stat().st_size)
+        upload_seconds = self._send_verified(
+            [(local, remote, shas[local]) for local, remote in needed], progress_for
+        )
         results = []
-        sent_pairs = {(local, remote) for local, remote, _ in sent}
         for local, remote in files:
             size = local.stat().st_size
-            skipped = (local, remote) not in sent_pairs
+            skipped = (local, remote) not in needed
             if skipped:
                 progress = progress_for(local)
                 if progress:
@@ -297,6 +343,51 @@ class FileTransport(ABC):
                 PutResult(remote, shas[local], size, 0 if skipped else size, skipped, seconds)
             )
         return results
+
+    def _send_verified(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        """Send each (local, remote, sha256) so that only a file whose hash matched *on the
+        device* reaches its final name; {local: upload seconds}.
+
+        This default uploads every file to its `.part` name, then verifies and renames them
+        all with one `commit` command (which reads each file again on the device).
+        Transports that can stream into a remote command override it to verify while
+        receiving."""
+        sent: list[tuple[Path, str, str, str]] = []
+        seconds: dict[Path, float] = {}
+        for local, remote, sha in jobs:
+            self.makedirs(posixpath.dirname(remote))
+            partial = part_name(remote)
+            began = time.perf_counter()
+            try:
+                self._upload(local, partial, progress_for(local))
+            except OSError as exc:
+                self._try_remove(partial)
+                raise TransferError(
+                    f"{self.description}: upload of {local.name} failed ({exc}); "
+                    "nothing was written at the final path."
+                ) from exc
+            seconds[local] = time.perf_counter() - began
+            log.debug("sent %s as %s in %.3f s", local.name, partial, seconds[local])
+            sent.append((local, remote, sha, partial))
+        if sent:
+            arrived = self.commit([(partial, remote, sha) for _, remote, sha, partial in sent])
+            for local, remote, sha, _ in sent:
+                if arrived[remote] is not None:
+                    raise corrupted(self.description, local.name, str(arrived[remote]), sha)
+        return seconds
+
+    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
+        """Write `local` at `remote` (a fresh `.part` name), for the default
+        `_send_verified`; transports that override that need not implement this."""
+        raise NotImplementedError(f"{type(self).__name__} streams its uploads")
+
+    def _remove(self, path: str) -> None:
+        """Remove a remote file (the default `_send_verified` cleans up with it)."""
+        raise NotImplementedError(f"{type(self).__name__} streams its uploads")
 
     def _check_space(
         self, needed: Sequence[tuple[Path, str]], info: dict[str, dict[str, int | str | None]]

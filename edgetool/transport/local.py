@@ -3,32 +3,39 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from edgetool import paths
 from edgetool.config import TableReader, expand_path
-from edgetool.errors import DeviceError
+from edgetool.errors import DeviceError, TransferError
 from edgetool.transport.base import (
     CHUNK,
     FileTransport,
     Progress,
     TransportType,
+    corrupted,
+    part_name,
     shown_argv,
     split_lines,
 )
 
 log = logging.getLogger(__name__)
+
+KILL_GRACE = 2.0
+"""Seconds a stopped command's group has between SIGTERM and SIGKILL."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,10 @@ class LocalProcess:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                # Its own session: the whole group (the runner and anything it started) can
+                # be signalled on a timeout or an interrupt, and a Ctrl-C in the terminal
+                # reaches edgetool, which stops the group, rather than the runner alone.
+                start_new_session=True,
             )
         except OSError as exc:
             raise DeviceError(
@@ -128,12 +139,28 @@ class LocalProcess:
             raise DeviceError(f"local: {os.path.basename(self._argv[0])} stopped reading") from exc
 
     def kill(self) -> None:
+        """Stop the command's whole process group: SIGTERM, then SIGKILL after a grace
+        period. Closing stdin first also ends a runner that watches it."""
         if self._popen.stdin is not None:
             with contextlib.suppress(OSError):
                 self._popen.stdin.close()
-        if self._popen.poll() is None:
-            log.debug("kill %s (pid %d)", self._argv[0], self._popen.pid)
-            self._popen.kill()
+        pgid = self._popen.pid  # a session leader: its pid is its group's id
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self._popen.poll() is not None and not _group_alive(pgid):
+                return
+            log.debug("signal %s to process group %d (%s)", sig.name, pgid, self._argv[0])
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout=KILL_GRACE)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 class LocalTransport(FileTransport):
@@ -155,21 +182,32 @@ class LocalTransport(FileTransport):
             argv, self.root, self.settings.idle_timeout, self.settings.command_timeout
         )
 
-    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
-        total = local.stat().st_size
-        done = 0
-        # "x": O_CREAT|O_EXCL, which never follows a link planted at the name.
-        with local.open("rb") as src, self._path(remote).open("xb") as dst:
-            for block in iter(lambda: src.read(CHUNK), b""):
-                dst.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-            dst.flush()
-            os.fsync(dst.fileno())
-
-    def _remove(self, path: str) -> None:
-        self._path(path).unlink(missing_ok=True)
+    def _send_verified(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        """Copy each file to a fresh `.part` (O_EXCL|O_NOFOLLOW: never through a planted
+        link), hashing as it is written; rename on a match, else remove it."""
+        seconds: dict[Path, float] = {}
+        for local, remote, sha in jobs:
+            began = time.perf_counter()
+            partial = self._path(part_name(remote))
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                got = _copy_hashing(local, partial, progress_for(local))
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                raise TransferError(
+                    f"{self.description}: upload of {local.name} failed ({exc}); "
+                    "nothing was written at the final path."
+                ) from exc
+            if got != sha:
+                partial.unlink(missing_ok=True)
+                raise corrupted(self.description, local.name, got, sha)
+            partial.replace(self._path(remote))
+            seconds[local] = time.perf_counter() - began
+        return seconds
 
     def makedirs(self, path: str) -> None:
         if path:
@@ -180,6 +218,25 @@ class LocalTransport(FileTransport):
 
     def close(self) -> None:
         pass
+
+
+def _copy_hashing(local: Path, partial: Path, progress: Progress | None) -> str:
+    """Copy `local` to a new file `partial` (created exclusively, never through a link),
+    fsynced; the sha256 of the bytes written."""
+    total = local.stat().st_size
+    done = 0
+    digest = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with local.open("rb") as src, os.fdopen(os.open(partial, flags, 0o644), "wb") as dst:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            digest.update(block)
+            dst.write(block)
+            done += len(block)
+            if progress:
+                progress(done, total)
+        dst.flush()
+        os.fsync(dst.fileno())
+    return digest.hexdigest()
 
 
 def _open(settings: LocalSettings, target_name: str, python: str | None) -> LocalTransport:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import posixpath
 import socket
 import stat
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,13 +20,16 @@ from typing import Any, ClassVar
 import paramiko
 
 from edgetool.config import TableReader, expand_path
-from edgetool.errors import ConnectError, DeviceError, HostKeyError
+from edgetool.errors import ConnectError, DeviceError, HostKeyError, TransferError
 from edgetool.transport.base import (
     CHUNK,
     FileTransport,
     Progress,
     TransportType,
+    corrupted,
+    part_name,
     quote_argv,
+    receiver_argv,
     shown_argv,
     split_lines,
 )
@@ -74,7 +78,6 @@ def _parse_ssh(reader: TableReader) -> SshSettings:
 
 SFTP_WINDOW = 2 << 20  # larger windows make paramiko's receive path (get) slower
 SFTP_PACKET = 32 << 10
-OPENSSH_WRITE_REQUEST = 128 << 10  # OpenSSH's sftp-server takes up to 256 KiB per write
 _GCM = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 
 
@@ -228,12 +231,38 @@ def record_host_key(endpoint: Endpoint, key: paramiko.PKey) -> Path:
     return path
 
 
+PID_HEADER = b"edgetool-pid "
+KILL_GRACE = 2.0
+"""Seconds a stopped command's process group has between SIGTERM and SIGKILL."""
+
+
+def wrapped_command(argv: Sequence[str]) -> str:
+    """The shell string for `argv`, first telling its pid on stdout. sshd starts every
+    command in a new session (setsid), so that pid is also its process group: the command
+    and everything it starts can be signalled later through a second channel."""
+    return f"printf '{PID_HEADER.decode()}%s\\n' \"$$\"; exec {quote_argv(argv)}"
+
+
 class SshProcess:
-    def __init__(self, channel: paramiko.Channel, description: str, idle: float, total: float):
+    """A command on the device, in its own process group (see `wrapped_command`)."""
+
+    def __init__(
+        self,
+        channel: paramiko.Channel,
+        description: str,
+        idle: float,
+        total: float,
+        signal_group: Callable[[int, str], None] | None = None,
+    ):
+        self.channel = channel
         self._chan = channel
         self._description = description
         self._idle = idle
         self._deadline = time.monotonic() + total
+        self._signal_group = signal_group
+        self.pid: int | None = None
+        self._pending = b""
+        self._stopped = False
         self._stderr: list[bytes] = []
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
@@ -255,21 +284,46 @@ class SshProcess:
     def lines(self) -> Iterator[str]:
         return split_lines(self._chunks())
 
+    def _recv(self) -> bytes:
+        if time.monotonic() > self._deadline:
+            self.kill()
+            raise DeviceError(f"{self._description}: command ran past its time limit.")
+        try:
+            return self._chan.recv(CHUNK)
+        except TimeoutError as exc:
+            self.kill()
+            raise DeviceError(
+                f"{self._description}: device produced no output for {self._idle:.0f} s; "
+                "stopped waiting."
+            ) from exc
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
+
+    def _read_pid(self) -> None:
+        """Consume the pid line `wrapped_command` prints before the command's output."""
+        while self.pid is None:
+            data = self._recv()
+            if not data:
+                return
+            self._pending += data
+            if b"\n" in self._pending:
+                header, self._pending = self._pending.split(b"\n", 1)
+                if header.startswith(PID_HEADER) and header[len(PID_HEADER) :].isdigit():
+                    self.pid = int(header[len(PID_HEADER) :])
+                    log.debug("channel %d: pid %d", self._chan.get_id(), self.pid)
+                else:  # not our shell's line: keep it as output
+                    self._pending = header + b"\n" + self._pending
+                    self.pid = 0
+            elif len(self._pending) > 64:
+                self.pid = 0
+
     def _chunks(self) -> Iterator[bytes]:
+        self._read_pid()
+        if self._pending:
+            yield self._pending
+            self._pending = b""
         while True:
-            if time.monotonic() > self._deadline:
-                self.kill()
-                raise DeviceError(f"{self._description}: command ran past its time limit.")
-            try:
-                data = self._chan.recv(CHUNK)
-            except TimeoutError as exc:
-                self.kill()
-                raise DeviceError(
-                    f"{self._description}: device produced no output for {self._idle:.0f} s; "
-                    "stopped waiting."
-                ) from exc
-            except (OSError, EOFError, paramiko.SSHException) as exc:
-                raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
+            data = self._recv()
             if not data:
                 return
             yield data
@@ -296,10 +350,33 @@ class SshProcess:
             raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
 
     def kill(self) -> None:
-        # No pty, so no signal forwarding: closing the channel makes the remote
-        # runner's next write fail with SIGPIPE, which ends it.
+        """Stop the command and everything it started: SIGTERM to its process group,
+        SIGKILL if it is still running after a grace period, then close the channel.
+        Never raises (the connection may be gone: then the runner, which watches its
+        stdin, ends by itself)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        with contextlib.suppress(Exception):
+            if self.pid is None and not self._chan.closed:
+                self._chan.settimeout(KILL_GRACE)
+                self._read_pid()
+            if self.pid and self._signal_group is not None:
+                for sig in ("TERM", "KILL"):
+                    if self._chan.exit_status_ready():
+                        break
+                    log.debug("channel %d: SIG%s to group %d", self._chan.get_id(), sig, self.pid)
+                    self._signal_group(self.pid, sig)
+                    end = time.monotonic() + KILL_GRACE
+                    while not self._chan.exit_status_ready() and time.monotonic() < end:
+                        time.sleep(0.02)
         log.debug("channel %d: closed (command stopped)", self._chan.get_id())
-        self._chan.close()
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+
+class _Stalled(Exception):
+    """No byte of an upload went out for a whole idle_timeout."""
 
 
 class SshTransport(FileTransport):
@@ -383,7 +460,7 @@ class SshTransport(FileTransport):
         return self._sftp
 
     def run(self, argv: Sequence[str]) -> SshProcess:
-        command = quote_argv(argv)
+        command = wrapped_command(argv)
         log.info("run %s", shown_argv(argv))
         try:
             channel = self._transport().open_session(timeout=self.settings.connect_timeout)
@@ -393,32 +470,148 @@ class SshTransport(FileTransport):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise DeviceError(f"{self.description}: cannot start {argv[0]!r}: {exc}") from exc
         return SshProcess(
-            channel, self.description, self.settings.idle_timeout, self.settings.command_timeout
+            channel,
+            self.description,
+            self.settings.idle_timeout,
+            self.settings.command_timeout,
+            self._signal_group,
         )
 
-    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
-        total = local.stat().st_size
-        done = 0
+    def _signal_group(self, pgid: int, sig: str) -> None:
+        """`kill -SIG -- -PGID` on a second channel (the group of a command started by
+        `run`); a plain pid when the device's sshd did not make the command a group
+        leader. Bounded by KILL_GRACE: a dead link cannot hold up a stop."""
+        script = f"kill -{sig} -- -{pgid} 2>/dev/null || kill -{sig} {pgid} 2>/dev/null"
+        channel = self._transport().open_session(timeout=KILL_GRACE)
         try:
-            # "wx": SFTP CREAT|TRUNC|EXCL (paramiko writes only in "w" modes), so
-            # sftp-server's open(2) never follows a link planted at the name.
-            with local.open("rb") as src, self.sftp().open(remote, "wxb") as dst:
-                dst.set_pipelined(True)
-                if "OpenSSH" in self._transport().remote_version:
-                    dst.MAX_REQUEST_SIZE = OPENSSH_WRITE_REQUEST
+            channel.settimeout(KILL_GRACE)
+            channel.exec_command(script)
+            end = time.monotonic() + KILL_GRACE
+            while not channel.exit_status_ready() and time.monotonic() < end:
+                time.sleep(0.01)
+        finally:
+            channel.close()
+
+    def _send_verified(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        """Each file in one device command that receives it on stdin, hashes it as it
+        writes a fresh `.part` and renames it on a match (`receiver_argv`): no second
+        pass over the file on the device, no SFTP round trips."""
+        seconds: dict[Path, float] = {}
+        for local, remote, sha in jobs:
+            size = local.stat().st_size
+            began = time.perf_counter()
+            proc = self.run(receiver_argv(self.python, part_name(remote), remote, sha, size))
+            try:
+                self._stream(proc, local, size, progress_for(local))
+                reply = "\n".join(proc.lines())
+                status = proc.wait()
+            except _Stalled as exc:
+                raise TransferError(
+                    f"upload of {local.name} to {self.description} stalled: "
+                    f"no progress for {self.settings.idle_timeout:g} s ({exc}); nothing was "
+                    "written at the final path."
+                ) from None
+            except DeviceError as exc:  # no receipt: a silent or lost link
+                with contextlib.suppress(Exception):
+                    self._client.close()  # a dead link: do not wait on it to stop the command
+                proc.kill()
+                raise TransferError(
+                    f"upload of {local.name} to {self.description} was not "
+                    f"confirmed ({str(exc).removeprefix(self.description + ': ')}); nothing "
+                    "was written at the final path."
+                ) from exc
+            seconds[local] = time.perf_counter() - began
+            log.debug("sent and verified %s in %.3f s", local.name, seconds[local])
+            self._check_receipt(proc, local, reply, status, sha)
+        return seconds
+
+    def _stream(self, proc: SshProcess, local: Path, size: int, progress: Progress | None) -> None:
+        """Send `local` as the command's stdin, then end it. A stalled link (no byte
+        accepted for idle_timeout, even when paramiko is blocked inside a socket write)
+        closes the connection: raises _Stalled."""
+        chan = proc.channel
+        idle = self.settings.idle_timeout
+        last = [time.monotonic()]
+        done = 0
+        stop = threading.Event()
+        stalled = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(min(idle / 4, 1.0)):
+                if time.monotonic() - last[0] > idle:
+                    stalled.set()
+                    log.debug("upload stalled for %.1f s: closing the connection", idle)
+                    with contextlib.suppress(Exception):
+                        self._client.close()
+                    return
+
+        watchdog = threading.Thread(target=watch, daemon=True)
+        watchdog.start()
+        try:
+            packet = max(chan.out_max_packet_size - 64, 1024)
+            with local.open("rb") as src:
                 for block in iter(lambda: src.read(CHUNK), b""):
-                    dst.write(block)
+                    for offset in range(0, len(block), packet):
+                        piece = block[offset : offset + packet]
+                        while piece:
+                            sent = chan.send(piece)
+                            if sent <= 0:
+                                raise EOFError("the channel closed")
+                            piece = piece[sent:]
+                            last[0] = time.monotonic()
                     done += len(block)
                     if progress:
-                        progress(done, total)
-        except (paramiko.SSHException, EOFError) as exc:
-            raise OSError(f"connection lost after {done:,} of {total:,} bytes: {exc}") from exc
-        except OSError as exc:
-            raise OSError(f"after {done:,} of {total:,} bytes: {exc}") from exc
+                        progress(done, size)
+            chan.shutdown_write()
+        except TimeoutError:
+            stalled.set()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            if not stalled.is_set():
+                proc.kill()
+                raise TransferError(
+                    f"{self.description}: upload of {local.name} failed (connection lost "
+                    f"after {done:,} of {size:,} bytes: {exc or type(exc).__name__}); "
+                    "nothing was written at the final path."
+                ) from exc
+        finally:
+            stop.set()
+            watchdog.join()
+        if stalled.is_set():
+            with contextlib.suppress(Exception):
+                self._client.close()
+            raise _Stalled(f"after {done:,} of {size:,} bytes")
 
-    def _remove(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.sftp().remove(path)
+    def _check_receipt(
+        self, proc: SshProcess, local: Path, reply: str, status: int, sha: str
+    ) -> None:
+        """The receiver's one JSON line: renamed on a match, else a clear error."""
+        try:
+            receipt = json.loads(reply.strip().splitlines()[-1]) if reply.strip() else {}
+        except ValueError:
+            receipt = {}
+        if "sha256" not in receipt and "error" not in receipt:
+            err = proc.stderr_text().strip().splitlines()
+            detail = err[-1] if err else f"exit status {status}"
+            if status == 127 or "No such file" in detail:
+                raise DeviceError(
+                    f"{self.description}: cannot run {self.python!r}: {detail}",
+                    hint=self.python_hint,
+                )
+            raise TransferError(
+                f"{self.description}: upload of {local.name} failed on the device ({detail}); "
+                "nothing was written at the final path."
+            )
+        if "error" in receipt:
+            raise TransferError(
+                f"{self.description}: upload of {local.name} failed on the device "
+                f"({receipt['error']}); nothing was written at the final path."
+            )
+        if receipt["sha256"] != sha or receipt.get("size") != local.stat().st_size:
+            raise corrupted(self.description, local.name, str(receipt["sha256"]), sha)
 
     def makedirs(self, path: str) -> None:
         sftp = self.sftp()

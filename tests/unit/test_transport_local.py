@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -15,12 +16,19 @@ from tests.conftest import all_at_once
 class FlakyLink(LocalTransport):
     """Flips one byte on the way, as a bad cable or a full-then-freed disk might."""
 
-    def _upload(self, local: Path, remote: str, progress: Progress | None) -> None:
-        super()._upload(local, remote, progress)
-        path = self.root / remote
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        path.write_bytes(bytes(data))
+    def _send_verified(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        flipped = []
+        for local, remote, sha in jobs:
+            data = bytearray(local.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            bad = local.with_name(local.name + ".flipped")
+            bad.write_bytes(bytes(data))
+            flipped.append((bad, remote, sha))  # what arrives is not what was hashed
+        return super()._send_verified(flipped, progress_for)
 
 
 def test_unchanged_file_is_not_sent_again_and_changed_one_is(tmp_path: Path) -> None:
@@ -80,6 +88,7 @@ def test_two_puts_of_the_same_new_file_at_once_both_land_whole(tmp_path: Path) -
 
 def test_a_link_planted_at_a_temporary_name_is_never_followed(tmp_path: Path) -> None:
     from edgetool.transport.base import part_name
+    from edgetool.transport.local import _copy_hashing
 
     device = LocalTransport(LocalSettings(root=tmp_path / "device"))
     victim = tmp_path / "victim"
@@ -90,6 +99,6 @@ def test_a_link_planted_at_a_temporary_name_is_never_followed(tmp_path: Path) ->
     src = tmp_path / "model.onnx"
     src.write_bytes(b"x" * 100)
     with pytest.raises(FileExistsError):  # O_EXCL: the name is taken, the link not followed
-        device._upload(src, planted, None)
+        _copy_hashing(src, device.root / planted, None)
     assert victim.read_bytes() == b"precious"
     assert part_name("m/model.onnx") != part_name("m/model.onnx")  # unpredictable

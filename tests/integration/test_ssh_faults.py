@@ -1,0 +1,323 @@
+"""Faults on the SSH path against the real loopback sshd: remote processes that must not
+outlive edgetool, a link that goes silent mid-upload, and the verified streaming put."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgetool.errors import DeviceError, TransferError
+from edgetool.targets import load_target
+from edgetool.transport.local import LocalSettings, LocalTransport
+from edgetool.transport.ssh import SshTransport
+from tests.conftest import TINY_ONNX, assert_one_line_error
+
+pytestmark = pytest.mark.integration
+
+
+def processes_with(needle: str) -> list[int]:
+    """Pids whose command line contains `needle` (not this test process)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(check: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return bool(check())
+
+
+def open_ssh(**changes: Any) -> SshTransport:
+    target = load_target("loopback")
+    settings = dataclasses.replace(target.transport, **changes)
+    return SshTransport(settings, "loopback", target.python)
+
+
+# A command that starts a child and then sleeps without writing: closing its channel
+# (all the old kill did) ends neither of them.
+def sleeper_argv(marker: str) -> list[str]:
+    code = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)', sys.argv[1]]); "
+        "print('started', flush=True); time.sleep(300)"
+    )
+    return [sys.executable, "-c", code, marker]
+
+
+def test_an_ssh_command_that_goes_silent_is_stopped_with_its_whole_group(
+    loopback: dict[str, Any],
+) -> None:
+    marker = f"edgetool-test-sleeper-{os.getpid()}-ssh"
+    transport = open_ssh(idle_timeout=2.0)
+    try:
+        process = transport.run(sleeper_argv(marker))
+        lines = process.lines()
+        assert next(lines) == "started"
+        assert wait_until(lambda: len(processes_with(marker)) == 2, 10)
+        with pytest.raises(DeviceError, match="no output for 2 s"):
+            next(lines)
+        assert wait_until(lambda: not processes_with(marker), 10), processes_with(marker)
+    finally:
+        transport.close()
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_local_command_that_goes_silent_is_stopped_with_its_whole_group(
+    tmp_path: Path,
+) -> None:
+    marker = f"edgetool-test-sleeper-{os.getpid()}-local"
+    transport = LocalTransport(LocalSettings(root=tmp_path, idle_timeout=2.0))
+    try:
+        process = transport.run(sleeper_argv(marker))
+        lines = process.lines()
+        assert next(lines) == "started"
+        assert wait_until(lambda: len(processes_with(marker)) == 2, 10)
+        with pytest.raises(DeviceError, match="no output for 2 s"):
+            next(lines)
+        assert wait_until(lambda: not processes_with(marker), 10), processes_with(marker)
+    finally:
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _deploy_in_long_warmup(
+    target: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A deploy whose runner spends 120 s warming up: it writes nothing meanwhile, so
+    only its own lifeline (or a signal) can end it once the host is gone."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "edgetool", "deploy", "-t", target, "-m", "tiny-mlp",
+         "-n", "5", "-r", "1", "--warmup-seconds", "120"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _runners_in(workdir_marker: str) -> list[int]:
+    return [
+        pid
+        for pid in processes_with("device_runner.py run")
+        if workdir_marker in _cmdline_and_cwd(pid)
+    ]
+
+
+def _warming_up(results: Path) -> bool:
+    return any('"env_before"' in m.read_text() for m in results.glob("*/manifest.json"))
+
+
+def _cmdline_and_cwd(pid: int) -> str:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return cmdline + " " + os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("target", ["loopback", "local"])
+def test_a_killed_deploy_leaves_no_runner_behind(
+    loopback: dict[str, Any], home: Path, target: str
+) -> None:
+    where = loopback["workdir"] if target == "loopback" else str(home)
+    deploy = _deploy_in_long_warmup(target)
+    try:
+        # The runner's last event before warming up: from here on it writes nothing.
+        assert wait_until(lambda: _warming_up(home / "results"), 120), deploy.stderr
+        runners = _runners_in(where)
+        assert runners
+        deploy.send_signal(signal.SIGKILL)
+        deploy.wait(timeout=30)
+        # Before: the runner lived on (ppid 1) until its next write, 120 s away.
+        assert wait_until(lambda: not _runners_in(where), 15), runners
+    finally:
+        deploy.kill()
+        for pid in _runners_in(where):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- a link that goes silent mid-upload ----------------------------------------------
+
+
+class BlackholeProxy:
+    """TCP proxy on 127.0.0.1 to the loopback sshd that, once `cut_after` bytes went
+    from the client to the server, stops forwarding in both directions without closing
+    anything: a cable pulled somewhere between edgetool and the device."""
+
+    def __init__(self, port: int, cut_after: int) -> None:
+        self.port = port
+        self.cut_after = cut_after
+        self.sent = 0
+        self.cut_at: float | None = None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.address = self.listener.getsockname()
+        self.sockets: list[socket.socket] = [self.listener]
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.port))
+            self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+        while not self.stop.is_set():
+            if self.cut_at is not None:
+                time.sleep(0.05)  # the hole: read nothing, send nothing, close nothing
+                continue
+            try:
+                data = src.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if upstream:
+                self.sent += len(data)
+                if self.sent >= self.cut_after and self.cut_at is None:
+                    self.cut_at = time.monotonic()
+                    continue
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        for sock in self.sockets:
+            sock.close()
+
+
+def big_onnx(path: Path, rows: int = 2048, cols: int = 2048) -> Path:
+    """A valid ONNX model of ~16 MB (one MatMul with random weights)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).standard_normal((rows, cols)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, cols])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_upload_into_a_silent_link_fails_within_one_idle_timeout(
+    loopback: dict[str, Any], home: Path, tmp_path: Path
+) -> None:
+    idle = 3.0
+    proxy = BlackholeProxy(loopback["transport"]["port"], cut_after=4 << 20)
+    known = tmp_path / "known_hosts"
+    key = Path(loopback["transport"]["known_hosts"]).read_text().split()[1:3]
+    known.write_text(f"[127.0.0.1]:{proxy.address[1]} {' '.join(key)}\n")
+    targets = home / "config" / "targets"
+    targets.mkdir(parents=True)
+    (targets / "holed.toml").write_text(
+        f'kind = "linux"\nworkdir = "{loopback["workdir"]}/holed"\n'
+        f'python = "{loopback["python"]}"\n[transport]\ntype = "ssh"\nhost = "127.0.0.1"\n'
+        f'port = {proxy.address[1]}\nuser = "{loopback["transport"]["user"]}"\n'
+        f'identity_file = "{loopback["transport"]["identity_file"]}"\n'
+        f'known_hosts = "{known}"\nuse_ssh_config = false\nidle_timeout = {idle}\n'
+    )
+    model = big_onnx(tmp_path / "m.onnx")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "edgetool", "deploy", "-t", "holed", "-m", str(model)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=240,
+        )
+        ended = time.monotonic()
+    finally:
+        proxy.close()
+    assert proxy.cut_at is not None, proc.stderr
+    result = type("R", (), {"code": proc.returncode, "stderr": proc.stderr})()
+    assert_one_line_error(result, TransferError.exit_code, "upload of m.onnx to ", "stalled")
+    assert f"no progress for {idle:g} s" in proc.stderr
+    # Progress lines and one error line: no stray paramiko line, no traceback.
+    for stray in ("paramiko", "Traceback", "Exception", "Socket", "EOF"):
+        assert stray not in proc.stderr, proc.stderr
+    # Before: three idle_timeouts (SFTP write, close, remove) before giving up.
+    assert ended - proxy.cut_at < 2 * idle, ended - proxy.cut_at
+    final = list(Path(loopback["workdir"], "holed").rglob("m.onnx"))
+    assert final == []
+
+
+# --- the verified streaming put ------------------------------------------------------
+
+
+def test_a_put_is_one_probe_and_one_receiving_command(
+    loopback: dict[str, Any], tmp_path: Path
+) -> None:
+    src = tmp_path / "m.onnx"
+    src.write_bytes(os.urandom(3 << 20))
+    remote = f"{loopback['workdir']}/streamed/deep/m.onnx"
+    transport = open_ssh()
+    ran: list[list[str]] = []
+    real_run = transport.run
+
+    def counting_run(argv: Any) -> Any:
+        ran.append(list(argv))
+        return real_run(argv)
+
+    transport.run = counting_run  # type: ignore[method-assign]
+    try:
+        first = transport.put(src, remote)
+        assert len(ran) == 2  # the probe, then the receiver (which also makes the folders)
+        again = transport.put(src, remote)
+        assert len(ran) == 3  # a matching file: the probe alone, 0 bytes sent
+    finally:
+        transport.close()
+    assert not first.skipped and first.bytes_sent == src.stat().st_size
+    assert again.skipped and again.bytes_sent == 0
+    assert Path(remote).read_bytes() == src.read_bytes()
+    assert [p.name for p in Path(remote).parent.iterdir()] == ["m.onnx"]
+
+
+def test_a_stream_that_arrives_different_is_refused_and_removed(
+    loopback: dict[str, Any], tmp_path: Path
+) -> None:
+    src = tmp_path / "m.onnx"
+    src.write_bytes(TINY_ONNX.read_bytes())
+    remote = f"{loopback['workdir']}/mismatch/m.onnx"
+    transport = open_ssh()
+    try:
+        with pytest.raises(TransferError, match=r"arrived corrupted .* nothing was written"):
+            transport._send_verified([(src, remote, "0" * 64)], lambda _path: None)
+    finally:
+        transport.close()
+    assert list(Path(remote).parent.iterdir()) == []  # no final file, no .part
