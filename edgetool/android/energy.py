@@ -24,6 +24,7 @@ from edgetool.android.fuel_gauge import (
 from edgetool.config import TableReader
 from edgetool.errors import DeviceError
 from edgetool.power.base import PowerSample
+from edgetool.results.manifest import PowerInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import Target, device_path
 from edgetool.transport.adb import AdbTransport
@@ -119,8 +120,8 @@ def _keep_power_trace(
         ]
     )
     loads = marks.loads
-    writer.update(
-        power={
+    writer.manifest.power = PowerInfo.from_dict(  # the gauge's own entry, as it was
+        {
             "meter": METER,
             "estimate": True,
             "units": units.description,
@@ -134,3 +135,4 @@ def _keep_power_trace(
             "measure_window": [loads[0].start_ns, loads[-1].end_ns] if loads else None,
         }
     )
+    writer.save()

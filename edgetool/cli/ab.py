@@ -177,8 +177,8 @@ def command(
     if as_json:
         emit_json(
             {
-                "a": {"run_dir": str(a_out.run_dir), "summary": a_out.summary},
-                "b": {"run_dir": str(b_out.run_dir), "summary": b_out.summary},
+                "a": {"run_dir": str(a_out.run_dir), "summary": a_out.summary.to_dict()},
+                "b": {"run_dir": str(b_out.run_dir), "summary": b_out.summary.to_dict()},
                 "order": "alternating blocks: AB, BA, AB, ...",
                 **result.to_dict(),
             }

@@ -302,17 +302,17 @@ def command(
         ui.stop()
         signal.signal(signal.SIGTERM, previous)
     text = None
-    if is_llm and outcome.manifest.get("generations"):
+    if is_llm and outcome.manifest.generations:
         from edgetool.zoo.llm import decode
 
         assert artifact is not None
-        text = decode(artifact.manifest, outcome.manifest["generations"][0]["tokens"])
+        text = decode(artifact.manifest, outcome.manifest.generations[0]["tokens"])
     if as_json:
         emit_json(
             {
                 "run_dir": str(outcome.run_dir),
-                "manifest": outcome.manifest,
-                "summary": outcome.summary,
+                "manifest": outcome.manifest.to_dict(),
+                "summary": outcome.summary.to_dict(),
                 "pushes": [dataclasses.asdict(p) for p in outcome.pushes],
                 **({"generated_text": text} if text is not None else {}),
             }
@@ -321,9 +321,8 @@ def command(
         click.echo(str(outcome.run_dir))
     else:
         from edgetool.cli.results import print_summary
-        from edgetool.results.manifest import RunManifest, Summary
 
-        print_summary(RunManifest.from_dict(outcome.manifest), Summary.from_dict(outcome.summary))
+        print_summary(outcome.manifest, outcome.summary)
         if text is not None:
             console().print(f"\ngenerated: {text!r}")
         console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")

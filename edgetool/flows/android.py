@@ -33,6 +33,7 @@ from edgetool.flows.base import (
     watch_facts,
 )
 from edgetool.flows.journal import finish_run, open_run
+from edgetool.results.manifest import ArtifactInfo, RunManifest, Summary, TargetInfo
 from edgetool.results.stats import summarize_repetitions
 from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
@@ -208,11 +209,9 @@ def deploy_android(
             artifact.path.stem,
             settings,
             transport.description,
-            artifact.to_dict(),
-            {"emulated": False, "synthetic": synthetic, "time_base": TIME_BASE},
-            device=device,
-            runner="benchmark_model",
-            repetition_kind="process",
+            ArtifactInfo.from_dict(artifact.to_dict()),
+            TargetInfo(emulated=False, synthetic=synthetic, time_base=TIME_BASE),
+            RunManifest(device=device, runner="benchmark_model", repetition_kind="process"),
         )
         summary = _measure(target, transport, writer, settings, bin_remote, model_remote, obs)
         return DeployOutcome(writer.dir, writer.run_id, writer.manifest, summary, pushes)
@@ -228,7 +227,7 @@ def _measure(
     bin_remote: str,
     model_remote: str,
     obs: Observer,
-) -> dict[str, Any]:
+) -> Summary:
     android = _android(target)
     bench = benchmark_argv(
         bin_remote,
@@ -239,7 +238,7 @@ def _measure(
         op_profiling=settings.op_profile,
         use_xnnpack=android.use_xnnpack,
     )
-    summary: dict[str, Any] | None = None
+    summary: Summary | None = None
     failure: EdgetoolError | None = None
     outputs: list[BenchmarkOutput] = []
     obs.measuring(0, 0.0)
@@ -263,13 +262,14 @@ def _measure(
                 )
                 (writer.dir / name).write_text(text)
                 outputs.append(parse_output(text))
-        summary = aggregate_summary(outputs)
-        summary["repetitions"] = repetition_summary(outputs)
+        figures = aggregate_summary(outputs)
+        figures["repetitions"] = repetition_summary(outputs)
         if energy is not None:
-            summary["energy"] = energy
+            figures["energy"] = energy
         if android.use_xnnpack is not None:
-            summary["use_xnnpack"] = android.use_xnnpack
-        obs.progress(summary["count"])
+            figures["use_xnnpack"] = android.use_xnnpack
+        summary = Summary.from_dict(figures)  # benchmark_model's figures, as parsed
+        obs.progress(summary.count or 0)
     except KeyboardInterrupt as exc:
         failure = Interrupted("interrupted; benchmark_model gives no partial samples")
         failure.__cause__ = exc

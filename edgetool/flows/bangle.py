@@ -42,6 +42,7 @@ from edgetool.flows.base import (
 from edgetool.flows.journal import open_run
 from edgetool.flows.mcu import BATCH, ParityCheck, input_tensors, measure_bench
 from edgetool.mcu.protocol import DeviceInfo
+from edgetool.results.manifest import ArtifactInfo, RunManifest, Summary, TargetInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import McuSettings, Target
 from edgetool.transport.base import PutResult
@@ -451,17 +452,17 @@ def deploy_bangle(
             artifact.path.stem,
             settings,
             console.description,
-            artifact.to_dict(),
-            {
-                "emulated": False,
-                "synthetic": synthetic,
-                "time_base": TIME_BASE,
-                "board": mcu.board,
-                "flash": mcu.flash,
-            },
-            fit=asdict(fit),
-            upload=asdict(push),
-            **_stepped_section(artifact),
+            ArtifactInfo.from_dict(artifact.to_dict()),
+            TargetInfo(
+                emulated=False,
+                synthetic=synthetic,
+                time_base=TIME_BASE,
+                board=mcu.board,
+                flash=mcu.flash,
+            ),
+            RunManifest(
+                extra={"fit": asdict(fit), "upload": asdict(push), **_stepped_section(artifact)}
+            ),
         )
         info = DeviceInfo(
             f"{target.name} (Espruino {facts['firmware']})",
@@ -490,7 +491,7 @@ def _measure(
     obs: Observer,
     fit: Fit,
     x: np.ndarray,
-) -> dict[str, Any]:
+) -> Summary:
     stepped = StepLayout.of(artifact.manifest) is not None
 
     def check(raw: bytes) -> tuple[dict[str, Any], str | None]:

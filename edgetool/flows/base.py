@@ -16,6 +16,7 @@ from typing import Any
 
 from edgetool.export.artifact import Artifact
 from edgetool.results import schema
+from edgetool.results.manifest import RunManifest, Summary
 from edgetool.targets import Target, open_transport
 from edgetool.transport import FileTransport, PutResult
 from edgetool.transport.base import Progress
@@ -70,10 +71,12 @@ class RunSettings:
 
 @dataclass
 class DeployOutcome:
+    """A finished run: its directory and the records written there."""
+
     run_dir: Path
     run_id: str
-    manifest: dict[str, Any]
-    summary: dict[str, Any]
+    manifest: RunManifest
+    summary: Summary
     pushes: list[PutResult] = field(default_factory=list)
 
 

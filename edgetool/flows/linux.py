@@ -26,6 +26,18 @@ from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.power.base import PowerMeter
 from edgetool.power.recorder import EnergyRecorder
 from edgetool.results import schema
+from edgetool.results.manifest import (
+    AbInfo,
+    ArtifactInfo,
+    EnergySummary,
+    GenerationSummary,
+    RepetitionInfo,
+    RunManifest,
+    RuntimeInfo,
+    Summary,
+    TargetInfo,
+    WarmupInfo,
+)
 from edgetool.results.stats import summarize_generations
 from edgetool.results.store import POWER, RunWriter, read_power
 from edgetool.runner import RUNNER_PATH
@@ -152,16 +164,14 @@ def _push_models(
     return model_remotes, input_remote, push(transport, files, obs)
 
 
-def _linux_target_fields(target: Target) -> dict[str, Any]:
-    return {
+def _linux_target_info(target: Target) -> TargetInfo:
+    state = target.emulator_state or {}
+    return TargetInfo(
         # An emulator that runs on the host CPU (loopback sshd) measures real time.
-        "emulated": bool(target.emulator_state and target.emulator_state.get("emulated_cpu", True)),
-        **{
-            key: target.emulator_state[key]
-            for key in ("emulator", "time_base")
-            if target.emulator_state and key in target.emulator_state
-        },
-    }
+        emulated=bool(state and state.get("emulated_cpu", True)),
+        emulator=state.get("emulator"),
+        time_base=state.get("time_base"),
+    )
 
 
 def _open_linux_run(
@@ -172,7 +182,7 @@ def _open_linux_run(
     settings: RunSettings,
     results_root: Path,
     obs: Observer,
-    **sections: Any,
+    ab: AbInfo | None = None,
 ) -> _LinuxRun:
     writer = open_run(
         results_root,
@@ -180,10 +190,9 @@ def _open_linux_run(
         artifact.path.stem,
         settings,
         transport.description,
-        artifact.to_dict(),
-        _linux_target_fields(target),
-        repetition_kind="process",
-        **sections,
+        ArtifactInfo.from_dict(artifact.to_dict()),
+        _linux_target_info(target),
+        RunManifest(repetition_kind="process", ab=ab),
     )
     outputs_remote = None
     if settings.save_outputs:
@@ -329,14 +338,15 @@ def deploy_ab(
         runs = [
             _open_linux_run(
                 transport, target, artifact, remote, settings, results_root, obs,
-                ab={"role": role, "order": "alternating blocks: AB, BA, AB, ..."},
+                AbInfo(role=role, order="alternating blocks: AB, BA, AB, ..."),
             )
             for artifact, remote, role in zip(artifacts, remotes, ("A", "B"), strict=True)
         ]  # fmt: skip
         for run, other in ((runs[0], runs[1]), (runs[1], runs[0])):
-            run.journal.writer.update(
-                ab={**run.journal.writer.manifest["ab"], "other_run": other.journal.writer.run_id}
-            )
+            manifest = run.journal.writer.manifest
+            assert manifest.ab is not None  # set when the run was opened
+            manifest.ab.other_run = other.journal.writer.run_id
+            run.journal.writer.save()
         failure = _measure_runs(transport, target, runs, settings, input_remote)
         a, b = _finish_runs(transport, runs, failure)
         a.pushes = pushes
@@ -359,7 +369,7 @@ class RunJournal:
         self.ends: list[schema.Summary] = []
         self.warm: schema.Warmup | None = None
         self.model: schema.ModelInfo | None = None
-        self.facts: list[dict[str, Any]] = []
+        self.facts: list[RepetitionInfo] = []
 
     def _measuring(self) -> None:
         expected = self.settings.effective_iterations() * self.settings.repetitions()
@@ -374,8 +384,9 @@ class RunJournal:
     def run_process(self, transport: FileTransport, argv: list[str], repetition: int) -> None:
         """Run one runner process to its end; raise what went wrong (samples kept)."""
         first = not self.facts
+        manifest = self.writer.manifest
         self.obs.repetition(self.writer.run_id, repetition, self.settings.repetitions())
-        facts: dict[str, Any] = {"repetition": repetition}
+        facts = RepetitionInfo(repetition=repetition)
         self.facts.append(facts)
         end: schema.Summary | None = None
         failure: EdgetoolError | None = None
@@ -397,32 +408,44 @@ class RunJournal:
                     self.obs.progress(len(self.samples))
                 elif isinstance(event, schema.Hello):
                     if first:
-                        self.writer.update(
-                            device=event.device, runtimes=event.runtimes, runner=event.runner
-                        )
+                        manifest.device = event.device
+                        manifest.runtimes = event.runtimes
+                        manifest.runner = event.runner
+                        self.writer.save()
                 elif isinstance(event, schema.ModelInfo):
-                    facts["load_ms"] = event.load_ms
+                    facts.load_ms = event.load_ms
                     if self.model is None:
                         self.model = event
-                        self.writer.update(runtime=asdict(event))
+                        manifest.runtime = RuntimeInfo.from_dict(asdict(event))
+                        self.writer.save()
                 elif isinstance(event, schema.Env):
-                    facts[f"env_{event.when}"] = event.values
-                    if event.when == "before" and first:
-                        self.writer.update(env_before=event.values)
+                    if event.when == "before":
+                        facts.env_before = event.values
+                        if first:
+                            manifest.env_before = event.values
+                            self.writer.save()
                     elif event.when == "after":
-                        self.writer.update(env_after=event.values)
+                        facts.env_after = event.values
+                        manifest.env_after = event.values
+                        self.writer.save()
+                    else:  # a kind this flow does not know yet: kept as the runner said it
+                        facts.extra[f"env_{event.when}"] = event.values
                 elif isinstance(event, schema.Warmup):
-                    facts["warmup"] = {"count": event.count, "seconds": event.seconds}
-                    facts["first_ms"] = event.first_ns / 1e6 if event.first_ns else None
+                    facts.warmup = WarmupInfo(count=event.count, seconds=event.seconds)
+                    facts.first_ms = event.first_ns / 1e6 if event.first_ns else None
+                    facts.keep_null("first_ms")
                     if self.warm is None:
                         self.warm = event
                         self._measuring()
                 elif isinstance(event, schema.Generation):
                     self.generations.append(event)
-                    self.writer.update(generations=[asdict(g) for g in self.generations])
+                    manifest.generations = [asdict(g) for g in self.generations]
+                    self.writer.save()
                 elif isinstance(event, schema.Summary):
                     end = event
-                    facts.update(count=event.count, wall_ns=event.wall_ns, peak_rss=event.peak_rss)
+                    facts.count, facts.wall_ns = event.count, event.wall_ns
+                    facts.peak_rss = event.peak_rss
+                    facts.keep_null("peak_rss")
                 elif isinstance(event, schema.ErrorEvent):
                     cls = _ERROR_CLASSES.get(event.kind, DeviceError)
                     hint = None
@@ -440,13 +463,14 @@ class RunJournal:
             process.kill()
             raise
         finally:
-            self.writer.update(repetitions=self.facts)
+            manifest.repetitions = self.facts
+            self.writer.save()
         if failure is not None:
             raise failure
         assert end is not None
         self.ends.append(end)
 
-    def finish(self, failure: EdgetoolError | None) -> dict[str, Any]:
+    def finish(self, failure: EdgetoolError | None) -> Summary:
         """Summarise and close the run; on a failure the run keeps its samples (partial)
         and the failure is raised."""
         if self.recorder is not None and failure is None:
@@ -467,12 +491,17 @@ class RunJournal:
             else None
         )
         if summary is not None:  # every repetition's runner reached its summary
-            summary["complete"] = len(self.ends) == self.settings.repetitions()
+            summary.complete = len(self.ends) == self.settings.repetitions()
         if self.recorder is not None and failure is None and summary is not None:
             failure = _add_energy(self.recorder, self.writer, summary)
         if summary is not None and self.generations:
-            summary["generation"] = summarize_generations(
-                [(g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns) for g in self.generations]
+            summary.generation = GenerationSummary.from_dict(
+                summarize_generations(
+                    [
+                        (g.prompt_tokens, g.new_tokens, g.ttft_ns, g.decode_ns)
+                        for g in self.generations
+                    ]
+                )
             )
         finish_run(self.writer, summary, failure, "partial" if self.samples else "failed")
         assert summary is not None
@@ -480,17 +509,23 @@ class RunJournal:
 
 
 def _add_energy(
-    recorder: EnergyRecorder, writer: RunWriter, summary: dict[str, Any]
+    recorder: EnergyRecorder, writer: RunWriter, summary: Summary
 ) -> EdgetoolError | None:
     """Energy figures into the summary; a failure keeps the latency results (run partial)."""
-    writer.update(power=recorder.manifest_entry())
+    power = recorder.manifest_entry()
+    writer.manifest.power = power
+    writer.save()
     try:
-        energy = recorder.energy(read_power(writer.dir / POWER))
+        result = recorder.energy(read_power(writer.dir / POWER))
     except EdgetoolError as exc:
-        summary["energy"] = {"meter": recorder.meter.label, "error": str(exc)}
+        summary.energy = EnergySummary(meter=recorder.meter.label, error=str(exc))
         return exc
-    summary["energy"] = energy.to_dict()
-    summary["energy"]["alignment"] = writer.manifest["power"]["alignment"]
+    energy = EnergySummary.from_dict(result.to_dict())
+    # The summary travels alone: it says how its windows met the meter's clock (null: no
+    # alignment was needed or none could be made).
+    energy.alignment = power.alignment
+    energy.keep_null("alignment")
+    summary.energy = energy
     return None
 
 

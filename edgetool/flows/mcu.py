@@ -34,6 +34,7 @@ from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.mcu.build import Firmware, build_firmware, check_fit
 from edgetool.mcu.protocol import BenchClient, DeviceInfo
 from edgetool.results import schema
+from edgetool.results.manifest import ArtifactInfo, Parity, RunManifest, Summary, TargetInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import McuSettings, Target, open_port
 
@@ -200,9 +201,9 @@ def deploy_mcu(
             model_name,
             settings,
             client.description,
-            artifact.to_dict() if artifact else {"name": info.model},
-            {"emulated": emulated, "time_base": time_base, "board": mcu.board, "flash": mcu.flash},
-            firmware=firmware.to_dict() if firmware else None,
+            _artifact_info(artifact, info),
+            TargetInfo(emulated=emulated, time_base=time_base, board=mcu.board, flash=mcu.flash),
+            RunManifest(extra={"firmware": firmware.to_dict() if firmware else None}),
         )
         return DeployOutcome(
             writer.dir,
@@ -210,6 +211,15 @@ def deploy_mcu(
             writer.manifest,
             _measure(client, info, artifact, settings, writer, obs),
         )
+
+
+def _artifact_info(artifact: Artifact | None, info: DeviceInfo) -> ArtifactInfo:
+    """The model that ran: the artifact pushed, or only the name of the one built in."""
+    if artifact is not None:
+        return ArtifactInfo.from_dict(artifact.to_dict())
+    built_in = ArtifactInfo(name=info.model)
+    built_in.keep_null("name")
+    return built_in
 
 
 def events(
@@ -270,7 +280,10 @@ def journal(
         if not (isinstance(event, schema.Warmup) and warm is not None):
             obs.event(event)
         if isinstance(event, schema.Hello):
-            writer.update(device=event.device, runtimes=event.runtimes, runner=event.runner)
+            writer.manifest.device = event.device
+            writer.manifest.runtimes = event.runtimes
+            writer.manifest.runner = event.runner
+            writer.save()
         elif isinstance(event, schema.Warmup):
             if warm is None:
                 warm = event
@@ -298,7 +311,7 @@ def measure_bench(
     obs: Observer,
     prepare: Callable[[], ParityCheck | None],
     **finish: Any,
-) -> dict[str, Any]:
+) -> Summary:
     """One bench-protocol run on a prepared device: `prepare` loads what the run needs
     (inside the guard, so a failure there still closes the run) and says how to check
     the outputs; samples already measured survive any later failure."""
@@ -308,14 +321,16 @@ def measure_bench(
     warm: schema.Warmup | None = None
     failure: EdgetoolError | None = None
     parity: dict[str, Any] | None = None
-    writer.update(repetition_kind="window")
+    writer.manifest.repetition_kind = "window"
+    writer.save()
     try:
         check = prepare()
         stream = events(client, info, settings, settings.effective_iterations())
         warm, end = journal(stream, writer, settings, obs, samples, reps)
         if check is not None:
             parity, problem = check(client.xresults(info.output_count))
-            writer.update(parity=parity)
+            writer.manifest.parity = Parity.from_dict(parity)
+            writer.save()
             if problem is not None:
                 failure = VerificationFailed(problem)
     except KeyboardInterrupt as exc:
@@ -333,7 +348,7 @@ def _measure(
     settings: RunSettings,
     writer: RunWriter,
     obs: Observer,
-) -> dict[str, Any]:
+) -> Summary:
     def prepare() -> ParityCheck | None:
         if artifact is None or not info.is_edgetool:
             return None
@@ -347,14 +362,13 @@ def _measure(
             )
         sent_before = client.stats.sent
         client.load_binary(payload)
-        writer.update(
-            upload={
-                "method": "xbin",
-                "payload_bytes": len(payload),
-                "wire_bytes": client.stats.sent - sent_before,
-                "retransmits": client.stats.retransmits,
-            }
-        )
+        writer.manifest.extra["upload"] = {
+            "method": "xbin",
+            "payload_bytes": len(payload),
+            "wire_bytes": client.stats.sent - sent_before,
+            "retransmits": client.stats.retransmits,
+        }
+        writer.save()
 
         def check(raw: bytes) -> tuple[dict[str, Any], str | None]:
             assert artifact is not None
@@ -380,7 +394,7 @@ def _measure(
 
     return measure_bench(
         client, info, settings, writer, obs, prepare,
-        time_base=writer.manifest["target"]["time_base"],
+        time_base=writer.manifest.target_info.time_base,
     )  # fmt: skip
 
 
@@ -392,15 +406,15 @@ def finish_bench_run(
     failure: EdgetoolError | None,
     reps: list[int] | None = None,
     **extra: Any,
-) -> dict[str, Any]:
+) -> Summary:
     """Summarise and close a bench-protocol run: samples already measured are kept (run
     partial) on any failure except a parity mismatch, where the timings are whole."""
     if failure is not None and not isinstance(failure, VerificationFailed):
         samples, reps = writer.journaled()
     ends = [end] if end is not None else []
     summary = summarize(samples, ends, warm, None, reps, "window") if samples else None
-    if summary is not None:
-        summary.update(extra)
+    if summary is not None:  # the flow's own keys (parity, time base...), as it gave them
+        summary = Summary.from_dict({**summary.to_dict(), **extra})
     status = (
         "partial"
         if samples and not isinstance(failure, VerificationFailed)

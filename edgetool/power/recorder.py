@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from edgetool.errors import DeviceError
 from edgetool.power.align import Alignment, OffsetEstimate, estimate_offset, probe_clock
 from edgetool.power.base import PowerMeter, PowerSample, host_ns
 from edgetool.power.energy import EnergyResult, energy_from_model, energy_from_trace
 from edgetool.results import schema
+from edgetool.results.manifest import AlignmentInfo, PowerInfo
 from edgetool.transport.base import Process
 
 CLOCK_ROUNDS = 32
@@ -124,21 +125,23 @@ class EnergyRecorder:
             return None
         return Alignment.from_probes(self._before, self._after)
 
-    def manifest_entry(self) -> dict[str, Any]:
+    def manifest_entry(self) -> PowerInfo:
         alignment = self.alignment()
-        return {
-            "meter": self.meter.label,
-            "type": type(self.meter).__name__,
-            "clock": self.clock,
-            "estimate": self.meter.capabilities.estimate,
-            "rate_hz": self.meter.capabilities.rate_hz,
-            "alignment": alignment.to_dict() if alignment else None,
-            "idle_window": list(self.idle_window) if self.idle_window else None,
-            "measure_window": self._measure_on_meter(alignment),
-            "samples": self.count,
-        }
+        entry = PowerInfo(
+            meter=self.meter.label,
+            meter_type=type(self.meter).__name__,
+            clock=self.clock,
+            estimate=self.meter.capabilities.estimate,
+            rate_hz=self.meter.capabilities.rate_hz,
+            alignment=AlignmentInfo.from_dict(alignment.to_dict()) if alignment else None,
+            idle_window=list(self.idle_window) if self.idle_window else None,
+            measure_window=self._measure_on_meter(alignment),
+            samples=self.count,
+        )
+        entry.keep_null("rate_hz", "idle_window", "measure_window")  # a meter's entry has all
+        return entry
 
-    def _measure_on_meter(self, alignment: Alignment | None) -> list[int] | None:
+    def _measure_on_meter(self, alignment: Alignment | None) -> list[float] | None:
         if self.measure_window is not None:
             return list(self.measure_window)
         if alignment is None or not self.starts:

@@ -106,6 +106,18 @@ def _section(cls: type[Record]) -> Reader:
     return read
 
 
+def _sections(cls: type[Record]) -> Reader:
+    """A list of objects of one shape; any other element keeps the whole list in extra."""
+    one = _section(cls)
+
+    def read(value: Any) -> list[Record]:
+        if not isinstance(value, list):
+            raise TypeError(value)
+        return [one(v) for v in value]
+
+    return read
+
+
 @dataclass(kw_only=True)
 class Record:
     """A JSON object with known keys (the dataclass fields) and everything else in `extra`."""
@@ -114,6 +126,17 @@ class Record:
     """Unknown keys, and known keys whose value had an unexpected shape, as read."""
     present: frozenset[str] | None = field(default=None, repr=False, compare=False)
     """The known keys the source object had (None: built in code)."""
+    nulls: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    """Fields written as null while unset, beyond those the class always writes."""
+
+    def keep_null(self, *names: str) -> None:
+        """Write these fields as null while unset: a writer whose file has always had the
+        key, even empty, in a place where the class leaves it out by default (the
+        manifest's `error` once the run ended, a Linux run's energy `alignment`)."""
+        unknown = set(names) - {f.name for f in fields(self) if "read" in f.metadata}
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no field {', '.join(sorted(unknown))}")
+        self.nulls = self.nulls | frozenset(names)
 
     @classmethod
     def from_dict(cls: type[_R], data: Mapping[str, Any]) -> _R:
@@ -145,7 +168,8 @@ class Record:
             if value is not None:
                 out[key] = _write(value)
             elif key not in self.extra and (
-                key in self.present if self.present is not None else spec.metadata["null"]
+                spec.name in self.nulls
+                or (key in self.present if self.present is not None else spec.metadata["null"])
             ):
                 out[key] = None
         for key, value in self.extra.items():
@@ -184,6 +208,11 @@ class TargetInfo(Record):
     """A test peer answered, not a device."""
     time_base: str | None = field(default=None, metadata=_spec(_str))
     """What the times count when they are not a device's wall clock (emulators, watches)."""
+    emulator: str | None = field(default=None, metadata=_spec(_str))
+    """The emulator that stood in for the device, as `emulate start` described it."""
+    board: str | None = field(default=None, metadata=_spec(_str))
+    """A microcontroller's board, and how its firmware is flashed."""
+    flash: str | None = field(default=None, metadata=_spec(_str))
 
 
 @dataclass(kw_only=True)
@@ -224,6 +253,38 @@ class RuntimeInfo(Record):
     load_ms: float | None = field(default=None, metadata=_spec(_num, null=True))
     threads: int | None = field(default=None, metadata=_spec(_int, null=True))
     rss_after_load: int | None = field(default=None, metadata=_spec(_int, null=True))
+
+
+@dataclass(kw_only=True)
+class WarmupInfo(Record):
+    """Inferences run before measuring, and how long they took."""
+
+    count: int | None = field(default=None, metadata=_spec(_int, null=True))
+    seconds: float | None = field(default=None, metadata=_spec(_num, null=True))
+
+
+@dataclass(kw_only=True)
+class RepetitionInfo(Record):
+    """One repetition's facts, written as its events arrive (a key is absent until then)."""
+
+    repetition: int | None = field(default=None, metadata=_spec(_int, null=True))
+    load_ms: float | None = field(default=None, metadata=_spec(_num))
+    env_before: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
+    env_after: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
+    warmup: WarmupInfo | None = field(default=None, metadata=_spec(_section(WarmupInfo)))
+    first_ms: float | None = field(default=None, metadata=_spec(_num))
+    count: int | None = field(default=None, metadata=_spec(_int))
+    wall_ns: int | None = field(default=None, metadata=_spec(_int))
+    peak_rss: int | None = field(default=None, metadata=_spec(_int))
+
+
+@dataclass(kw_only=True)
+class AbInfo(Record):
+    """A run made by `edgetool ab`: its role, and the run it alternated with."""
+
+    role: str | None = field(default=None, metadata=_spec(_str, null=True))
+    order: str | None = field(default=None, metadata=_spec(_str, null=True))
+    other_run: str | None = field(default=None, metadata=_spec(_str))
 
 
 @dataclass(kw_only=True)
@@ -289,12 +350,15 @@ class RunManifest(Record):
     """The device's state before the first repetition (free-form probe output)."""
     env_after: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
     repetition_kind: str | None = field(default=None, metadata=_spec(_str))
-    repetitions: list[dict[str, Any]] | None = field(default=None, metadata=_spec(_tables))
+    repetitions: list[RepetitionInfo] | None = field(
+        default=None, metadata=_spec(_sections(RepetitionInfo))
+    )
     """Per-repetition facts (count, wall time, environment around it)."""
     power: PowerInfo | None = field(default=None, metadata=_spec(_section(PowerInfo)))
     logs: list[Any] | None = field(default=None, metadata=_spec(_list))
     parity: Parity | None = field(default=None, metadata=_spec(_section(Parity)))
     generations: list[dict[str, Any]] | None = field(default=None, metadata=_spec(_tables))
+    ab: AbInfo | None = field(default=None, metadata=_spec(_section(AbInfo)))
 
     @property
     def target_info(self) -> TargetInfo:
@@ -411,7 +475,7 @@ class Summary(Record):
     throughput_per_s: float | None = field(default=None, metadata=_spec(_num, null=True))
     peak_rss: int | None = field(default=None, metadata=_spec(_int, null=True))
     first_inference_ms: float | None = field(default=None, metadata=_spec(_num, null=True))
-    warmup: dict[str, Any] | None = field(default=None, metadata=_spec(_table, null=True))
+    warmup: WarmupInfo | None = field(default=None, metadata=_spec(_section(WarmupInfo), null=True))
     load_ms: float | None = field(default=None, metadata=_spec(_num, null=True))
     complete: bool | None = field(default=None, metadata=_spec(_bool))
     """Every repetition ended with its own summary line."""

@@ -101,24 +101,30 @@ def _make_run_dir(root: Path, run_id: str) -> tuple[Path, str]:
 class RunWriter:
     """Owns one run directory while a deploy is in progress."""
 
-    def __init__(self, root: Path, run_id: str, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, run_id: str, manifest: RunManifest) -> None:
+        """Create the run directory and write `manifest` as a `running` run of this
+        process (what the caller left unset). The manifest's run_id stays the one asked
+        for, even when the directory got a -2 suffix, as it always has."""
         self.dir, self.run_id = _make_run_dir(root, run_id)
-        self.manifest = {
-            "schema": SCHEMA_VERSION,
-            "run_id": run_id,
-            "status": "running",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "host": {"hostname": socket.gethostname(), "pid": os.getpid()},
-            **manifest,
-        }
-        write_json_atomic(self.dir / MANIFEST, self.manifest)
+        if manifest.schema is None:
+            manifest.schema = SCHEMA_VERSION
+        if manifest.run_id is None:
+            manifest.run_id = run_id
+        if manifest.status is None:
+            manifest.status = "running"
+        if manifest.created is None:
+            manifest.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if manifest.host is None:
+            manifest.host = HostInfo(hostname=socket.gethostname(), pid=os.getpid())
+        self.manifest = manifest
+        self.save()
         self._samples = (self.dir / SAMPLES).open("a", encoding="utf-8")
         self._power: IO[str] | None = None
         self.count = 0
 
-    def update(self, **fields: Any) -> None:
-        self.manifest.update(fields)
-        write_json_atomic(self.dir / MANIFEST, self.manifest)
+    def save(self) -> None:
+        """Rewrite manifest.json from `manifest` (the flows change it as the run goes)."""
+        write_json_atomic(self.dir / MANIFEST, self.manifest.to_dict())
 
     def append_samples(
         self,
@@ -155,13 +161,17 @@ class RunWriter:
         samples, _, reps = read_sample_records(self.dir / SAMPLES)
         return samples, reps or [0] * len(samples)
 
-    def finish(self, status: str, summary: dict[str, Any] | None, error: str | None = None) -> None:
+    def finish(self, status: str, summary: Summary | None, error: str | None = None) -> None:
         self._samples.close()
         if self._power is not None:
             self._power.close()
         if summary is not None:
-            write_json_atomic(self.dir / SUMMARY, summary)
-        self.update(status=status, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), error=error)
+            write_json_atomic(self.dir / SUMMARY, summary.to_dict())
+        self.manifest.status = status
+        self.manifest.finished = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.manifest.error = error
+        self.manifest.keep_null("error")  # a finished run says it had none
+        self.save()
 
 
 @dataclass

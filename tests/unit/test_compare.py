@@ -22,6 +22,7 @@ from edgetool.results.compare import (
     holm,
     welch_effect,
 )
+from edgetool.results.manifest import RunManifest, Summary
 from edgetool.results.store import RunWriter, load_run
 
 
@@ -78,7 +79,7 @@ def make_run(
     }
     if created:
         manifest["created"] = created
-    writer = RunWriter(root, run_id, manifest)
+    writer = RunWriter(root, run_id, RunManifest.from_dict(manifest))
     index = 0
     for r, samples in enumerate(reps):
         writer.append_samples(index, samples, repetition=r)
@@ -192,7 +193,9 @@ def test_one_repetition_runs_are_inconclusive_but_still_compared(
 ) -> None:
     # A run from before repetitions: one samples stream, no "r" tags, no summary section.
     old = tmp_path / "old"
-    writer = RunWriter(tmp_path, "old", {"target": {"name": "rpi4"}, "artifact": {}})
+    writer = RunWriter(
+        tmp_path, "old", RunManifest.from_dict({"target": {"name": "rpi4"}, "artifact": {}})
+    )
     writer._samples.write(json.dumps({"i": 0, "ns": repetitions(1, reps=1)[0]}) + "\n")
     writer.finish("complete", None)
     assert load_run(old).reps is None
@@ -449,7 +452,7 @@ def make_aggregate_run(root: Path, run_id: str, means_ms: list[float]) -> Path:
         "target": {"name": "watch-wearos"},
         "artifact": {"name": "l2mu.tflite", "format": "tflite", "size": 1, "sha256": "0" * 64},
     }
-    writer = RunWriter(root, run_id, manifest)
+    writer = RunWriter(root, run_id, RunManifest.from_dict(manifest))
     mean = sum(means_ms) / len(means_ms)
     latency = {
         "count": 100 * len(means_ms), "mean": mean, "std": 0.05, "min": mean - 0.1,
@@ -457,9 +460,8 @@ def make_aggregate_run(root: Path, run_id: str, means_ms: list[float]) -> Path:
         "p999": None, "median_ci": None, "aggregate_only": True, "source": "benchmark_model",
     }  # fmt: skip
     reps = summarize_repetitions(means_ms, "process").to_dict()
-    writer.finish(
-        "complete", {"latency": latency, "count": 100, "aggregate_only": True, "repetitions": reps}
-    )
+    summary = {"latency": latency, "count": 100, "aggregate_only": True, "repetitions": reps}
+    writer.finish("complete", Summary.from_dict(summary))
     return writer.dir
 
 

@@ -24,6 +24,7 @@ from edgetool.power.energy import (
     mean_ci,
 )
 from edgetool.results import schema
+from edgetool.results.manifest import RunManifest
 from edgetool.results.store import RunWriter, load_run
 from edgetool.runner import RUNNER_PATH
 from edgetool.testing.hwmon_peer import HwmonPeer
@@ -164,7 +165,7 @@ def test_power_events_and_start_times_survive_the_journal(tmp_path: Path) -> Non
     assert isinstance(schema.parse_event('{"event":"power","t":[1],"w":[]}'), schema.Log)
     sample = schema.parse_event('{"event":"sample","i":0,"ns":[5,6],"t":[10,20]}')
     assert sample == schema.Samples(0, [5, 6], [10, 20])
-    writer = RunWriter(tmp_path, "r", {})
+    writer = RunWriter(tmp_path, "r", RunManifest())
     writer.append_samples(0, [5, 6], [10, 20])
     writer.append_power([PowerSample(1, 0.5, 5.0, 0.1), PowerSample(2, 0.6)])
     with (writer.dir / "power.jsonl").open("a") as handle:

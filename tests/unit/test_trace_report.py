@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from edgetool.cli.report import report as report_command
 from edgetool.cli.report import trace as trace_command
 from edgetool.power.base import PowerSample
+from edgetool.results.manifest import RunManifest, Summary
 from edgetool.results.plots import minmax_buckets, nice_ticks
 from edgetool.results.report import build_report, write_report
 from edgetool.results.stats import summarize_ns
@@ -82,7 +83,7 @@ def make_run(
         }
     if logs is not None:
         manifest["logs"] = logs
-    writer = RunWriter(root, run_id, manifest)
+    writer = RunWriter(root, run_id, RunManifest.from_dict(manifest))
     if n:
         half = n // 2
         writer.append_samples(0, durations[:half], begin[:half] if starts else None)
@@ -124,7 +125,11 @@ def make_run(
         data["host"]["pid"] = 2**22 + 12345  # no such process
         write_json_atomic(manifest_path, data)
         return root / run_id
-    writer.finish(status, summary, "runner crashed" if status == "failed" else None)
+    writer.finish(
+        status,
+        Summary.from_dict(summary) if summary is not None else None,
+        "runner crashed" if status == "failed" else None,
+    )
     return root / run_id
 
 
