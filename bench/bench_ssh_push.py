@@ -170,7 +170,7 @@ def skip_bashrc(state: dict[str, Any]) -> None:
 def breakdown(transport: SshTransport, blob: Path, remote: str) -> dict[str, float]:
     """The steps of FileTransport.put_many for one file, timed one by one (same calls,
     same order), plus reference costs that explain them."""
-    from edgetool.transport.base import file_sha256
+    from edgetool.files import file_sha256
 
     steps: dict[str, float] = {}
 
@@ -197,7 +197,7 @@ def breakdown(transport: SshTransport, blob: Path, remote: str) -> dict[str, flo
 
 
 def main_bench(args: argparse.Namespace) -> int:
-    from edgetool.transport.base import file_sha256
+    from edgetool.files import file_sha256
 
     size = args.mb * MB
     with scratch() as root, loopback() as state:
@@ -388,7 +388,7 @@ def measure_variant(v: Variant, blob: Path, sha: str, device: str, i: int) -> No
 
 
 def explore(args: argparse.Namespace) -> int:
-    from edgetool.transport.base import file_sha256
+    from edgetool.files import file_sha256
 
     variants = [
         Variant("as shipped: aes128-gcm, NODELAY, win 2M", get=True),

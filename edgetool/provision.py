@@ -27,10 +27,10 @@ from typing import Any
 
 from edgetool import __version__, paths
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
+from edgetool.files import file_sha256
 from edgetool.flows.base import Observer, connect, push
 from edgetool.targets import ProvisionSettings, Target, device_path
 from edgetool.transport import FileTransport
-from edgetool.transport.base import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.results.store import write_text_atomic
+from edgetool.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

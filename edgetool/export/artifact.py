@@ -13,7 +13,7 @@ from typing import Any
 
 from edgetool import paths
 from edgetool.errors import ModelError
-from edgetool.transport.base import file_sha256
+from edgetool.files import file_sha256
 
 MODEL_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".c": "c"}
 EXTENSIONS = {fmt: ext for ext, fmt in MODEL_FORMATS.items()}

@@ -27,7 +27,7 @@ from edgetool.farm.execute import RELEASE_GRACE, Executor, JobResult
 from edgetool.farm.execute import Observer as ExecutorObserver
 from edgetool.farm.places import PlaceProvider
 from edgetool.farm.plan import Job, Plan
-from edgetool.results.store import write_json_atomic
+from edgetool.files import write_json_atomic
 
 
 @dataclass

@@ -15,7 +15,8 @@ from typing import Any
 from edgetool.errors import ResultsError
 from edgetool.farm.execute import JobResult
 from edgetool.farm.plan import Plan
-from edgetool.results.store import MANIFEST, Run, iter_run_dirs, load_run, write_json_atomic
+from edgetool.files import write_json_atomic
+from edgetool.results.store import MANIFEST, Run, iter_run_dirs, load_run
 
 STATUSES = ("passed", "failed", "skipped", "regressed")
 SUMMARY = "summary.json"

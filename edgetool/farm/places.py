@@ -72,8 +72,8 @@ from types import FrameType
 from typing import Any, Protocol
 
 from edgetool.errors import ConfigError, ConnectError, DeviceError, EdgetoolError
+from edgetool.files import write_json_atomic
 from edgetool.paths import state_dir
-from edgetool.results.store import write_json_atomic
 
 log = logging.getLogger(__name__)
 

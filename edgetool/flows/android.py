@@ -24,6 +24,7 @@ from edgetool.android.benchmark_model import (
 )
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
+from edgetool.files import file_sha256
 from edgetool.flows.base import (
     DeployFlow,
     DeployOutcome,
@@ -38,7 +39,6 @@ from edgetool.results.stats import summarize_repetitions
 from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
 from edgetool.transport.adb import AdbTransport
-from edgetool.transport.base import file_sha256
 
 FUEL_GAUGE = "fuel-gauge"
 SYNTHETIC_PROP = "ro.edgetool.synthetic"

@@ -13,6 +13,7 @@ from typing import Any
 
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
+from edgetool.files import file_sha256
 from edgetool.flows.base import (
     DeployFlow,
     DeployOutcome,
@@ -43,7 +44,6 @@ from edgetool.results.store import POWER, RunWriter, read_power
 from edgetool.runner import RUNNER_PATH
 from edgetool.targets import Target, device_path
 from edgetool.transport import TRANSPORTS, FileTransport, PutResult
-from edgetool.transport.base import file_sha256
 from edgetool.units import human_bytes
 
 RUN_DEADLINE_SLACK = 300.0

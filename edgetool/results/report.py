@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edgetool.files import write_text_atomic
 from edgetool.results import plots
 from edgetool.results.manifest import (
     AlignmentInfo,
@@ -22,7 +23,7 @@ from edgetool.results.manifest import (
     Summary,
 )
 from edgetool.results.plots import Bar, Series, Shade, esc
-from edgetool.results.store import Run, write_text_atomic
+from edgetool.results.store import Run
 from edgetool.results.trace import (
     inference_starts,
     is_emulated,

@@ -18,14 +18,14 @@ import json
 import os
 import re
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from edgetool.errors import ResultsError
+from edgetool.files import write_json_atomic
 from edgetool.power.base import PowerSample
 from edgetool.procs import pid_alive
 from edgetool.results.manifest import HostInfo, RunManifest, Summary
@@ -36,33 +36,6 @@ MANIFEST = "manifest.json"
 SAMPLES = "samples.jsonl"
 SUMMARY = "summary.json"
 POWER = "power.jsonl"
-
-
-def write_text_atomic(
-    path: Path, write: Callable[[IO[str]], object], mode: int | None = None
-) -> None:
-    """Write through `write` into a temporary file, fsync, then rename: a reader (or a
-    crash) never sees half a file. `mode` widens mkstemp's private 0600 for shared files."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    def dump(handle: IO[str]) -> None:
-        json.dump(data, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-
-    write_text_atomic(path, dump)
 
 
 def new_run_id(root: Path, target: str, model: str) -> str:

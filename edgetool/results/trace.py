@@ -17,9 +17,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from edgetool.files import write_text_atomic
 from edgetool.power.base import PowerSample
 from edgetool.results.manifest import RunManifest
-from edgetool.results.store import Run, write_text_atomic
+from edgetool.results.store import Run
 
 PID = 1
 DEVICE_TID = 1

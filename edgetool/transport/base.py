@@ -8,7 +8,6 @@ A command is always an argv list. Transports that need a shell string (SSH) buil
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import posixpath
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from edgetool.errors import DeviceError, TransferError
+from edgetool.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +184,6 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
             yield line.decode("utf-8", "replace")
     if buffer:
         yield buffer.decode("utf-8", "replace")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def receiver_argv(python: str, part: str, remote: str, sha256: str, size: int) -> list[str]:

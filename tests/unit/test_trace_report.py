@@ -15,12 +15,13 @@ from click.testing import CliRunner
 
 from edgetool.cli.report import report as report_command
 from edgetool.cli.report import trace as trace_command
+from edgetool.files import write_json_atomic
 from edgetool.power.base import PowerSample
 from edgetool.results.manifest import RunManifest, Summary
 from edgetool.results.plots import minmax_buckets, nice_ticks
 from edgetool.results.report import build_report, write_report
 from edgetool.results.stats import summarize_ns
-from edgetool.results.store import RunWriter, load_run, write_json_atomic
+from edgetool.results.store import RunWriter, load_run
 from edgetool.results.trace import build_trace, thin_power, write_trace
 from tests.conftest import assert_one_line_error
 
