@@ -21,9 +21,10 @@ import time
 
 from _common import Result, loopback, scratch
 
+from edgetool.events import PowerSample
 from edgetool.power import open_meter
 from edgetool.power.align import estimate_offset, probe_clock
-from edgetool.power.base import PowerSample, host_ns
+from edgetool.power.base import host_ns
 from edgetool.power.energy import energy_from_trace, group_windows
 from edgetool.testing.meters import start_peer
 from edgetool.testing.waveform import Pulses

@@ -23,7 +23,7 @@ from edgetool.android.fuel_gauge import (
 )
 from edgetool.config import TableReader
 from edgetool.errors import DeviceError
-from edgetool.power.base import PowerSample
+from edgetool.events import PowerSample
 from edgetool.results.manifest import PowerInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import Target, device_path

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from edgetool import paths
+from edgetool import events, paths
 from edgetool.cli.common import console, emit_json, get_target, json_option
 from edgetool.flows.base import DEFAULT_REPEAT, Observer, RunSettings
-from edgetool.results import schema
 from edgetool.units import human_bytes
 
 if TYPE_CHECKING:
@@ -417,25 +416,25 @@ class DeployView(Observer):
                 f"({rate}sha256 verified on device)"
             )
 
-    def event(self, event: schema.Event) -> None:
-        if isinstance(event, schema.Hello) and "hostname" not in event.device:  # firmware
+    def event(self, event: events.Event) -> None:
+        if isinstance(event, events.Hello) and "hostname" not in event.device:  # firmware
             d = event.device
             self.say(f"device  {d.get('name')}  board {d.get('board')} · model {d.get('model')}")
-        elif isinstance(event, schema.Hello):
+        elif isinstance(event, events.Hello):
             d = event.device
             board = f" · {d['board']}" if d.get("board") else ""
             self.say(
                 f"device  {d.get('hostname')}  {d.get('arch')} · {d.get('cores')}× "
                 f"{d.get('cpu_model')}{board} · {d.get('os')} · python {d.get('python')}"
             )
-        elif isinstance(event, schema.ModelInfo):
+        elif isinstance(event, events.ModelInfo):
             self.say(
                 f"runtime  {event.runtime} {event.runtime_version} · threads "
                 f"{event.threads or 'default'} · load {event.load_ms:.1f} ms"
             )
-        elif isinstance(event, schema.Warmup):
+        elif isinstance(event, events.Warmup):
             self.say(f"warm-up  {event.count} runs / {event.seconds:.2f} s")
-        elif isinstance(event, schema.Log) and event.text.strip():
+        elif isinstance(event, events.Log) and event.text.strip():
             self.say(f"[dim]device: {event.text.strip()}[/dim]")
 
     def metering(self, meter: str, idle_seconds: float) -> None:

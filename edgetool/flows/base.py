@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgetool import events
 from edgetool.export.artifact import Artifact
-from edgetool.results import schema
 from edgetool.results.manifest import RunManifest, Summary
 from edgetool.targets import Target, open_transport
 from edgetool.transport import FileTransport, PutResult
@@ -90,7 +90,7 @@ class Observer:
 
     def pushed(self, name: str, result: PutResult) -> None: ...
 
-    def event(self, event: schema.Event) -> None: ...
+    def event(self, event: events.Event) -> None: ...
 
     def measuring(self, expected: int, duration: float) -> None: ...
 

@@ -6,10 +6,9 @@ import platform
 from dataclasses import asdict
 from pathlib import Path
 
-from edgetool import __version__
+from edgetool import __version__, events
 from edgetool.errors import EdgetoolError
 from edgetool.flows.base import RunSettings
-from edgetool.results import schema
 from edgetool.results.manifest import (
     ArtifactInfo,
     LatencySummary,
@@ -89,9 +88,9 @@ def finish_run(
 
 def summarize(
     samples: list[int],
-    ends: list[schema.Summary],
-    warm: schema.Warmup | None,
-    model: schema.ModelInfo | None,
+    ends: list[events.Summary],
+    warm: events.Warmup | None,
+    model: events.ModelInfo | None,
     reps: list[int] | None = None,
     repetition_kind: str = "process",
     facts: list[RepetitionInfo] | None = None,

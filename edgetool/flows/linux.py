@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgetool import events
 from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
 from edgetool.export.artifact import Artifact
 from edgetool.files import file_sha256
@@ -26,7 +27,6 @@ from edgetool.flows.base import (
 from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.power.base import PowerMeter
 from edgetool.power.recorder import EnergyRecorder
-from edgetool.results import schema
 from edgetool.results.manifest import (
     AbInfo,
     ArtifactInfo,
@@ -365,10 +365,10 @@ class RunJournal:
         self.recorder: EnergyRecorder | None = None
         self.samples: list[int] = []
         self.reps: list[int] = []
-        self.generations: list[schema.Generation] = []
-        self.ends: list[schema.Summary] = []
-        self.warm: schema.Warmup | None = None
-        self.model: schema.ModelInfo | None = None
+        self.generations: list[events.Generation] = []
+        self.ends: list[events.Summary] = []
+        self.warm: events.Warmup | None = None
+        self.model: events.ModelInfo | None = None
         self.facts: list[RepetitionInfo] = []
 
     def _measuring(self) -> None:
@@ -388,37 +388,37 @@ class RunJournal:
         self.obs.repetition(self.writer.run_id, repetition, self.settings.repetitions())
         facts = RepetitionInfo(repetition=repetition)
         self.facts.append(facts)
-        end: schema.Summary | None = None
+        end: events.Summary | None = None
         failure: EdgetoolError | None = None
         offset = len(self.samples)
         process = transport.run(argv)
         try:
             for line in process.lines():
-                event = schema.parse_event(line)
-                if first or not isinstance(event, (schema.Hello, schema.ModelInfo, schema.Warmup)):
+                event = events.parse_event(line)
+                if first or not isinstance(event, (events.Hello, events.ModelInfo, events.Warmup)):
                     self.obs.event(event)
                 if self.recorder is not None:
                     self.recorder.on_event(event)
-                if isinstance(event, schema.Samples):
+                if isinstance(event, events.Samples):
                     self.writer.append_samples(
                         offset + event.first_index, event.ns, event.starts, repetition
                     )
                     self.samples.extend(event.ns)
                     self.reps.extend([repetition] * len(event.ns))
                     self.obs.progress(len(self.samples))
-                elif isinstance(event, schema.Hello):
+                elif isinstance(event, events.Hello):
                     if first:
                         manifest.device = event.device
                         manifest.runtimes = event.runtimes
                         manifest.runner = event.runner
                         self.writer.save()
-                elif isinstance(event, schema.ModelInfo):
+                elif isinstance(event, events.ModelInfo):
                     facts.load_ms = event.load_ms
                     if self.model is None:
                         self.model = event
                         manifest.runtime = RuntimeInfo.from_dict(asdict(event))
                         self.writer.save()
-                elif isinstance(event, schema.Env):
+                elif isinstance(event, events.Env):
                     if event.when == "before":
                         facts.env_before = event.values
                         if first:
@@ -430,23 +430,23 @@ class RunJournal:
                         self.writer.save()
                     else:  # a kind this flow does not know yet: kept as the runner said it
                         facts.extra[f"env_{event.when}"] = event.values
-                elif isinstance(event, schema.Warmup):
+                elif isinstance(event, events.Warmup):
                     facts.warmup = WarmupInfo(count=event.count, seconds=event.seconds)
                     facts.first_ms = event.first_ns / 1e6 if event.first_ns else None
                     facts.keep_null("first_ms")
                     if self.warm is None:
                         self.warm = event
                         self._measuring()
-                elif isinstance(event, schema.Generation):
+                elif isinstance(event, events.Generation):
                     self.generations.append(event)
                     manifest.generations = [asdict(g) for g in self.generations]
                     self.writer.save()
-                elif isinstance(event, schema.Summary):
+                elif isinstance(event, events.Summary):
                     end = event
                     facts.count, facts.wall_ns = event.count, event.wall_ns
                     facts.peak_rss = event.peak_rss
                     facts.keep_null("peak_rss")
-                elif isinstance(event, schema.ErrorEvent):
+                elif isinstance(event, events.ErrorEvent):
                     cls = _ERROR_CLASSES.get(event.kind, DeviceError)
                     hint = None
                     if event.kind == "runtime_missing":
@@ -537,12 +537,12 @@ def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     hello: dict[str, Any] = {}
     env: dict[str, Any] = {}
     for line in out.splitlines():
-        event = schema.parse_event(line)
-        if isinstance(event, schema.Hello):
+        event = events.parse_event(line)
+        if isinstance(event, events.Hello):
             hello = {"device": event.device, "runtimes": event.runtimes, "runner": event.runner}
-        elif isinstance(event, schema.Env):
+        elif isinstance(event, events.Env):
             env = event.values
-        elif isinstance(event, schema.ErrorEvent):
+        elif isinstance(event, events.ErrorEvent):
             raise DeviceError(f"{transport.description}: {event.message}")
     if not hello:
         raise DeviceError(f"{transport.description}: runner printed no device facts")

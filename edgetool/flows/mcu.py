@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edgetool import events as schema
 from edgetool.errors import (
     ConfigError,
     DeviceError,
@@ -33,7 +34,6 @@ from edgetool.flows.base import DeployFlow, DeployOutcome, DeviceFacts, Observer
 from edgetool.flows.journal import finish_run, open_run, summarize
 from edgetool.mcu.build import Firmware, build_firmware, check_fit
 from edgetool.mcu.protocol import BenchClient, DeviceInfo
-from edgetool.results import schema
 from edgetool.results.manifest import ArtifactInfo, Parity, RunManifest, Summary, TargetInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import McuSettings, Target, open_port

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from edgetool import events
 from edgetool.errors import DeviceError
 from edgetool.power.base import host_ns
-from edgetool.results import schema
 from edgetool.transport.base import Process
 
 Probe = tuple[int, int, int]
@@ -100,11 +100,11 @@ def probe_clock(process: Process, rounds: int) -> list[Probe]:
             send = host_ns()
             process.send(b"t\n")
             for line in lines:
-                event = schema.parse_event(line)
-                if isinstance(event, schema.Clock):
+                event = events.parse_event(line)
+                if isinstance(event, events.Clock):
                     probes.append((send, event.t, host_ns()))
                     break
-                if isinstance(event, schema.ErrorEvent):
+                if isinstance(event, events.ErrorEvent):
                     raise DeviceError(f"clock alignment failed on the device: {event.message}")
             else:
                 break

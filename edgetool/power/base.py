@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from edgetool.config import TableReader
+from edgetool.events import PowerSample
 
 Clock = Literal["host", "device", "none"]
 
@@ -36,15 +37,6 @@ class Capabilities:
     clock: Clock
     trigger_input: bool = False
     estimate: bool = False
-
-
-@dataclass(frozen=True)
-class PowerSample:
-    t_ns: int
-    """On the meter's clock (Capabilities.clock)."""
-    watts: float
-    volts: float | None = None
-    amps: float | None = None
 
 
 class PowerMeter(Protocol):

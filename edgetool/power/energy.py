@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from edgetool.errors import DeviceError
-from edgetool.power.base import PowerSample
+from edgetool.events import PowerSample
 
 MIN_PERIODS = 10
 """A window must span at least this many sample periods to be integrated on its own."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgetool.power.base import Capabilities, PowerSample, meter_options, option
+from edgetool.events import PowerSample
+from edgetool.power.base import Capabilities, meter_options, option
 
 
 class EstimateMeter:

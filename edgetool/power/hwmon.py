@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from edgetool.power.base import Capabilities, PowerSample, SampleBuffer, meter_options, option
-from edgetool.results import schema
+from edgetool import events
+from edgetool.events import PowerSample
+from edgetool.power.base import Capabilities, SampleBuffer, meter_options, option
 
 
 class HwmonMeter:
@@ -42,7 +43,7 @@ class HwmonMeter:
             "--hwmon-root", self.root, "--power-rate", repr(self.capabilities.rate_hz),
         ]  # fmt: skip
 
-    def feed(self, event: schema.Power) -> None:
+    def feed(self, event: events.Power) -> None:
         self._buffer.extend(
             [
                 PowerSample(t, w, v, a)

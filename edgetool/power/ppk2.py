@@ -28,10 +28,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edgetool.errors import ConnectError, DeviceError
+from edgetool.events import PowerSample
 from edgetool.power.base import (
     Capabilities,
     PollingMeter,
-    PowerSample,
     host_ns,
     meter_options,
     option,

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from edgetool.errors import DeviceError
+from edgetool.events import PowerSample
 from edgetool.power.base import (
     Capabilities,
     PollingMeter,
-    PowerSample,
     host_ns,
     meter_options,
     option,

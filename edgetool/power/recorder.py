@@ -12,11 +12,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
+from edgetool import events
 from edgetool.errors import DeviceError
+from edgetool.events import PowerSample
 from edgetool.power.align import Alignment, OffsetEstimate, estimate_offset, probe_clock
-from edgetool.power.base import PowerMeter, PowerSample, host_ns
+from edgetool.power.base import PowerMeter, host_ns
 from edgetool.power.energy import EnergyResult, energy_from_model, energy_from_trace
-from edgetool.results import schema
 from edgetool.results.manifest import AlignmentInfo, PowerInfo
 from edgetool.transport.base import Process
 
@@ -29,7 +30,7 @@ class DeviceMeter(Protocol):
 
     def runner_args(self) -> list[str]: ...
 
-    def feed(self, event: schema.Power) -> None: ...
+    def feed(self, event: events.Power) -> None: ...
 
 
 class EnergyRecorder:
@@ -74,16 +75,16 @@ class EnergyRecorder:
         self._before = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
         self.drain()
 
-    def on_event(self, event: schema.Event) -> None:
-        if isinstance(event, schema.Samples):
+    def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Samples):
             if event.starts is not None:
                 self.starts.extend(event.starts)
                 self.durations.extend(event.ns)
             self.drain()
-        elif isinstance(event, schema.Power) and isinstance(self.meter, DeviceMeter):
+        elif isinstance(event, events.Power) and isinstance(self.meter, DeviceMeter):
             self.meter.feed(event)
             self.drain()
-        elif isinstance(event, schema.Phase) and self.clock == "device":
+        elif isinstance(event, events.Phase) and self.clock == "device":
             window = (event.start, event.end)
             if event.name == "idle":
                 self.idle_window = window

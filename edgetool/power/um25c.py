@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgetool.errors import ConnectError, DeviceError
+from edgetool.events import PowerSample
 from edgetool.power.base import (
     Capabilities,
     PollingMeter,
-    PowerSample,
     host_ns,
     meter_options,
     option,

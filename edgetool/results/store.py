@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from edgetool.errors import ResultsError
+from edgetool.events import PowerSample
 from edgetool.files import write_json_atomic
-from edgetool.power.base import PowerSample
 from edgetool.procs import pid_alive
 from edgetool.results.manifest import HostInfo, RunManifest, Summary
 from edgetool.results.stats import repetition_medians, summarize_ns, summarize_repetitions

@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from edgetool.events import PowerSample
 from edgetool.files import write_text_atomic
-from edgetool.power.base import PowerSample
 from edgetool.results.manifest import RunManifest
 from edgetool.results.store import Run
 

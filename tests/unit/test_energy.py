@@ -12,10 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edgetool import events
 from edgetool.errors import ConfigError, DeviceError
+from edgetool.events import PowerSample
 from edgetool.power import open_meter
 from edgetool.power.align import Alignment, estimate_offset, probe_clock
-from edgetool.power.base import PowerSample, host_ns
+from edgetool.power.base import host_ns
 from edgetool.power.energy import (
     PowerTrace,
     energy_from_model,
@@ -23,7 +25,6 @@ from edgetool.power.energy import (
     group_windows,
     mean_ci,
 )
-from edgetool.results import schema
 from edgetool.results.manifest import RunManifest
 from edgetool.results.store import RunWriter, load_run
 from edgetool.runner import RUNNER_PATH
@@ -160,11 +161,11 @@ def test_power_events_and_start_times_survive_the_journal(tmp_path: Path) -> Non
     line = json.dumps(
         {"event": "power", "t": [1, 2], "w": [0.5, 0.6], "v": [5.0, None], "a": [0.1, None]}
     )
-    event = schema.parse_event(line)
-    assert event == schema.Power([1, 2], [0.5, 0.6], [5.0, None], [0.1, None])
-    assert isinstance(schema.parse_event('{"event":"power","t":[1],"w":[]}'), schema.Log)
-    sample = schema.parse_event('{"event":"sample","i":0,"ns":[5,6],"t":[10,20]}')
-    assert sample == schema.Samples(0, [5, 6], [10, 20])
+    event = events.parse_event(line)
+    assert event == events.Power([1, 2], [0.5, 0.6], [5.0, None], [0.1, None])
+    assert isinstance(events.parse_event('{"event":"power","t":[1],"w":[]}'), events.Log)
+    sample = events.parse_event('{"event":"sample","i":0,"ns":[5,6],"t":[10,20]}')
+    assert sample == events.Samples(0, [5, 6], [10, 20])
     writer = RunWriter(tmp_path, "r", RunManifest())
     writer.append_samples(0, [5, 6], [10, 20])
     writer.append_power([PowerSample(1, 0.5, 5.0, 0.1), PowerSample(2, 0.6)])

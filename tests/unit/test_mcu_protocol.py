@@ -117,9 +117,9 @@ def test_plain_mlperf_tiny_device_is_driven_without_extensions() -> None:
 
 
 def test_events_from_a_plain_device_fill_the_same_schema() -> None:
+    from edgetool import events as schema
     from edgetool.flows.base import RunSettings
     from edgetool.flows.mcu import events
-    from edgetool.results import schema
 
     with pty_device(mlperf_dut) as client:
         client.sync()

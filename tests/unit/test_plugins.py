@@ -32,7 +32,8 @@ from typing import Any
 
 from edgetool.emulate.base import EmulatorStatus, no_stage, status_of
 from edgetool.emulate.host import publish_state
-from edgetool.power.base import Capabilities, PowerSample, host_ns
+from edgetool.events import PowerSample
+from edgetool.power.base import Capabilities, host_ns
 from edgetool.targets import emulator_state_file
 
 

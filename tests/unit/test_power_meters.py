@@ -19,8 +19,9 @@ import numpy.typing as npt
 import pytest
 
 from edgetool.errors import ConfigError, ConnectError, DeviceError
+from edgetool.events import PowerSample
 from edgetool.power import ppk2, um25c
-from edgetool.power.base import PowerSample, host_ns
+from edgetool.power.base import host_ns
 from edgetool.testing.meters import PEER_CALIBRATION, Ppk2Peer, Um25cPeer, start_peer
 from edgetool.testing.waveform import Constant, Pulses, Sine, parse_waveform
 

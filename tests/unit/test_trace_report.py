@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from edgetool.cli.report import report as report_command
 from edgetool.cli.report import trace as trace_command
+from edgetool.events import PowerSample
 from edgetool.files import write_json_atomic
-from edgetool.power.base import PowerSample
 from edgetool.results.manifest import RunManifest, Summary
 from edgetool.results.plots import minmax_buckets, nice_ticks
 from edgetool.results.report import build_report, write_report

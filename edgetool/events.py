@@ -1,4 +1,8 @@
-"""The one event stream: whatever the target, the session sees these typed events."""
+"""The one event stream: whatever the target, the session sees these typed events.
+
+The power samples meters yield live here too: power/ produces them and results/ stores and
+plots them, so both import this leaf module instead of each other.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +60,17 @@ class Power:
     watts: list[float]
     volts: list[float | None]
     amps: list[float | None]
+
+
+@dataclass(frozen=True)
+class PowerSample:
+    """One meter reading (host-side meters, or a device-side batch split up)."""
+
+    t_ns: int
+    """On the meter's clock (power.base.Capabilities.clock)."""
+    watts: float
+    volts: float | None = None
+    amps: float | None = None
 
 
 @dataclass(frozen=True)
