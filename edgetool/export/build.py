@@ -98,6 +98,9 @@ def c_exporter(job: ExportJob) -> dict[str, Any]:
     if details is None:
         job.say(f"generating C with emx-onnx-cgen from {onnx.path.name}")
         details = c_export.export_c(onnx.path, described, job.recipe.name, job.out)
+    else:
+        c_export.append_glue(job.out, job.recipe.name, described)
+        details = {"c_entry": c_export.ENTRY, **details}
     return {
         **details,
         "described": described,

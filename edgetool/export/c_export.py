@@ -63,6 +63,14 @@ void edgetool_run(void) {{
 """
 
 
+def append_glue(out: Path, name: str, described: dict[str, Any]) -> None:
+    """End a model C file with the bench glue, whoever wrote its `ENTRY` function (the
+    code generator, or a family's own kernel): the firmware ABI is defined in one place."""
+    text = glue(name, described["inputs"], described["outputs"])
+    with out.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
 def _fold_constants(onnx_path: Path, folded: Path) -> None:
     """onnxruntime's basic level (constant folding, no fused ops): torch.onnx leaves
     Shape→Slice chains whose outputs look dynamic, and the code generator needs static
@@ -110,8 +118,7 @@ def _generate(
             + (lines[-1][:300] if lines else f"exit {result.returncode}"),
             hint="See `edgetool verify` for the operators the model uses.",
         )
-    with out.open("a", encoding="utf-8") as handle:
-        handle.write(glue(name, described["inputs"], described["outputs"]))
+    append_glue(out, name, described)
     version = subprocess.run(
         [*_cgen(), "--help"], capture_output=True, text=True, check=False
     ).stdout

@@ -19,6 +19,7 @@ import numpy as np
 from edgetool.errors import ModelError
 from edgetool.export.artifact import Artifact
 from edgetool.export.inspect import op_support
+from edgetool.export.stepped import StepLayout, run_window
 from edgetool.zoo.family import Samples, get_family
 from edgetool.zoo.recipe import Recipe, recipe_of
 
@@ -102,6 +103,21 @@ class ArtifactRunner:
         return _dequantize(self.interp.get_tensor(detail["index"]), detail)
 
 
+def host_runner(artifact: Artifact) -> Callable[[list[np.ndarray]], np.ndarray]:
+    """An ArtifactRunner; for a stepped artifact (edgetool.export.stepped) one that steps
+    a whole window through it, so it compares with the unrolled reference."""
+    runner = ArtifactRunner(artifact)
+    layout = StepLayout.of(artifact.manifest)
+    if layout is None:
+        return runner
+
+    def run(feeds: list[np.ndarray]) -> np.ndarray:
+        counts = run_window(lambda packed: runner([packed]), layout, feeds[0])
+        return counts.reshape(1, -1).astype(np.float64)
+
+    return run
+
+
 def _quantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
     dtype = np.dtype(detail["dtype"])
     scale, zero = detail.get("quantization", (0.0, 0))
@@ -166,7 +182,7 @@ def verify(artifact: Artifact, count: int = 64) -> VerifyReport:
     names = [spec.name for spec in recipe.inputs]
     total = len(samples.inputs[names[0]])
     custom_runner = getattr(family, "artifact_runner", None)
-    runner = custom_runner(artifact) if custom_runner else ArtifactRunner(artifact)
+    runner = custom_runner(artifact) if custom_runner else host_runner(artifact)
     outputs = np.concatenate(
         [runner([samples.inputs[n][i : i + 1] for n in names]) for i in range(total)]
     )

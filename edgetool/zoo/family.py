@@ -130,7 +130,8 @@ class Family(Protocol):
 #   build_c(recipe, quant, described, out) -> dict | None
 #       Write the C export itself (TinyLUT's int8 LUT kernel) and return manifest details;
 #       None falls back to emx-onnx-cgen on the ONNX graph. `described` is that graph's
-#       inputs/outputs, which the C must take.
+#       inputs/outputs, which the C must take: the file defines `edgetool_model(inputs...,
+#       outputs...)`, and the export appends the bench glue that calls it.
 #   native_quants: frozenset[str]
 #       Quantizations the family's own graph/module already implements (TinyLUT's int8
 #       LUTs): exported as they are, never passed through a quantizer again.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -267,15 +267,18 @@ class L2MUStep(nn.Module):
 
 
 def step_layout(recipe: Recipe) -> dict[str, int] | None:
-    """The manifest's `stepped` entry for a recipe with `[export] stepped = true`."""
-    from dataclasses import asdict
-
-    from edgetool.export.stepped import StepLayout
-
+    """The manifest's `stepped` entry for a recipe with `[export] stepped = true`; its
+    keys are the layout edgetool.export.stepped reads back (verify and Bangle.js step
+    through it)."""
     if not recipe.export.get("stepped"):
         return None
     step = L2MUStep(build(recipe))
-    return asdict(StepLayout(STEPS, step.channels, step.state_size, step.classes))
+    return {
+        "steps": STEPS,
+        "channels": step.channels,
+        "state": step.state_size,
+        "result": step.classes,
+    }
 
 
 def build(recipe: Recipe) -> L2MU:
@@ -417,22 +420,6 @@ class L2MUFamily:
     def manifest_extras(self, recipe: Recipe) -> dict[str, Any]:
         layout = step_layout(recipe)
         return {"stepped": layout} if layout else {}
-
-    def artifact_runner(self, artifact: Any) -> Callable[[list[np.ndarray]], np.ndarray]:
-        """A stepped artifact runs a whole window, step by step, like the unrolled one."""
-        from edgetool.export.stepped import StepLayout, run_window
-        from edgetool.export.verify import ArtifactRunner
-
-        runner = ArtifactRunner(artifact)
-        layout = StepLayout.of(artifact.manifest)
-        if layout is None:
-            return runner
-
-        def run(feeds: list[np.ndarray]) -> np.ndarray:
-            counts = run_window(lambda packed: runner([packed]), layout, feeds[0])
-            return counts.reshape(1, -1).astype(np.float64)
-
-        return run
 
     def samples(self, recipe: Recipe, split: str, count: int) -> Samples:
         """The first `count` examples of the split (all of them when count <= 0)."""

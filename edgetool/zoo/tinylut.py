@@ -39,17 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgetool.export.onnx_graph import serialize_graph
 from edgetool.zoo import images
 from edgetool.zoo.family import ProgressFn, Samples, register
+from edgetool.zoo.onnx_graph import serialize_graph
 from edgetool.zoo.recipe import Recipe
+from edgetool.zoo.tinylut_c import kernel_source
+from edgetool.zoo.tinylut_maps import CENTER, TAPS, clip_map, subpixel_of_rotation, tap_of_offset
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 Luts = dict[str, np.ndarray]
 
-TAPS = 9
-CENTER = 4
 MSB_LEVELS = 64
 LSB_LEVELS = 4
 UNIT = 64.0
@@ -80,25 +80,6 @@ def rot90(x: torch.Tensor, k: int) -> torch.Tensor:
     if k == 3:
         return _flip(x.transpose(2, 3), 3)
     return x
-
-
-def tap_of_offset(rot: int) -> list[int]:
-    """For rotation `rot`: which tap (rotated frame) reads each neighbour offset.
-
-    Offsets and taps are row-major indices into the 3x3 neighbourhood. Derived by
-    rotating an index grid the way np.rot90 / torch.rot90 rotate the image.
-    """
-    grid = np.rot90(np.arange(TAPS).reshape(3, 3), rot).ravel()
-    taps = [0] * TAPS
-    for tap, offset in enumerate(grid):
-        taps[int(offset)] = tap
-    return taps
-
-
-def subpixel_of_rotation(rot: int, scale: int) -> list[int]:
-    """For rotation `rot`: the rotated-frame sub-pixel landing on each original one."""
-    block = np.arange(scale * scale).reshape(scale, scale)
-    return [int(v) for v in np.rot90(block, -rot).ravel()]
 
 
 # --- the trainable network (quant "fp32") ----------------------------------------------
@@ -253,19 +234,12 @@ def lut_bytes(luts: Luts) -> dict[str, int]:
 # --- numpy LUT reference (quant "int8") --------------------------------------------------
 
 
-def _clip_map(scales: FloatArray, q: int) -> IntArray:
-    """[2, C, 256]: index v = clip(round(h * scale_c), -Q, Q) + Q for h = -128..127."""
-    h = np.arange(-128, 128, dtype=np.float32)
-    v = np.round(h[None, None, :] * scales[:, :, None].astype(np.float32))
-    return (np.clip(v, -q, q) + q).astype(np.int64)
-
-
 def _lut_core(xp: IntArray, luts: Luts) -> IntArray:
     """One rotation: padded integer image [H+2, W+2] -> [H, W, r*r] summed branch outputs."""
     h, w = xp.shape[0] - 2, xp.shape[1] - 2
     q = int(luts["q"])
     nb = np.stack([xp[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)])
-    amap, bmap = _clip_map(luts["alpha"], q), _clip_map(luts["beta"], q)
+    amap, bmap = clip_map(luts["alpha"], q), clip_map(luts["beta"], q)
     c = luts["pw"].shape[1]
     out = np.zeros((h, w, luts["up"].shape[-1]), dtype=np.int64)
     for branch, (key, idx) in enumerate((("dw_msb", nb >> 2), ("dw_lsb", nb & 3))):
@@ -725,15 +699,9 @@ class TinyLUTFamily:
         translation of the ONNX graph; fp32 (the float network) goes the generic way."""
         if quant != "int8":
             return None
-        from edgetool.export.c_export import ENTRY
-        from edgetool.zoo.tinylut_c import kernel_source
-
         shape = described["inputs"][0]["shape"]
-        out.write_text(
-            kernel_source(load_luts(recipe.dir), shape[2], shape[3], recipe.name, described)
-        )
+        out.write_text(kernel_source(load_luts(recipe.dir), shape[2], shape[3]))
         return {
-            "c_entry": ENTRY,
             "c_generator": "edgetool TinyLUT LUT kernel (int8 tables, integer arithmetic)",
             "c_options": "tables as const arrays; bit-exact to the ONNX LUT graph",
         }

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from edgetool.zoo.tinylut_maps import clip_map, subpixel_of_rotation, tap_of_offset
+
 C_KERNEL = r"""
 #include <stddef.h>
 #include <stdint.h>
@@ -113,12 +115,10 @@ def _c_array(ctype: str, name: str, values: np.ndarray) -> str:
 def kernel_tables(luts: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
     """tinylut_x's table arguments in order, as (C type, name, array): the LUTs biased to
     uint8 (see C_KERNEL), the clip maps, the tap order and sub-pixel permutation."""
-    from edgetool.zoo import tinylut
-
     r, q = int(luts["scale"]), int(luts["q"])
     perm = np.zeros((4, r * r), np.int32)
     for rot in range(4):
-        for orig, sub in enumerate(tinylut.subpixel_of_rotation(rot, r)):
+        for orig, sub in enumerate(subpixel_of_rotation(rot, r)):
             perm[rot, sub] = orig
 
     def biased(name: str) -> np.ndarray:
@@ -129,9 +129,9 @@ def kernel_tables(luts: dict[str, Any]) -> list[tuple[str, str, np.ndarray]]:
         ("uint8_t", "tl_dw_lsb", biased("dw_lsb")),
         ("uint8_t", "tl_pw", biased("pw")),
         ("uint8_t", "tl_up", biased("up")),
-        ("uint8_t", "tl_amap", tinylut._clip_map(luts["alpha"], q).astype(np.uint8)),
-        ("uint8_t", "tl_bmap", tinylut._clip_map(luts["beta"], q).astype(np.uint8)),
-        ("int32_t", "tl_taps", np.array([tinylut.tap_of_offset(k) for k in range(4)], np.int32)),
+        ("uint8_t", "tl_amap", clip_map(luts["alpha"], q).astype(np.uint8)),
+        ("uint8_t", "tl_bmap", clip_map(luts["beta"], q).astype(np.uint8)),
+        ("int32_t", "tl_taps", np.array([tap_of_offset(k) for k in range(4)], np.int32)),
         ("int32_t", "tl_perm", perm),
     ]
 
@@ -141,19 +141,9 @@ def kernel_defines(luts: dict[str, Any]) -> dict[str, int]:
     return {"TL_C": c, "TL_L": 2 * q + 1, "TL_R": r}
 
 
-def kernel_source(
-    luts: dict[str, Any], height: int, width: int, name: str, described: dict[str, Any]
-) -> str:
-    """A firmware model file: the kernel, the int8 tables as const arrays, the entry
-    point and edgetool's bench glue for the `described` float32 input/output."""
-    from edgetool.export.c_export import glue
-
+def kernel_source(luts: dict[str, Any], height: int, width: int) -> str:
+    """A firmware model file up to its `edgetool_model` entry point: the kernel and the
+    int8 tables as const arrays (the export appends the bench glue, as for any C model)."""
     sizes = {**kernel_defines(luts), "TL_H": height, "TL_W": width}
     defines = "".join(f"#define {key} {value}\n" for key, value in sizes.items())
-    return (
-        defines
-        + C_KERNEL
-        + "".join(_c_array(*t) for t in kernel_tables(luts))
-        + MODEL_ENTRY
-        + glue(name, described["inputs"], described["outputs"])
-    )
+    return defines + C_KERNEL + "".join(_c_array(*t) for t in kernel_tables(luts)) + MODEL_ENTRY

@@ -144,7 +144,7 @@ def build_onnx(spec: MlpSpec) -> bytes:
     """Serialise ``spec`` as an ONNX model (``Gemm(transB=1)`` + ``Relu``)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgetool.export.onnx_graph import serialize_graph
+    from edgetool.zoo.onnx_graph import serialize_graph
 
     params = mlp_weights(spec)
     nodes: list[Any] = []

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from edgetool.zoo import images
 from edgetool.zoo import tinylut as T
+from edgetool.zoo import tinylut_maps as M
 from edgetool.zoo.family import get_family
 from edgetool.zoo.recipe import load_recipe
 
@@ -47,11 +48,11 @@ def test_lut_storage(scale: int) -> None:
 
 
 def test_rotation_maps() -> None:
-    assert T.tap_of_offset(0) == list(range(9))
-    assert T.subpixel_of_rotation(0, 4) == list(range(16))
+    assert M.tap_of_offset(0) == list(range(9))
+    assert M.subpixel_of_rotation(0, 4) == list(range(16))
     for rot in range(4):
-        assert sorted(T.tap_of_offset(rot)) == list(range(9))
-        assert T.tap_of_offset(rot)[T.CENTER] == T.CENTER
+        assert sorted(M.tap_of_offset(rot)) == list(range(9))
+        assert M.tap_of_offset(rot)[M.CENTER] == M.CENTER
 
 
 @pytest.mark.parametrize("scale", [2, 4])
