@@ -33,7 +33,7 @@ def command(ctx: click.Context, target_name: str, model_spec: str | None, as_jso
     from pathlib import Path
 
     from edgetool.errors import ConfigError
-    from edgetool.export.artifact import resolve_model
+    from edgetool.export.build import resolve_model
     from edgetool.flows.mcu import build_for
 
     target = get_target(ctx, target_name)

@@ -330,7 +330,7 @@ def command(
 def resolve_for_target(target: Target, model_spec: str, ui: DeployView) -> Artifact:
     """A model spec (file, NAME[:FORMAT[:QUANT]], or a name the target's [models] maps)
     as the artifact to push, exported and cached when needed."""
-    from edgetool.export.artifact import resolve_model
+    from edgetool.export.build import resolve_model
 
     if ":" not in model_spec and not Path(model_spec).exists():
         if model_spec in target.models:

@@ -306,7 +306,7 @@ def verify(artifact: str, samples: int, as_json: bool) -> None:
     ARTIFACT is an exported file (with its manifest) or NAME[:FORMAT[:QUANT]].
     """
     from edgetool.errors import VerificationFailed
-    from edgetool.export.artifact import resolve_model
+    from edgetool.export.build import resolve_model
     from edgetool.export.verify import verify as run_verify
 
     err = console(stderr=True)

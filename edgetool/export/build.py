@@ -1,4 +1,5 @@
-"""`edgetool export`: recipe + weights -> artifact (file + manifest), cached by content.
+"""`edgetool export`: recipe + weights -> artifact (file + manifest), cached by content;
+and `--model` specs (a file, or a zoo `NAME[:FORMAT[:QUANT]]`) resolved to an artifact.
 
 The cache key is the recipe's content hash (recipe text + weights), the format, the
 quantization, the opset and this exporter's version: change any and a new artifact is
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetool import __version__, paths
 from edgetool.errors import ModelError
-from edgetool.export.artifact import EXTENSIONS, Artifact, manifest_path
+from edgetool.export.artifact import EXTENSIONS, MODEL_FORMATS, Artifact, manifest_path
 from edgetool.registry import Registry
 from edgetool.zoo.recipe import QUANTS, Recipe, load_recipe
 
@@ -137,6 +138,39 @@ def cached_path(
         / recipe.name
         / f"{fmt}-{quant}-{key}"
         / f"{recipe.name}-{quant}{EXTENSIONS[fmt]}"
+    )
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """`NAME[:FORMAT[:QUANT]]` -> (name, format or None, quant or None)."""
+    parts = spec.split(":")
+    if len(parts) > 3 or not parts[0]:
+        raise ModelError(f"bad model spec '{spec}' (expected NAME[:FORMAT[:QUANT]])")
+    parts += [""] * (3 - len(parts))
+    return parts[0], parts[1] or None, parts[2] or None
+
+
+def resolve_model(spec: str, progress: Any = None) -> Artifact:
+    """A file path, a model shipped as files in models/NAME/, or a zoo recipe to export."""
+    path = Path(spec)
+    if path.suffix.lower() in MODEL_FORMATS or path.exists():
+        return Artifact.from_path(path)
+    name, fmt, quant = parse_spec(spec)
+    if fmt is not None and fmt not in EXTENSIONS:
+        raise ModelError(f"unknown format '{fmt}' in '{spec}' (expected onnx, tflite or c)")
+    folder = paths.models_dir() / name
+    if (folder / "recipe.toml").is_file():
+        return export(name, fmt, quant, progress=progress)
+    shipped = folder / f"{name}{EXTENSIONS[fmt or 'onnx']}"
+    if shipped.is_file() and quant in (None, "fp32"):
+        return Artifact.from_path(shipped)
+    known = (
+        sorted(d.name for d in paths.models_dir().iterdir() if d.is_dir())
+        if paths.models_dir().is_dir()
+        else []
+    )
+    raise ModelError(
+        f"model '{spec}' is neither a file nor a zoo model (zoo: {', '.join(known) or 'none'})."
     )
 
 

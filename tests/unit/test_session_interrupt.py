@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edgetool.errors import Interrupted
-from edgetool.export.artifact import resolve_model
+from edgetool.export.build import resolve_model
 from edgetool.flows import deploy
 from edgetool.flows.base import RunSettings
 from edgetool.results.store import RunWriter, load_run
