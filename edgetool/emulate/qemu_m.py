@@ -65,7 +65,7 @@ class QemuCortexM:
         """Boot `elf` (or keep the running one when it is already that ELF); a board
         keeps nothing between boots, so `fresh` changes nothing."""
         if elf is None:
-            from edgetool.mcu.build import build_firmware
+            from edgetool.firmware.build import build_firmware
 
             elf = build_firmware(MACHINE, None).elf
         running = self.state()

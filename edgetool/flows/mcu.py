@@ -30,9 +30,9 @@ from edgetool.errors import (
     VerificationFailed,
 )
 from edgetool.export.artifact import Artifact
+from edgetool.firmware.build import Firmware, build_firmware, check_fit
 from edgetool.flows.base import DeployFlow, DeployOutcome, DeviceFacts, Observer, RunSettings
 from edgetool.flows.journal import finish_run, open_run, summarize
-from edgetool.mcu.build import Firmware, build_firmware, check_fit
 from edgetool.mcu.protocol import BenchClient, DeviceInfo
 from edgetool.results.manifest import ArtifactInfo, Parity, RunManifest, Summary, TargetInfo
 from edgetool.results.store import RunWriter

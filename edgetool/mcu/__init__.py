@@ -1,1 +1,2 @@
-"""Microcontroller targets: firmware build, fit check, flashing and the bench protocol."""
+"""Microcontroller targets: the bench protocol client (the firmware build and fit check are
+in edgetool.firmware, the deploy flow in edgetool.flows.mcu)."""

@@ -18,7 +18,7 @@ import pytest
 
 from edgetool.emulate.qemu_m import QemuCortexM
 from edgetool.errors import DeviceError
-from edgetool.mcu.build import build_firmware
+from edgetool.firmware.build import build_firmware
 from edgetool.mcu.protocol import BenchClient
 from edgetool.testing.noisy_link import BitFlipProxy
 from edgetool.transport.serial import open_port
@@ -252,7 +252,7 @@ def test_verbose_shows_the_qemu_argv_and_every_protocol_line(home: Path, cli: An
 
 
 def test_every_board_port_builds_within_its_targets_limits(home: Path) -> None:
-    from edgetool.mcu.build import boards
+    from edgetool.firmware.build import boards
     from edgetool.targets import load_target
 
     assert {"mps2-an386", "nucleo-l476rg"} <= set(boards())

@@ -17,7 +17,7 @@ import pytest
 
 from edgetool.errors import ConfigError, DeviceError, ModelError
 from edgetool.export.c_export import glue
-from edgetool.mcu.build import Firmware, check_fit
+from edgetool.firmware.build import Firmware, check_fit
 from edgetool.mcu.protocol import BenchClient
 from edgetool.targets import parse_target
 from edgetool.transport.serial import open_port

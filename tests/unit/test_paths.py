@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edgetool import paths
-from edgetool.mcu import build
+from edgetool.firmware import build
 from edgetool.targets import load_target
 from edgetool.zoo import tinymlp
 

@@ -168,7 +168,7 @@ def test_installed_firmware_builds_outside_the_package(installed: Path, tmp_path
         installed,
         work,
         "-c",
-        "from edgetool.mcu.build import build_firmware; "
+        "from edgetool.firmware.build import build_firmware; "
         "print(build_firmware('mps2-an386', None).elf)",
     )
     assert built.returncode == 0, built.stderr
