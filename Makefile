@@ -27,13 +27,15 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## lint: ruff, mypy --strict, and the Python floor (vermin: 3.10; the device runner: 3.9)
+## lint: ruff, mypy --strict, the Python floor (vermin: 3.10; the device runner: 3.9)
+## and the import rules of DESIGN.md (lint-imports)
 lint: $(STAMP)
 	$(BIN)/ruff check edgetool tests bench
 	$(BIN)/ruff format --check edgetool tests bench
 	$(BIN)/mypy edgetool
 	$(BIN)/vermin --no-tips --violations -t=3.10- edgetool tests bench
 	$(BIN)/vermin --no-tips --violations -t=3.9- edgetool/runner/device_runner.py
+	$(BIN)/lint-imports
 
 ## wheel-smoke: build the wheel, pip install it into a fresh venv, run the demo from an empty folder
 wheel-smoke:
