@@ -6,16 +6,17 @@ Baseline: `scp -i KEY -P PORT -o UserKnownHostsFile=... -o StrictHostKeyChecking
 includes the SSH handshake).
 Candidate: SshTransport.put(FILE, DIR/NAME) on a connection opened once (as a deploy
 does), with a fresh remote name each repetition so it really uploads. put = put_many of
-one file: local sha256 + one probe command + one receiving command (the file streamed on
-its stdin into a fresh .part, hashed *on the device* as it is written, renamed on a
-match: verify while receiving).
+one file = one device command: it starts while the host hashes the file, answers what is
+already there (the probe) on its first line, then receives the file on its stdin into a
+fresh .part, hashed *on the device* as it is written, renamed on a match (verify while
+receiving).
 
 Repetitions run scp, put, ..., scp round-robin, ending with scp; each put is compared
 with the scp run just before and just after it (throughput ratio = scp s / put s), and
 ratio = the median of those 2 x reps ratios; goal >= 1.2.
-Also reported (same interleaved loop): the receiving command alone (stream + verify +
-rename, no local hash, no probe) and connect + put + close (handshake included, like
-scp), then put timed step by step.
+Also reported (same interleaved loop): the receiving command without the local hash
+(`_send_verified`: start, answer, stream + verify + rename) and connect + put + close
+(handshake included, like scp), then put timed step by step.
 `--explore` instead sweeps the transport knobs around edgetool's current settings
 (cipher, TCP_NODELAY, CHUNK, SFTP window/packet for `get`).
 """
@@ -169,8 +170,10 @@ def skip_bashrc(state: dict[str, Any]) -> None:
 
 def breakdown(transport: SshTransport, blob: Path, remote: str) -> dict[str, float]:
     """The steps of FileTransport.put_many for one file, timed one by one (same calls,
-    same order), plus reference costs that explain them."""
+    same order, but in sequence: put hashes while the device command starts), plus
+    reference costs that explain them."""
     from edgetool.files import file_sha256
+    from edgetool.transport.base import Delivery
 
     steps: dict[str, float] = {}
 
@@ -180,12 +183,21 @@ def breakdown(transport: SshTransport, blob: Path, remote: str) -> dict[str, flo
         steps[name] = time.perf_counter() - start
         return out
 
-    sha = str(step("local sha256", lambda: file_sha256(blob)))
-    step("probe command (file absent)", lambda: transport.probe([remote]))
-    step(
-        "receiving command (stream, sha256 as written, rename)",
-        lambda: transport._send_verified([(blob, remote, sha)], lambda _path: None),
-    )
+    receiver: list[Delivery] = []
+
+    def start_and_answer() -> object:
+        receiver.append(transport.deliver([remote]))
+        return receiver[0].existing()
+
+    step("receiving command: start + answer (absent)", start_and_answer)
+    sha = str(step("local sha256 (overlapped in put)", lambda: file_sha256(blob)))
+    try:
+        step(
+            "receiving command: stream, sha256, rename",
+            lambda: receiver[0].send([(blob, remote, sha)], lambda _path: None),
+        )
+    finally:
+        receiver[0].close()
     steps["sum of the steps"] = sum(steps.values())
     step("[ref] remote command `true`", lambda: transport.run_checked(["true"]))
     step(
@@ -230,7 +242,7 @@ def main_bench(args: argparse.Namespace) -> int:
 
             def put(i: int) -> float:
                 remote = f"{device}/put-{i}.bin"
-                start = time.perf_counter()  # whole put: hash, probe, upload, commit
+                start = time.perf_counter()  # whole put: hash, answer, stream, verify, rename
                 result = transport.put(blob, remote)
                 seconds = time.perf_counter() - start
                 assert not result.skipped and result.bytes_sent == size

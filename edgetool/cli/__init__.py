@@ -73,10 +73,10 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 class _Format(logging.Formatter):
-    """One line a record. Without -v only warnings show, as `warning: ...` like the CLI's
-    own lines; with -v each line says who speaks (`edgetool.transport.ssh: run ...`).
-    Other libraries' records never get a level prefix (an `error:` line is never theirs),
-    and without -v they stay as Python prints them when nothing is configured."""
+    """One line a record. Without -v only edgetool's warnings show, as `warning: ...` like
+    the CLI's own lines; with -v each line says who speaks (`edgetool.transport.ssh: run
+    ...`). Other libraries' records never get a level prefix (an `error:` line is never
+    theirs)."""
 
     def __init__(self, verbosity: int) -> None:
         super().__init__()
@@ -98,10 +98,15 @@ def _is_ours(name: str) -> bool:
 
 
 def _threshold(name: str, verbosity: int) -> int:
-    """The least level shown for a logger: ours follow -v; paramiko's connection story
-    (algorithms, authentication) joins at -vv; other libraries' debug chatter at -vvv."""
+    """The least level shown for a logger: ours follow -v. Without -v no library speaks:
+    what went wrong reaches the user as edgetool's one `error:` line (a cut connection
+    also made paramiko's thread log "Socket exception: Connection reset by peer" at
+    ERROR). Their warnings join at -v, paramiko's connection story (algorithms,
+    authentication) at -vv, other libraries' debug chatter at -vvv."""
     if _is_ours(name):
         return {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    if verbosity == 0:
+        return logging.CRITICAL + 1
     if verbosity >= 3:
         return logging.DEBUG
     if verbosity == 2 and (name == "paramiko" or name.startswith("paramiko.")):

@@ -84,56 +84,93 @@ for part, final, want in json.loads(sys.argv[1]):
 print(json.dumps(out))
 """
 
-# Runs on the device with any Python 3: receive one file on stdin (exactly SIZE bytes)
-# into PART, created exclusively and never through a link, hashing as it writes; rename
-# PART -> FINAL only on a sha256 match, else delete it. One line of JSON on stdout:
-# {"sha256": what arrived, "size": bytes read} or {"error": why}. A stream that ends
-# early (the host or the link died) leaves no PART behind. Same-file temporaries of
-# uploads cut off over 10 minutes ago are removed, as the commit above does.
+# Runs on the device with any Python 3: one put_many in one command. argv[1] is the
+# JSON list of final paths. First line out: for each path, its sha256 (or null) and the
+# free bytes in the directory that would hold it (what _PROBE answers). Then one line in:
+# the JSON list of [index, part, sha256, size] the host sends, followed by exactly those
+# files' bytes in that order; an empty line or end of input ends it with nothing written.
+# Each file goes into its PART, created exclusively and never through a link, hashed as
+# it is written; PART -> FINAL only on a sha256 match, else PART is deleted. A file that
+# cannot be written is still read to its end, so the next one stays in step. One JSON
+# line out per file, flushed: {"sha256": what arrived, "size": bytes read} or
+# {"error": why}. A stream that ends early (the host or the link died) leaves no PART.
+# Same-file temporaries of uploads cut off over 10 minutes ago are removed, as _COMMIT
+# does.
 _RECEIVE = r"""
 import hashlib, json, os, sys, time
-part, final, want, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-folder, name = os.path.split(final)
-reply = {}
-fd = -1
-created = False
-try:
-    os.makedirs(folder or ".", exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(part, flags, 0o644)
-    created = True
+finals = json.loads(sys.argv[1])
+FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+
+
+def sha256_of(path):
     h = hashlib.sha256()
-    src = sys.stdin.buffer
-    left = size
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+def present(path):
+    d = os.path.dirname(path) or "."
+    while d and not os.path.isdir(d):
+        d = os.path.dirname(d) or "."
+    st = os.statvfs(d)
+    sha = sha256_of(path) if os.path.isfile(path) else None
+    return {"free": st.f_bavail * st.f_frsize, "sha256": sha}
+
+
+def why(exc, part):
+    return "%s: %s" % (exc.filename or part, exc.strerror or exc)
+
+
+def receive(src, part, final, want, size):
+    h = hashlib.sha256()
+    left, fd, error = size, -1, None
+    try:
+        os.makedirs(os.path.dirname(final) or ".", exist_ok=True)
+        fd = os.open(part, FLAGS, 0o644)
+    except OSError as exc:
+        error = why(exc, part)
     while left:
         block = src.read1(min(left, 1 << 20))
         if not block:
             break
-        h.update(block)
-        view = memoryview(block)
-        while view:
-            view = view[os.write(fd, view):]
         left -= len(block)
-    os.close(fd)
-    fd = -1
+        h.update(block)
+        if fd >= 0 and error is None:
+            try:
+                view = memoryview(block)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as exc:
+                error = why(exc, part)
     got = h.hexdigest()
-    if left or got != want:
-        os.remove(part)
-    else:
-        os.replace(part, final)
-    created = False
-    reply = {"sha256": got, "size": size - left}
-except OSError as exc:
-    reply = {"error": "%s: %s" % (exc.filename or part, exc.strerror or exc)}
     if fd >= 0:
-        os.close(fd)
-    if created:
+        renamed = False
         try:
-            os.remove(part)
-        except OSError:
-            pass
-try:
-    for entry in os.listdir(folder or "."):
+            os.close(fd)
+            if error is None and not left and got == want:
+                os.replace(part, final)
+                renamed = True
+        except OSError as exc:
+            error = error or why(exc, part)
+        if not renamed:
+            try:
+                os.remove(part)
+            except OSError:
+                pass
+    if error is not None:
+        return {"error": error, "size": size - left}
+    return {"sha256": got, "size": size - left}
+
+
+def clear_stale(final):
+    folder, name = os.path.split(final)
+    try:
+        entries = os.listdir(folder or ".")
+    except OSError:
+        return
+    for entry in entries:
         if entry.startswith("." + name + ".") and entry.endswith(".part"):
             stale = os.path.join(folder, entry)
             try:
@@ -141,9 +178,17 @@ try:
                     os.remove(stale)
             except OSError:
                 pass
-except OSError:
-    pass
-print(json.dumps(reply))
+
+
+print(json.dumps([present(p) for p in finals]), flush=True)
+src = sys.stdin.buffer
+head = src.readline()
+for index, part, want, size in json.loads(head) if head.strip() else []:
+    reply = receive(src, part, finals[index], want, size)
+    print(json.dumps(reply), flush=True)
+    if reply["size"] < size:
+        break
+    clear_stale(finals[index])
 """
 
 
@@ -186,10 +231,11 @@ def split_lines(chunks: Iterable[bytes]) -> Iterator[str]:
         yield buffer.decode("utf-8", "replace")
 
 
-def receiver_argv(python: str, part: str, remote: str, sha256: str, size: int) -> list[str]:
-    """The one device command that receives a file on stdin and verifies it as it writes
-    (`_RECEIVE`); python -S: stdlib only, no site start-up hooks."""
-    return [python, "-S", "-c", _RECEIVE, part, remote, sha256, str(size)]
+def receiver_argv(python: str, remotes: Sequence[str]) -> list[str]:
+    """The one device command of a put_many that answers what is at `remotes`, then
+    receives files on stdin and verifies each as it writes (`_RECEIVE`); python -S:
+    stdlib only, no site start-up hooks."""
+    return [python, "-S", "-c", _RECEIVE, json.dumps(list(remotes))]
 
 
 def corrupted(description: str, name: str, arrived: str, want: str) -> TransferError:
@@ -201,7 +247,8 @@ def corrupted(description: str, name: str, arrived: str, want: str) -> TransferE
 
 @dataclass(frozen=True)
 class PutResult:
-    """`seconds` is this file's upload time (0 when skipped); probe and commit are shared."""
+    """`seconds` is this file's upload time (0 when skipped); the device command(s) that
+    answer what is there and commit are shared."""
 
     remote: str
     sha256: str
@@ -228,6 +275,27 @@ class Process(Protocol):
         """Write to the command's stdin (the clock probe's round trips)."""
 
     def kill(self) -> None: ...
+
+
+class Delivery(Protocol):
+    """One put_many's exchange with the device (`FileTransport.deliver`)."""
+
+    def existing(self) -> dict[str, dict[str, int | str | None]]:
+        """For each remote path: its sha256 (or None) and the free bytes where it goes."""
+        ...
+
+    def send(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        """Send each (local, remote, sha256), renamed into place only once its hash
+        matched on the device; {local: upload seconds}. Called at most once."""
+        ...
+
+    def close(self) -> None:
+        """End the exchange (whatever was not sent is not written); never raises."""
+        ...
 
 
 class FileTransport(ABC):
@@ -307,21 +375,27 @@ class FileTransport(ABC):
         files: Sequence[tuple[Path, str]],
         progress_for: Callable[[Path], Progress | None] = lambda _path: None,
     ) -> list[PutResult]:
-        """One probe decides what to send (a remote file whose hash matches is skipped);
-        the rest goes through `_send_verified`: never a half or unverified file at its
-        final path."""
-        shas = {local: file_sha256(local) for local, _ in files}
-        info = self.probe([remote for _, remote in files])
-        needed = [(lo, re) for lo, re in files if info[re]["sha256"] != shas[lo]]
-        self._check_space(needed, info)
-        for local, remote in files:
-            if (local, remote) not in needed:
-                log.info("put %s -> %s: skipped, hash matches", local.name, remote)
-            else:
-                log.info("put %s -> %s (%d bytes)", local.name, remote, local.stat().st_size)
-        upload_seconds = self._send_verified(
-            [(local, remote, shas[local]) for local, remote in needed], progress_for
-        )
+        """What is already on the device decides what to send (a remote file whose hash
+        matches is skipped); the rest is sent so that there is never a half or
+        unverified file at its final path. The device side starts first (`deliver`), so
+        hashing the local files overlaps with it."""
+        delivery = self.deliver([remote for _, remote in files])
+        try:
+            shas = {local: file_sha256(local) for local, _ in files}
+            info = delivery.existing()
+            needed = [(lo, re) for lo, re in files if info[re]["sha256"] != shas[lo]]
+            self._check_space(needed, info)
+            for local, remote in files:
+                if (local, remote) not in needed:
+                    log.info("put %s -> %s: skipped, hash matches", local.name, remote)
+                else:
+                    size = local.stat().st_size
+                    log.info("put %s -> %s (%d bytes)", local.name, remote, size)
+            upload_seconds = delivery.send(
+                [(local, remote, shas[local]) for local, remote in needed], progress_for
+            )
+        finally:
+            delivery.close()
         results = []
         for local, remote in files:
             size = local.stat().st_size
@@ -335,6 +409,12 @@ class FileTransport(ABC):
                 PutResult(remote, shas[local], size, 0 if skipped else size, skipped, seconds)
             )
         return results
+
+    def deliver(self, remotes: Sequence[str]) -> Delivery:
+        """Begin one put_many to `remotes`. This default asks with `probe` and sends with
+        `_send_verified` (two remote commands or more); a transport that can run the
+        whole exchange as one device command overrides it."""
+        return _ProbeThenSend(self, remotes)
 
     def _send_verified(
         self,
@@ -443,3 +523,24 @@ class TransportType:
     """(settings, target name, device python or None) -> an open FileTransport."""
     open_port: Callable[[Any], BytePort] | None = None
     """settings -> an open BytePort."""
+
+
+class _ProbeThenSend:
+    """The default delivery: `probe`, then `_send_verified`."""
+
+    def __init__(self, transport: FileTransport, remotes: Sequence[str]) -> None:
+        self.transport = transport
+        self.remotes = list(remotes)
+
+    def existing(self) -> dict[str, dict[str, int | str | None]]:
+        return self.transport.probe(self.remotes)
+
+    def send(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        return self.transport._send_verified(jobs, progress_for)
+
+    def close(self) -> None:
+        pass

@@ -20,7 +20,13 @@ from typing import Any, ClassVar
 import paramiko
 
 from edgetool.config import TableReader, expand_path
-from edgetool.errors import ConnectError, DeviceError, HostKeyError, TransferError
+from edgetool.errors import (
+    ConnectError,
+    DeviceError,
+    EdgetoolError,
+    HostKeyError,
+    TransferError,
+)
 from edgetool.transport.base import (
     CHUNK,
     FileTransport,
@@ -492,45 +498,29 @@ class SshTransport(FileTransport):
         finally:
             channel.close()
 
+    def deliver(self, remotes: Sequence[str]) -> _Receiver:
+        """The whole put_many as one device command (`receiver_argv`), started now: it
+        answers what is already there, then receives only what is needed on its stdin,
+        hashing each file as it writes a fresh `.part` and renaming it on a match. Each
+        remote command starts the device user's login shell (~100-300 ms with pyenv or
+        conda in ~/.bashrc, bench/RESULTS.md); scp starts none."""
+        return _Receiver(self, remotes)
+
     def _send_verified(
         self,
         jobs: Sequence[tuple[Path, str, str]],
         progress_for: Callable[[Path], Progress | None],
     ) -> dict[Path, float]:
-        """Each file in one device command that receives it on stdin, hashes it as it
-        writes a fresh `.part` and renames it on a match (`receiver_argv`): no second
-        pass over the file on the device, no SFTP round trips."""
-        seconds: dict[Path, float] = {}
-        for local, remote, sha in jobs:
-            size = local.stat().st_size
-            began = time.perf_counter()
-            proc = self.run(receiver_argv(self.python, part_name(remote), remote, sha, size))
-            try:
-                self._stream(proc, local, size, progress_for(local))
-                reply = "\n".join(proc.lines())
-                status = proc.wait()
-            except _Stalled as exc:
-                raise TransferError(
-                    f"upload of {local.name} to {self.description} stalled: "
-                    f"no progress for {self.settings.idle_timeout:g} s ({exc}); nothing was "
-                    "written at the final path."
-                ) from None
-            except DeviceError as exc:  # no receipt: a silent or lost link
-                with contextlib.suppress(Exception):
-                    self._client.close()  # a dead link: do not wait on it to stop the command
-                proc.kill()
-                raise TransferError(
-                    f"upload of {local.name} to {self.description} was not "
-                    f"confirmed ({str(exc).removeprefix(self.description + ': ')}); nothing "
-                    "was written at the final path."
-                ) from exc
-            seconds[local] = time.perf_counter() - began
-            log.debug("sent and verified %s in %.3f s", local.name, seconds[local])
-            self._check_receipt(proc, local, reply, status, sha)
-        return seconds
+        """Send every job, whatever is there already (one receiving command)."""
+        receiver = self.deliver([remote for _, remote, _ in jobs])
+        try:
+            receiver.existing()
+            return receiver.send(jobs, progress_for)
+        finally:
+            receiver.close()
 
     def _stream(self, proc: SshProcess, local: Path, size: int, progress: Progress | None) -> None:
-        """Send `local` as the command's stdin, then end it. A stalled link (no byte
+        """Send `local` on the command's stdin. A stalled link (no byte
         accepted for idle_timeout, even when paramiko is blocked inside a socket write)
         closes the connection: raises _Stalled."""
         chan = proc.channel
@@ -566,7 +556,6 @@ class SshTransport(FileTransport):
                     done += len(block)
                     if progress:
                         progress(done, size)
-            chan.shutdown_write()
         except TimeoutError:
             stalled.set()
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -586,25 +575,11 @@ class SshTransport(FileTransport):
             raise _Stalled(f"after {done:,} of {size:,} bytes")
 
     def _check_receipt(
-        self, proc: SshProcess, local: Path, reply: str, status: int, sha: str
+        self, proc: SshProcess, local: Path, receipt: dict[str, Any], status: int, sha: str
     ) -> None:
-        """The receiver's one JSON line: renamed on a match, else a clear error."""
-        try:
-            receipt = json.loads(reply.strip().splitlines()[-1]) if reply.strip() else {}
-        except ValueError:
-            receipt = {}
+        """The receiver's line for one file: renamed on a match, else a clear error."""
         if "sha256" not in receipt and "error" not in receipt:
-            err = proc.stderr_text().strip().splitlines()
-            detail = err[-1] if err else f"exit status {status}"
-            if status == 127 or "No such file" in detail:
-                raise DeviceError(
-                    f"{self.description}: cannot run {self.python!r}: {detail}",
-                    hint=self.python_hint,
-                )
-            raise TransferError(
-                f"{self.description}: upload of {local.name} failed on the device ({detail}); "
-                "nothing was written at the final path."
-            )
+            raise self._receiver_failed(proc, status, f"upload of {local.name} failed")
         if "error" in receipt:
             raise TransferError(
                 f"{self.description}: upload of {local.name} failed on the device "
@@ -612,6 +587,20 @@ class SshTransport(FileTransport):
             )
         if receipt["sha256"] != sha or receipt.get("size") != local.stat().st_size:
             raise corrupted(self.description, local.name, str(receipt["sha256"]), sha)
+
+    def _receiver_failed(self, proc: SshProcess, status: int, what: str) -> EdgetoolError:
+        """The receiving command ended without its reply: why, from its stderr."""
+        err = proc.stderr_text().strip().splitlines()
+        detail = err[-1] if err else f"exit status {status}"
+        if status == 127 or "No such file" in detail:
+            return DeviceError(
+                f"{self.description}: cannot run {self.python!r}: {detail}",
+                hint=self.python_hint,
+            )
+        return TransferError(
+            f"{self.description}: {what} on the device ({detail}); "
+            "nothing was written at the final path."
+        )
 
     def makedirs(self, path: str) -> None:
         sftp = self.sftp()
@@ -640,6 +629,90 @@ class SshTransport(FileTransport):
             self._sftp = None
         with contextlib.suppress(Exception):
             self._client.close()
+
+
+class _Receiver:
+    """One put_many over SSH: a single device command (`SshTransport.deliver`)."""
+
+    def __init__(self, transport: SshTransport, remotes: Sequence[str]) -> None:
+        self.transport = transport
+        self.remotes = list(remotes)
+        self.proc = transport.run(receiver_argv(transport.python, self.remotes))
+        self.replies = self.proc.lines()
+
+    def existing(self) -> dict[str, dict[str, int | str | None]]:
+        first = next(self.replies, None)
+        try:
+            answer = json.loads(first) if first is not None else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, list) or len(answer) != len(self.remotes):
+            status = self.proc.wait()
+            if first is None or status != 0:
+                raise self.transport._receiver_failed(self.proc, status, "checking files failed")
+            raise DeviceError(f"{self.transport.description}: unexpected reply {first[:80]!r}")
+        return dict(zip(self.remotes, answer, strict=True))
+
+    def send(
+        self,
+        jobs: Sequence[tuple[Path, str, str]],
+        progress_for: Callable[[Path], Progress | None],
+    ) -> dict[Path, float]:
+        if not jobs:
+            return {}
+        ssh = self.transport
+        index = {remote: i for i, remote in enumerate(self.remotes)}
+        sizes = [local.stat().st_size for local, _, _ in jobs]
+        header = [
+            [index[remote], part_name(remote), sha, size]
+            for (_, remote, sha), size in zip(jobs, sizes, strict=True)
+        ]
+        seconds: dict[Path, float] = {}
+        local = jobs[0][0]
+        try:
+            self.proc.send(json.dumps(header).encode() + b"\n")
+            for (local, _, _), size in zip(jobs, sizes, strict=True):
+                began = time.perf_counter()
+                ssh._stream(self.proc, local, size, progress_for(local))
+                seconds[local] = time.perf_counter() - began
+            began = time.perf_counter()
+            self.proc.channel.shutdown_write()
+            receipts = list(self.replies)
+            status = self.proc.wait()
+            seconds[local] += time.perf_counter() - began  # the last file's verdict
+        except _Stalled as exc:
+            raise TransferError(
+                f"upload of {local.name} to {ssh.description} stalled: "
+                f"no progress for {ssh.settings.idle_timeout:g} s ({exc}); nothing was "
+                "written at the final path."
+            ) from None
+        except DeviceError as exc:  # no receipt: a silent or lost link
+            with contextlib.suppress(Exception):
+                ssh._client.close()  # a dead link: do not wait on it to stop the command
+            self.proc.kill()
+            raise TransferError(
+                f"upload of {local.name} to {ssh.description} was not "
+                f"confirmed ({str(exc).removeprefix(ssh.description + ': ')}); nothing "
+                "was written at the final path."
+            ) from exc
+        for position, (local, _, sha) in enumerate(jobs):
+            try:
+                receipt = json.loads(receipts[position]) if position < len(receipts) else {}
+            except ValueError:
+                receipt = {}
+            ssh._check_receipt(self.proc, local, receipt, status, sha)
+            log.debug("sent and verified %s in %.3f s", local.name, seconds[local])
+        return seconds
+
+    def close(self) -> None:
+        """End the command's input: whatever it was not sent, it does not write; it exits
+        by itself. Never raises."""
+        with contextlib.suppress(Exception):
+            if not self.proc.channel.closed:
+                self.proc.channel.shutdown_write()
+                self.proc.wait()
+        with contextlib.suppress(Exception):
+            self.proc.channel.close()
 
 
 def _open(settings: SshSettings, target_name: str, python: str | None) -> SshTransport:

@@ -128,7 +128,7 @@ def test_levels_and_line_format_per_verbosity(
         return err.splitlines()
 
     setup_logging(0)
-    assert emit() == ["warning: w", "w", "w"]  # a library's lines as Python prints them
+    assert emit() == ["warning: w"]  # a library's lines only with -v: edgetool's error says it
     setup_logging(1)
     assert emit() == ["edgetool.x: i", "warning: edgetool.x: w", "paramiko.t: w", "lib: w"]
     setup_logging(2)
@@ -140,6 +140,22 @@ def test_levels_and_line_format_per_verbosity(
         "paramiko.t: w",
         "lib: w",
     ]
+
+
+def test_without_v_no_library_record_reaches_stderr(
+    configured: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """paramiko logs a cut connection at ERROR from its own thread ("Socket exception:
+    Connection reset by peer (104)") next to edgetool's `error:` line that says the same."""
+    setup_logging(0)
+    for name in ("paramiko.transport", "urllib3.connectionpool", "lib"):
+        for level in (logging.WARNING, logging.ERROR, logging.CRITICAL):
+            logging.getLogger(name).log(level, "Socket exception: reset")
+    logging.getLogger("edgetool.x").error("ours")
+    assert capsys.readouterr() == ("", "error: ours\n")
+    setup_logging(1)
+    logging.getLogger("paramiko.transport").error("Socket exception: reset")
+    assert capsys.readouterr().err == "paramiko.transport: Socket exception: reset\n"
 
 
 def test_logged_argv_is_shell_quoted_with_inline_scripts_shortened() -> None:
