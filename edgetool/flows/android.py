@@ -244,7 +244,7 @@ def _measure(
     obs.measuring(0, 0.0)
     try:
         if settings.energy:
-            from edgetool.android.energy import measure_with_fuel_gauge
+            from edgetool.flows.android_energy import measure_with_fuel_gauge
 
             assert target.meter is not None
             outputs, energy = measure_with_fuel_gauge(

@@ -8,7 +8,7 @@ estimate is computed on the host by `fuel_gauge.estimate`.
 from __future__ import annotations
 
 import posixpath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from edgetool.android.benchmark_model import BenchmarkOutput, parse_output
 from edgetool.android.fuel_gauge import (
@@ -24,13 +24,11 @@ from edgetool.android.fuel_gauge import (
 from edgetool.config import TableReader
 from edgetool.errors import DeviceError
 from edgetool.events import PowerSample
+from edgetool.flows.base import Observer, RunSettings
 from edgetool.results.manifest import PowerInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import Target, device_path
 from edgetool.transport.adb import AdbTransport
-
-if TYPE_CHECKING:
-    from edgetool.flows.base import Observer, RunSettings
 
 DEFAULTS = {"path": "/sys/class/power_supply/battery", "period_s": 0.1, "repeats": 3}
 
