@@ -21,6 +21,7 @@ import pytest
 
 from edgetool.errors import DeviceError, TransferError
 from edgetool.targets import load_target
+from edgetool.transport.base import FileTransport
 from edgetool.transport.local import LocalSettings, LocalTransport
 from edgetool.transport.ssh import SshTransport
 from tests.conftest import TINY_ONNX, all_at_once, assert_one_line_error
@@ -69,11 +70,16 @@ def sleeper_argv(marker: str) -> list[str]:
     return [sys.executable, "-c", code, marker]
 
 
-def test_an_ssh_command_that_goes_silent_is_stopped_with_its_whole_group(
-    loopback: dict[str, Any],
+@pytest.mark.parametrize("where", ["ssh", "local"])
+def test_a_command_that_goes_silent_is_stopped_with_its_whole_group(
+    where: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    marker = f"edgetool-test-sleeper-{os.getpid()}-ssh"
-    transport = open_ssh(idle_timeout=2.0)
+    marker = f"edgetool-test-sleeper-{os.getpid()}-{where}"
+    if where == "ssh":
+        request.getfixturevalue("loopback")
+        transport: FileTransport = open_ssh(idle_timeout=2.0)
+    else:
+        transport = LocalTransport(LocalSettings(root=tmp_path, idle_timeout=2.0))
     try:
         process = transport.run(sleeper_argv(marker))
         lines = process.lines()
@@ -84,24 +90,6 @@ def test_an_ssh_command_that_goes_silent_is_stopped_with_its_whole_group(
         assert wait_until(lambda: not processes_with(marker), 10), processes_with(marker)
     finally:
         transport.close()
-        for pid in processes_with(marker):
-            os.kill(pid, signal.SIGKILL)
-
-
-def test_a_local_command_that_goes_silent_is_stopped_with_its_whole_group(
-    tmp_path: Path,
-) -> None:
-    marker = f"edgetool-test-sleeper-{os.getpid()}-local"
-    transport = LocalTransport(LocalSettings(root=tmp_path, idle_timeout=2.0))
-    try:
-        process = transport.run(sleeper_argv(marker))
-        lines = process.lines()
-        assert next(lines) == "started"
-        assert wait_until(lambda: len(processes_with(marker)) == 2, 10)
-        with pytest.raises(DeviceError, match="no output for 2 s"):
-            next(lines)
-        assert wait_until(lambda: not processes_with(marker), 10), processes_with(marker)
-    finally:
         for pid in processes_with(marker):
             os.kill(pid, signal.SIGKILL)
 
