@@ -240,8 +240,13 @@ def events(
     for repetition in range(settings.repetitions()):
         # No process to restart on a board: a repetition is its own warm-up and window.
         started = time.monotonic()
-        first_us, _ = client.infer(1, settings.warmup)
-        yield schema.Warmup(settings.warmup, time.monotonic() - started, first_us * 1000)
+        if hz and client.line_check:
+            # `infer`'s lap line has no checksum: time the first inference with `xinfer`.
+            client.infer(0, settings.warmup)
+            first_ns = client.xinfer(1)[0] * 1_000_000_000 // hz
+        else:
+            first_ns = client.infer(1, settings.warmup)[0] * 1000
+        yield schema.Warmup(settings.warmup, time.monotonic() - started, first_ns)
         in_window = 0
         wall = time.monotonic()
         while in_window < samples_wanted or (
@@ -310,6 +315,7 @@ def measure_bench(
     writer: RunWriter,
     obs: Observer,
     prepare: Callable[[], ParityCheck | None],
+    wire: Callable[[], dict[str, Any]] | None = None,
     **finish: Any,
 ) -> Summary:
     """One bench-protocol run on a prepared device: `prepare` loads what the run needs
@@ -338,6 +344,13 @@ def measure_bench(
         failure.__cause__ = exc
     except EdgetoolError as exc:
         failure = exc
+    if wire is not None:
+        # Whether every sample was checksum-verified on the wire, and what noise cost.
+        report = wire()
+        writer.manifest.extra["wire"] = report
+        writer.save()
+        finish = {**finish, "wire_checksum": report["wire_checksum"]}
+        finish["bad_lines"] = report["bad_lines"]
     return finish_bench_run(writer, samples, warm, end, failure, reps=reps, parity=parity, **finish)
 
 
@@ -393,7 +406,7 @@ def _measure(
         return check
 
     return measure_bench(
-        client, info, settings, writer, obs, prepare,
+        client, info, settings, writer, obs, prepare, wire=client.wire_report,
         time_base=writer.manifest.target_info.time_base,
     )  # fmt: skip
 

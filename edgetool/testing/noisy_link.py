@@ -10,7 +10,9 @@ upload's. `both=True` corrupts the replies too.
 
 The proxy serves until killed or until its stdin closes, like the meter peers.
 In-process: `proxy = BitFlipProxy(("127.0.0.1", 4321), ber=1e-4)`; `proxy.url`;
-`proxy.close()`.
+`proxy.close()`. For a deterministic fault, `flip_line=("m-xlap-ticks-", 3, 0x01)` XORs
+the first character after the prefix of the 4th reply line starting with it (a digit
+stays a digit: the damage a checksum, not a parser, has to catch).
 """
 
 from __future__ import annotations
@@ -28,8 +30,19 @@ from collections.abc import Sequence
 class BitFlipProxy:
     """Listen on 127.0.0.1:port; forward to upstream with bits flipped at `ber`."""
 
-    def __init__(self, upstream: tuple[str, int], ber: float, seed: int = 0, both: bool = False):
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        ber: float,
+        seed: int = 0,
+        both: bool = False,
+        flip_line: tuple[str, int, int] | None = None,
+    ):
         self.upstream = upstream
+        self.flip_line = flip_line
+        self.lines_flipped = 0
+        self._line = bytearray()
+        self._matches = 0
         self.ber = ber
         self.both = both
         self.rng = random.Random(seed)
@@ -73,17 +86,40 @@ class BitFlipProxy:
             upstream = socket.create_connection(self.upstream)
             for sock in (client, upstream):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for src, dst, noisy in ((client, upstream, True), (upstream, client, self.both)):
-                thread = threading.Thread(target=self._pump, args=(src, dst, noisy), daemon=True)
+            pumps = ((client, upstream, True, False), (upstream, client, self.both, True))
+            for src, dst, noisy, reply in pumps:
+                thread = threading.Thread(
+                    target=self._pump, args=(src, dst, noisy, reply), daemon=True
+                )
                 thread.start()
                 self._threads.append(thread)
 
-    def _pump(self, src: socket.socket, dst: socket.socket, noisy: bool) -> None:
+    def _flip_chosen(self, data: bytes) -> bytes:
+        """Apply `flip_line` to the device's bytes, a line at a time across chunks."""
+        if self.flip_line is None:
+            return data
+        prefix, nth, mask = self.flip_line
+        out = bytearray(data)
+        for i, byte in enumerate(out):
+            if byte == 0x0A:
+                self._line.clear()
+                continue
+            if len(self._line) == len(prefix) and self._line == prefix.encode():
+                if self._matches == nth:
+                    out[i] ^= mask
+                    self.lines_flipped += 1
+                self._matches += 1
+            self._line.append(byte)
+        return bytes(out)
+
+    def _pump(self, src: socket.socket, dst: socket.socket, noisy: bool, reply: bool) -> None:
         with contextlib.suppress(OSError):
             while True:
                 data = src.recv(4096)
                 if not data:
                     break
+                if reply:
+                    data = self._flip_chosen(data)
                 dst.sendall(self._corrupt(data) if noisy else data)
         for sock in (src, dst):
             with contextlib.suppress(OSError):

@@ -3,10 +3,18 @@
  * commands starting with `x` that plain MLPerf Tiny devices answer with
  * `e-[Unknown command: ...]`, which is how the host tells them apart:
  *
- *   xinfo%          m-xinfo-[proto=1,in=N,out=M,tick-hz=H,frame-max=F,board=B,timer=T]
+ *   xinfo%          m-xinfo-[proto=2,check=crc16,in=N,out=M,tick-hz=H,frame-max=F,board=B,...]
  *   xinfer N%       N timed inferences, one `m-xlap-ticks-T` line each (no round trips)
  *   xresults%       m-xresults-[hex of the output floats, little-endian]: exact values
+ *   xresults O N%   m-xresults-O-[hex of output bytes O..O+N-1]: a long output in pieces
  *   xbin N%         m-xbin-ready-[N], then binary frames (below) fill the db buffer
+ *
+ * Protocol 2 (proto=2 in xinfo): every reply line of an `x` command except the closing
+ * `m-ready` ends in `*XXXX`, the CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no
+ * reflection, no final xor; "123456789" -> 29b1) of the line's characters before the `*`,
+ * as four lowercase hex digits. One flipped bit on the wire then never turns a tick count
+ * into another valid one; the host drops the line and asks again. Protocol 1 firmware
+ * sent the same lines without the suffix. MLPerf Tiny's own commands keep its plain lines.
  *
  * Binary frame (host -> device), all integers little-endian:
  *   0xA5 | type | seq | len:u16 | offset:u32 | payload[len] | crc32:u32 (type..payload)
@@ -38,13 +46,43 @@ static uint32_t db_have;
 
 /* --- output ------------------------------------------------------------------------ */
 
+static int line_checked; /* set while an `x` command runs: its lines carry a CRC-16 */
+static uint16_t line_crc = 0xFFFFu;
+
+/* CRC-16/CCITT-FALSE, bitwise: a reply line is ~20-80 characters, so a 512-byte table
+ * would buy nothing at 115200 baud (~87 us a character) and cost flash on every board. */
+static uint16_t crc16_step(uint16_t crc, uint8_t byte) {
+    crc ^= (uint16_t)(byte << 8);
+    for (int k = 0; k < 8; k++) crc = (crc & 0x8000u) ? (uint16_t)(crc << 1 ^ 0x1021u) : (uint16_t)(crc << 1);
+    return crc;
+}
+
+static void out(char c) {
+    board_putc(c);
+    line_crc = crc16_step(line_crc, (uint8_t)c);
+}
+
 static void put_str(const char *s) {
-    while (*s) board_putc(*s++);
+    while (*s) out(*s++);
+}
+
+static void put_hex(uint32_t v, int digits);
+
+/* Ends a reply line: `*XXXX` first while an `x` command runs. */
+static void end_line(void) {
+    if (line_checked) {
+        uint16_t crc = line_crc;
+        board_putc('*');
+        for (int shift = 12; shift >= 0; shift -= 4) board_putc("0123456789abcdef"[(crc >> shift) & 0xFu]);
+    }
+    board_putc('\r');
+    board_putc('\n');
+    line_crc = 0xFFFFu;
 }
 
 static void put_line(const char *s) {
     put_str(s);
-    put_str("\r\n");
+    end_line();
 }
 
 static void put_u64(uint64_t v) {
@@ -60,7 +98,7 @@ static void put_u64(uint64_t v) {
 
 static void put_hex(uint32_t v, int digits) {
     static const char hex[] = "0123456789abcdef";
-    for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) board_putc(hex[(v >> shift) & 0xFu]);
+    for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4) out(hex[(v >> shift) & 0xFu]);
 }
 
 /* printf("%0.3f") without newlib's float printf (~10 KB of flash). */
@@ -70,7 +108,7 @@ static void put_fixed3(float f) {
         return;
     }
     if (f < 0) {
-        board_putc('-');
+        out('-');
         f = -f;
     }
     if (f > 4.0e9f) {
@@ -79,14 +117,21 @@ static void put_fixed3(float f) {
     }
     uint64_t milli = (uint64_t)((double)f * 1000.0 + 0.5);
     put_u64(milli / 1000u);
-    board_putc('.');
+    out('.');
     uint32_t frac = (uint32_t)(milli % 1000u);
-    board_putc((char)('0' + frac / 100u));
-    board_putc((char)('0' + (frac / 10u) % 10u));
-    board_putc((char)('0' + frac % 10u));
+    out((char)('0' + frac / 100u));
+    out((char)('0' + (frac / 10u) % 10u));
+    out((char)('0' + frac % 10u));
 }
 
-static void ready(void) { put_line("m-ready"); }
+/* `m-ready` closes every reply and is never checksummed: MLPerf Tiny hosts wait for it. */
+static void ready(void) {
+    int checked = line_checked;
+    line_checked = 0;
+    line_crc = 0xFFFFu;
+    put_line("m-ready");
+    line_checked = checked;
+}
 
 static void error(const char *what, const char *arg) {
     put_str("e-[");
@@ -104,7 +149,7 @@ static uint64_t ticks_to_us(uint64_t ticks) { return ticks * 1000000u / board_ti
 static void timestamp(void) {
     put_str("m-lap-us-");
     put_u64(ticks_to_us(board_ticks()));
-    put_str("\r\n");
+    end_line();
 }
 
 /* --- commands ---------------------------------------------------------------------- */
@@ -138,7 +183,7 @@ static int hex_value(char c) {
 static void print_results(void) {
     put_str("m-results-[");
     for (uint32_t i = 0; i < edgetool_output_count; i++) {
-        if (i) board_putc(',');
+        if (i) out(',');
         put_fixed3(edgetool_output_buffer[i]);
     }
     put_line("]");
@@ -153,7 +198,7 @@ static void cmd_db(const char *args) {
         } else if (n > edgetool_input_bytes) {
             error("db load: buffer holds ", 0);
             put_u64(edgetool_input_bytes);
-            put_str("\r\n");
+            end_line();
         } else {
             db_expect = n;
             db_have = 0;
@@ -166,10 +211,10 @@ static void cmd_db(const char *args) {
     if (strcmp(args, "print") == 0) {
         put_str("m-buffer");
         for (uint32_t i = 0; i < db_have; i++) {
-            board_putc('-');
+            out('-');
             put_hex(edgetool_input_buffer[i], 2);
         }
-        put_str("\r\n");
+        end_line();
         return;
     }
     size_t len = strlen(args);
@@ -201,12 +246,12 @@ static void cmd_infer(const char *args) {
     }
     put_str("m-warmup-start-");
     put_u64(warmup);
-    put_str("\r\n");
+    end_line();
     for (uint32_t i = 0; i < warmup; i++) edgetool_run();
     put_line("m-warmup-done");
     put_str("m-infer-start-");
     put_u64(n);
-    put_str("\r\n");
+    end_line();
     timestamp();
     for (uint32_t i = 0; i < n; i++) edgetool_run();
     timestamp();
@@ -223,27 +268,41 @@ static void cmd_xinfer(const char *args) {
     }
     put_str("m-infer-start-");
     put_u64(n);
-    put_str("\r\n");
+    end_line();
     for (uint32_t i = 0; i < n; i++) {
         uint64_t t0 = board_ticks();
         edgetool_run();
         uint64_t t1 = board_ticks();
         put_str("m-xlap-ticks-");
         put_u64(t1 - t0);
-        put_str("\r\n");
+        end_line();
     }
     put_line("m-infer-done");
 }
 
-static void cmd_xresults(void) {
-    put_str("m-xresults-[");
+static void cmd_xresults(const char *args) {
     const uint8_t *bytes = (const uint8_t *)edgetool_output_buffer;
-    for (uint32_t i = 0; i < edgetool_output_count * 4u; i++) put_hex(bytes[i], 2);
+    uint32_t total = edgetool_output_count * 4u, offset = 0, n = total;
+    const char *p = args;
+    if (!end_of_args(p)) {
+        if (!parse_u32(&p, &offset) || !parse_u32(&p, &n) || !end_of_args(p) || offset > total ||
+            n > total - offset) {
+            error("xresults needs nothing or OFFSET COUNT within the output", 0);
+            return;
+        }
+        put_str("m-xresults-");
+        put_u64(offset);
+        out('-');
+    } else {
+        put_str("m-xresults-");
+    }
+    out('[');
+    for (uint32_t i = offset; i < offset + n; i++) put_hex(bytes[i], 2);
     put_line("]");
 }
 
 static void cmd_xinfo(void) {
-    put_str("m-xinfo-[proto=1,in=");
+    put_str("m-xinfo-[proto=2,check=crc16,in=");
     put_u64(edgetool_input_bytes);
     put_str(",out=");
     put_u64(edgetool_output_count);
@@ -398,14 +457,22 @@ static void dispatch(const char *cmd) {
         cmd_db(args);
     } else if (starts(cmd, "infer", &args)) {
         cmd_infer(args);
-    } else if (strcmp(cmd, "xinfo") == 0) {
-        cmd_xinfo();
-    } else if (starts(cmd, "xinfer", &args)) {
-        cmd_xinfer(args);
-    } else if (strcmp(cmd, "xresults") == 0) {
-        cmd_xresults();
-    } else if (starts(cmd, "xbin", &args)) {
-        if (cmd_xbin(args)) return; /* it sent its own m-ready */
+    } else if (cmd[0] == 'x') {
+        line_checked = 1;
+        int own_ready = 0;
+        if (strcmp(cmd, "xinfo") == 0) {
+            cmd_xinfo();
+        } else if (starts(cmd, "xinfer", &args)) {
+            cmd_xinfer(args);
+        } else if (starts(cmd, "xresults", &args)) {
+            cmd_xresults(args);
+        } else if (starts(cmd, "xbin", &args)) {
+            own_ready = cmd_xbin(args); /* it sends its own m-ready */
+        } else {
+            error("Unknown command: ", cmd);
+        }
+        line_checked = 0;
+        if (own_ready) return;
     } else {
         error("Unknown command: ", cmd);
     }

@@ -4,6 +4,7 @@ the MLPerf Tiny command set, the CRC-framed upload over a bit-flipping link, and
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -305,3 +306,85 @@ def test_deploy_tinylut_lut_kernel_bit_exact_on_the_m4(home: Path, cli: Any) -> 
         assert manifest["upload"]["payload_bytes"] == 8 * 8 * 4
     finally:
         cli("emulate", "stop", "mcu-m4-qemu")
+
+
+def test_a_digit_flipped_in_a_tick_line_is_rejected_and_asked_again(
+    board: dict[str, Any],
+) -> None:
+    """Issue 19 D7: one bit turns a tick count's digit into another digit (a valid-looking
+    sample). The line's CRC-16 fails, so it is dropped, counted, and asked again."""
+    port = int(board["transport"]["url"].rsplit(":", 1)[1])
+    clean = _client(board["transport"]["url"])
+    try:
+        clean.info()
+        assert clean.line_check
+        truth = clean.xinfer(20)
+    finally:
+        clean.close()
+    assert max(truth) - min(truth) <= 1  # -icount: every inference costs the same ticks
+    proxy = BitFlipProxy(("127.0.0.1", port), ber=0.0, flip_line=("m-xlap-ticks-", 7, 0x01))
+    client = _client(proxy.url)
+    try:
+        info = client.info()
+        assert info.wire_checksum and info.model == "null"
+        ticks = client.xinfer(20)
+    finally:
+        client.close()
+        proxy.close()
+    assert proxy.lines_flipped == 1
+    assert len(ticks) == 20 and min(ticks) >= min(truth) and max(ticks) <= max(truth)
+    assert client.stats.bad_lines == 1 and client.stats.retries == 1
+
+
+def _noisy_deploy_target(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "t").mkdir(exist_ok=True)
+    (tmp_path / "t" / "noisy.toml").write_text(
+        'kind = "mcu"\n[transport]\ntype = "serial"\n'
+        f'url = "{url}"\ntimeout = 5\n'
+        '[mcu]\nboard = "mps2-an386"\nflash = "none"\nflash_bytes = 4194304\n'
+        "ram_bytes = 4194304\n"
+    )
+    return tmp_path / "t"
+
+
+def test_deploys_complete_at_ber_1e3_both_ways_with_every_sample_checked(
+    board: dict[str, Any], cli: Any, tmp_path: Path
+) -> None:
+    """Issue 19 D16 + D7: through a link flipping bits both ways at 1e-3, deploys complete
+    (lost commands asked again), every sample equals the clean run's (±1 tick of SysTick),
+    and the run records that it was verified and what the noise cost."""
+    port = int(board["transport"]["url"].rsplit(":", 1)[1])
+    clean = _client(board["transport"]["url"])
+    try:
+        clean.info()
+        truth = clean.xinfer(20)
+        hz = int(clean.info().extended["tick-hz"])
+    finally:
+        clean.close()
+    allowed = {t * 1_000_000_000 // hz for t in range(min(truth), max(truth) + 1)}
+    bad_lines = 0
+    for seed in (1, 2, 3):
+        proxy = BitFlipProxy(("127.0.0.1", port), ber=1e-3, seed=seed, both=True)
+        try:
+            targets = _noisy_deploy_target(tmp_path, proxy.url)
+            result = cli(
+                "--targets-dir", str(targets), "deploy", "--target", "noisy",
+                "-n", "150", "-r", "1", "--json", timeout=600,
+            )  # fmt: skip
+        finally:
+            proxy.close()
+        assert result.code == 0, result.stderr
+        out = result.json()
+        assert out["manifest"]["status"] == "complete"
+        wire = out["manifest"]["wire"]
+        assert wire["wire_checksum"] is True and out["summary"]["wire_checksum"] is True
+        assert out["summary"]["bad_lines"] == wire["bad_lines"]
+        bad_lines += wire["bad_lines"]
+        samples = [
+            ns
+            for line in Path(out["run_dir"], "samples.jsonl").read_text().splitlines()
+            for ns in json.loads(line)["ns"]
+        ]
+        assert len(samples) == 150 and set(samples) <= allowed
+        assert proxy.flipped > 0
+    assert bad_lines > 0, "no line was damaged: the test proved nothing"

@@ -18,7 +18,7 @@ import pytest
 from edgetool.errors import ConfigError, DeviceError, ModelError
 from edgetool.export.c_export import glue
 from edgetool.firmware.build import Firmware, check_fit
-from edgetool.mcu.protocol import BenchClient
+from edgetool.mcu.protocol import BenchClient, checked_body, crc16
 from edgetool.targets import parse_target
 from edgetool.transport.serial import open_port
 
@@ -26,10 +26,13 @@ Peer = Callable[[int, threading.Event], None]
 
 
 def mlperf_dut(
-    fd: int, stop: threading.Event, noise: Callable[[str], str] = lambda line: line
+    fd: int,
+    stop: threading.Event,
+    noise: Callable[[str], str] = lambda line: line,
+    drop: Callable[[str], bool] = lambda command: False,
 ) -> None:
     """A minimal MLPerf Tiny reference DUT: text commands only, 0.25 ms per inference;
-    `noise` may garble the lines it sends."""
+    `noise` may garble the lines it sends, `drop` ignore a command (its `%` lost)."""
     buf, expect, loaded = b"", 0, bytearray()
     clock = [0]
 
@@ -46,6 +49,8 @@ def mlperf_dut(
         while b"%" in buf:
             raw, _, buf = buf.partition(b"%")
             cmd = raw.decode(errors="replace").strip()
+            if drop(cmd):
+                continue
             if cmd == "name":
                 out("m-name-dut-[reference]")
             elif cmd == "profile":
@@ -193,9 +198,10 @@ def test_c_glue_maps_buffers_and_refuses_non_float() -> None:
         glue("q", [{"name": "a", "shape": [1], "dtype": "int8"}], [])
 
 
-def test_a_garbled_number_is_a_device_error_never_an_internal_one() -> None:
+def test_a_garbled_number_is_asked_again_never_a_sample_nor_an_internal_error() -> None:
     """Noise that turns a digit of a lap line into another character used to raise
-    ValueError (exit 1) and leave the run `running`."""
+    ValueError (exit 1) and leave the run `running`; now the line is counted as bad and
+    the command asked again (issue 19 D16)."""
 
     def flip_a_digit(line: str) -> str:
         return "m-lap-us-10#0" if line == "m-lap-us-1000" else line
@@ -204,6 +210,68 @@ def test_a_garbled_number_is_a_device_error_never_an_internal_one() -> None:
 
     with pty_device(noisy_dut) as client:
         client.sync()
-        client.infer(2, 0)  # laps 0 and 500: clean
-        with pytest.raises(DeviceError, match="garbled reply 'm-lap-us-10#0'"):
-            client.infer(2, 0)  # laps 500 and 1000: the second is garbled
+        assert client.infer(2, 0)[0] == 500  # laps 0 and 500: clean
+        # Laps 500 and 10#0, then 10#0 and 1500: both garbled; then 1500 and 2000.
+        assert client.infer(2, 0)[0] == 500
+        assert (client.stats.bad_lines, client.stats.retries) == (2, 2)
+
+
+def test_a_reply_garbled_every_time_is_one_device_error_after_bounded_retries() -> None:
+    def garble_laps(line: str) -> str:
+        return line.replace("m-lap-us-", "m-lap-us-#") if line.startswith("m-lap") else line
+
+    with pty_device(functools.partial(mlperf_dut, noise=garble_laps)) as client:
+        client.sync()
+        with pytest.raises(DeviceError) as err:
+            client.infer(1, 0)
+    assert "`infer 1 0%` failed 8 times" in err.value.message
+    assert "garbled reply 'm-lap-us-#" in err.value.message and "\n" not in err.value.message
+    assert client.stats.retries == 7
+
+
+def test_a_lost_command_is_sent_again_within_the_timeout() -> None:
+    """Issue 19 D16: noise ate the `%` of a command: no reply. The client waits one
+    timeout, ends the half command and asks again, instead of failing the run."""
+    lost = [0]
+
+    def lose_first_infer(command: str) -> bool:
+        if command.startswith("infer") and not lost[0]:
+            lost[0] = 1
+            return True
+        return False
+
+    with pty_device(functools.partial(mlperf_dut, drop=lose_first_infer), 0.5) as client:
+        client.sync()
+        started = time.monotonic()
+        assert client.infer(4, 1)[0] == 1000
+        assert time.monotonic() - started < 30
+    assert lost[0] == 1 and client.stats.retries == 1
+
+
+def test_plain_device_runs_are_marked_unverified() -> None:
+    with pty_device(mlperf_dut) as client:
+        client.sync()
+        info = client.info()
+        assert not info.wire_checksum and not client.line_check
+        assert client.wire_report()["wire_checksum"] is False
+
+
+def test_line_crc_matches_the_firmware() -> None:
+    """CRC-16/CCITT-FALSE: the catalogue's check value, and lines the mps2-an386 firmware
+    printed (captured from QEMU)."""
+    assert crc16(b"123456789") == 0x29B1
+    for line, body in [
+        ("m-xlap-ticks-48*e48f", "m-xlap-ticks-48"),
+        ("m-infer-done*5622", "m-infer-done"),
+        ("m-infer-start-2*36e3", "m-infer-start-2"),
+        ("m-xresults-0-[0000000000000000]*4545", "m-xresults-0-[0000000000000000]"),
+    ]:
+        assert checked_body(line) == body
+    # Every single-bit error of a tick line is caught, the digit-to-digit ones included.
+    raw = b"m-xlap-ticks-48*e48f"
+    for i in range(len(raw)):
+        for bit in range(8):
+            damaged = bytearray(raw)
+            damaged[i] ^= 1 << bit
+            assert checked_body(damaged.decode("latin-1")) is None
+    assert checked_body("m-xlap-ticks-48") is None  # no checksum at all
