@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgetool.config import TableReader, read_toml
 from edgetool.errors import ConfigError
+from edgetool.flows.base import RunSettings
 
 if TYPE_CHECKING:
     from edgetool.farm.places import PlaceProvider
@@ -29,8 +30,10 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)
-class RunSettings:
-    """How each deploy runs: `-n` or `-d`, energy, and the per-attempt timeout."""
+class JobRun:
+    """How a job's deploy is invoked: the `[run]` options a plan passes on the command
+    line (`-n` or `-d`, energy, repetitions) and the farm's own per-attempt timeout. What
+    is unset is left to deploy's defaults (edgetool.flows.base.RunSettings), not copied."""
 
     iterations: int | None = None
     duration: float | None = None
@@ -41,7 +44,7 @@ class RunSettings:
     """Repetitions per run (None: deploy's default)."""
 
     def deploy_args(self) -> list[str]:
-        count = ["-n", str(self.iterations or 100)]
+        count = ["-n", str(self.iterations or RunSettings().effective_iterations())]
         args = ["-d", f"{self.duration:g}"] if self.duration else count
         if self.warmup is not None:
             args += ["--warmup", str(self.warmup)]
@@ -50,7 +53,8 @@ class RunSettings:
         return [*args, "--energy"] if self.energy else args
 
     def describe(self) -> str:
-        what = f"{self.duration:g} s" if self.duration else f"n={self.iterations or 100}"
+        default_n = RunSettings().effective_iterations()
+        what = f"{self.duration:g} s" if self.duration else f"n={self.iterations or default_n}"
         reps = f" x {self.repeat} repetitions" if self.repeat else ""
         return f"{what}{reps}{' + energy' if self.energy else ''}, timeout {self.timeout:g} s"
 
@@ -86,7 +90,7 @@ class ModelEntry:
     formats: tuple[str, ...] = ()
     quants: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-    run: RunSettings | None = None
+    run: JobRun | None = None
 
     def specs(self) -> list[str]:
         """NAME, NAME:FORMAT or NAME:FORMAT:QUANT for every combination not excluded."""
@@ -119,7 +123,7 @@ class Plan:
     source: Path
     models: tuple[ModelEntry, ...]
     targets: tuple[TargetEntry, ...]
-    run: RunSettings = field(default_factory=RunSettings)
+    run: JobRun = field(default_factory=JobRun)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     regression: RegressionSettings = field(default_factory=RegressionSettings)
     description: str = ""
@@ -134,7 +138,7 @@ class Job:
     index: int
     target: str
     model: str
-    run: RunSettings
+    run: JobRun
     place: str | None = None
 
     @property
@@ -183,7 +187,7 @@ def _positive_int(reader: TableReader, key: str, default: int | None) -> Any:
     return value
 
 
-def _run_settings(reader: TableReader, base: RunSettings) -> RunSettings:
+def _run_settings(reader: TableReader, base: JobRun) -> JobRun:
     iterations = _positive_int(reader, "iterations", None)
     duration = reader.get("duration", (int, float), "a number of seconds", None)
     if duration is not None and duration <= 0:
@@ -201,7 +205,7 @@ def _run_settings(reader: TableReader, base: RunSettings) -> RunSettings:
     repeat = _positive_int(reader, "repeat", base.repeat)
     if iterations is None and duration is None:
         iterations, duration = base.iterations, base.duration
-    return RunSettings(
+    return JobRun(
         iterations=iterations,
         duration=float(duration) if duration is not None else None,
         energy=bool(reader.get("energy", bool, "true or false", base.energy)),
@@ -211,7 +215,7 @@ def _run_settings(reader: TableReader, base: RunSettings) -> RunSettings:
     )
 
 
-def _model(top: TableReader, raw: Any, index: int, base: RunSettings) -> ModelEntry | None:
+def _model(top: TableReader, raw: Any, index: int, base: JobRun) -> ModelEntry | None:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
@@ -277,7 +281,7 @@ def parse_plan(source: Path, data: Mapping[str, Any]) -> Plan:
     run_reader = top.table("run", {})
     priority = run_reader.get("priority", int, "an integer", 0)
     place_timeout = run_reader.number("place_timeout", 600.0)
-    run = _run_settings(run_reader, RunSettings())
+    run = _run_settings(run_reader, JobRun())
     run_reader.finish()
 
     retry_reader = top.table("retry", {})
