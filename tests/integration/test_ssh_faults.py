@@ -3,15 +3,11 @@ outlive edgetool, a link that goes silent mid-upload, and the verified streaming
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +17,7 @@ import pytest
 
 from edgetool.errors import DeviceError, TransferError
 from edgetool.targets import load_target
+from edgetool.testing.cut_link import BlackholeProxy, CuttingProxy
 from edgetool.transport.base import FileTransport
 from edgetool.transport.local import LocalSettings, LocalTransport
 from edgetool.transport.ssh import SshTransport
@@ -150,94 +147,6 @@ def test_a_killed_deploy_leaves_no_runner_behind(
 
 
 # --- a link that goes silent mid-upload ----------------------------------------------
-
-
-class BlackholeProxy:
-    """TCP proxy on 127.0.0.1 to the loopback sshd that, once `cut_after` bytes went
-    from the client to the server, stops forwarding in both directions without closing
-    anything: a cable pulled somewhere between edgetool and the device."""
-
-    def __init__(self, port: int, cut_after: int) -> None:
-        self.port = port
-        self.cut_after = cut_after
-        self.sent = 0
-        self.cut_at: float | None = None
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.address = self.listener.getsockname()
-        self.sockets: list[socket.socket] = [self.listener]
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.port))
-            self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
-        while not self.stop.is_set():
-            if self.cut_at is not None:
-                time.sleep(0.05)  # the hole: read nothing, send nothing, close nothing
-                continue
-            try:
-                data = src.recv(65536)
-            except OSError:
-                return
-            if not data:
-                return
-            if upstream:
-                self.sent += len(data)
-                if self.sent >= self.cut_after and self.cut_at is None:
-                    self.cut_at = time.monotonic()
-                    continue
-            try:
-                dst.sendall(data)
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.stop.set()
-        for sock in self.sockets:
-            sock.close()
-
-
-class CuttingProxy(BlackholeProxy):
-    """Like BlackholeProxy, but once `cut_after` bytes went upstream it ends the
-    connection: with a TCP reset (SO_LINGER 0) or a plain close (FIN)."""
-
-    def __init__(self, port: int, cut_after: int, reset: bool) -> None:
-        self.reset = reset
-        super().__init__(port, cut_after)
-
-    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
-        while not self.stop.is_set():
-            try:
-                data = src.recv(65536)
-            except OSError:
-                return
-            if not data:
-                with contextlib.suppress(OSError):
-                    dst.shutdown(socket.SHUT_WR)
-                return
-            if upstream:
-                self.sent += len(data)
-                if self.sent >= self.cut_after and self.cut_at is None:
-                    self.cut_at = time.monotonic()
-                    for sock in (src, dst):
-                        if self.reset:
-                            linger = struct.pack("ii", 1, 0)
-                            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
-                        sock.close()
-                    return
-            try:
-                dst.sendall(data)
-            except OSError:
-                return
 
 
 def proxied_target(home: Path, loopback: dict[str, Any], port: int, name: str) -> None:
