@@ -303,7 +303,7 @@ class SshProcess:
                 "stopped waiting."
             ) from exc
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
+            raise DeviceError(f"{self._description}: connection lost: {_reason(exc)}") from exc
 
     def _read_pid(self) -> None:
         """Consume the pid line `wrapped_command` prints before the command's output."""
@@ -353,7 +353,7 @@ class SshProcess:
         try:
             self._chan.sendall(data)
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise DeviceError(f"{self._description}: connection lost: {exc}") from exc
+            raise DeviceError(f"{self._description}: connection lost: {_reason(exc)}") from exc
 
     def kill(self) -> None:
         """Stop the command and everything it started: SIGTERM to its process group,
@@ -563,7 +563,7 @@ class SshTransport(FileTransport):
                 proc.kill()
                 raise TransferError(
                     f"{self.description}: upload of {local.name} failed (connection lost "
-                    f"after {done:,} of {size:,} bytes: {exc or type(exc).__name__}); "
+                    f"after {done:,} of {size:,} bytes: {_reason(exc)}); "
                     "nothing was written at the final path."
                 ) from exc
         finally:
@@ -720,3 +720,13 @@ def _open(settings: SshSettings, target_name: str, python: str | None) -> SshTra
 
 
 TRANSPORT = TransportType("ssh", SshSettings, _parse_ssh, open_files=_open)
+
+
+def _reason(exc: BaseException) -> str:
+    """What a connection error says; paramiko and the socket layer often say nothing."""
+    text = str(exc).strip()
+    if text:
+        return text
+    if isinstance(exc, EOFError):
+        return "the connection closed"
+    return "the SSH library gave no reason"

@@ -188,6 +188,7 @@ def test_an_upload_cut_mid_stream_shows_one_error_line_and_no_library_text(
         assert proxy.cut_at is not None, proc.stderr
         result = type("R", (), {"code": proc.returncode, "stderr": proc.stderr})()
         assert_one_line_error(result, TransferError.exit_code, "upload of m.onnx", "nothing was")
+        assert ": )" not in proc.stderr and ":  " not in proc.stderr, proc.stderr  # a reason
         for stray in ("paramiko", "Socket exception", "Traceback", "EOFError", "Exception"):
             assert stray not in proc.stderr, (attempt, proc.stderr)
     assert list(Path(loopback["workdir"], "cut").rglob("m.onnx")) == []
