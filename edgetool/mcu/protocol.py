@@ -599,8 +599,26 @@ class BenchClient:
             raise _BadReply(f"garbled reply {line[:60]!r} (noise on the serial link?)")
         return int(text)
 
-    def load_binary(self, data: bytes, retries: int = 8, frame: int = FRAME_PAYLOAD) -> None:
-        """Upload with CRC32 frames, ACK/NAK and retransmit; verified end to end."""
+    def load_binary(
+        self, data: bytes, retries: int = 8, frame: int = FRAME_PAYLOAD, attempts: int = 3
+    ) -> None:
+        """Upload with CRC32 frames, ACK/NAK and retransmit; verified end to end. A whole
+        upload whose ending was lost to noise (a damaged `m-xbin-done` or `m-ready`, a
+        refused `xbin`) is cancelled on the device and sent again, `attempts` times."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._load_binary_once(data, retries, frame)
+                return
+            except (DeviceError, TransferError) as exc:
+                if attempt == attempts:
+                    raise
+                self.stats.retries += 1
+                log.info("upload attempt %d failed (%s): cancelling, sending again", attempt, exc)
+                self._abort_binary()  # a device left mid-upload would refuse the next `xbin`
+                self._write(b"%")
+                self.drain(0.2)
+
+    def _load_binary_once(self, data: bytes, retries: int, frame: int) -> None:
         log.info("upload %d bytes in CRC32 frames (xbin)", len(data))
         for attempt in range(4):
             try:

@@ -104,6 +104,8 @@ class BitFlipProxy:
             if byte == 0x0A:
                 self._line.clear()
                 continue
+            if byte < 0x20:  # ACK/NAK bytes of the binary upload and \r are not line text
+                continue
             if len(self._line) == len(prefix) and self._line == prefix.encode():
                 if self._matches == nth:
                     out[i] ^= mask

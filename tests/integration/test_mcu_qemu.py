@@ -121,6 +121,28 @@ def test_binary_upload_over_a_noisy_link_delivers_no_corrupted_upload(
     assert corrupted == 0
 
 
+def test_an_upload_whose_confirmation_is_damaged_is_sent_again(
+    board: dict[str, Any],
+) -> None:
+    """The device verified the upload, but noise damaged its `m-xbin-done` line on the way
+    back: the client cannot know the upload arrived, so it cancels and sends it again
+    (not a failed deploy, as it was in the fault campaign)."""
+    port = int(board["transport"]["url"].rsplit(":", 1)[1])
+    proxy = BitFlipProxy(("127.0.0.1", port), ber=0.0, flip_line=("m-xbin-done-", 0, 0x01))
+    client = BenchClient(open_port(proxy.url, 115200, 5), proxy.url, 5)
+    data = bytes(range(128))
+    try:
+        client.sync(attempts=10)
+        client.load_binary(data)
+        lines = client.command("db print")
+    finally:
+        client.close()
+        proxy.close()
+    assert proxy.lines_flipped == 1
+    assert client.stats.retries >= 1
+    assert bytes(int(h, 16) for h in lines[0][len("m-buffer-") :].split("-")) == data
+
+
 def test_a_link_too_noisy_for_retransmits_is_a_clear_error_not_a_hang(
     board: dict[str, Any],
 ) -> None:
