@@ -33,8 +33,8 @@ from edgetool.flows.base import (
     push,
     watch_facts,
 )
-from edgetool.flows.journal import finish_run, open_run
-from edgetool.results.manifest import ArtifactInfo, RunManifest, Summary, TargetInfo
+from edgetool.flows.journal import artifact_info, finish_run, open_run
+from edgetool.results.manifest import RunManifest, Summary, TargetInfo
 from edgetool.results.stats import summarize_repetitions
 from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
@@ -209,7 +209,7 @@ def deploy_android(
             artifact.path.stem,
             settings,
             transport.description,
-            ArtifactInfo.from_dict(artifact.to_dict()),
+            artifact_info(artifact),
             TargetInfo(emulated=False, synthetic=synthetic, time_base=TIME_BASE),
             RunManifest(device=device, runner="benchmark_model", repetition_kind="process"),
         )

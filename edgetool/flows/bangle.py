@@ -39,10 +39,10 @@ from edgetool.flows.base import (
     RunSettings,
     watch_facts,
 )
-from edgetool.flows.journal import open_run
+from edgetool.flows.journal import artifact_info, open_run
 from edgetool.flows.mcu import BATCH, ParityCheck, input_tensors, measure_bench
 from edgetool.mcu.protocol import DeviceInfo
-from edgetool.results.manifest import ArtifactInfo, RunManifest, Summary, TargetInfo
+from edgetool.results.manifest import RunManifest, Summary, TargetInfo
 from edgetool.results.store import RunWriter
 from edgetool.targets import McuSettings, Target
 from edgetool.transport.base import PutResult
@@ -452,7 +452,7 @@ def deploy_bangle(
             artifact.path.stem,
             settings,
             console.description,
-            ArtifactInfo.from_dict(artifact.to_dict()),
+            artifact_info(artifact),
             TargetInfo(
                 emulated=False,
                 synthetic=synthetic,

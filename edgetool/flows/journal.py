@@ -8,6 +8,7 @@ from pathlib import Path
 
 from edgetool import __version__, events
 from edgetool.errors import EdgetoolError
+from edgetool.export.artifact import Artifact
 from edgetool.flows.base import RunSettings
 from edgetool.results.manifest import (
     ArtifactInfo,
@@ -28,6 +29,11 @@ from edgetool.results.stats import (
 )
 from edgetool.results.store import RunWriter, new_run_id
 from edgetool.targets import Target
+
+
+def artifact_info(artifact: Artifact) -> ArtifactInfo:
+    """The manifest's record of the artifact a run pushed (the artifact's own manifest)."""
+    return ArtifactInfo.from_dict(artifact.to_dict())
 
 
 def open_run(

@@ -24,12 +24,11 @@ from edgetool.flows.base import (
     connect,
     push,
 )
-from edgetool.flows.journal import finish_run, open_run, summarize
+from edgetool.flows.journal import artifact_info, finish_run, open_run, summarize
 from edgetool.power.base import PowerMeter
 from edgetool.power.recorder import EnergyRecorder
 from edgetool.results.manifest import (
     AbInfo,
-    ArtifactInfo,
     EnergySummary,
     GenerationSummary,
     RepetitionInfo,
@@ -190,7 +189,7 @@ def _open_linux_run(
         artifact.path.stem,
         settings,
         transport.description,
-        ArtifactInfo.from_dict(artifact.to_dict()),
+        artifact_info(artifact),
         _linux_target_info(target),
         RunManifest(repetition_kind="process", ab=ab),
     )

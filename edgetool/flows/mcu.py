@@ -32,7 +32,7 @@ from edgetool.errors import (
 from edgetool.export.artifact import Artifact
 from edgetool.firmware.build import Firmware, build_firmware, check_fit
 from edgetool.flows.base import DeployFlow, DeployOutcome, DeviceFacts, Observer, RunSettings
-from edgetool.flows.journal import finish_run, open_run, summarize
+from edgetool.flows.journal import artifact_info, finish_run, open_run, summarize
 from edgetool.mcu.protocol import BenchClient, DeviceInfo
 from edgetool.results.manifest import ArtifactInfo, Parity, RunManifest, Summary, TargetInfo
 from edgetool.results.store import RunWriter
@@ -216,7 +216,7 @@ def deploy_mcu(
 def _artifact_info(artifact: Artifact | None, info: DeviceInfo) -> ArtifactInfo:
     """The model that ran: the artifact pushed, or only the name of the one built in."""
     if artifact is not None:
-        return ArtifactInfo.from_dict(artifact.to_dict())
+        return artifact_info(artifact)
     built_in = ArtifactInfo(name=info.model)
     built_in.keep_null("name")
     return built_in
