@@ -26,6 +26,9 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        # A binary file given where a target/plan belongs (a model, an image, junk).
+        raise ConfigError(f"{path}: not a TOML text file (byte {exc.start} is not UTF-8)") from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

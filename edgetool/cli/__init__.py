@@ -35,8 +35,12 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "farm": ("edgetool.cli.farm", "Run nightly plans over many devices."),
 }
 
-_EPILOG = "\b\nExit codes:\n" + "\n".join(
-    f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items()
+_EPILOG = (
+    "\b\nExit codes:\n"
+    + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES.items())
+    + '\n\nWith --json a failure also prints {"error": {"message", "exit_code", "kind"}} on '
+    "stdout. Output piped into a reader that stops early (`| head -1`) ends quietly, exit 0. "
+    "Piped or redirected output keeps every name and run id whole."
 )
 
 
@@ -51,6 +55,14 @@ class LazyGroup(click.Group):
         module = importlib.import_module(module_name)
         command: click.Command = getattr(module, attr or "command")
         return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            # Caught here because click's own handler turns it into a silent exit 1.
+            _quiet_stdout()
+            raise click.exceptions.Exit(0) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, _COMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -160,30 +172,71 @@ def cli(ctx: click.Context, verbose: int, targets_dir: tuple[Path, ...]) -> None
     ctx.obj = {"targets_dirs": list(targets_dir)}
 
 
+def _json_failure(message: str, exit_code: int, kind: str, run_dir: Path | None) -> None:
+    """With --json, a failure is also one JSON object on stdout (scripts parse stdout, not
+    stderr), unless the command already printed its document (a verdict exiting 10/11)."""
+    from edgetool.cli.common import json_emitted, json_requested, json_text
+
+    # The command line too: an unknown option fails before any option is looked at.
+    options = _ARGS[: _ARGS.index("--")] if "--" in _ARGS else _ARGS
+    if not (json_requested() or "--json" in options) or json_emitted():
+        return
+    error: dict[str, Any] = {"message": message, "exit_code": exit_code, "kind": kind}
+    if run_dir is not None:
+        error["run_dir"] = str(run_dir)
+    try:
+        sys.stdout.write(json_text({"error": error}) + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+
+
+def _quiet_stdout() -> None:
+    """stdout's reader is gone: send what is left (and Python's exit flush) nowhere."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+_ARGS: list[str] = []
+
+
+def _fail(message: str, exit_code: int, kind: str, run_dir: Path | None = None) -> None:
+    """The one way a failure leaves: `error: ...` on stderr, JSON on stdout with --json."""
+    click.echo(f"error: {message}", err=True)
+    if run_dir is not None:
+        click.echo(f"what was measured is kept in {run_dir}", err=True)
+    _json_failure(message, exit_code, kind, run_dir)
+    sys.exit(exit_code)
+
+
 def main(argv: list[str] | None = None) -> Any:
+    from edgetool.cli.common import reset_json_state
+
+    reset_json_state()
+    _ARGS[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="edgetool", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's exit flush
     except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(130)
+        _fail("aborted", 130, "Interrupted")
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        # One `error:` line like every other failure, not click's three-line usage block.
+        context = getattr(exc, "ctx", None)
+        where = f" (see `{context.command_path} --help`)" if context is not None else ""
+        click.echo(f"error: {exc.format_message()}{where}", err=True)
+        _json_failure(exc.format_message(), exc.exit_code, type(exc).__name__, None)
         sys.exit(exc.exit_code)
     except EdgetoolError as exc:
         if State.verbose:
             traceback.print_exc()
-        click.echo(f"error: {exc}", err=True)
-        if exc.run_dir is not None:
-            click.echo(f"what was measured is kept in {exc.run_dir}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code, type(exc).__name__, exc.run_dir)
     except KeyboardInterrupt:
-        click.echo("error: interrupted", err=True)
-        sys.exit(130)
+        _fail("interrupted", 130, "Interrupted")
     except BrokenPipeError:
-        # stdout closed early (`edgetool ... | head`): not an error worth a traceback.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        # stdout closed early (`edgetool ... | head -1`): the reader has what it wanted.
+        # Exit 0, not 141 or 1: `set -o pipefail` scripts should not fail on `| head`.
+        _quiet_stdout()
         sys.exit(0)
     except Exception as exc:
         if State.verbose:
@@ -192,5 +245,6 @@ def main(argv: list[str] | None = None) -> Any:
             f"error: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)",
             err=True,
         )
+        _json_failure(f"internal error: {type(exc).__name__}: {exc}", 1, "InternalError", None)
         sys.exit(1)
     sys.exit(0)

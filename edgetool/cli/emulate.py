@@ -120,11 +120,16 @@ def start(ctx: click.Context, name: str, fresh: bool, as_json: bool) -> None:
 
 @command.command()
 @click.argument("name")
+@json_option
 @click.pass_context
-def stop(ctx: click.Context, name: str) -> None:
+def stop(ctx: click.Context, name: str, as_json: bool) -> None:
     """Stop NAME's emulator (and a stale one left by a killed run)."""
     emulator = open_emulator(get_target(ctx, name))
-    click.echo(f"{name}: stopped" if emulator.stop() else f"{name}: was not running")
+    stopped = emulator.stop()
+    if as_json:
+        emit_json({"name": name, "stopped": stopped, "was_running": stopped})
+        return
+    click.echo(f"{name}: stopped" if stopped else f"{name}: was not running")
 
 
 @command.command()

@@ -11,7 +11,15 @@ from typing import Any, TypeVar
 import click
 
 from edgetool import paths
-from edgetool.cli.common import console, emit_json, json_option
+from edgetool.cli.common import (
+    console,
+    emit_json,
+    json_option,
+    no_short_o,
+    old_name,
+    print_whole,
+    results_dir_option,
+)
 from edgetool.errors import Inconclusive, Regression, ResultsError
 from edgetool.results.compare import (
     METRICS,
@@ -33,14 +41,6 @@ from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_
 from edgetool.units import human_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-out_option = click.option(
-    "-o",
-    "--out",
-    "root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Results directory [./results or EDGETOOL_RESULTS].",
-)
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -204,7 +204,8 @@ def command() -> None:
 
 
 @command.command("list")
-@out_option
+@results_dir_option
+@no_short_o
 @json_option
 def list_runs(root: Path | None, as_json: bool) -> None:
     """List runs, newest last."""
@@ -233,8 +234,11 @@ def list_runs(root: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("run", "status", "target", "model", "n", "p50 ms"):
-        table.add_column(column, justify="right" if column in ("n", "p50 ms") else "left")
+    # Run ids and names are copied into the next command: never cut with "…".
+    for column in ("run", "status", "target", "model"):
+        table.add_column(column, no_wrap=True)
+    for column in ("n", "p50 ms"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
             row["run_id"],
@@ -244,12 +248,47 @@ def list_runs(root: Path | None, as_json: bool) -> None:
             str(row["count"]),
             _fmt(row["p50_ms"]),
         )
-    console().print(table)
+    print_whole(console(), table)
+
+
+def _hertz(value: Any) -> str:
+    try:
+        hz = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    for unit, scale in (("GHz", 1e9), ("MHz", 1e6), ("kHz", 1e3)):
+        if hz >= scale:
+            return f"{hz / scale:g} {unit}"
+    return f"{hz:g} Hz"
+
+
+def device_text(device: dict[str, Any], board: str | None = None) -> str:
+    """What the device said it is, unknowns left out: `aarch64 · 4× Cortex-A72 · Debian`
+    for a Linux-class device, `board nucleo-l476rg · firmware edgetool-nucleo · timer
+    dwt-cycles at 80 MHz` for a board (which has no arch, cores or OS to report)."""
+    parts: list[str] = []
+    cores, cpu = device.get("cores"), device.get("cpu_model")
+    cpu_text = f"{cores}× {cpu}" if cores and cpu else (f"{cores} cores" if cores else cpu)
+    for value in (device.get("arch"), cpu_text, device.get("os")):
+        if value:
+            parts.append(str(value))
+    known_board = board or device.get("board")
+    if known_board and known_board != "?":
+        parts.append(f"board {known_board}")
+    name, profile = device.get("name"), device.get("profile")
+    if name and (profile or "board" in device):  # a board's firmware names itself
+        parts.append(f"firmware {name}" + (f" ({profile})" if profile and profile != name else ""))
+    timer, tick = device.get("timer"), device.get("tick-hz")
+    if timer or tick:
+        at = f"at {_hertz(tick)}" if tick else None
+        parts.append(" ".join(filter(None, ("timer", timer, at))))
+    return " · ".join(parts)
 
 
 @command.command("show")
 @click.argument("run")
-@out_option
+@results_dir_option
+@no_short_o
 @json_option
 def show(run: str, root: Path | None, as_json: bool) -> None:
     """Show one run (by id, unique id prefix, directory, or `latest`)."""
@@ -268,12 +307,11 @@ def show(run: str, root: Path | None, as_json: bool) -> None:
     out.print(f"[bold]{loaded.run_id}[/bold]  {loaded.dir}")
     device = m.device or {}
     runtime = m.runtime
-    out.print(f"  target   {m.target_info.name}  {m.target_info.transport}")
-    if device:
-        out.print(
-            f"  device   {device.get('arch')} · {device.get('cores')}× "
-            f"{device.get('cpu_model')} · {device.get('os')}"
-        )
+    where = " ".join(str(v) for v in (m.target_info.name, m.target_info.transport) if v)
+    out.print(f"  target   {where}")
+    shown_device = device_text(device, m.target_info.board)
+    if shown_device:
+        out.print(f"  device   {shown_device}")
     artifact = m.artifact_info
     out.print(
         f"  model    {artifact.name}  sha256 {str(artifact.sha256)[:12]}…  "
@@ -287,27 +325,67 @@ def show(run: str, root: Path | None, as_json: bool) -> None:
     print_summary(m, loaded.summary)
 
 
+def _format_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """-f is --format everywhere; it was --file here once, so a path says what to use."""
+    if value is not None and value != "csv":
+        hint = " (write to a file with -o PATH)" if ("." in value or "/" in value) else ""
+        raise click.BadParameter(f"'{value}' is not a format: use csv{hint}", ctx, param)
+    return value
+
+
 @command.command("export")
 @click.argument("run")
-@out_option
-@click.option(
-    "--csv",
-    "as_csv",
-    is_flag=True,
-    required=True,
-    help="One row per inference: index, latency_ns, latency_ms.",
-)
+@results_dir_option
 @click.option(
     "-f",
-    "--file",
-    "dest",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write here instead of stdout.",
+    "--format",
+    "fmt",
+    default=None,
+    callback=_format_value,
+    metavar="csv",
+    help="Output format: csv, one row per inference (index, latency_ns, latency_ms) "
+    "[default: csv].",
 )
-def export(run: str, root: Path | None, as_csv: bool, dest: Path | None) -> None:
-    """Export a run's per-inference samples (for plotting)."""
+@click.option("--csv", "as_csv", is_flag=True, hidden=True, help="The same as -f csv.")
+@click.option(
+    "-o",
+    "--output",
+    "dest",
+    type=click.Path(path_type=Path),
+    help="File to write instead of stdout.",
+)
+@old_name("--file", "dest", type=click.Path(path_type=Path))
+@json_option
+def export(
+    run: str,
+    root: Path | None,
+    fmt: str | None,
+    as_csv: bool,
+    dest: Path | None,
+    as_json: bool,
+) -> None:
+    """Export a run's per-inference samples (for plotting).
+
+    \b
+    Examples:
+      edgetool results export latest > latest.csv
+      edgetool results export latest -o latest.csv --json   # and report what was written
+    """
+    if dest is not None and dest.is_dir():
+        raise click.BadParameter(
+            f"{dest} is a directory; -o is the file to write (runs are read from "
+            "--results-dir DIR)",
+            param_hint="'-o' / '--output'",
+        )
+    if as_json and dest is None:
+        raise click.UsageError("--json reports the written file: give -o PATH as well")
     loaded = find_run(run, root or paths.results_dir())
-    handle = dest.open("w", newline="", encoding="utf-8") if dest else sys.stdout
+    try:
+        handle = dest.open("w", newline="", encoding="utf-8") if dest else sys.stdout
+    except OSError as exc:
+        raise click.BadParameter(
+            f"cannot write {dest}: {exc.strerror or exc}", param_hint="'-o' / '--output'"
+        ) from None
     try:
         writer = csv.writer(handle)
         writer.writerow(["index", "latency_ns", "latency_ms"])
@@ -316,6 +394,15 @@ def export(run: str, root: Path | None, as_csv: bool, dest: Path | None) -> None
     finally:
         if dest:
             handle.close()
+    if as_json:
+        emit_json(
+            {
+                "path": str(dest),
+                "run_id": loaded.run_id,
+                "format": "csv",
+                "rows": len(loaded.samples_ns),
+            }
+        )
 
 
 def _parse_threshold(ctx: click.Context, param: click.Parameter, value: str) -> float:
@@ -507,7 +594,8 @@ def gate_options(command: F) -> F:
 @command.command("compare")
 @click.argument("base")
 @click.argument("new")
-@out_option
+@results_dir_option
+@no_short_o
 @gate_options
 @click.option(
     "--metric",

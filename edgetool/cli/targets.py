@@ -120,12 +120,14 @@ def check(ctx: click.Context, name: str, as_json: bool) -> None:
 @command.command("trust")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Record the key without asking (scripts, CI).")
+@json_option
 @click.pass_context
-def trust(ctx: click.Context, name: str, yes: bool) -> None:
+def trust(ctx: click.Context, name: str, yes: bool, as_json: bool) -> None:
     """Show an SSH target's host-key fingerprint and record it in known_hosts.
 
     Compare the fingerprint with `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`
-    run on the device itself before you accept it.
+    run on the device itself before you accept it. With --json the question and the
+    fingerprint go to stderr and stdout carries one JSON object.
     """
     from edgetool.transport import ssh
 
@@ -135,7 +137,18 @@ def trust(ctx: click.Context, name: str, yes: bool) -> None:
     endpoint, key = ssh.fetch_host_key(target.transport)
     shown = f"{key.get_name()} {ssh.fingerprint(key)}"
     known = ssh.known_key(endpoint)
+    report: dict[str, Any] = {
+        "target": name,
+        "host": endpoint.known_hosts_name,
+        "key_type": key.get_name(),
+        "fingerprint": ssh.fingerprint(key),
+        "already_trusted": False,
+        "recorded_in": None,
+    }
     if known is not None and known.asbytes() == key.asbytes():
+        if as_json:
+            emit_json({**report, "already_trusted": True})
+            return
         click.echo(f"{endpoint.known_hosts_name} is already trusted: {shown}")
         return
     if known is not None:
@@ -144,8 +157,11 @@ def trust(ctx: click.Context, name: str, yes: bool) -> None:
             f"({known.get_name()} {ssh.fingerprint(known)}).",
             hint="Remove the old line from known_hosts first if the device was reinstalled.",
         )
-    click.echo(f"{endpoint.known_hosts_name} presents host key {shown}")
-    if not yes and not click.confirm("Trust this key and record it?", default=False):
+    click.echo(f"{endpoint.known_hosts_name} presents host key {shown}", err=as_json)
+    if not yes and not click.confirm("Trust this key and record it?", default=False, err=as_json):
         raise HostKeyError("host key not recorded (declined).")
     path = ssh.record_host_key(endpoint, key)
+    if as_json:
+        emit_json({**report, "recorded_in": str(path)})
+        return
     click.echo(f"recorded in {path}")

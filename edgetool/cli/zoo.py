@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from edgetool.cli.common import console, emit_json, json_option
+from edgetool.cli.common import console, emit_json, json_option, print_whole
 from edgetool.units import human_bytes
 
 
@@ -51,10 +51,18 @@ def models_list(as_json: bool) -> None:
         return
     from rich.table import Table
 
+    out = console()
     table = Table(box=None, pad_edge=False)
+    # A name is what a user types next: never cut (print_whole).
     for column in ("name", "family", "input", "trained", "metric"):
         table.add_column(column, no_wrap=True, min_width=len(column))
-    table.add_column("description", no_wrap=True, overflow="ellipsis", max_width=40)
+    # Only a terminal gets a shortened description; a pipe or a file gets all of it.
+    table.add_column(
+        "description",
+        no_wrap=True,
+        overflow="ellipsis",
+        max_width=40 if out.is_terminal else None,
+    )
     for row in rows:
         m = row["metrics"]
         if "test_top1" in m:
@@ -74,7 +82,7 @@ def models_list(as_json: bool) -> None:
             metric,
             row["description"],
         )
-    console().print(table)
+    print_whole(out, table)
 
 
 @models.command("show")
@@ -95,13 +103,37 @@ def models_show(name: str, as_json: bool) -> None:
     if as_json:
         emit_json(data)
         return
+    from rich.markup import escape
+
     out = console()
-    out.print(f"[bold]{recipe.name}[/bold]  ({recipe.family})  {recipe.description}")
-    for key in ("inputs", "outputs", "arch", "data", "train", "export", "licence"):
-        out.print(f"  {key:<8} {data[key]}")
+    out.print(f"[bold]{recipe.name}[/bold]  ({recipe.family})  {escape(recipe.description)}")
+    for spec in recipe.inputs:
+        out.print(f"  input    {spec.name}  {shape_text(spec.shape)}  {spec.dtype}")
+    out.print(f"  outputs  {', '.join(recipe.outputs)}")
+    for key in ("arch", "data", "train", "export", "licence"):
+        out.print(f"  {key:<8} {escape(readable(data[key]))}")
     out.print(f"  weights  {recipe.weights_path} ({'present' if data['trained'] else 'missing'})")
-    for key, value in data["metrics"].items():
-        out.print(f"  {key:<20} {value}")
+    metrics = data["metrics"]
+    width = max((len(key) for key in metrics), default=0)
+    for key, value in metrics.items():
+        out.print(f"  {key:<{width}}  {escape(readable(value))}")
+
+
+def shape_text(shape: Any) -> str:
+    """`1x3x32x32`, as --input-shape takes it; a symbolic dim keeps its name."""
+    return "x".join(str(dim) for dim in shape) if shape else "scalar"
+
+
+def readable(value: Any) -> str:
+    """A recipe or metrics value as a person reads it: `lr=0.003, epochs=100`, numbers at
+    4 significant figures, no Python quotes, tuples or braces."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={readable(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(readable(item) for item in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
@@ -286,7 +318,7 @@ def export(
         else f"  sha256 {artifact.sha256[:12]}…"
     )
     for tensor in m.get("inputs", []) + m.get("outputs", []):
-        click.echo(f"  {tensor['name']:<20} {tensor['shape']} {tensor['dtype']}")
+        click.echo(f"  {tensor['name']:<20} {shape_text(tensor['shape'])} {tensor['dtype']}")
 
 
 @click.command("verify")

@@ -305,7 +305,7 @@ def test_nights_pair_by_model_and_target(
         created="2099-01-01T00:00:00+0000",
     )
     code, out, err = run(
-        capsys, "nightly/2026-11-20", "nightly/2026-11-21", "-o", str(tmp_path), "--json"
+        capsys, "nightly/2026-11-20", "nightly/2026-11-21", "--results-dir", str(tmp_path), "--json"
     )
     assert code == 0, err
     data = json.loads(out)
@@ -402,7 +402,7 @@ def test_size_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_missing_run_exits_9(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = make_run(tmp_path, "base", repetitions(1, reps=2))
-    code, _, err = run(capsys, str(a), "nope", "-o", str(tmp_path))
+    code, _, err = run(capsys, str(a), "nope", "--results-dir", str(tmp_path))
     assert code == 9
     assert err.startswith("error: no run 'nope'") and len(err.strip().splitlines()) == 1
 
@@ -470,11 +470,13 @@ def test_aggregate_only_runs_are_compared_by_their_repetition_means(
 ) -> None:
     make_aggregate_run(tmp_path, "2026-11-20-base", [2.00, 2.01, 1.99, 2.02, 2.00])
     same = make_aggregate_run(tmp_path, "2026-11-21-same", [2.01, 2.00, 2.00, 1.99, 2.01])
-    code, out, err = run(capsys, "2026-11-20", str(same), "-o", str(tmp_path))
+    code, out, err = run(capsys, "2026-11-20", str(same), "--results-dir", str(tmp_path))
     assert code == 0, err
     assert "no change" in out and "▲" not in out
     slower = make_aggregate_run(tmp_path, "2026-11-22-slow", [2.20, 2.21, 2.19, 2.22, 2.20])
-    code, out, err = run(capsys, "2026-11-20", str(slower), "-o", str(tmp_path), "--json")
+    code, out, err = run(
+        capsys, "2026-11-20", str(slower), "--results-dir", str(tmp_path), "--json"
+    )
     assert code == 10, err
     pair = json.loads(out)["pairs"][0]
     assert pair["verdict"] == "regression" and pair["latency"]["name"] == "latency_p50"
