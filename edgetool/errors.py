@@ -31,6 +31,14 @@ class EdgetoolError(Exception):
         return f"{self.message}{separator}{self.hint}"
 
 
+class UnsupportedOption(EdgetoolError):
+    """An option this target's flow cannot honour: refused before connecting, never
+    recorded in a manifest as if it had been applied."""
+
+    exit_code = 2
+    failure_class = "config"
+
+
 class ModelError(EdgetoolError):
     """The model file is missing, corrupt, or does not fit the inputs or the device."""
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from edgetool import events, paths
-from edgetool.cli.common import console, emit_json, get_target, json_option
+from edgetool.cli.common import console, emit_json, get_target, json_option, writable_dir
 from edgetool.flows.base import DEFAULT_REPEAT, Observer, RunSettings
 from edgetool.units import human_bytes
 
@@ -96,7 +96,9 @@ _MEASURE_OPTIONS = [
         "-o",
         "--out",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Results directory [./results or EDGETOOL_RESULTS].",
+        callback=writable_dir,
+        help="Output directory the run directory is written under [./results or "
+        "EDGETOOL_RESULTS]; checked before connecting.",
     ),
 ]
 
@@ -192,7 +194,8 @@ def target_option(
 @click.option(
     "--op-profile",
     is_flag=True,
-    help="Android targets: benchmark_model's per-operator profile (--enable_op_profiling).",
+    help="Android targets: benchmark_model's per-operator profile (--enable_op_profiling); "
+    "refused elsewhere.",
 )
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
@@ -248,11 +251,22 @@ def command(
       edgetool deploy --target watch-wearos --model l2mu -n 200 --energy   # benchmark_model
       edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
     """
-    from edgetool.flows import deploy
+    from edgetool.flows import check_options, deploy
 
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
     target = get_target(ctx, target_name)
+    asked = RunSettings(
+        threads=threads,
+        runtime=runtime,
+        input=input_path,
+        save_outputs=save_outputs,
+        duration=duration or 0.0,
+        energy=energy,
+        op_profile=op_profile,
+        new_tokens=new_tokens or 0,
+    )
+    check_options(target, asked)  # before an export or a connection: refused, not ignored
     ui = DeployView(enabled=not (as_json or quiet))
     artifact = None
     if model_spec is None:

@@ -12,10 +12,25 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgetool.export.artifact import Artifact
-from edgetool.flows.base import DeployFlow, DeployOutcome, DeviceFacts, Observer, RunSettings
+from edgetool.flows.base import (
+    DeployFlow,
+    DeployOutcome,
+    DeviceFacts,
+    Observer,
+    RunSettings,
+    refuse_unsupported,
+)
 from edgetool.targets import KINDS, Target
 
-__all__ = ["FLOWS", "DeployFlow", "deploy", "facts", "flow_for", "model_spec"]
+__all__ = [
+    "FLOWS",
+    "DeployFlow",
+    "check_options",
+    "deploy",
+    "facts",
+    "flow_for",
+    "model_spec",
+]
 
 FLOWS = KINDS
 """Target kind (or `kind/transport`) -> DeployFlow; see targets.KINDS."""
@@ -36,7 +51,15 @@ def deploy(
     observer: Observer | None = None,
 ) -> DeployOutcome:
     """Run `artifact` on `target`; None = the model already in a microcontroller's firmware."""
-    return flow_for(target).deploy(target, artifact, settings, results_root, observer or Observer())
+    flow = flow_for(target)
+    refuse_unsupported(flow, target, settings)
+    return flow.deploy(target, artifact, settings, results_root, observer or Observer())
+
+
+def check_options(target: Target, settings: RunSettings) -> None:
+    """Refuse options TARGET's flow would ignore (exit 2), before anything is exported
+    or connected; `deploy` checks again for callers that skip this."""
+    refuse_unsupported(flow_for(target), target, settings)
 
 
 def facts(target: Target) -> DeviceFacts:

@@ -161,19 +161,6 @@ def _check_settings(target: Target, artifact: Artifact | None, settings: RunSett
             "benchmark_model.",
             hint="Pass --model NAME:tflite (or NAME:tflite:int8).",
         )
-    refused = {
-        "--input": settings.input is not None,
-        "--save-outputs": settings.save_outputs,
-        "--tokens": bool(settings.new_tokens),
-        "--duration": bool(settings.duration),
-    }
-    for option, given in refused.items():
-        if given:
-            raise ConfigError(
-                f"{option} is not supported on Android targets: benchmark_model runs exact "
-                "counts on its own random inputs.",
-                hint="Use -n/--iterations and --warmup.",
-            )
     if settings.energy and (target.meter is None or target.meter.type != FUEL_GAUGE):
         raise ConfigError(
             f"--energy on {target.name} needs [meter] type = '{FUEL_GAUGE}' (the watch's "
@@ -355,5 +342,12 @@ def aggregate_summary(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
     return summary
 
 
-FLOW = DeployFlow(deploy_android, lambda target: watch_facts(*android_facts(target)), ":tflite")
+FLOW = DeployFlow(
+    deploy_android,
+    lambda target: watch_facts(*android_facts(target)),
+    ":tflite",
+    supports=frozenset({"--threads", "--op-profile", "--energy"}),
+    refusal="benchmark_model runs exact counts on its own random inputs; use "
+    "-n/--iterations and --warmup",
+)
 """Wear OS watches (and phones) over ADB: TFLite's benchmark_model on the device."""

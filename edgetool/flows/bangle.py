@@ -522,5 +522,12 @@ def _measure(
     )  # fmt: skip
 
 
-FLOW = DeployFlow(deploy_bangle, lambda target: watch_facts(*bangle_facts(target)), ":tflite:int8")
+FLOW = DeployFlow(
+    deploy_bangle,
+    lambda target: watch_facts(*bangle_facts(target)),
+    ":tflite:int8",
+    supports=frozenset({"--input", "--duration"}),
+    refusal="Bangle.js runs TFLite Micro inside Espruino: one thread, no outputs kept, "
+    "no meter, no profile",
+)
 """Bangle.js 2 over BLE UART: TFLite Micro in Espruino, driven from its REPL."""

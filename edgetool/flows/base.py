@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import events
+from edgetool.errors import UnsupportedOption
 from edgetool.export.artifact import Artifact
 from edgetool.results.manifest import RunManifest, Summary
 from edgetool.targets import Target, open_transport
@@ -162,6 +163,38 @@ Deploy = Callable[[Target, "Artifact | None", RunSettings, Path, Observer], Depl
 root, observer) -> the finished run."""
 
 
+RUN_OPTIONS: dict[str, Callable[[RunSettings], bool]] = {
+    "--threads": lambda s: s.threads != 0,
+    "--runtime": lambda s: s.runtime != "auto",
+    "--input": lambda s: s.input is not None,
+    "--save-outputs": lambda s: s.save_outputs,
+    "--duration": lambda s: s.duration > 0,
+    "--energy": lambda s: s.energy,
+    "--op-profile": lambda s: s.op_profile,
+    "--tokens": lambda s: s.new_tokens > 0,
+}
+"""The deploy options a flow may not honour, and whether a RunSettings asks for each
+(a value other than the default). A flow declares the ones it supports."""
+
+ALL_RUN_OPTIONS = frozenset(RUN_OPTIONS)
+
+
+def refuse_unsupported(flow: DeployFlow, target: Target, settings: RunSettings) -> None:
+    """Refuse, before connecting, an option TARGET's flow would silently ignore: a run
+    that records `op_profile: true` and profiled nothing is worse than no run."""
+    asked = [name for name, given in RUN_OPTIONS.items() if given(settings)]
+    refused = [name for name in asked if name not in flow.supports]
+    if not refused:
+        return
+    names = ", ".join(refused)
+    verb = "is" if len(refused) == 1 else "are"
+    why = f": {flow.refusal}" if flow.refusal else ""
+    raise UnsupportedOption(
+        f"{names} {verb} not supported on {target.name} (kind {target.kind}, "
+        f"{target.transport_type} transport){why}"
+    )
+
+
 @dataclass(frozen=True)
 class DeployFlow:
     """One class of device. A new one is one module with a `FLOW = DeployFlow(...)`,
@@ -172,3 +205,8 @@ class DeployFlow:
     """Connect and report what the device is (`targets check`, the farm's health)."""
     default_model_format: str = ""
     """The suffix a bare `--model NAME` gets here (":c" on a microcontroller)."""
+    supports: frozenset[str] = ALL_RUN_OPTIONS
+    """The RUN_OPTIONS this flow honours; the others are refused (exit 2) before
+    connecting. A third-party flow that says nothing is trusted with all of them."""
+    refusal: str = ""
+    """Why the others are refused, and what to use instead (one phrase)."""

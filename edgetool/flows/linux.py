@@ -16,6 +16,7 @@ from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted
 from edgetool.export.artifact import Artifact
 from edgetool.files import file_sha256
 from edgetool.flows.base import (
+    ALL_RUN_OPTIONS,
     DeployFlow,
     DeployOutcome,
     DeviceFacts,
@@ -599,5 +600,10 @@ def linux_facts(target: Target) -> DeviceFacts:
     return DeviceFacts(where, {**hello, "env": env}, shown)
 
 
-FLOW = DeployFlow(deploy_linux, linux_facts)
+FLOW = DeployFlow(
+    deploy_linux,
+    linux_facts,
+    supports=ALL_RUN_OPTIONS - {"--op-profile"},
+    refusal="per-operator profiles come from benchmark_model on Android targets only",
+)
 """Linux-class devices: a runner process per repetition over a FileTransport."""

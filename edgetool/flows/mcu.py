@@ -451,5 +451,12 @@ def mcu_facts(target: Target) -> DeviceFacts:
     return DeviceFacts(client.description, asdict(info), rows, status="answers")
 
 
-FLOW = DeployFlow(deploy_mcu, mcu_facts, ":c")
+FLOW = DeployFlow(
+    deploy_mcu,
+    mcu_facts,
+    ":c",
+    supports=frozenset({"--input", "--save-outputs", "--duration"}),
+    refusal="the firmware runs one thread, its own runtime, no meter is read and no "
+    "profile is taken on microcontroller boards",
+)
 """Microcontrollers over a UART: firmware built with the model, the bench protocol."""
