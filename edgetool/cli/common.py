@@ -42,7 +42,13 @@ def print_whole(out: Console, table: Any) -> None:
     needed = out.measure(table, options=out.options.update_width(WIDE)).maximum
     if needed > out.width:
         out.width = needed
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)
+        return
+    # Piped: no padding after a row's last cell (cut, awk and diff see what a user sees).
+    with out.capture() as captured:
+        out.print(table)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 class _JsonState:

@@ -73,7 +73,7 @@ def models_list(as_json: bool) -> None:
             metric = f"perplexity {m['heldout_perplexity']:.1f}"
         else:
             metric = ""
-        shapes = " ".join("×".join(map(str, shape)) for shape in row["input"])
+        shapes = " ".join(shape_text(shape) for shape in row["input"])
         table.add_row(
             row["name"],
             row["family"],

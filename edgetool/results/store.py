@@ -296,7 +296,7 @@ def find_run(ref: str, root: Path) -> Run:
         return load_run(matches[0])
     if matches:
         raise ResultsError(f"'{ref}' matches {len(matches)} runs under {root}; be more specific")
-    raise ResultsError(f"no run '{ref}' under {root}", hint="See `edgetool results list`.")
+    raise ResultsError(f"no run '{ref}' under {root}.", hint="See `edgetool results list`.")
 
 
 def iter_run_dirs(root: Path) -> Iterator[Path]:
