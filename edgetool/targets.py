@@ -312,14 +312,21 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
             )
     runtimes = [r for r in runtimes if r in RUNTIMES]
     emulator = top.section("emulator")
-    raw_transport = dict(top.get("transport", dict, "a table", {"type": "local"}))
+    # No default: a file without [transport] (or an empty one) would otherwise deploy to
+    # this host while its author meant a board. This host must be said: type = "local".
+    if "transport" not in data:
+        top.problem(
+            'no [transport] table: say where the device is ([transport] type = "ssh" with '
+            'host = ..., or type = "local" for this host)'
+        )
+    raw_transport = dict(top.get("transport", dict, "a table", {}))
     # A running emulator publishes where it listens; that overlays the file's settings.
     state = _read_emulator_state(name) if emulator else None
     if state:
         raw_transport.update(state.get("transport", {}))
     raw_transport.update(_env_overrides(name))
     treader = top.child(raw_transport, "transport.")
-    ttype = treader.choice("type", tuple(TRANSPORTS.names()), None)
+    ttype = treader.choice("type", tuple(TRANSPORTS.names()), None) if "transport" in data else None
     transport_type = TRANSPORTS.get(ttype) if ttype is not None else None
     transport: Any = None  # a missing or unknown type is recorded: finish() raises it
     if transport_type is not None:

@@ -102,19 +102,27 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
 @json_option
 @click.pass_context
 def check(ctx: click.Context, name: str, as_json: bool) -> None:
-    """Connect and report device facts: CPU, OS, Python, runtimes, memory, clocks, heat."""
+    """Connect and report device facts: CPU, OS, Python, runtimes, memory, clocks, heat.
+
+    Exits 0 when the device can run models; 7 (device error) when it answers but none
+    of the target's `runtimes` is importable there (the facts are still shown); 6 when it
+    cannot be reached. The farm uses this as its health check.
+    """
     from edgetool.flows import facts
 
     target = get_target(ctx, name)
     found = facts(target)
     if as_json:
         emit_json({"target": target.name, "transport": found.where, **found.data})
-        return
-    out = console()
-    label = f"  [yellow]{found.label}[/yellow]" if found.label else ""
-    out.print(f"[bold]{target.name}[/bold]  {found.where}  [green]{found.status}[/green]{label}")
-    for key, value in found.rows:
-        out.print(f"  {key:<{found.width}} {value}")
+    else:
+        out = console()
+        status = "[red]no runtime[/red]" if found.problem else f"[green]{found.status}[/green]"
+        label = f"  [yellow]{found.label}[/yellow]" if found.label else ""
+        out.print(f"[bold]{target.name}[/bold]  {found.where}  {status}{label}")
+        for key, value in found.rows:
+            out.print(f"  {key:<{found.width}} {value}")
+    if found.problem is not None:
+        raise found.problem
 
 
 @command.command("trust")

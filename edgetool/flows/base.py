@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import events
-from edgetool.errors import UnsupportedOption
+from edgetool.errors import EdgetoolError, UnsupportedOption
 from edgetool.export.artifact import Artifact
 from edgetool.results.manifest import RunManifest, Summary
 from edgetool.targets import Target, open_transport
@@ -136,6 +136,10 @@ class DeviceFacts:
     label: str = ""
     width: int = 10
     """Characters the row labels are padded to."""
+    problem: EdgetoolError | None = None
+    """Why the device answered but cannot run a model (no runtime of the target's is
+    importable): `targets check` shows the facts, then fails with it, so the farm's health
+    check does not pass a board every job of which would fail."""
 
 
 def fact_rows(facts: dict[str, Any]) -> list[tuple[str, str]]:

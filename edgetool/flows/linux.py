@@ -597,7 +597,31 @@ def linux_facts(target: Target) -> DeviceFacts:
     for runtime, version in runtimes.items():
         mark = f"[green]{version}[/green]" if version else "[yellow]not installed[/yellow]"
         shown.append((runtime, mark))
-    return DeviceFacts(where, {**hello, "env": env}, shown)
+    return DeviceFacts(where, {**hello, "env": env}, shown, problem=_no_runtime(target, runtimes))
+
+
+RUNTIME_MODULES = {"onnxruntime": ("onnxruntime",), "litert": ("ai_edge_litert", "tflite_runtime")}
+"""The modules the runner reports (`runtime_versions`) that provide each target runtime."""
+
+
+def _no_runtime(target: Target, versions: dict[str, Any]) -> DeviceError | None:
+    """A DeviceError when none of the target's runtimes imports on the device (every deploy
+    would fail at its first model), else None."""
+    wanted = [r for r in target.runtimes if r in RUNTIME_MODULES]
+    if not wanted or any(versions.get(m) for r in wanted for m in RUNTIME_MODULES[r]):
+        return None
+    modules = ", ".join(m for r in wanted for m in RUNTIME_MODULES[r])
+    hint = (
+        f"Run `edgetool provision --target {target.name}`."
+        if target.provision is not None
+        else "Install one on the device (pip install onnxruntime), or set 'python' in the "
+        "target file to an interpreter that has one."
+    )
+    return DeviceError(
+        f"{target.name}: none of the target's runtimes ({', '.join(wanted)}) is importable "
+        f"by {target.python or 'python3'} on the device (tried {modules}).",
+        hint=hint,
+    )
 
 
 FLOW = DeployFlow(

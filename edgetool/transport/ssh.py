@@ -7,9 +7,13 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import posixpath
+import select
 import socket
 import stat
+import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +43,7 @@ from edgetool.transport.base import (
     shown_argv,
     split_lines,
 )
+from edgetool.transport.ssh_config import Endpoint, resolve
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,8 @@ class SshSettings:
     idle_timeout: float = 120.0
     keepalive: int = 15
     use_ssh_config: bool = True
+    ssh_config: Path | None = None
+    """An ssh config file read instead of ~/.ssh/config (as `ssh -F FILE`)."""
 
     def where(self) -> str:
         """Where the device is, as `targets list` shows it."""
@@ -77,6 +84,7 @@ def _parse_ssh(reader: TableReader) -> SshSettings:
         idle_timeout=reader.number("idle_timeout", 120.0),
         keepalive=int(reader.number("keepalive", 15)),
         use_ssh_config=bool(reader.get("use_ssh_config", bool, "true or false", True)),
+        ssh_config=expand_path(config) if (config := reader.text("ssh_config")) else None,
     )
     reader.finish()
     return settings
@@ -99,64 +107,6 @@ def _fast_transport(sock: Any, **options: Any) -> paramiko.Transport:
     return transport
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """Where an SSH target really is, after ~/.ssh/config has had its say."""
-
-    alias: str
-    hostname: str
-    port: int
-    user: str | None
-    identity_files: tuple[Path, ...]
-    known_hosts: tuple[Path, ...]
-    proxy_command: str | None
-
-    @property
-    def known_hosts_name(self) -> str:
-        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
-
-    def __str__(self) -> str:
-        who = f"{self.user}@" if self.user else ""
-        return f"{who}{self.hostname}:{self.port}"
-
-
-def resolve(settings: SshSettings) -> Endpoint:
-    """Apply ~/.ssh/config (HostName, Port, User, IdentityFile, UserKnownHostsFile,
-    ProxyCommand) the way `ssh ALIAS` would; explicit target settings win."""
-    config: dict[str, object] = {}
-    config_path = Path("~/.ssh/config").expanduser()
-    if settings.use_ssh_config and config_path.is_file():
-        try:
-            parsed = paramiko.SSHConfig.from_path(str(config_path))
-            config = dict(parsed.lookup(settings.host))
-        except (OSError, paramiko.SSHException) as exc:
-            raise ConnectError(f"cannot read {config_path}: {exc}") from exc
-    hostname = str(config.get("hostname", settings.host))
-    port = settings.port or int(str(config.get("port", 22)))
-    user = settings.user or (str(config["user"]) if "user" in config else None)
-    identities: tuple[Path, ...]
-    if settings.identity_file:
-        identities = (settings.identity_file,)
-    else:
-        raw = config.get("identityfile", [])
-        identities = tuple(Path(str(p)).expanduser() for p in raw) if isinstance(raw, list) else ()
-    if settings.known_hosts:
-        known = settings.known_hosts
-    else:
-        raw_known = str(config.get("userknownhostsfile", "~/.ssh/known_hosts")).split()
-        known = tuple(Path(p).expanduser() for p in raw_known)
-    proxy = config.get("proxycommand")
-    return Endpoint(
-        alias=settings.host,
-        hostname=hostname,
-        port=port,
-        user=user,
-        identity_files=identities,
-        known_hosts=known,
-        proxy_command=str(proxy) if proxy and str(proxy).lower() != "none" else None,
-    )
-
-
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's `SHA256:...` form, so users can compare with `ssh-keygen -lf`."""
     digest = hashlib.sha256(key.asbytes()).digest()
@@ -164,18 +114,23 @@ def fingerprint(key: paramiko.PKey) -> str:
 
 
 class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
-    def __init__(self, endpoint: Endpoint, target_name: str) -> None:
+    def __init__(self, endpoint: Endpoint, target_name: str, jump: bool) -> None:
         self.endpoint = endpoint
         self.target_name = target_name
+        self.jump = jump
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         raise HostKeyError(
-            f"host key for {self.endpoint.known_hosts_name} ({key.get_name()} "
-            f"{fingerprint(key)}) is not trusted.",
+            f"host key for {_role(self.jump)}{self.endpoint.known_hosts_name} "
+            f"({key.get_name()} {fingerprint(key)}) is not trusted.",
             hint=f"Run `edgetool targets trust {self.target_name}` to see it and record it.",
         )
+
+
+def _role(jump: bool) -> str:
+    return "jump host " if jump else ""
 
 
 def _load_host_keys(endpoint: Endpoint) -> paramiko.HostKeys:
@@ -189,9 +144,94 @@ def _load_host_keys(endpoint: Endpoint) -> paramiko.HostKeys:
     return keys
 
 
-def _open_socket(endpoint: Endpoint, timeout: float) -> socket.socket | paramiko.ProxyCommand:
+class _ShellProxy(paramiko.ProxyCommand):
+    """A ProxyCommand run as OpenSSH runs it (`sh -c`, see Endpoint.proxy_argv), where
+    paramiko's own splits it with shlex and runs it without a shell. Its stderr goes to a
+    file (a full pipe would stall it), its last line is shown when it fails; the command
+    itself is never shown or logged (it may carry a password, e.g. sshpass -p)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.cmd = ["ProxyCommand"]  # what paramiko's own errors would show
+        self.errors = tempfile.TemporaryFile()  # noqa: SIM115  # closed by close()
+        try:
+            self.process = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, bufsize=0
+            )
+        except OSError as exc:
+            self.errors.close()
+            raise ConnectError(f"cannot start the ProxyCommand: {exc.strerror or exc}") from exc
+        self.timeout: float | None = None
+
+    def recv(self, size: int) -> bytes:
+        """Up to SIZE bytes; b"" once the command has ended (paramiko's waits forever)."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        ready, _, _ = select.select([stdout], [], [], self.timeout)
+        if not ready:
+            raise TimeoutError
+        return os.read(stdout.fileno(), size)
+
+    def said(self) -> str:
+        """The command's last stderr line, if it wrote any."""
+        with contextlib.suppress(OSError):
+            self.errors.seek(0)
+            lines = self.errors.read()[-4096:].decode("utf-8", "replace").strip().splitlines()
+            return lines[-1].strip() if lines else ""
+        return ""
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+        with contextlib.suppress(subprocess.TimeoutExpired, OSError):
+            self.process.wait(timeout=2)
+        self.errors.close()
+
+
+class _Peek:
+    """A server's first bytes, kept while paramiko reads them through this wrapper, so a
+    failed handshake can say what the port spoke instead of paramiko's 'Error reading SSH
+    protocol banner' (or 'No existing session' for a silent port)."""
+
+    KEEP = 200
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self.head = b""
+        self.ended = False
+
+    def recv(self, size: int) -> bytes:
+        data: bytes = self._sock.recv(size)
+        if not data:
+            self.ended = True
+        self.head += data[: self.KEEP - len(self.head)]
+        if len(self.head) >= self.KEEP:
+            self.recv = self._sock.recv  # type: ignore[method-assign]  # done: no more cost
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def failure(self, endpoint: Endpoint, timeout: float) -> str | None:
+        """Why the handshake failed if it never got an SSH banner, else None."""
+        where = f"{endpoint.hostname}:{endpoint.port}"
+        lines = self.head.splitlines()
+        if any(line.startswith(b"SSH-") for line in lines):
+            return None
+        if lines:
+            first = lines[0].strip()[:40].decode("ascii", "replace")
+            return f"port {where} does not speak SSH (got {first!r})"
+        if self.ended:
+            return f"{where} closed the connection without an SSH banner"
+        return f"no SSH banner from {where} within {timeout:g} s"
+
+
+def _open_socket(endpoint: Endpoint, timeout: float, jump_to: Callable[[Endpoint], Any]) -> Any:
+    """A byte stream to ENDPOINT: a direct-tcpip channel through its jump host (opened by
+    JUMP_TO), its ProxyCommand's stdin/stdout, or a TCP socket."""
+    if endpoint.via is not None:
+        return jump_to(endpoint.via)
     if endpoint.proxy_command:
-        return paramiko.ProxyCommand(endpoint.proxy_command)
+        return _ShellProxy(endpoint.proxy_argv())
     try:
         sock = socket.create_connection((endpoint.hostname, endpoint.port), timeout=timeout)
     except OSError as exc:
@@ -202,20 +242,152 @@ def _open_socket(endpoint: Endpoint, timeout: float) -> socket.socket | paramiko
     return sock
 
 
-def fetch_host_key(settings: SshSettings) -> tuple[Endpoint, paramiko.PKey]:
-    """The key the host presents, without authenticating (for `targets trust`)."""
-    endpoint = resolve(settings)
+def _failed(endpoint: Endpoint, sock: Any, peek: _Peek, timeout: float, exc: BaseException) -> str:
+    """What a failed connection attempt says: what the port spoke, the ProxyCommand's
+    complaint, or the SSH library's reason."""
+    said = sock.said() if isinstance(sock, _ShellProxy) else ""
+    reason = peek.failure(endpoint, timeout) or _reason(exc)
+    return f"{reason} (ProxyCommand: {said})" if said else reason
+
+
+class _Connection:
+    """The SSH clients of one connection: its jump hosts in order, then the device.
+    Every hop is host-key checked the same way; closing closes them all, last first."""
+
+    def __init__(self, settings: SshSettings, target_name: str, endpoint: Endpoint) -> None:
+        self.settings = settings
+        self.target_name = target_name
+        self.endpoint = endpoint
+        self.clients: list[paramiko.SSHClient] = []
+        self._next = {id(hop.via): hop for hop in endpoint.hops if hop.via is not None}
+        """Each jump host's next hop (Endpoints are compared by identity: one host may
+        appear twice in a chain)."""
+
+    def socket_to(self, endpoint: Endpoint) -> Any:
+        return _open_socket(endpoint, self.settings.connect_timeout, self._through)
+
+    def _through(self, jump: Endpoint) -> paramiko.Channel:
+        """Log in to JUMP (through its own jumps) and open a channel to the next hop."""
+        client = self.client(jump, jump=True)
+        nxt = self._next[id(jump)]
+        transport = client.get_transport()
+        assert transport is not None
+        try:
+            return transport.open_channel(
+                "direct-tcpip",
+                (nxt.hostname, nxt.port),
+                ("127.0.0.1", 0),
+                timeout=self.settings.connect_timeout,
+            )
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            why = getattr(exc, "text", "") or _reason(exc)
+            raise ConnectError(
+                f"jump host {jump.hostname}:{jump.port} cannot reach "
+                f"{nxt.hostname}:{nxt.port}: {why}"
+            ) from exc
+
+    def open(self) -> paramiko.SSHClient:
+        """The device's client, logged in through every jump host."""
+        try:
+            return self.client(self.endpoint, jump=False)
+        except BaseException:
+            self.close()
+            raise
+
+    def client(self, ep: Endpoint, *, jump: bool) -> paramiko.SSHClient:
+        s = self.settings
+        client = paramiko.SSHClient()
+        client.get_host_keys().update(_load_host_keys(ep))
+        client.set_missing_host_key_policy(_RefuseUnknown(ep, self.target_name, jump))
+        # The ProxyCommand itself is not logged: it may carry a password (sshpass -p).
+        how = " via its ProxyCommand" if ep.proxy_command else ""
+        log.info("connect to %s%s%s", _role(jump), ep, how)
+        sock = self.socket_to(ep)
+        peek = _Peek(sock)
+        existing = [str(p) for p in ep.identity_files if p.is_file()]
+        # paramiko looks a host key up under `host` for port 22, else `[host]:port`; with a
+        # HostKeyAlias it must be the alias alone (the socket is ours: the name is only
+        # the known_hosts lookup).
+        name, port = (ep.host_key_alias, 22) if ep.host_key_alias else (ep.hostname, ep.port)
+        try:
+            client.connect(
+                name,
+                port=port,
+                username=ep.user,
+                key_filename=existing or None,  # type: ignore[arg-type]  # list is accepted
+                look_for_keys=not existing,
+                allow_agent=True,
+                sock=peek,  # type: ignore[arg-type]  # a socket-like object is accepted
+                timeout=s.connect_timeout,
+                banner_timeout=s.connect_timeout,
+                auth_timeout=s.connect_timeout,
+                channel_timeout=s.connect_timeout,
+                transport_factory=_fast_transport,
+            )
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise HostKeyError(
+                f"host key for {_role(jump)}{ep.known_hosts_name} has CHANGED (now "
+                f"{exc.key.get_name()} {fingerprint(exc.key)}): refusing to connect.",
+                hint="If the device was reinstalled, remove the old line from "
+                f"{ep.known_hosts[0] if ep.known_hosts else '~/.ssh/known_hosts'} "
+                f"and run `edgetool targets trust {self.target_name}`.",
+            ) from exc
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            tried = ", ".join(existing) or "default keys"
+            raise ConnectError(
+                f"authentication failed for {_role(jump)}{ep} (tried {tried} and the SSH agent).",
+                hint="Add your public key to the device's ~/.ssh/authorized_keys "
+                "or set 'identity_file' in the target file.",
+            ) from exc
+        except HostKeyError:
+            client.close()
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            client.close()
+            why = _failed(ep, sock, peek, s.connect_timeout, exc)
+            raise ConnectError(f"cannot connect to {_role(jump)}{ep}: {why}") from exc
+        transport = client.get_transport()
+        assert transport is not None
+        transport.set_keepalive(s.keepalive)
+        key = transport.get_remote_server_key()
+        log.info(
+            "connected to %s%s, host key %s %s", _role(jump), ep, key.get_name(), fingerprint(key)
+        )
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        """Never raises: the device first, then each jump host back to the first."""
+        for client in reversed(self.clients):
+            with contextlib.suppress(Exception):
+                client.close()
+
+
+def fetch_host_key(
+    settings: SshSettings, target_name: str = "", hop: Endpoint | None = None
+) -> tuple[Endpoint, paramiko.PKey]:
+    """The key the host (or HOP, one of its jump hosts) presents, without authenticating
+    to it (for `targets trust`); the jump hosts before it are logged in to, verified."""
+    endpoint = hop or resolve(settings)
     log.info("fetch the host key of %s", endpoint)
-    sock = _open_socket(endpoint, settings.connect_timeout)
-    transport = paramiko.Transport(sock)
+    connection = _Connection(settings, target_name, endpoint)
     try:
-        transport.banner_timeout = settings.connect_timeout
-        transport.start_client(timeout=settings.connect_timeout)
-        return endpoint, transport.get_remote_server_key()
-    except (paramiko.SSHException, OSError, EOFError) as exc:
-        raise ConnectError(f"{endpoint}: SSH handshake failed: {exc}") from exc
+        sock = connection.socket_to(endpoint)
+        peek = _Peek(sock)
+        transport = paramiko.Transport(peek)  # type: ignore[arg-type]  # socket-like
+        try:
+            transport.banner_timeout = settings.connect_timeout
+            transport.start_client(timeout=settings.connect_timeout)
+            return endpoint, transport.get_remote_server_key()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            why = _failed(endpoint, sock, peek, settings.connect_timeout, exc)
+            raise ConnectError(f"{endpoint}: SSH handshake failed: {why}") from exc
+        finally:
+            transport.close()
     finally:
-        transport.close()
+        connection.close()
 
 
 def known_key(endpoint: Endpoint) -> paramiko.PKey | None:
@@ -391,62 +563,9 @@ class SshTransport(FileTransport):
         self.endpoint = resolve(settings)
         self.python = python or "python3"
         self.description = f"{target_name} ({self.endpoint})"
-        self._client = self._connect(target_name)
+        self._connection = _Connection(settings, target_name, self.endpoint)
+        self._client = self._connection.open()
         self._sftp: paramiko.SFTPClient | None = None
-
-    def _connect(self, target_name: str) -> paramiko.SSHClient:
-        ep, s = self.endpoint, self.settings
-        client = paramiko.SSHClient()
-        client.get_host_keys().update(_load_host_keys(ep))
-        client.set_missing_host_key_policy(_RefuseUnknown(ep, target_name))
-        # The ProxyCommand itself is not logged: it may carry a password (sshpass -p).
-        log.info("connect to %s%s", ep, " via its ProxyCommand" if ep.proxy_command else "")
-        sock = _open_socket(ep, s.connect_timeout)
-        existing = [str(p) for p in ep.identity_files if p.is_file()]
-        try:
-            client.connect(
-                ep.hostname,
-                port=ep.port,
-                username=ep.user,
-                key_filename=existing or None,  # type: ignore[arg-type]  # list is accepted
-                look_for_keys=not existing,
-                allow_agent=True,
-                sock=sock,
-                timeout=s.connect_timeout,
-                banner_timeout=s.connect_timeout,
-                auth_timeout=s.connect_timeout,
-                channel_timeout=s.connect_timeout,
-                transport_factory=_fast_transport,
-            )
-        except paramiko.BadHostKeyException as exc:
-            client.close()
-            raise HostKeyError(
-                f"host key for {ep.known_hosts_name} has CHANGED (now {exc.key.get_name()} "
-                f"{fingerprint(exc.key)}): refusing to connect.",
-                hint="If the device was reinstalled, remove the old line from "
-                f"{ep.known_hosts[0] if ep.known_hosts else '~/.ssh/known_hosts'} "
-                f"and run `edgetool targets trust {target_name}`.",
-            ) from exc
-        except paramiko.AuthenticationException as exc:
-            client.close()
-            tried = ", ".join(existing) or "default keys"
-            raise ConnectError(
-                f"authentication failed for {ep} (tried {tried} and the SSH agent).",
-                hint="Add your public key to the device's ~/.ssh/authorized_keys "
-                "or set 'identity_file' in the target file.",
-            ) from exc
-        except HostKeyError:
-            client.close()
-            raise
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            client.close()
-            raise ConnectError(f"cannot connect to {ep}: {exc or type(exc).__name__}") from exc
-        transport = client.get_transport()
-        assert transport is not None
-        transport.set_keepalive(s.keepalive)
-        key = transport.get_remote_server_key()
-        log.info("connected to %s, host key %s %s", ep, key.get_name(), fingerprint(key))
-        return client
 
     def _transport(self) -> paramiko.Transport:
         transport = self._client.get_transport()
@@ -629,6 +748,7 @@ class SshTransport(FileTransport):
             self._sftp = None
         with contextlib.suppress(Exception):
             self._client.close()
+        self._connection.close()
 
 
 class _Receiver:

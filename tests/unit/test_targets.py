@@ -15,6 +15,7 @@ from edgetool.targets import (
 )
 from edgetool.transport.local import LocalSettings
 from edgetool.transport.ssh import SshSettings
+from tests.conftest import assert_one_line_error, run_cli
 
 
 def write(directory: Path, name: str, text: str) -> Path:
@@ -115,10 +116,10 @@ def test_targets_dir_and_env_dirs_override_builtins(
     tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env_dir, cli_dir = tmp_path / "env", tmp_path / "cli"
-    write(env_dir, "local", 'description = "from env"\n')
+    write(env_dir, "local", 'description = "from env"\n[transport]\ntype = "local"\n')
     monkeypatch.setenv("EDGETOOL_TARGETS", str(env_dir))
     assert load_target("local").description == "from env"
-    write(cli_dir, "local", 'description = "from cli"\n')
+    write(cli_dir, "local", 'description = "from cli"\n[transport]\ntype = "local"\n')
     assert load_target("local", [cli_dir]).description == "from cli"
 
 
@@ -165,11 +166,26 @@ def test_local_default(home: Path) -> None:
     assert target.kind == "linux"
 
 
+@pytest.mark.parametrize("text", ["", 'kind = "linux"\nruntimes = ["onnxruntime"]\n'])
+def test_a_file_without_transport_is_refused_not_run_on_this_host(
+    tmp_path: Path, text: str
+) -> None:
+    path = write(tmp_path / "targets", "lab-pi", text)
+    result = run_cli("targets", "check", str(path))
+    assert_one_line_error(result, 5, str(path), "no [transport] table", 'type = "local"')
+    assert "reachable" not in result.stdout  # nothing ran here instead
+
+
+def test_this_host_said_explicitly_still_loads(tmp_path: Path) -> None:
+    path = write(tmp_path, "here", '[transport]\ntype = "local"\n')
+    assert isinstance(load_target_file(path).transport, LocalSettings)
+
+
 def test_models_table_says_what_a_bare_model_name_means(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "watch",
-        'kind = "linux"\n[models]\nl2mu = "l2mu-watch:tflite:fp32"\n',
+        'kind = "linux"\n[transport]\ntype = "local"\n[models]\nl2mu = "l2mu-watch:tflite:fp32"\n',
     )
     target = load_target_file(path)
     assert model_spec(target, "l2mu") == "l2mu-watch:tflite:fp32"
