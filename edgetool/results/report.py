@@ -57,7 +57,7 @@ table.summary{width:100%}
 table.summary tr:first-child{display:none} table.summary tr{margin:0 0 10px}
 table.summary td{text-align:left;border-width:0 1px 1px}
 table.summary td::before{content:attr(data-label) ": ";color:#666}}
-td.regression,td.failed,td.error{color:#b00;font-weight:600} td.skipped{color:#a60}
+td.regressed,td.failed{color:#b00;font-weight:600} td.skipped{color:#a60}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0;font-size:13px}
 dt{color:#666} dd{margin:0;word-break:break-all}
 .plots{display:flex;flex-wrap:wrap;gap:12px}
