@@ -4,23 +4,31 @@
 Run from the repository: `PYTHONPATH=. python bench/bench_report.py`.
 """
 
+from __future__ import annotations
+
+import importlib
 import pathlib
 import tempfile
 import time
 
-t0 = time.time()
-from edgetool.results.report import build_report
-from edgetool.results.store import load_run
-from tests.unit.test_trace_report import make_run
 
-imp = time.time() - t0
-tmp = pathlib.Path(tempfile.mkdtemp())
-run = load_run(make_run(tmp, "r", n=500))
-t = time.time()
-build_report([run])
-a = time.time() - t
-run = load_run(make_run(tmp, "r2", n=20000))
-t = time.time()
-build_report([run])
-b = time.time() - t
-print(f"imports {imp:.2f} s, 500 samples {a:.2f} s, 20000 samples {b:.2f} s")
+def main() -> None:
+    start = time.time()
+    report = importlib.import_module("edgetool.results.report")
+    store = importlib.import_module("edgetool.results.store")
+    fixtures = importlib.import_module("tests.unit.test_trace_report")
+    imports = time.time() - start
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    times = []
+    for name, n in (("typical", 500), ("large", 20_000)):
+        run = store.load_run(fixtures.make_run(tmp, name, n=n))
+        start = time.time()
+        report.build_report([run])
+        times.append(time.time() - start)
+    print(
+        f"imports {imports:.2f} s, 500 samples {times[0]:.2f} s, 20000 samples {times[1]:.2f} s"
+    )
+
+
+if __name__ == "__main__":
+    main()
