@@ -25,9 +25,7 @@ def main() -> None:
         start = time.time()
         report.build_report([run])
         times.append(time.time() - start)
-    print(
-        f"imports {imports:.2f} s, 500 samples {times[0]:.2f} s, 20000 samples {times[1]:.2f} s"
-    )
+    print(f"imports {imports:.2f} s, 500 samples {times[0]:.2f} s, 20000 samples {times[1]:.2f} s")
 
 
 if __name__ == "__main__":
