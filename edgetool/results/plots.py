@@ -1,27 +1,63 @@
-"""Tiny SVG plots for the HTML report: no plotting library, no JavaScript, no network.
+"""The report's plots: matplotlib figures rendered to SVG text, inlined into the HTML.
 
-Each function returns one `<svg data-plot="NAME">` element as text, so the report stays a
-single self-contained file that any browser renders. All text passes through `esc` because
-run ids and model names are user input. Callers downsample large series first
-(`minmax_buckets`): a plot never needs more points than it has pixels.
+matplotlib is imported here and nowhere else, so `edgetool --help` and every command but
+`report` (and a night's report) never pay for it. Figures are built with `Figure` (no
+pyplot: no global state, no GUI backend) inside `rc_context`, and rendered with a fixed
+`svg.hashsalt` and no date, so the same run gives byte-identical SVG (diffable reports).
+
+Each function returns one `<svg data-plot="NAME">` element. Text stays text
+(`svg.fonttype = none`: searchable, small) and math parsing is off because run ids and model
+names are user input (a `$` must not start a formula). Element ids are prefixed with a hash
+of the plot: a report inlines many SVGs into one document, where ids must be unique.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import html
+import io
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
-WIDTH = 660
-HEIGHT = 340
-MARGIN_L = 64
-MARGIN_R = 64
-MARGIN_T = 34
-MARGIN_B = 84
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+matplotlib.use("Agg")
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b")
-FONT = "font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif"
+SIZE = (6.6, 3.4)
+"""Figure size in inches (rendered at 72 pt/in: about 475 × 245 px before CSS scaling)."""
+LOG_SPREAD = 20.0
+"""A latency axis spanning more than this ratio (max/min) is drawn on a log scale: a
+7 µs model and a 100 ms one on one linear axis would leave the fast one a single bar at 0."""
+CLIP_QUANTILE = 0.999
+CLIP_GAIN = 1.25
+"""The histogram is clipped at the p99.9 only when the tail reaches beyond this × p99.9:
+hiding a handful of samples to gain nothing would only cost the reader a footnote."""
+BUCKETS = 600
+"""Above about 2× this many points a series is drawn as a min/max band plus mean."""
+
+_RC: dict[Any, Any] = {
+    "svg.hashsalt": "edgetool",
+    "svg.fonttype": "none",
+    "text.parse_math": False,
+    "axes.formatter.useoffset": False,
+    "axes.formatter.use_mathtext": False,
+    "font.size": 9.0,
+    "axes.titlesize": 10.0,
+    "axes.spines.top": False,
+    "axes.grid": True,
+    "grid.color": "#e6e6e6",
+    "legend.fontsize": 8.0,
+    "legend.frameon": False,
+}
 
 
 def esc(text: object) -> str:
@@ -33,31 +69,31 @@ def color(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
 
 
-def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
-    """Round tick values (1, 2, 5 × 10^k) covering [lo, hi]."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return [0.0, 1.0]
-    if hi <= lo:
-        hi = lo + (abs(lo) * 0.1 or 1.0)
-    raw = (hi - lo) / max(count - 1, 1)
-    magnitude = 10 ** math.floor(math.log10(raw))
-    step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
-    first = math.floor(lo / step) * step
-    ticks: list[float] = []
-    for k in range(50):
-        value = first + k * step
-        ticks.append(round(value, 12))
-        if value >= hi - step * 1e-9:
-            break
-    return ticks
+@dataclass(frozen=True)
+class Unit:
+    """How a latency axis is labelled: `ns / per_ns` is the value in `name`."""
+
+    name: str
+    per_ns: float
 
 
-def fmt_tick(value: float) -> str:
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e5 or abs(value) < 1e-3:
-        return f"{value:.2g}"
-    return f"{value:.6g}"
+def latency_unit(samples_ns: Sequence[float], instructions: bool = False) -> Unit:
+    """µs, ms or s by the median's magnitude (k/M instructions on an instruction time base),
+    so a 7 µs model reads 7.1 µs, not 0.007 ms."""
+    finite = [v for v in samples_ns if math.isfinite(v)]
+    median = float(np.median(finite)) if finite else 1e6
+    if instructions:
+        return Unit("M instr", 1e6) if median >= 1e5 else Unit("k instr", 1e3)
+    if median < 1e6:
+        return Unit("µs", 1e3)
+    if median < 1e10:
+        return Unit("ms", 1e6)
+    return Unit("s", 1e9)
+
+
+def time_unit(span_ns: float) -> Unit:
+    """Seconds for spans over 2 s, else milliseconds (time axes, not latencies)."""
+    return Unit("s", 1e9) if span_ns > 2e9 else Unit("ms", 1e6)
 
 
 def minmax_buckets(
@@ -67,422 +103,25 @@ def minmax_buckets(
     million points to a few hundred. Linear time; xs need not be sorted."""
     if not xs:
         return [], [], [], []
-    x0, x1 = min(xs), max(xs)
+    x = np.asarray(xs, dtype=float)
+    y = np.asarray(ys, dtype=float)
+    x0, x1 = float(x.min()), float(x.max())
     span = (x1 - x0) or 1.0
-    lo: list[float] = [math.inf] * buckets
-    hi: list[float] = [-math.inf] * buckets
-    total = [0.0] * buckets
-    count = [0] * buckets
-    for x, y in zip(xs, ys, strict=True):
-        b = min(int((x - x0) / span * buckets), buckets - 1)
-        lo[b] = min(lo[b], y)
-        hi[b] = max(hi[b], y)
-        total[b] += y
-        count[b] += 1
-    out_x, out_lo, out_hi, out_mean = [], [], [], []
-    for b in range(buckets):
-        if count[b]:
-            out_x.append(x0 + (b + 0.5) / buckets * span)
-            out_lo.append(lo[b])
-            out_hi.append(hi[b])
-            out_mean.append(total[b] / count[b])
-    return out_x, out_lo, out_hi, out_mean
-
-
-@dataclass
-class Series:
-    """One thing to draw on an x/y plot.
-
-    kind: "line", "step" (post), "scatter", or "band" (fill between ys and ys_hi).
-    axis: "left" or "right" (the second y axis)."""
-
-    label: str
-    xs: Sequence[float]
-    ys: Sequence[float]
-    kind: Literal["line", "step", "scatter", "band"] = "line"
-    axis: Literal["left", "right"] = "left"
-    color: str | None = None
-    ys_hi: Sequence[float] = field(default_factory=list)
-    dashed: bool = False
-
-
-@dataclass
-class Shade:
-    """A shaded x-range (meter windows, inference activity)."""
-
-    x0: float
-    x1: float
-    color: str
-    opacity: float = 0.15
-    label: str | None = None
-    y_frac: tuple[float, float] = (0.0, 1.0)
-    """Vertical extent as a fraction of the plot height (0 = bottom)."""
-
-
-class _Frame:
-    """Maps data to pixels and draws axes; shared by every plot type."""
-
-    def __init__(self, x_range: tuple[float, float], y_range: tuple[float, float]) -> None:
-        self.left, self.top = MARGIN_L, MARGIN_T
-        self.width = WIDTH - MARGIN_L - MARGIN_R
-        self.height = HEIGHT - MARGIN_T - MARGIN_B
-        self.xticks = nice_ticks(*x_range)
-        self.yticks = nice_ticks(*y_range)
-        self.x0, self.x1 = _span(x_range, self.xticks)
-        self.y0, self.y1 = _span(y_range, self.yticks)
-
-    def px(self, x: float) -> float:
-        return self.left + (x - self.x0) / ((self.x1 - self.x0) or 1.0) * self.width
-
-    def py(self, y: float, axis: tuple[float, float] | None = None) -> float:
-        y0, y1 = axis or (self.y0, self.y1)
-        return self.top + self.height - (y - y0) / ((y1 - y0) or 1.0) * self.height
-
-
-def _span(data: tuple[float, float], ticks: list[float]) -> tuple[float, float]:
-    lo = min(data[0], ticks[0]) if ticks else data[0]
-    hi = max(data[1], ticks[-1]) if ticks else data[1]
-    if hi <= lo:
-        hi = lo + 1.0
-    return lo, hi
-
-
-def _finite(values: Sequence[float]) -> list[float]:
-    return [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-
-
-def _open(name: str, title: str, extra: str = "") -> list[str]:
-    return [
-        f'<svg xmlns="http://www.w3.org/2000/svg" data-plot="{esc(name)}" {extra}'
-        f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" role="img" '
-        f'style="{FONT};font-size:12px;background:#fff">',
-        f"<title>{esc(title)}</title>",
-        f'<text x="{WIDTH / 2:.1f}" y="20" text-anchor="middle" font-size="14" '
-        f'font-weight="600">{esc(title)}</text>',
-    ]
-
-
-def _axes(
-    frame: _Frame,
-    xlabel: str,
-    ylabel: str,
-    y2: tuple[float, float, list[float]] | None = None,
-    y2label: str = "",
-    xtick_labels: list[tuple[float, str]] | None = None,
-) -> list[str]:
-    out = []
-    bottom = frame.top + frame.height
-    right = frame.left + frame.width
-    for t in frame.yticks:
-        y = frame.py(t)
-        if frame.top - 0.5 <= y <= bottom + 0.5:
-            out.append(
-                f'<line x1="{frame.left}" y1="{y:.1f}" x2="{right}" y2="{y:.1f}" '
-                f'stroke="#e6e6e6"/>'
-                f'<text x="{frame.left - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                f"{esc(fmt_tick(t))}</text>"
-            )
-    labels = xtick_labels or [(t, fmt_tick(t)) for t in frame.xticks]
-    for t, label in labels:
-        x = frame.px(t)
-        if frame.left - 0.5 <= x <= right + 0.5:
-            out.append(
-                f'<line x1="{x:.1f}" y1="{bottom}" x2="{x:.1f}" y2="{bottom + 5}" stroke="#333"/>'
-                f'<text x="{x:.1f}" y="{bottom + 18}" text-anchor="middle">{esc(label)}</text>'
-            )
-    out.append(
-        f'<rect x="{frame.left}" y="{frame.top}" width="{frame.width}" height="{frame.height}" '
-        f'fill="none" stroke="#333"/>'
-        f'<text x="{frame.left + frame.width / 2:.1f}" y="{bottom + 38}" text-anchor="middle">'
-        f"{esc(xlabel)}</text>"
-        f'<text transform="translate(16 {frame.top + frame.height / 2:.1f}) rotate(-90)" '
-        f'text-anchor="middle">{esc(ylabel)}</text>'
+    idx = np.minimum(((x - x0) / span * buckets).astype(int), buckets - 1)
+    count = np.bincount(idx, minlength=buckets)
+    total = np.bincount(idx, weights=y, minlength=buckets)
+    lo = np.full(buckets, np.inf)
+    hi = np.full(buckets, -np.inf)
+    np.minimum.at(lo, idx, y)
+    np.maximum.at(hi, idx, y)
+    used = count > 0
+    centres = x0 + (np.arange(buckets) + 0.5) / buckets * span
+    return (
+        centres[used].tolist(),
+        lo[used].tolist(),
+        hi[used].tolist(),
+        (total[used] / count[used]).tolist(),
     )
-    if y2 is not None:
-        lo, hi, ticks = y2
-        for t in ticks:
-            y = frame.py(t, (lo, hi))
-            if frame.top - 0.5 <= y <= bottom + 0.5:
-                out.append(
-                    f'<text x="{right + 6}" y="{y + 4:.1f}" text-anchor="start">'
-                    f"{esc(fmt_tick(t))}</text>"
-                )
-        out.append(
-            f'<text transform="translate({WIDTH - 14} {frame.top + frame.height / 2:.1f}) '
-            f'rotate(90)" text-anchor="middle">{esc(y2label)}</text>'
-        )
-    return out
-
-
-def _legend(entries: list[tuple[str, str, bool]]) -> list[str]:
-    """(label, colour, is_fill) in up to two rows under the x label (wraps, then clips)."""
-    out = []
-    x = MARGIN_L
-    row = 0
-    for label, col, fill in entries:
-        short = label if len(label) <= 50 else label[:47] + "…"
-        width = 30 + int(len(short) * 7.0)
-        if x + width > WIDTH and x > MARGIN_L:
-            row += 1
-            x = MARGIN_L
-        if row > 1:
-            break
-        y = HEIGHT - 20 + row * 15
-        if fill:
-            out.append(
-                f'<rect x="{x}" y="{y - 9}" width="14" height="10" fill="{esc(col)}" '
-                f'fill-opacity="0.35" stroke="{esc(col)}"/>'
-            )
-        else:
-            out.append(
-                f'<line x1="{x}" y1="{y - 4}" x2="{x + 14}" y2="{y - 4}" stroke="{esc(col)}" '
-                f'stroke-width="2.5"/>'
-            )
-        out.append(f'<text x="{x + 18}" y="{y}">{esc(short)}</text>')
-        x += width
-    return out
-
-
-def _path(points: list[tuple[float, float]]) -> str:
-    return "M" + "L".join(f"{x:.1f},{y:.1f}" for x, y in points)
-
-
-def empty_plot(name: str, title: str, message: str) -> str:
-    """A placeholder with a reason, so the layout (and tests) still find the plot."""
-    out = _open(name, title)
-    out.append(
-        f'<text x="{WIDTH / 2:.1f}" y="{HEIGHT / 2:.1f}" text-anchor="middle" fill="#777">'
-        f"{esc(message)}</text></svg>"
-    )
-    return "".join(out)
-
-
-def xy_plot(
-    name: str,
-    title: str,
-    series: Sequence[Series],
-    xlabel: str,
-    ylabel: str,
-    y2label: str = "",
-    shades: Sequence[Shade] = (),
-    y_from_zero: bool = False,
-    extra_attrs: str = "",
-    y_range: tuple[float, float] | None = None,
-) -> str:
-    """Lines, steps, scatter and bands over a shared x axis, with an optional right axis."""
-    left = [s for s in series if s.axis == "left"]
-    right = [s for s in series if s.axis == "right"]
-    xs = _finite([x for s in series for x in s.xs] + [v for sh in shades for v in (sh.x0, sh.x1)])
-    ly = _finite([y for s in left for y in (*s.ys, *s.ys_hi)])
-    if not xs or not ly:
-        return empty_plot(name, title, "no data")
-    y_lo = 0.0 if y_from_zero else min(ly)
-    y_hi = max(ly)
-    pad = (y_hi - y_lo) * 0.05 or abs(y_hi) * 0.05 or 1.0
-    frame = _Frame((min(xs), max(xs)), y_range or (y_lo if y_from_zero else y_lo - pad, y_hi + pad))
-    y2: tuple[float, float, list[float]] | None = None
-    if right:
-        ry = _finite([y for s in right for y in (*s.ys, *s.ys_hi)])
-        if ry:
-            r_pad = (max(ry) - min(ry)) * 0.1 or abs(max(ry)) * 0.05 or 1.0
-            ticks = nice_ticks(min(ry) - r_pad, max(ry) + r_pad)
-            y2 = (ticks[0], ticks[-1], ticks)
-    out = _open(name, title, extra_attrs)
-    out.append(
-        f'<clipPath id="clip-{esc(name)}"><rect x="{frame.left}" y="{frame.top}" '
-        f'width="{frame.width}" height="{frame.height}"/></clipPath>'
-    )
-    out.extend(_axes(frame, xlabel, ylabel, y2, y2label))
-    out.append(f'<g clip-path="url(#clip-{esc(name)})">')
-    for sh in shades:
-        x0, x1 = frame.px(sh.x0), frame.px(sh.x1)
-        top = frame.top + frame.height * (1 - sh.y_frac[1])
-        h = frame.height * (sh.y_frac[1] - sh.y_frac[0])
-        out.append(
-            f'<rect x="{x0:.1f}" y="{top:.1f}" width="{max(x1 - x0, 0.8):.1f}" height="{h:.1f}" '
-            f'fill="{esc(sh.color)}" fill-opacity="{sh.opacity}"/>'
-        )
-    legend: list[tuple[str, str, bool]] = []
-    seen_shades: set[str] = set()
-    for sh in shades:
-        if sh.label and sh.label not in seen_shades:
-            seen_shades.add(sh.label)
-            legend.append((sh.label, sh.color, True))
-    for i, s in enumerate(series):
-        col = s.color or color(i)
-        axis = (y2[0], y2[1]) if (s.axis == "right" and y2) else None
-        pts = [
-            (frame.px(x), frame.py(y, axis))
-            for x, y in zip(s.xs, s.ys, strict=False)
-            if math.isfinite(x) and math.isfinite(y)
-        ]
-        if not pts:
-            continue
-        dash = ' stroke-dasharray="5 3"' if s.dashed else ""
-        if s.kind == "band":
-            upper = [(frame.px(x), frame.py(y, axis)) for x, y in zip(s.xs, s.ys_hi, strict=False)]
-            poly = pts + upper[::-1]
-            out.append(
-                f'<path d="{_path(poly)}Z" fill="{esc(col)}" fill-opacity="0.3" '
-                f'stroke="{esc(col)}" stroke-width="0.6"/>'
-            )
-            legend.append((s.label, col, True))
-            continue
-        if s.kind == "scatter":
-            out.append(f'<g fill="{esc(col)}" fill-opacity="0.6">')
-            out.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.8"/>' for x, y in pts)
-            out.append("</g>")
-        else:
-            if s.kind == "step":
-                stepped: list[tuple[float, float]] = []
-                for j, (x, y) in enumerate(pts):
-                    if j:
-                        stepped.append((x, stepped[-1][1]))
-                    stepped.append((x, y))
-                pts = stepped
-            out.append(
-                f'<path d="{_path(pts)}" fill="none" stroke="{esc(col)}" stroke-width="1.6"{dash}/>'
-            )
-        legend.append((s.label, col, False))
-    out.append("</g>")
-    out.extend(_legend(legend))
-    out.append("</svg>")
-    return "".join(out)
-
-
-def histogram(
-    name: str,
-    title: str,
-    datasets: Sequence[tuple[str, Sequence[float]]],
-    xlabel: str,
-    bins: int = 40,
-    x_range: tuple[float, float] | None = None,
-) -> str:
-    """Overlaid histograms (outlined, translucent) sharing bins, so runs compare directly."""
-    values = [v for _, vs in datasets for v in _finite(vs)]
-    if not values:
-        return empty_plot(name, title, "no samples")
-    lo, hi = x_range or (min(values), max(values))
-    if hi <= lo:
-        lo, hi = lo - 0.5 * (abs(lo) or 1.0), hi + 0.5 * (abs(hi) or 1.0)
-    width = (hi - lo) / bins
-    counts: list[list[int]] = []
-    for _, vs in datasets:
-        c = [0] * bins
-        for v in vs:
-            if lo <= v <= hi:
-                c[min(int((v - lo) / width), bins - 1)] += 1
-        counts.append(c)
-    top = max(max(c) for c in counts) or 1
-    frame = _Frame((lo, hi), (0.0, top * 1.05))
-    out = _open(name, title)
-    out.extend(_axes(frame, xlabel, "count"))
-    legend = []
-    for i, ((label, _), c) in enumerate(zip(datasets, counts, strict=True)):
-        col = color(i)
-        pts: list[tuple[float, float]] = [(frame.px(lo), frame.py(0))]
-        for b, n in enumerate(c):
-            pts.append((frame.px(lo + b * width), frame.py(n)))
-            pts.append((frame.px(lo + (b + 1) * width), frame.py(n)))
-        pts.append((frame.px(hi), frame.py(0)))
-        out.append(
-            f'<path d="{_path(pts)}Z" fill="{esc(col)}" fill-opacity="0.3" '
-            f'stroke="{esc(col)}" stroke-width="1.4"/>'
-        )
-        legend.append((f"{label} (n={sum(c)})", col, True))
-    out.extend(_legend(legend))
-    out.append("</svg>")
-    return "".join(out)
-
-
-def cdf(
-    name: str,
-    title: str,
-    datasets: Sequence[tuple[str, Sequence[float]]],
-    xlabel: str,
-    points: int = 600,
-) -> str:
-    """Empirical CDFs as step lines; big samples are thinned to `points` quantiles."""
-    series = []
-    for i, (label, vs) in enumerate(datasets):
-        values = sorted(_finite(vs))
-        n = len(values)
-        if not n:
-            continue
-        idx = (
-            range(n)
-            if n <= points
-            else sorted({round(k * (n - 1) / (points - 1)) for k in range(points)})
-        )
-        xs = [values[k] for k in idx]
-        ys = [(k + 1) / n for k in idx]
-        series.append(Series(label, [xs[0], *xs], [0.0, *ys], kind="step", color=color(i)))
-    if not series:
-        return empty_plot(name, title, "no samples")
-    return xy_plot(name, title, series, xlabel, "fraction of inferences ≤ x", y_range=(0, 1))
-
-
-@dataclass
-class Bar:
-    """One bar: a value and an optional (lo, hi) confidence interval."""
-
-    value: float | None
-    ci: tuple[float, float] | None = None
-
-
-def bar_chart(
-    name: str,
-    title: str,
-    groups: Sequence[str],
-    series: Sequence[tuple[str, Sequence[Bar]]],
-    ylabel: str,
-) -> str:
-    """Grouped bars with CI error bars (groups = runs, series = e.g. dynamic/total)."""
-    values = _finite(
-        [b.value for _, bars in series for b in bars if b.value is not None]
-        + [b.ci[1] for _, bars in series for b in bars if b.ci]
-    )
-    if not groups or not values:
-        return empty_plot(name, title, "no data")
-    frame = _Frame((0.0, float(len(groups))), (0.0, max(values) * 1.1 or 1.0))
-    frame.x0, frame.x1 = 0.0, float(len(groups))
-    chars = max(int(WIDTH / len(groups) / 7), 4)
-    labels = [
-        (g + 0.5, text if len(text) <= chars else text[: chars - 1] + "…")
-        for g, text in enumerate(groups)
-    ]
-    out = _open(name, title)
-    out.extend(_axes(frame, "run", ylabel, xtick_labels=labels))
-    slot = frame.width / len(groups)
-    bar_w = slot * 0.7 / max(len(series), 1)
-    legend = []
-    for s_i, (label, bars) in enumerate(series):
-        col = color(s_i)
-        legend.append((label, col, True))
-        for g, bar in enumerate(bars):
-            if bar.value is None or not math.isfinite(bar.value):
-                continue
-            x = frame.left + g * slot + slot * 0.15 + s_i * bar_w
-            y = frame.py(bar.value)
-            tip = f"{groups[g]}: {label} {bar.value:.4g}"
-            if bar.ci:
-                tip += f" [{bar.ci[0]:.4g}, {bar.ci[1]:.4g}]"
-            out.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w * 0.92:.1f}" '
-                f'height="{frame.py(0) - y:.1f}" fill="{esc(col)}" fill-opacity="0.7">'
-                f"<title>{esc(tip)}</title></rect>"
-            )
-            if bar.ci:
-                cx = x + bar_w * 0.46
-                y_lo, y_hi = frame.py(bar.ci[0]), frame.py(bar.ci[1])
-                out.append(
-                    f'<path d="M{cx:.1f},{y_lo:.1f}V{y_hi:.1f}M{cx - 5:.1f},{y_lo:.1f}'
-                    f'H{cx + 5:.1f}M{cx - 5:.1f},{y_hi:.1f}H{cx + 5:.1f}" '
-                    f'stroke="#222" stroke-width="1.3" fill="none"/>'
-                )
-    out.extend(_legend(legend))
-    out.append("</svg>")
-    return "".join(out)
 
 
 def merge_spans(spans: Sequence[tuple[float, float]], min_gap: float) -> list[tuple[float, float]]:
@@ -498,35 +137,346 @@ def merge_spans(spans: Sequence[tuple[float, float]], min_gap: float) -> list[tu
     return merged
 
 
-def power_plot(
+# --- rendering ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _figure() -> Iterator[Figure]:
+    with matplotlib.rc_context(_RC):
+        yield Figure(figsize=SIZE, layout="constrained")
+
+
+def _svg(fig: Figure, name: str, title: str, attrs: Mapping[str, str] | None = None) -> str:
+    """The figure as one `<svg>` element: no XML prolog, no metadata, ids made unique."""
+    buffer = io.BytesIO()
+    with matplotlib.rc_context(_RC):
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    text = buffer.getvalue().decode("utf-8")
+    text = text[text.index("<svg") :]
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.S)
+    prefix = "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:8] + "-"
+    ids = set(re.findall(r'\bid="([^"]+)"', text))
+    if ids:
+        pattern = re.compile(r'(\bid="|#)(' + "|".join(map(re.escape, ids)) + r')(?=["\)])')
+        text = pattern.sub(lambda m: m.group(1) + prefix + m.group(2), text)
+    extra = "".join(f' {key}="{esc(value)}"' for key, value in (attrs or {}).items())
+    return text.replace("<svg ", f'<svg data-plot="{esc(name)}"{extra} role="img" ', 1).replace(
+        ">", f"><title>{esc(title)}</title>", 1
+    )
+
+
+def empty_plot(name: str, title: str, message: str) -> str:
+    """A placeholder with a reason, so the layout (and tests) still find the plot."""
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        ax.set_axis_off()
+        ax.set_title(title)
+        ax.text(0.5, 0.5, message, ha="center", va="center", color="#777")
+        return _svg(fig, name, title)
+
+
+def _plain_ticks(ax: Axes, axis: str = "x") -> None:
+    """Log-axis ticks at 1, 2, 5 × 10^k labelled as plain numbers (no 10^k formulas)."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _legend(ax: Axes) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+
+
+def _clip(values: Sequence[np.ndarray]) -> tuple[float, float, int]:
+    """(low, high, samples hidden): high is the largest per-run p99.9 when the tail beyond
+    it is long (CLIP_GAIN), else the maximum."""
+    lo = min(float(v.min()) for v in values)
+    top = max(float(v.max()) for v in values)
+    cut = max(float(np.quantile(v, CLIP_QUANTILE, method="higher")) for v in values)
+    if top > CLIP_GAIN * cut:
+        return lo, cut, int(sum(int((v > cut).sum()) for v in values))
+    return lo, top, 0
+
+
+def _log_scale(lo: float, hi: float) -> bool:
+    return lo > 0 and hi / lo > LOG_SPREAD
+
+
+def histogram(
+    name: str,
+    title: str,
+    datasets: Sequence[tuple[str, Sequence[float]]],
+    unit: str,
+    xlabel: str,
+    bins: int = 40,
+) -> str:
+    """Overlaid histograms sharing bins, clipped at the p99.9 with the hidden tail counted,
+    on a log axis when the runs span more than LOG_SPREAD."""
+    arrays = [(label, np.asarray(v, dtype=float)) for label, v in datasets]
+    arrays = [(label, v[np.isfinite(v)]) for label, v in arrays]
+    arrays = [(label, v) for label, v in arrays if v.size]
+    if not arrays:
+        return empty_plot(name, title, "no samples")
+    lo, hi, hidden = _clip([v for _, v in arrays])
+    log = _log_scale(lo, hi)
+    if hi <= lo:
+        lo, hi = lo * 0.95 if lo else -0.5, hi * 1.05 if hi else 0.5
+    edges = np.geomspace(lo, hi, bins + 1) if log else np.linspace(lo, hi, bins + 1)
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        for i, (label, values) in enumerate(arrays):
+            shown = values[values <= hi]
+            ax.hist(
+                shown,
+                bins=edges.tolist(),
+                histtype="stepfilled",
+                alpha=0.35,
+                color=color(i),
+                edgecolor=color(i),
+                linewidth=1.2,
+                label=f"{label} (n={shown.size})",
+            )
+        if log:
+            ax.set_xscale("log")
+            _plain_ticks(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("inferences")
+        ax.set_title(title)
+        if hidden:
+            ax.text(
+                0.99, 0.97, f"{hidden} samples above {hi:.4g} {unit} not shown",
+                transform=ax.transAxes, ha="right", va="top", fontsize=8, color="#a33",
+            )  # fmt: skip
+        _legend(ax)
+        return _svg(fig, name, title)
+
+
+def cdf(
+    name: str,
+    title: str,
+    datasets: Sequence[tuple[str, Sequence[float]]],
+    xlabel: str,
+    unit: str = "",
+    points: int = 600,
+) -> str:
+    """Empirical CDFs as steps (big samples thinned to `points` quantiles), with the p50 and
+    p99 marked; the x axis ends where the histogram's does (the p99.9 when the tail is long)
+    and is logarithmic when the runs span more than LOG_SPREAD."""
+    arrays = [(label, np.sort(np.asarray(v, dtype=float))) for label, v in datasets]
+    arrays = [(label, v[np.isfinite(v)]) for label, v in arrays]
+    arrays = [(label, v) for label, v in arrays if v.size]
+    if not arrays:
+        return empty_plot(name, title, "no samples")
+    lo, hi, hidden = _clip([v for _, v in arrays])
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        for i, (label, values) in enumerate(arrays):
+            n = values.size
+            idx = np.unique(np.linspace(0, n - 1, min(n, points)).round().astype(int))
+            xs = np.concatenate(([values[0]], values[idx]))
+            ys = np.concatenate(([0.0], (idx + 1) / n))
+            ax.step(xs, ys, where="post", color=color(i), linewidth=1.5, label=label)
+        for q in (0.5, 0.99):
+            ax.axhline(q, color="#999", linewidth=0.8, linestyle=":")
+            ax.text(1.0, q, f" p{q * 100:g}", transform=ax.get_yaxis_transform(), va="center")
+        if _log_scale(lo, hi):
+            ax.set_xscale("log")
+            _plain_ticks(ax)
+        if hidden:
+            ax.set_xlim(right=hi)
+            ax.text(
+                0.99, 0.03, f"{hidden} samples above {hi:.4g} {unit} not shown",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=8, color="#a33",
+            )  # fmt: skip
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("fraction of inferences ≤ x")
+        ax.set_title(title)
+        _legend(ax)
+        return _svg(fig, name, title)
+
+
+@dataclass(frozen=True)
+class EnvLine:
+    """A before → after figure for the right axis (temperature, CPU frequency)."""
+
+    label: str
+    axis_label: str
+    before: float
+    after: float
+    color: str
+
+
+def over_time(
+    name: str,
+    title: str,
+    xs: Sequence[float],
+    ys: Sequence[float],
+    xlabel: str,
+    ylabel: str,
+    env: EnvLine | None = None,
+    attrs: Mapping[str, str] | None = None,
+    scatter_max: int = 3000,
+) -> str:
+    """Latency per inference against time: both axes from 0 (a latency is never negative),
+    a min/max band plus mean above `scatter_max` points, temperature on the right axis."""
+    if not xs:
+        return empty_plot(name, title, "no samples")
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        if len(xs) > scatter_max:
+            bx, lo, hi, mean = minmax_buckets(xs, ys, BUCKETS)
+            ax.fill_between(bx, lo, hi, color=PALETTE[0], alpha=0.3, linewidth=0,
+                            label="latency min–max")  # fmt: skip
+            ax.plot(bx, mean, color=PALETTE[0], linewidth=1.2, label="latency mean")
+        else:
+            ax.scatter(xs, ys, s=4, color=PALETTE[0], alpha=0.6, linewidths=0, label="latency")
+        ax.set_xlim(left=0, right=max(max(xs), 1e-12) * 1.01)
+        ax.set_ylim(bottom=0, top=max(max(ys), 1e-12) * 1.08)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if env is not None:
+            right = ax.twinx()
+            right.grid(False)
+            right.plot([0, max(xs)], [env.before, env.after], color=env.color,
+                       linestyle="--", linewidth=1.4, label=env.label)  # fmt: skip
+            right.set_ylabel(env.axis_label)
+            spread = abs(env.after - env.before) or abs(env.before) * 0.05 or 1.0
+            right.set_ylim(min(env.before, env.after) - spread, max(env.before, env.after) + spread)
+            handles = ax.get_legend_handles_labels()
+            extra = right.get_legend_handles_labels()
+            ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="upper center",
+                      bbox_to_anchor=(0.5, -0.2), ncols=2)  # fmt: skip
+        else:
+            _legend(ax)
+        return _svg(fig, name, title, attrs)
+
+
+def repetitions(
+    name: str,
+    title: str,
+    medians: Sequence[float],
+    estimate: float | None,
+    ci: tuple[float, float] | None,
+    ylabel: str,
+    attrs: Mapping[str, str] | None = None,
+) -> str:
+    """Each repetition's median, the run's estimate and its CI: whether the repetitions
+    agree (and so whether the CI can be trusted) is visible at a glance."""
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        index = list(range(1, len(medians) + 1))
+        if ci is not None:
+            ax.axhspan(ci[0], ci[1], color=PALETTE[0], alpha=0.15, label="95% CI of the run")
+        if estimate is not None:
+            ax.axhline(estimate, color=PALETTE[0], linewidth=1.2, label="run estimate")
+        ax.plot(index, medians, "o", color=PALETTE[1], markersize=5, label="repetition median")
+        ax.set_xticks(index if len(index) <= 20 else index[:: max(len(index) // 10, 1)])
+        top = max([*medians, *(ci or ()), estimate or 0.0])
+        ax.set_ylim(bottom=0, top=top * 1.1 or 1.0)
+        ax.set_xlabel("repetition")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        _legend(ax)
+        return _svg(fig, name, title, attrs)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A shaded time range (the meter's idle and measure windows)."""
+
+    label: str
+    x0: float
+    x1: float
+    color: str
+
+
+def power(
     name: str,
     title: str,
     t: Sequence[float],
     watts: Sequence[float],
     xlabel: str,
-    windows: Sequence[Shade] = (),
+    windows: Sequence[Window] = (),
     busy: Sequence[tuple[float, float]] = (),
     idle_w: float | None = None,
-    buckets: int = 600,
+    attrs: Mapping[str, str] | None = None,
 ) -> str:
-    """Power over time: min/max envelope plus mean when there are more samples than pixels,
-    meter windows shaded, inference activity as a strip along the bottom."""
-    series: list[Series] = []
-    if len(t) > 2 * buckets:
-        bx, lo, hi, mean = minmax_buckets(t, watts, buckets)
-        series.append(Series("power min–max", bx, lo, kind="band", ys_hi=hi, color=PALETTE[0]))
-        series.append(Series("power mean", bx, mean, color=PALETTE[0]))
-    else:
-        series.append(Series("power", t, watts, color=PALETTE[0]))
-    if idle_w is not None and t:
-        series.append(
-            Series("idle W", [min(t), max(t)], [idle_w, idle_w], color="#555", dashed=True)
-        )
-    pixel = ((max(t) - min(t)) if t else 1.0) / buckets
-    strip = [
-        Shade(x0, x1, "#222", 0.55, "inference running", (0.0, 0.035))
-        for x0, x1 in merge_spans(busy, pixel)
+    """Power over time from 0 W: min/max envelope plus mean when there are more samples than
+    pixels, meter windows shaded, each inference as a dark strip along the bottom."""
+    if not t:
+        return empty_plot(name, title, "no power samples")
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        for i, window in enumerate(windows):
+            seen = any(w.label == window.label for w in windows[:i])
+            ax.axvspan(window.x0, window.x1, color=window.color, alpha=0.15, linewidth=0,
+                       label=None if seen else window.label)  # fmt: skip
+        pixel = (max(t) - min(t)) / BUCKETS or 1e-12
+        for j, (x0, x1) in enumerate(merge_spans(busy, pixel)):
+            ax.axvspan(x0, max(x1, x0 + pixel / 2), ymin=0, ymax=0.04, color="#222", alpha=0.6,
+                       linewidth=0, label="inference running" if j == 0 else None)  # fmt: skip
+        if len(t) > 2 * BUCKETS:
+            bx, lo, hi, mean = minmax_buckets(t, watts, BUCKETS)
+            ax.fill_between(bx, lo, hi, color=PALETTE[0], alpha=0.3, linewidth=0,
+                            label="power min–max")  # fmt: skip
+            ax.plot(bx, mean, color=PALETTE[0], linewidth=1.0, label="power mean")
+        else:
+            ax.plot(t, watts, color=PALETTE[0], linewidth=1.0, label="power")
+        if idle_w is not None:
+            ax.axhline(idle_w, color="#555", linestyle="--", linewidth=1.0, label="idle W")
+        ax.set_ylim(bottom=0, top=max(max(watts), idle_w or 0.0) * 1.1 or 1.0)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("power (W)")
+        ax.set_title(title)
+        _legend(ax)
+        return _svg(fig, name, title, attrs)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar: a value and an optional (lo, hi) confidence interval."""
+
+    value: float | None
+    ci: tuple[float, float] | None = None
+
+
+def bar_chart(
+    name: str,
+    title: str,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[Bar]]],
+    ylabel: str,
+) -> str:
+    """Grouped bars with CI error bars (groups = runs, series = e.g. dynamic/total)."""
+    values = [
+        b.value
+        for _, bars in series
+        for b in bars
+        if b.value is not None and math.isfinite(b.value)
     ]
-    return xy_plot(
-        name, title, series, xlabel, "power (W)", shades=[*windows, *strip], y_from_zero=True
-    )
+    if not groups or not values:
+        return empty_plot(name, title, "no data")
+    width = 0.8 / max(len(series), 1)
+    with _figure() as fig:
+        ax = fig.add_subplot()
+        for s_i, (label, bars) in enumerate(series):
+            xs, heights, err_lo, err_hi = [], [], [], []
+            for g, bar in enumerate(bars):
+                if bar.value is None or not math.isfinite(bar.value):
+                    continue
+                xs.append(g - 0.4 + width * (s_i + 0.5))
+                heights.append(bar.value)
+                lo, hi = bar.ci or (bar.value, bar.value)
+                err_lo.append(max(bar.value - lo, 0.0))
+                err_hi.append(max(hi - bar.value, 0.0))
+            ax.bar(xs, heights, width * 0.92, yerr=[err_lo, err_hi], capsize=4,
+                   color=color(s_i), alpha=0.75, label=label)  # fmt: skip
+        ax.set_xticks(range(len(groups)), list(groups))
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        _legend(ax)
+        return _svg(fig, name, title)

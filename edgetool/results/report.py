@@ -11,18 +11,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgetool.files import write_text_atomic
 from edgetool.results import plots
+from edgetool.results.compare import DETERMINISTIC_PREFIX
 from edgetool.results.manifest import (
     AlignmentInfo,
     EnergyFigure,
     EnergySummary,
     Summary,
 )
-from edgetool.results.plots import Bar, Series, Shade, esc
+from edgetool.results.plots import Bar, esc
 from edgetool.results.store import Run
 from edgetool.results.trace import (
     inference_starts,
@@ -48,13 +50,18 @@ margin:6px 0;font-size:13px}
 .notice.err{background:#fdecea;border-color:#d9534f}
 .emu{display:inline-block;background:#fde68a;border-radius:3px;padding:0 6px;font-size:12px}
 table{border-collapse:collapse;background:#fff;font-size:13px}
-th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0} td.l,th.l{text-align:left}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f0f0f0} td.l,th.l{text-align:left;overflow-wrap:anywhere}
+table.summary{width:100%}
+@media (max-width:900px){table.summary,table.summary tr,table.summary td{display:block}
+table.summary tr:first-child{display:none} table.summary tr{margin:0 0 10px}
+table.summary td{text-align:left;border-width:0 1px 1px}
+table.summary td::before{content:attr(data-label) ": ";color:#666}}
+td.regressed,td.failed{color:#b00;font-weight:600} td.skipped{color:#a60}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0;font-size:13px}
 dt{color:#666} dd{margin:0;word-break:break-all}
 .plots{display:flex;flex-wrap:wrap;gap:12px}
 .plots svg{border:1px solid #ddd;border-radius:4px;max-width:100%;height:auto}
-.scroll{overflow-x:auto}
 .caption{font-size:12px;color:#666;margin:2px 0 10px}
 """
 
@@ -209,111 +216,121 @@ def _figure(figure: EnergyFigure | None, suffix: str) -> str:
     return _num(figure.mean, 4) + _ci(figure.ci, 4) + suffix
 
 
-def _estimate(summary: Summary) -> str:
+def _run_unit(run: Run) -> plots.Unit:
+    """The run's latency unit: by its samples, else by its summary's p50."""
+    if run.samples_ns:
+        return _unit([run])
+    p50 = _summary(run).latency_info.p50
+    ns = [float(p50) * 1e6] if isinstance(p50, (int, float)) else []
+    return plots.latency_unit(ns, _instructions(run))
+
+
+def _lat(value_ms: Any, unit: plots.Unit) -> str:
+    """A latency given in ms, in the run's unit with four significant figures."""
+    if not isinstance(value_ms, (int, float)) or not math.isfinite(value_ms):
+        return "—"
+    return f"{value_ms * 1e6 / unit.per_ns:.4g}"
+
+
+def _estimate(summary: Summary, unit: plots.Unit) -> str:
     """The run's estimate over its repetitions with their CI, else the pooled p50."""
     reps = summary.repetitions
     if reps is not None and reps.estimate_ms:
         ci = reps.ci
-        interval = f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else " (CI unknown)"
-        return f"{reps.estimate_ms:.4g}{interval} ×{reps.count}"
-    return _num(summary.latency_info.p50) + " (1 repetition)"
+        interval = f" [{_lat(ci[0], unit)}, {_lat(ci[1], unit)}]" if ci else " (CI unknown)"
+        return f"{_lat(reps.estimate_ms, unit)}{interval} {unit.name} ×{reps.count}"
+    return f"{_lat(summary.latency_info.p50, unit)} {unit.name} (1 repetition)"
 
 
 def _summary_table(runs: Sequence[Run], verdicts: Mapping[str, str] | None = None) -> str:
-    """One row per run, the numbers people quote (with the CI where there is one)."""
+    """One row per run, the numbers people quote (with the CI where there is one).
+
+    Energy comes right after the latency estimate and cells wrap, so the whole row fits a
+    laptop screen; below 900 px each row stacks into a card (labels from data-label)."""
     any_energy = any(_energy(r) for r in runs)
-    head = [
-        "run", "status", "n", "median ms [95% CI] ×repetitions", "p50 ms", "p90 ms", "p99 ms",
-        "mean ± std ms", "inf/s",
-    ]  # fmt: skip
+    head = ["run", "n", "median [95% CI] ×repetitions"]
+    if any_energy:
+        head += ["total mJ/inf [CI]", "dynamic mJ/inf [CI]"]
+    head += ["p50 / p90 / p99", "mean ± std", "inf/s"]
     if verdicts is not None:
         head.append("vs baseline")
     if any_energy:
-        head += ["dynamic mJ/inf [CI]", "total mJ/inf [CI]", "idle W", "meter"]
-    rows = [
-        "<tr>"
-        + "".join(f'<th class="{"l" if i < 2 else ""}">{esc(h)}</th>' for i, h in enumerate(head))
-        + "</tr>"
-    ]
+        head += ["idle W", "meter"]
+    rows = ["<tr>" + "".join(f'<th class="{"l" if i == 0 else ""}">{esc(h)}</th>'
+                             for i, h in enumerate(head)) + "</tr>"]  # fmt: skip
     for i, run in enumerate(runs):
         summary = _summary(run)
         lat = summary.latency_info
-        cells = [
-            run_label(i, run),
-            run.status,
-            str(_count(run)),
-            _estimate(summary),
-            _num(lat.p50),
-            _num(lat.p90),
-            _num(lat.p99),
-            f"{_num(lat.mean)} ± {_num(lat.std)}",
+        unit = _run_unit(run)
+        status = "" if run.status == "complete" else f" ({run.status})"
+        cells = [run_label(i, run) + status, str(_count(run)), _estimate(summary, unit)]
+        energy = _energy(run) or EnergySummary()
+        est = " (estimate)" if energy.estimate else ""
+        if any_energy:
+            cells += [_figure(energy.total_mj, est), _figure(energy.dynamic_mj, est)]
+        cells += [
+            f"{_lat(lat.p50, unit)} / {_lat(lat.p90, unit)} / {_lat(lat.p99, unit)} {unit.name}",
+            f"{_lat(lat.mean, unit)} ± {_lat(lat.std, unit)} {unit.name}",
             _num(summary.throughput_per_s, 1),
         ]
         if verdicts is not None:
             cells.append(verdicts.get(str(run.dir), "—"))
         if any_energy:
-            energy = _energy(run) or EnergySummary()
-            dyn, tot = energy.dynamic_mj, energy.total_mj
-            est = " (estimate)" if energy.estimate else ""
-            cells += [_figure(dyn, est), _figure(tot, est), _num(energy.idle_w, 3)]
-            cells.append(energy.meter or "—")
+            cells += [_num(energy.idle_w, 3), energy.meter or "—"]
         rows.append(
             "<tr>"
             + "".join(
-                f'<td class="{"l" if j < 2 else ""}">{esc(c)}</td>' for j, c in enumerate(cells)
+                f'<td class="{"l" if j == 0 else ""}" data-label="{esc(head[j])}">{esc(c)}</td>'
+                for j, c in enumerate(cells)
             )
             + "</tr>"
         )
-    return f'<div class="scroll"><table>{"".join(rows)}</table></div>'
+    return f'<table class="summary" id="summary">{"".join(rows)}</table>'
 
 
-def _latency_ms(run: Run) -> list[float]:
-    return [ns / 1e6 for ns in run.samples_ns]
+def _instructions(run: Run) -> bool:
+    """Times counted in emulated instructions (QEMU -icount): shown as instructions."""
+    return (run.manifest.target_info.time_base or "").startswith(DETERMINISTIC_PREFIX)
 
 
-def _hist_range(datasets: Sequence[Sequence[float]]) -> tuple[float, float, int]:
-    """The x range for latency histograms: cut far outliers (beyond 3× the p99.9) so one
-    100 ms hiccup does not squash the distribution into one bar; returns how many are cut."""
-    lo, hi, cut_at = math.inf, -math.inf, -math.inf
-    for values in datasets:
-        if not values:
-            continue
-        ordered = sorted(values)
-        lo = min(lo, ordered[0])
-        hi = max(hi, ordered[-1])
-        p999 = ordered[min(len(ordered) - 1, int(0.999 * (len(ordered) - 1) + 0.5))]
-        cut_at = max(cut_at, p999)
-    if hi > 3 * cut_at > 0:
-        hidden = sum(1 for values in datasets for v in values if v > cut_at)
-        return lo, cut_at, hidden
-    return lo, hi, 0
+def _unit(runs: Sequence[Run]) -> plots.Unit:
+    """One latency unit for runs drawn on one axis, chosen by the pooled median."""
+    pooled = [float(ns) for run in runs for ns in run.samples_ns]
+    return plots.latency_unit(pooled, bool(runs) and all(_instructions(r) for r in runs))
+
+
+def _values(run: Run, unit: plots.Unit) -> list[float]:
+    return [ns / unit.per_ns for ns in run.samples_ns]
+
+
+def _latency_label(unit: plots.Unit, emulated: bool) -> str:
+    if unit.name.endswith("instr"):
+        return f"latency ({unit.name}, emulated)"
+    return f"latency ({unit.name}" + (", emulated time)" if emulated else ")")
 
 
 def _latency_plots(runs: Sequence[Run]) -> str:
     with_samples = [(i, r) for i, r in enumerate(runs) if r.samples_ns]
-    emulated = any(is_emulated(r.manifest) for _, r in with_samples)
-    unit = "latency (ms" + (", emulated time" if emulated else "") + ")"
-    datasets = [(run_label(i, r), _latency_ms(r)) for i, r in with_samples]
-    if not datasets:
+    if not with_samples:
         return plots.empty_plot(
             "latency-histogram", "latency histogram", "no samples"
         ) + plots.empty_plot("latency-cdf", "latency CDF", "no samples")
-    lo, hi, hidden = _hist_range([d for _, d in datasets])
-    title = "latency histogram"
-    if hidden:
-        title += f" ({hidden} outliers above {hi:.3g} ms not shown)"
+    emulated = any(is_emulated(r.manifest) for _, r in with_samples)
+    unit = _unit([r for _, r in with_samples])
+    label = _latency_label(unit, emulated)
+    datasets = [(run_label(i, r), _values(r, unit)) for i, r in with_samples]
     return plots.histogram(
-        "latency-histogram", title, datasets, unit, x_range=(lo, hi)
-    ) + plots.cdf("latency-cdf", "latency CDF", datasets, unit)
+        "latency-histogram", "latency histogram", datasets, unit.name, label
+    ) + plots.cdf("latency-cdf", "latency CDF", datasets, label, unit.name)
 
 
-def _env_series(run: Run, x0: float, x1: float) -> tuple[list[Series], str, str]:
-    """Temperature (preferred) or mean CPU frequency, before → after, for the right axis."""
+def _env_line(run: Run) -> tuple[plots.EnvLine | None, str]:
+    """Temperature (preferred) or mean CPU frequency, before → after, for the right axis;
+    and a caption with what else is known (frequency, governor)."""
     before, after = run.manifest.env_before or {}, run.manifest.env_after or {}
     t0, t1 = before.get("temp_c"), after.get("temp_c")
-    caption = []
-    series: list[Series] = []
-    label = ""
+    caption: list[str] = []
+    line: plots.EnvLine | None = None
 
     def mean_mhz(env: dict[str, Any]) -> float | None:
         freqs = [v for v in env.get("freq_khz") or [] if isinstance(v, (int, float))]
@@ -321,75 +338,73 @@ def _env_series(run: Run, x0: float, x1: float) -> tuple[list[Series], str, str]
 
     f0, f1 = mean_mhz(before), mean_mhz(after)
     if isinstance(t0, (int, float)) and isinstance(t1, (int, float)):
-        series.append(
-            Series(
-                "temperature °C (before → after)",
-                [x0, x1],
-                [t0, t1],
-                axis="right",
-                color="#d62728",
-                dashed=True,
-            )
+        line = plots.EnvLine(
+            "temperature °C (before → after)", "temperature (°C)", t0, t1, "#d62728"
         )
-        label = "temperature (°C)"
         if f0 is not None and f1 is not None:
             caption.append(f"mean CPU frequency {f0:.0f} → {f1:.0f} MHz")
     elif f0 is not None and f1 is not None:
-        series.append(
-            Series(
-                "mean CPU MHz (before → after)",
-                [x0, x1],
-                [f0, f1],
-                axis="right",
-                color="#9467bd",
-                dashed=True,
-            )
+        line = plots.EnvLine(
+            "mean CPU MHz (before → after)", "CPU frequency (MHz)", f0, f1, "#9467bd"
         )
-        label = "CPU frequency (MHz)"
     for env, when in ((before, "before"), (after, "after")):
         if env.get("governor"):
             caption.append(f"governor {when}: {env['governor']}")
-    return series, label, "; ".join(caption)
-
-
-def _time_unit(span_ns: float) -> tuple[float, str]:
-    return (1e9, "s") if span_ns > 2e9 else (1e6, "ms")
+    return line, "; ".join(caption)
 
 
 def _over_time_plot(index: int, run: Run) -> str:
     """Latency per inference against time (or index for old runs), drift and throttling
     show up here, with temperature/frequency on the right axis where known."""
-    latency = _latency_ms(run)
-    emu = ", emulated" if is_emulated(run.manifest) else ""
-    clock_emu = "emulated " if emu else ""
+    unit = _unit([run])
+    latency = _values(run, unit)
+    emulated = is_emulated(run.manifest)
+    clock_emu = "emulated " if emulated else ""
     title = f"latency over time — {run_label(index, run)}"
     if run.starts_ns is not None and len(run.starts_ns) == len(latency):
         origin = min(run.starts_ns)
-        scale, unit = _time_unit(max(run.starts_ns) - origin)
-        xs = [(t - origin) / scale for t in run.starts_ns]
-        xlabel = f"time since first inference ({unit}, {clock_emu}device clock)"
+        scale = plots.time_unit(max(run.starts_ns) - origin)
+        xs = [(t - origin) / scale.per_ns for t in run.starts_ns]
+        xlabel = f"time since first inference ({scale.name}, {clock_emu}device clock)"
     else:
         xs = [float(i) for i in range(len(latency))]
         xlabel = "inference index"
-    if len(latency) > SCATTER_MAX:
-        bx, lo, hi, mean = plots.minmax_buckets(xs, latency, 600)
-        series = [
-            Series("latency min–max", bx, lo, kind="band", ys_hi=hi, color=plots.PALETTE[0]),
-            Series("latency mean", bx, mean, color=plots.PALETTE[0]),
-        ]
-    else:
-        series = [Series("latency", xs, latency, kind="scatter", color=plots.PALETTE[0])]
-    env, y2label, caption = _env_series(run, min(xs), max(xs))
-    svg = plots.xy_plot(
+    env, caption = _env_line(run)
+    svg = plots.over_time(
         "latency-over-time",
         title,
-        [*series, *env],
+        xs,
+        latency,
         xlabel,
-        f"latency (ms{emu})",
-        y2label=y2label,
-        extra_attrs=f'data-run="{index + 1}" ',
+        _latency_label(unit, emulated),
+        env=env,
+        attrs={"data-run": str(index + 1)},
+        scatter_max=SCATTER_MAX,
     )
     return svg + (f'<div class="caption">{esc(caption)}</div>' if caption else "")
+
+
+def _repetition_plot(index: int, run: Run) -> str | None:
+    """Per-repetition medians with the run's estimate and CI (runs with 2+ repetitions)."""
+    reps = _summary(run).repetitions
+    if reps is None or not reps.medians_ms or len(reps.medians_ms) < 2:
+        return None
+    ns = [v * 1e6 for v in reps.medians_ms]
+    unit = plots.latency_unit(ns, _instructions(run))
+    scale = 1e6 / unit.per_ns
+    ci = _ci_pair(reps.ci)
+    svg = plots.repetitions(
+        "latency-repetitions",
+        f"per-repetition medians — {run_label(index, run)}",
+        [v * scale for v in reps.medians_ms],
+        reps.estimate_ms * scale if reps.estimate_ms is not None else None,
+        (ci[0] * scale, ci[1] * scale) if ci else None,
+        _latency_label(unit, is_emulated(run.manifest)),
+        attrs={"data-run": str(index + 1)},
+    )
+    kind = f"{reps.count} {reps.kind or ''} repetitions".replace("  ", " ")
+    method = f"; CI by {reps.method}" if reps.method else ""
+    return svg + f'<div class="caption">{esc(kind)}{esc(method)}</div>'
 
 
 def _power_plot(index: int, run: Run) -> str:
@@ -403,21 +418,20 @@ def _power_plot(index: int, run: Run) -> str:
     candidates += [run.power[0].t_ns - offset] + [w[1] for w in windows]
     origin = min(candidates)
     span = max(s.t_ns for s in run.power) - offset - origin
-    scale, unit = _time_unit(span)
-    t = [(s.t_ns - offset - origin) / scale for s in run.power]
+    scale = plots.time_unit(span)
+    t = [(s.t_ns - offset - origin) / scale.per_ns for s in run.power]
     watts = [s.watts for s in run.power]
     shades = [
-        Shade(
-            (t0 - origin) / scale,
-            (t1 - origin) / scale,
-            "#2ca02c" if name == "idle" else "#ff7f0e",
-            0.15,
+        plots.Window(
             f"{name} window",
+            (t0 - origin) / scale.per_ns,
+            (t1 - origin) / scale.per_ns,
+            "#2ca02c" if name == "idle" else "#ff7f0e",
         )
         for name, t0, t1 in windows
     ]
     busy = [
-        ((s - origin) / scale, (s + ns - origin) / scale)
+        ((s - origin) / scale.per_ns, (s + ns - origin) / scale.per_ns)
         for s, ns in zip(starts, run.samples_ns, strict=True)
     ]
     if not placed:
@@ -426,16 +440,17 @@ def _power_plot(index: int, run: Run) -> str:
     idle = (_energy(run) or EnergySummary()).idle_w
     power_meta = run.manifest.power_info
     alignment = power_meta.alignment or AlignmentInfo()
-    svg = plots.power_plot(
+    svg = plots.power(
         "power",
         f"power — {run_label(index, run)}",
         t,
         watts,
-        f"time ({unit}, {emu}device clock)",
+        f"time ({scale.name}, {emu}device clock)",
         windows=shades,
         busy=busy,
         idle_w=float(idle) if isinstance(idle, (int, float)) else None,
-    ).replace('data-plot="power" ', f'data-plot="power" data-run="{index + 1}" ', 1)
+        attrs={"data-run": str(index + 1)},
+    )
     caption = (
         f"{len(run.power)} samples from {power_meta.meter or 'the meter'}"
         f" ({power_meta.clock or '?'} clock); alignment offset "
@@ -470,44 +485,100 @@ def _energy_plot(runs: Sequence[Run]) -> str:
     return svg + f'<div class="caption">{esc("; ".join(names))}</div>'
 
 
+@dataclass(frozen=True)
+class JobRow:
+    """One job of a night as the night's table shows it (the farm fills these in; results
+    knows nothing of the farm)."""
+
+    status: str
+    """regressed | failed | skipped | passed"""
+    model: str
+    target: str
+    verdict: str
+    """The comparison's verdict, or why the job failed or was skipped."""
+    change: str
+    """Latency change as a percentage with its CI (`+8.1 % [+4.0, +12.3]`), or `—`."""
+    logs: tuple[tuple[str, str], ...] = ()
+    """(label, relative href) of the job's logs."""
+    run: int | None = None
+    """Index of the job's run in the report (links to its card)."""
+
+
+def _jobs_table(jobs: Sequence[JobRow]) -> str:
+    head = ["status", "model", "target", "verdict", "latency change [95% CI]", "log"]
+    rows = ["<tr>" + "".join(f'<th class="l">{esc(h)}</th>' for h in head) + "</tr>"]
+    for job in jobs:
+        model = esc(job.model)
+        if job.run is not None:
+            model = f'<a href="#run-{job.run + 1}">{model}</a>'
+        logs = " · ".join(f'<a href="{esc(href)}">{esc(label)}</a>' for label, href in job.logs)
+        cells = [
+            f'<td class="l {esc(job.status)}" data-label="status">{esc(job.status)}</td>',
+            f'<td class="l" data-label="model">{model}</td>',
+            f'<td class="l" data-label="target">{esc(job.target)}</td>',
+            f'<td class="l" data-label="verdict">{esc(job.verdict)}</td>',
+            f'<td data-label="change">{esc(job.change)}</td>',
+            f'<td class="l" data-label="log">{logs or "—"}</td>',
+        ]
+        rows.append(f'<tr data-status="{esc(job.status)}">' + "".join(cells) + "</tr>")
+    return f'<table class="summary" id="jobs">{"".join(rows)}</table>'
+
+
 def build_report(
-    runs: list[Run], title: str | None = None, verdicts: Mapping[str, str] | None = None
+    runs: list[Run],
+    title: str | None = None,
+    verdicts: Mapping[str, str] | None = None,
+    jobs: Sequence[JobRow] | None = None,
 ) -> str:
     """The report as one HTML string (inline CSS and SVG, no JavaScript); `verdicts` (by
-    run directory) adds each run's comparison against a baseline."""
-    heading = title or (
-        f"edgetool report — {run_label(0, runs[0])}"
-        if len(runs) == 1
-        else f"edgetool report — {len(runs)} runs"
-    )
+    run directory) adds each run's comparison against a baseline; `jobs` (a night) puts a
+    table of every job first, in the order given (the farm leads with what went wrong)."""
+    if title:
+        heading = title
+    elif len(runs) == 1:
+        heading = f"edgetool report — {run_label(0, runs[0])}"
+    else:
+        heading = f"edgetool report — {len(runs)} runs"
     body = [
         f"<h1>{esc(heading)}</h1>",
         f'<div class="meta">generated {esc(time.strftime("%Y-%m-%d %H:%M:%S %z"))}</div>',
     ]
+    if jobs is not None:
+        bad = sum(1 for job in jobs if job.status != "passed")
+        body.append(f"<h2>Jobs ({len(jobs)}, {bad} not passed)</h2>")
+        body.append(_jobs_table(jobs))
     if any(is_emulated(r.manifest) for r in runs):
         body.append(
             '<div class="notice">Some runs are on <b>emulated</b> targets: their times are '
             "emulator times, not device times.</div>"
         )
-    body.append("<h2>Runs</h2>")
-    body.extend(_run_card(i, r) for i, r in enumerate(runs))
-    body.append("<h2>Summary</h2>")
-    body.append(_summary_table(runs, verdicts))
-    body.append('<h2>Latency distribution</h2><div class="plots">')
-    body.append(_latency_plots(runs))
-    body.append('</div><h2>Latency over time</h2><div class="plots">')
-    for i, run in enumerate(runs):
-        if run.samples_ns:
-            body.append(f"<div>{_over_time_plot(i, run)}</div>")
-    body.append("</div>")
-    powered = [(i, r) for i, r in enumerate(runs) if r.power]
-    if powered:
-        body.append('<h2>Power</h2><div class="plots">')
-        body.extend(f"<div>{_power_plot(i, r)}</div>" for i, r in powered)
+    if not runs:
+        body.append('<div class="notice">no runs to show</div>')
+    else:
+        body.append("<h2>Summary</h2>")
+        body.append(_summary_table(runs, verdicts))
+        body.append('<h2>Latency distribution</h2><div class="plots">')
+        body.append(_latency_plots(runs))
+        body.append('</div><h2>Latency over time</h2><div class="plots">')
+        for i, run in enumerate(runs):
+            if run.samples_ns:
+                body.append(f"<div>{_over_time_plot(i, run)}</div>")
         body.append("</div>")
-    if any(_energy(r) for r in runs):
-        body.append('<h2>Energy</h2><div class="plots">')
-        body.append(f"<div>{_energy_plot(runs)}</div></div>")
+        repeated = [plot for i, r in enumerate(runs) if (plot := _repetition_plot(i, r))]
+        if repeated:
+            body.append('<h2>Repetitions</h2><div class="plots">')
+            body.extend(f"<div>{plot}</div>" for plot in repeated)
+            body.append("</div>")
+        powered = [(i, r) for i, r in enumerate(runs) if r.power]
+        if powered:
+            body.append('<h2>Power</h2><div class="plots">')
+            body.extend(f"<div>{_power_plot(i, r)}</div>" for i, r in powered)
+            body.append("</div>")
+        if any(_energy(r) for r in runs):
+            body.append('<h2>Energy</h2><div class="plots">')
+            body.append(f"<div>{_energy_plot(runs)}</div></div>")
+        body.append("<h2>Runs</h2>")
+        body.extend(_run_card(i, r) for i, r in enumerate(runs))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -522,8 +593,9 @@ def write_report(
     path: Path,
     title: str | None = None,
     verdicts: Mapping[str, str] | None = None,
+    jobs: Sequence[JobRow] | None = None,
 ) -> None:
     """Write the report atomically: a reader never sees half a file."""
-    text = build_report(runs, title, verdicts)
+    text = build_report(runs, title, verdicts, jobs)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, lambda handle: handle.write(text), mode=0o644)

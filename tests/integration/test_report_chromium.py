@@ -3,6 +3,8 @@ artifact) and its parsed DOM still has every inline SVG plot."""
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -10,6 +12,7 @@ import struct
 import subprocess
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -115,3 +118,92 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     parsed = re.findall(r'<svg [^>]*data-plot="([^"]+)"', dom.stdout)
     assert parsed == expected
     assert dom.stdout.count("</svg>") == len(expected)
+
+
+PROBE = """<script>
+const out = {overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+             viewport: window.innerWidth, plots: [], energy: null, jobs: []};
+for (const svg of document.querySelectorAll("svg[data-plot]")) {
+  const box = svg.getBoundingClientRect();
+  out.plots.push([svg.dataset.plot, Math.round(box.width), Math.round(box.height)]);
+}
+const energy = [...document.querySelectorAll("#summary td")]
+  .find((td) => (td.dataset.label || "").startsWith("total mJ"));
+if (energy) {
+  const box = energy.getBoundingClientRect();
+  out.energy = [Math.round(box.left), Math.round(box.right), energy.textContent];
+}
+for (const row of document.querySelectorAll("#jobs tr[data-status]")) {
+  out.jobs.push(row.dataset.status);
+}
+const pre = document.createElement("pre");
+pre.id = "probe";
+pre.textContent = JSON.stringify(out);
+document.body.appendChild(pre);
+</script>"""
+
+
+def _probe(report: Path, tmp_path: Path, width: int) -> dict[str, Any]:
+    """Lay the report out at `width` px in Chromium and measure it as a reader would see it
+    (a copy with a measuring script: the report itself stays script-free)."""
+    probe = tmp_path / f"probe-{width}.html"
+    probe.write_text(
+        report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8"
+    )
+    dom = _chromium(f"--window-size={width},900", "--dump-dom", probe.as_uri(), home=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S)
+    assert found, dom.stdout[-2000:]
+    return dict(json.loads(html.unescape(found.group(1))))
+
+
+def _screenshot(page: Path, name: str, tmp_path: Path, width: int = 1280) -> bytes:
+    artifacts = Path(os.environ.get("EDGETOOL_ARTIFACTS", "artifacts"))
+    if not artifacts.is_absolute():
+        artifacts = REPO / artifacts
+    artifacts.mkdir(parents=True, exist_ok=True)
+    shot = artifacts / name
+    shot.unlink(missing_ok=True)
+    result = _chromium(
+        f"--screenshot={shot}", f"--window-size={width},2400", page.as_uri(), home=tmp_path
+    )
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    return shot.read_bytes()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_fast_model_report_fits_the_screen_with_its_plots(tmp_path: Path) -> None:
+    fast = [7_000 + (i % 13) * 50 for i in range(3000)] + [2_000_000] * 4
+    runs = [
+        load_run(make_run(tmp_path / "results", "fast", durations=fast, model="a-long-model-name")),
+        load_run(make_run(tmp_path / "results", "slow", n=300, target="jetson-orin-nano-devkit")),
+    ]
+    report = tmp_path / "report.html"
+    write_report(runs, report)
+    png = _screenshot(report, "report-fast-model-chromium.png", tmp_path)
+    assert _png_distinct_colours(png) >= 10
+    for width in (1280, 720):  # a laptop, and a narrow window where rows stack
+        seen = _probe(report, tmp_path, width)
+        assert seen["overflow"] <= 0, seen  # nothing scrolls sideways
+        assert seen["energy"] is not None and "1.9000" in seen["energy"][2]
+        assert seen["energy"][0] >= 0 and seen["energy"][1] <= seen["viewport"], seen
+        names = [name for name, _, _ in seen["plots"]]
+        assert {"latency-histogram", "latency-cdf", "latency-over-time", "power"} <= set(names)
+        assert all(w > 200 and h > 100 for _, w, h in seen["plots"]), seen["plots"]
+        assert all(w <= seen["viewport"] for _, w, _ in seen["plots"])
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install chromium)")
+def test_night_report_leads_with_what_went_wrong_in_chromium(tmp_path: Path) -> None:
+    from edgetool.farm.outputs import write_night_report
+    from tests.unit.test_farm_plan import _night
+
+    plan, results = _night(tmp_path)
+    results[0].run_dir = str(make_run(tmp_path / "night" / "runs", "r0", n=200))
+    report = tmp_path / "night" / "report.html"
+    assert write_night_report(plan, results, report) == report
+    png = _screenshot(report, "night-report-chromium.png", tmp_path)
+    assert _png_distinct_colours(png) >= 10
+    seen = _probe(report, tmp_path, 1280)
+    assert seen["jobs"] == ["regressed", "failed", "skipped", "passed", "passed"]
+    assert seen["overflow"] <= 0 and "latency-histogram" in [p[0] for p in seen["plots"]]

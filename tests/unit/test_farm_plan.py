@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -233,6 +234,16 @@ def test_farm_show_bad_plan_is_one_line_exit_5(cli: Any, tmp_path: Path) -> None
     assert_one_line_error(cli("farm", "show", str(path)), 5, str(path), "run.iteration")
 
 
+JUNIT_XSD = REPO / "tests" / "fixtures" / "junit-10.xsd"
+
+
+def validate_junit(tree: ET.ElementTree[ET.Element]) -> None:
+    """Validate against the junit-10 schema Jenkins and GitLab read (raises when invalid)."""
+    import xmlschema
+
+    xmlschema.XMLSchema(str(JUNIT_XSD)).validate(ET.tostring(tree.getroot(), encoding="unicode"))
+
+
 def _result(job: Job, status: str, **kw: Any) -> JobResult:
     result = JobResult(job, status=status, started=100.0, finished=101.5, **kw)
     return result
@@ -270,13 +281,14 @@ def test_junit_counts_and_structure(tmp_path: Path) -> None:
         assert element.get("tests") == "5"
         assert element.get("failures") == "1"
         assert element.get("errors") == "1"
-        assert element.get("skipped") == "1"
+    assert suite.get("skipped") == "1" and root.get("skipped") is None  # junit-10
     cases = suite.findall("testcase")
     assert [c.get("classname") for c in cases] == ["local"] * 5
     assert [c.get("name") for c in cases] == [j.model for j in jobs]
     assert cases[0].find("failure") is None and cases[0].find("error") is None
-    props = {p.get("name"): p.get("value") for p in cases[0].iter("property")}
-    assert props["run_dir"] == "/r/a" and props["p50_ms"] == "0.5"
+    assert not any(c.find("properties") is not None for c in cases)
+    out = cases[0].findtext("system-out") or ""
+    assert "run: /r/a" in out and "p50: 0.5 ms" in out
     error = cases[1].find("error")
     assert error is not None and error.get("type") == "timeout"
     assert "power-cycled" in (error.text or "")
@@ -339,10 +351,14 @@ def test_baseline_marks_regressions(tmp_path: Path) -> None:
     assert all(p["effect"]["p_adjusted"] is not None for p in comparison["pairs"])
     failure = junit_xml(plan, results).getroot().find("testsuite/testcase/failure")
     assert failure is not None and "latency_p50" in (failure.get("message") or "")
-    props = junit_xml(plan, results).getroot().findall("testsuite/testcase/properties/property")
-    assert {"regression", "no change"} <= {
-        p.get("value") for p in props if p.get("name") == "verdict"
-    }
+    outs = [
+        c.findtext("system-out") or "" for c in junit_xml(plan, results).getroot().iter("testcase")
+    ]
+    assert "comparison: regression" in outs[0] and "comparison: no change" in outs[1]
+    assert re.search(r"latency change: \+\d+\.\d % \[\+\d+\.\d, \+\d+\.\d\] 95% CI", outs[0])
+    assert re.search(r"\(latency \+\d+\.\d % \[", failure.get("message") or "")
+    assert "change 0." not in (failure.text or "")  # a percentage, not a raw ratio
+    validate_junit(junit_xml(plan, results))
 
 
 def test_baseline_of_several_nights_pools_them(tmp_path: Path) -> None:
@@ -387,3 +403,84 @@ def test_repetitions_and_gate_settings_in_a_plan(tmp_path: Path) -> None:
     ):
         with pytest.raises(ConfigError, match=needle):
             load_plan(write(tmp_path, bad + MINIMAL))
+
+
+def _night(tmp_path: Path) -> tuple[Any, list[JobResult]]:
+    """A night of every kind of job, in plan order: passed, regressed, failed, skipped,
+    inconclusive; the failed and regressed ones with captured logs."""
+    plan = load_plan(write(tmp_path, MATRIX))
+    jobs = expand(plan, FakeProvider({}))[:5]
+    logs = tmp_path / "night" / "logs"
+    logs.mkdir(parents=True)
+    for name in ("001-a-1", "003-c-1"):
+        (logs / f"{name}.err").write_text("error: it broke\n")
+        (logs / f"{name}.out").write_text("")
+    effect = {"change": 0.021954596622889304, "ci": [1.008, 1.036], "confidence": 0.95, "p": 0.001}
+    regression = {"effect": effect, "latency": {"name": "latency_p50", "change": 0.0219,
+                  "before": 1.0, "after": 1.022, "unit": "ms"}}  # fmt: skip
+    results = [
+        _result(jobs[0], "passed", verdict="no change", comparison={"effect": {"change": 0.001}}),
+        _result(
+            jobs[1],
+            "regressed",
+            verdict="regression",
+            regressions=["latency_p50"],
+            comparison=regression,
+            attempts=[Attempt(1, "passed", 1.0, log=str(logs / "001-a-1.log"))],
+        ),
+        _result(
+            jobs[2],
+            "failed",
+            failure="timeout",
+            error="timed out after 60 s",
+            attempts=[Attempt(1, "timeout", 60.0, log=str(logs / "003-c-1.log"))],
+        ),
+        _result(jobs[3], "skipped", reason="health check failed: unreachable"),
+        _result(jobs[4], "passed", verdict="inconclusive", comparison={"reason": "too few"}),
+    ]
+    return plan, results
+
+
+def test_junit_validates_against_junit_10_with_percentages_and_logs(tmp_path: Path) -> None:
+    import xmlschema
+
+    plan, results = _night(tmp_path)
+    tree = junit_xml(plan, results)
+    validate_junit(tree)
+    cases = list(tree.getroot().iter("testcase"))
+    regressed = cases[1]
+    failure = regressed.find("failure")
+    assert failure is not None
+    assert "+2.2 % [+0.8, +3.6] 95% CI" in (failure.get("message") or "")
+    assert "2.1954596622889304" not in ET.tostring(tree.getroot(), encoding="unicode")
+    assert f"log: {tmp_path / 'night' / 'logs' / '001-a-1.err'}" in (
+        regressed.findtext("system-out") or ""
+    )
+    assert "log: " in (cases[2].findtext("system-out") or "")
+    # the schema is strict where the old output was wrong
+    schema = xmlschema.XMLSchema(str(JUNIT_XSD))
+    bad = ET.fromstring(ET.tostring(tree.getroot()))
+    bad.set("skipped", "1")
+    assert not schema.is_valid(ET.tostring(bad, encoding="unicode"))
+    bad = ET.fromstring(ET.tostring(tree.getroot()))
+    case = bad.find("testsuite/testcase")
+    assert case is not None
+    case.insert(0, ET.Element("properties"))
+    assert not schema.is_valid(ET.tostring(bad, encoding="unicode"))
+
+
+def test_night_report_leads_with_regressions_failures_and_skips(tmp_path: Path) -> None:
+    from edgetool.farm.outputs import write_night_report
+
+    plan, results = _night(tmp_path)
+    path = tmp_path / "night" / "report.html"
+    assert write_night_report(plan, results, path) == path  # no runs: still written
+    html = path.read_text()
+    statuses = re.findall(r'<tr data-status="([^"]+)">', html)
+    assert statuses == ["regressed", "failed", "skipped", "passed", "passed"]
+    rows = re.findall(r'<tr data-status="[^"]+">(.*?)</tr>', html, re.S)
+    assert "regression +2.2 % [+0.8, +3.6] 95% CI" in rows[0]
+    assert 'href="logs/001-a-1.err"' in rows[0] and 'href="logs/003-c-1.err"' in rows[1]
+    assert "timeout: timed out after 60 s" in rows[1] and "unreachable" in rows[2]
+    assert "inconclusive (too few)" in rows[3] and "no change" in rows[4]
+    assert "1 regressed, 1 failed, 1 skipped, 2 passed" in html

@@ -3,6 +3,7 @@ escaping, multi-run and partial runs, and the CLI commands (no device, no browse
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -18,7 +19,7 @@ from edgetool.cli.report import trace as trace_command
 from edgetool.events import PowerSample
 from edgetool.files import write_json_atomic
 from edgetool.results.manifest import RunManifest, Summary
-from edgetool.results.plots import minmax_buckets, nice_ticks
+from edgetool.results.plots import latency_unit, merge_spans, minmax_buckets
 from edgetool.results.report import build_report, write_report
 from edgetool.results.stats import summarize_ns
 from edgetool.results.store import RunWriter, load_run
@@ -43,12 +44,23 @@ def make_run(
     target: str = "rpi5",
     model: str = "tiny-mlp",
     logs: list[dict[str, Any]] | None = None,
+    durations: list[int] | None = None,
+    time_base: str | None = None,
 ) -> Path:
-    """A run directory as the deploy pipeline writes it (durations 1.0, 1.1, 1.2 ms …)."""
-    durations = [1_000_000 + (i % 5) * 100_000 for i in range(n)]
+    """A run directory as the deploy pipeline writes it (durations 1.0, 1.1, 1.2 ms …,
+    unless given)."""
+    if durations is None:
+        durations = [1_000_000 + (i % 5) * 100_000 for i in range(n)]
+    n = len(durations)
     begin = [T0 + i * 2_000_000 for i in range(n)]
     manifest: dict[str, Any] = {
-        "target": {"name": target, "kind": "ssh", "description": "a board", "emulated": emulated},
+        "target": {
+            "name": target,
+            "kind": "ssh",
+            "description": "a board",
+            "emulated": emulated,
+            **({"time_base": time_base} if time_base else {}),
+        },
         "artifact": {
             "name": f"{model}.onnx",
             "model": model,
@@ -246,11 +258,8 @@ def test_report_has_every_plot_and_is_self_contained(tmp_path: Path) -> None:
         "power",
         "energy",
     ]
-    assert (
-        "<script" not in html
-        and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
-        and "https://" not in html
-    )
+    namespaces = re.sub(r'xmlns(:\w+)?="http://www\.w3\.org/[^"]*"', "", html)
+    assert "<script" not in html and "http://" not in namespaces and "https://" not in html
     for key in ("p50", "0.400", "1.900", "ppk2@/dev/ttyACM0", "temperature", "Cortex-A76"):
         assert key in html, key
     for svg in re.findall(r"<svg .*?</svg>", html, re.S):
@@ -317,9 +326,11 @@ def test_write_report_is_atomic_file(tmp_path: Path) -> None:
 
 
 def test_plot_helpers() -> None:
-    ticks = nice_ticks(0.93, 1.41)
-    assert ticks[0] <= 0.93 and ticks[-1] >= 1.41 and len(ticks) <= 12
-    assert nice_ticks(5.0, 5.0)
+    assert latency_unit([7_100.0, 7_300.0]).name == "µs"
+    assert latency_unit([1_900_000.0]).name == "ms"
+    assert latency_unit([3e10]).name == "s"
+    assert latency_unit([2.5e6], instructions=True).name == "M instr"
+    assert merge_spans([(0, 1), (1.2, 2), (5, 6)], 0.5) == [(0, 2), (5, 6)]
     xs, lo, hi, mean = minmax_buckets(list(range(1000)), [i % 10 for i in range(1000)], 10)
     assert len(xs) == 10 and lo == [0] * 10 and hi == [9] * 10 and mean[0] == 4.5
 
@@ -400,7 +411,120 @@ def test_report_shows_the_run_estimate_and_verdicts_against_a_baseline(tmp_path:
         summarize_repetitions([0.0071, 0.0072, 0.0070], "process").to_dict()
     )
     html = build_report([run], verdicts={str(run.dir): "regression +8.1 % [+4.0, +12.3]"})
-    assert "0.0071 [" in html and "×3" in html  # four significant figures, microsecond runs too
+    assert "0.0071 [" in html and "ms ×3" in html  # four significant figures
     assert "vs baseline" in html and "regression +8.1 % [+4.0, +12.3]" in html
     plain = build_report([run])
     assert "vs baseline" not in plain
+
+
+# --- what the plots show -----------------------------------------------------------------
+
+
+def svg_of(html: str, name: str) -> str:
+    """The first inline SVG plot called `name`."""
+    found = [svg for svg in re.findall(r"<svg .*?</svg>", html, re.S) if plots_in(svg) == [name]]
+    assert found, f"no {name} plot"
+    return found[0]
+
+
+def texts(svg: str) -> list[str]:
+    return re.findall(r"<text[^>]*>([^<]*)</text>", svg)
+
+
+def numbers(svg: str) -> list[float]:
+    out = []
+    for text in texts(svg):
+        with contextlib.suppress(ValueError):
+            out.append(float(text.replace("−", "-")))
+    return out
+
+
+FAST = [7_000 + (i % 13) * 50 for i in range(5000)] + [2_000_000] * 5
+"""A 7 µs model with five 2 ms hiccups."""
+
+
+def test_fast_model_histogram_is_in_microseconds_with_the_tail_counted(tmp_path: Path) -> None:
+    run = load_run(make_run(tmp_path, "r1", durations=FAST, power=False, energy=False))
+    html = build_report([run])
+    hist = svg_of(html, "latency-histogram")
+    assert "latency (µs)" in texts(hist)
+    assert "5 samples above 7.6 µs not shown" in texts(hist)
+    ticks = numbers(hist)
+    assert 7.0 in ticks and 7.5 in ticks and 2000 not in ticks  # the body, not one bar at 0
+    cdf = svg_of(html, "latency-cdf")
+    assert "5 samples above 7.6 µs not shown" in texts(cdf)
+    assert "7.6 [" not in html and "7.3 µs (1 repetition)" in html  # the table speaks µs too
+
+
+def test_runs_far_apart_share_a_log_axis(tmp_path: Path) -> None:
+    fast = load_run(make_run(tmp_path, "a", durations=FAST[:500], power=False, energy=False))
+    slow = [20_000_000 + (i % 7) * 300_000 for i in range(300)]
+    slow_run = load_run(make_run(tmp_path, "b", durations=slow, power=False, energy=False))
+    html = build_report([fast, slow_run])
+    for name in ("latency-histogram", "latency-cdf"):
+        ticks = numbers(svg_of(html, name))
+        assert {10.0, 100.0, 1000.0, 10000.0} <= set(ticks), ticks  # decades, plainly labelled
+
+
+def test_latency_over_time_axes_start_at_zero(tmp_path: Path) -> None:
+    run = load_run(make_run(tmp_path, "r1", durations=FAST[:800], power=False, energy=False))
+    svg = svg_of(build_report([run]), "latency-over-time")
+    ticks = numbers(svg)
+    assert min(ticks) == 0 and all(t >= 0 for t in ticks), ticks
+    assert "latency (µs)" in texts(svg) and "temperature (°C)" in texts(svg)
+
+
+def test_instruction_time_base_is_shown_in_instructions(tmp_path: Path) -> None:
+    counts = [2_400_000 + (i % 3) * 1000 for i in range(40)]
+    run = load_run(
+        make_run(
+            tmp_path, "r1", durations=counts, power=False, energy=False, emulated=True,
+            time_base="emulated instructions (QEMU -icount shift=0)",
+        )
+    )  # fmt: skip
+    html = build_report([run])
+    assert "latency (M instr, emulated)" in texts(svg_of(html, "latency-histogram"))
+    assert "2.401 M instr (1 repetition)" in html
+
+
+def test_repetition_medians_are_plotted_with_the_run_ci(tmp_path: Path) -> None:
+    from edgetool.results.manifest import RepetitionSummary
+    from edgetool.results.stats import summarize_repetitions
+
+    run = load_run(make_run(tmp_path, "r1"))
+    assert run.summary is not None
+    assert "latency-repetitions" not in plots_in(build_report([run]))
+    run.summary.repetitions = RepetitionSummary.from_dict(
+        summarize_repetitions([1.21, 1.19, 1.24, 1.2], "process").to_dict()
+    )
+    svg = svg_of(build_report([run]), "latency-repetitions")
+    labels = texts(svg)
+    assert "95% CI of the run" in labels and "repetition median" in labels
+    assert {"1", "2", "3", "4"} <= set(labels) and min(numbers(svg)) == 0
+
+
+def test_power_plot_shades_inference_windows_from_zero_watts(tmp_path: Path) -> None:
+    svg = svg_of(build_report([load_run(make_run(tmp_path, "r1", n=30))]), "power")
+    labels = texts(svg)
+    assert {"inference running", "measure window", "idle window", "idle W"} <= set(labels)
+    assert "power (W)" in labels and min(numbers(svg)) == 0
+
+
+def test_summary_table_wraps_and_leads_with_energy(tmp_path: Path) -> None:
+    html = build_report([load_run(make_run(tmp_path, "r1", model="a-rather-long-model-name"))])
+    table = re.search(r'<table class="summary" id="summary">(.*?)</table>', html, re.S)
+    assert table is not None
+    head = re.findall(r"<th[^>]*>([^<]*)</th>", table.group(1))
+    assert head.index("total mJ/inf [CI]") < 5  # on screen without scrolling sideways
+    assert "nowrap" not in html and "overflow-x" not in html
+    assert 'data-label="total mJ/inf [CI]">1.9000 [1.8000, 2.0000]' in table.group(1)
+
+
+def test_plots_are_deterministic_and_survive_dollar_signs(tmp_path: Path) -> None:
+    run = load_run(make_run(tmp_path, "r1", model="a$b$c_{x}"))
+    first = re.findall(r"<svg .*?</svg>", build_report([run]), re.S)
+    second = re.findall(r"<svg .*?</svg>", build_report([run]), re.S)
+    assert first == second
+    assert "#1 rpi5 · a$b$c_{x}" in texts(svg_of("".join(first), "latency-cdf"))
+    ids = re.findall(r'\bid="([^"]+)"', "".join(first))
+    assert len(ids) == len(set(ids))  # unique across the inlined plots
