@@ -31,6 +31,13 @@ class EdgetoolError(Exception):
         return f"{self.message}{separator}{self.hint}"
 
 
+class UsageError(EdgetoolError):
+    """An option this target cannot honour (refused before anything runs, as Click's own)."""
+
+    exit_code = 2
+    failure_class = "config"
+
+
 class ModelError(EdgetoolError):
     """The model file is missing, corrupt, or does not fit the inputs or the device."""
 

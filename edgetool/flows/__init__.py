@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgetool.errors import UsageError
 from edgetool.export.artifact import Artifact
 from edgetool.flows.base import DeployFlow, DeployOutcome, DeviceFacts, Observer, RunSettings
 from edgetool.targets import KINDS, Target
 
-__all__ = ["FLOWS", "DeployFlow", "deploy", "facts", "flow_for", "model_spec"]
+__all__ = ["FLOWS", "DeployFlow", "deploy", "facts", "flow_for", "model_spec", "preflight"]
 
 FLOWS = KINDS
 """Target kind (or `kind/transport`) -> DeployFlow; see targets.KINDS."""
@@ -37,6 +38,20 @@ def deploy(
 ) -> DeployOutcome:
     """Run `artifact` on `target`; None = the model already in a microcontroller's firmware."""
     return flow_for(target).deploy(target, artifact, settings, results_root, observer or Observer())
+
+
+def preflight(target: Target, model: str | None, settings: RunSettings) -> None:
+    """Refuse, before any export or connection, what this target's flow cannot do: a
+    27 s export that ends in "no firmware port" helps nobody."""
+    flow = flow_for(target)
+    if flow.preflight is not None:
+        flow.preflight(target, model, settings)
+    elif settings.reference is not None:
+        raise UsageError(
+            f'--reference applies to MLPerf Tiny boards (flash = "none"), not to '
+            f"{target.name} ({target.kind}).",
+            hint="Check an artifact against its reference with `edgetool verify`.",
+        )
 
 
 def facts(target: Target) -> DeviceFacts:

@@ -37,6 +37,8 @@ class RunSettings:
     input: Path | None = None
     seed: int = 0
     save_outputs: bool = False
+    reference: Path | None = None
+    """Expected outputs to check the device's against (MLPerf Tiny boards: their scores)."""
     runtime: str = "auto"
     # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
     new_tokens: int = 0
@@ -157,6 +159,10 @@ def watch_facts(where: str, facts: dict[str, Any]) -> DeviceFacts:
     return DeviceFacts(where, facts, fact_rows(facts), label=label, width=16)
 
 
+Preflight = Callable[[Target, "str | None", RunSettings], None]
+"""(target, the --model spec or None, settings) -> None, or an EdgetoolError saying what
+this target cannot do with them (a fixed firmware given a model, a bad --input)."""
+
 Deploy = Callable[[Target, "Artifact | None", RunSettings, Path, Observer], DeployOutcome]
 """(target, artifact or None for the model already in the firmware, settings, results
 root, observer) -> the finished run."""
@@ -172,3 +178,5 @@ class DeployFlow:
     """Connect and report what the device is (`targets check`, the farm's health)."""
     default_model_format: str = ""
     """The suffix a bare `--model NAME` gets here (":c" on a microcontroller)."""
+    preflight: Preflight | None = None
+    """Refuse what this target cannot do before anything is exported or connected."""
