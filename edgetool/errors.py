@@ -31,9 +31,9 @@ class EdgetoolError(Exception):
         return f"{self.message}{separator}{self.hint}"
 
 
-class UnsupportedOption(EdgetoolError):
-    """An option this target's flow cannot honour: refused before connecting, never
-    recorded in a manifest as if it had been applied."""
+class UsageError(EdgetoolError):
+    """An option this target cannot honour: refused before anything is exported or
+    connected (as Click's own usage errors), never recorded in a manifest as if applied."""
 
     exit_code = 2
     failure_class = "config"

@@ -50,6 +50,9 @@ class Samples:
     """Device-clock start of each inference (runner 1 with power support sends them)."""
     repetition: int = 0
     """Which repetition (measurement window) of the run these samples belong to."""
+    outputs: list[list[float]] | None = None
+    """Each inference's output vector, where the device reports one per inference (an
+    MLPerf Tiny DUT's `m-results-[...]` scores)."""
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,10 @@ class McuSettings:
     pyocd_target: str | None = None
     arena_bytes: int | None = None
     """Tensor arena a model-loading firmware gives TFLite Micro (Bangle.js: JS code sets it)."""
+    input_shape: tuple[int, ...] | None = None
+    """What a fixed firmware (flash = "none") reads with `db load`, when its model code is
+    not one edgetool knows: the input's shape and numpy dtype."""
+    input_dtype: str | None = None
 
 
 _PACKAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-\[\], <>=!~*;:'\"()+]*$")
@@ -218,6 +222,30 @@ def _parse_android(source: Path, reader: TableReader) -> AndroidSettings:
     return settings
 
 
+DUT_DTYPES = ("int8", "uint8", "int16", "int32", "float32")
+"""Input dtypes an MLPerf Tiny DUT may read (its buffer is bytes; the firmware casts)."""
+
+
+def _check_input_spec(reader: TableReader, settings: McuSettings) -> None:
+    shape = settings.input_shape
+    if shape is not None and (not shape or any(d <= 0 for d in shape)):
+        reader.reject("input_shape", "a list of positive integers, e.g. [1, 32, 32, 3]", shape)
+    if (settings.input_shape is None) != (settings.input_dtype is None):
+        reader.problem(
+            f"keys '{reader.key('input_shape')}' and '{reader.key('input_dtype')}' go together"
+        )
+
+
+def _input_shape(reader: TableReader) -> tuple[int, ...] | None:
+    value = reader.get("input_shape", list, "a list of positive integers", None)
+    if value is None:
+        return None
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in value):
+        reader.reject("input_shape", "a list of positive integers, e.g. [1, 32, 32, 3]", value)
+        return None
+    return tuple(value)
+
+
 def _parse_mcu(reader: TableReader) -> McuSettings:
     sizes = {}
     for key in ("flash_bytes", "ram_bytes"):
@@ -235,9 +263,14 @@ def _parse_mcu(reader: TableReader) -> McuSettings:
         ram_bytes=sizes["ram_bytes"],
         pyocd_target=reader.text("pyocd_target"),
         arena_bytes=reader.get("arena_bytes", int, "an integer number of bytes", None),
+        input_shape=_input_shape(reader),
+        input_dtype=(
+            reader.choice("input_dtype", DUT_DTYPES, None) if "input_dtype" in reader.raw else None
+        ),
     )
     if settings.arena_bytes is not None and settings.arena_bytes <= 0:
         reader.reject("arena_bytes", "a positive number of bytes", settings.arena_bytes)
+    _check_input_spec(reader, settings)
     reader.finish()
     return settings
 

@@ -197,6 +197,12 @@ def target_option(
     help="Android targets: benchmark_model's per-operator profile (--enable_op_profiling); "
     "refused elsewhere.",
 )
+@click.option(
+    "--reference",
+    type=click.Path(path_type=Path),
+    help="MLPerf Tiny boards: expected scores (.npy, or .npz with `scores` and an optional "
+    "`atol`); exit 11 when the board's differ or its top-1 class does.",
+)
 @json_option
 @click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
 @click.pass_context
@@ -220,6 +226,7 @@ def command(
     energy: bool,
     idle_seconds: float,
     op_profile: bool,
+    reference: Path | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -250,8 +257,9 @@ def command(
       edgetool deploy --target rpi4 --model cbnet --energy --duration 10   # [meter] in its TOML
       edgetool deploy --target watch-wearos --model l2mu -n 200 --energy   # benchmark_model
       edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
+      edgetool deploy --target mlperf-tiny-dut --input img.npy --reference scores.npz
     """
-    from edgetool.flows import check_options, deploy
+    from edgetool.flows import deploy, preflight
 
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
@@ -265,8 +273,9 @@ def command(
         energy=energy,
         op_profile=op_profile,
         new_tokens=new_tokens or 0,
+        reference=reference,
     )
-    check_options(target, asked)  # before an export or a connection: refused, not ignored
+    preflight(target, model_spec, asked)  # before any export or connection: refused, not ignored
     ui = DeployView(enabled=not (as_json or quiet))
     artifact = None
     if model_spec is None:
@@ -305,6 +314,7 @@ def command(
         energy=energy,
         idle_seconds=idle_seconds,
         op_profile=op_profile,
+        reference=reference,
     )
     if artifact is not None:
         describe_artifact(artifact, ui)

@@ -129,6 +129,14 @@ def print_summary(manifest: RunManifest, summary: Summary | None) -> None:
     if parity:
         verdict = "ok" if parity.ok else "[red]MISMATCH[/red]"
         out.print(f"parity vs {parity.reference}: {verdict}, max abs {parity.max_abs}")
+        if parity.top1_agreement is not None:
+            out.print(f"  top-1 agreement with the reference: {parity.top1_agreement:.0%}")
+    top1 = summary.top1 if summary else None
+    if top1 and top1.label is not None:
+        out.print(
+            f"top-1  class {top1.label} (score {top1.score:.4g}) in {top1.agreement or 0:.0%} of "
+            f"{top1.count} inferences · {top1.classes} scores each (the device's m-results)"
+        )
     if status != "complete":
         reason = f" ({manifest.error})" if manifest.error else ""
         out.print(f"[yellow]status: {status}{reason}[/yellow]")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgetool.errors import UsageError
 from edgetool.export.artifact import Artifact
 from edgetool.flows.base import (
     DeployFlow,
@@ -22,15 +23,7 @@ from edgetool.flows.base import (
 )
 from edgetool.targets import KINDS, Target
 
-__all__ = [
-    "FLOWS",
-    "DeployFlow",
-    "check_options",
-    "deploy",
-    "facts",
-    "flow_for",
-    "model_spec",
-]
+__all__ = ["FLOWS", "DeployFlow", "deploy", "facts", "flow_for", "model_spec", "preflight"]
 
 FLOWS = KINDS
 """Target kind (or `kind/transport`) -> DeployFlow; see targets.KINDS."""
@@ -56,10 +49,20 @@ def deploy(
     return flow.deploy(target, artifact, settings, results_root, observer or Observer())
 
 
-def check_options(target: Target, settings: RunSettings) -> None:
-    """Refuse options TARGET's flow would ignore (exit 2), before anything is exported
-    or connected; `deploy` checks again for callers that skip this."""
-    refuse_unsupported(flow_for(target), target, settings)
+def preflight(target: Target, model: str | None, settings: RunSettings) -> None:
+    """Refuse, before any export or connection, what this target's flow cannot do (exit
+    2): options it would ignore, or a 27 s export that ends in "no firmware port".
+    `deploy` checks the options again for callers that skip this."""
+    flow = flow_for(target)
+    refuse_unsupported(flow, target, settings)
+    if flow.preflight is not None:
+        flow.preflight(target, model, settings)
+    elif settings.reference is not None:
+        raise UsageError(
+            f'--reference applies to MLPerf Tiny boards (flash = "none"), not to '
+            f"{target.name} ({target.kind}).",
+            hint="Check an artifact against its reference with `edgetool verify`.",
+        )
 
 
 def facts(target: Target) -> DeviceFacts:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import events
-from edgetool.errors import EdgetoolError, UnsupportedOption
+from edgetool.errors import EdgetoolError, UsageError
 from edgetool.export.artifact import Artifact
 from edgetool.results.manifest import RunManifest, Summary
 from edgetool.targets import Target, open_transport
@@ -38,6 +38,8 @@ class RunSettings:
     input: Path | None = None
     seed: int = 0
     save_outputs: bool = False
+    reference: Path | None = None
+    """Expected outputs to check the device's against (MLPerf Tiny boards: their scores)."""
     runtime: str = "auto"
     # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
     new_tokens: int = 0
@@ -162,6 +164,10 @@ def watch_facts(where: str, facts: dict[str, Any]) -> DeviceFacts:
     return DeviceFacts(where, facts, fact_rows(facts), label=label, width=16)
 
 
+Preflight = Callable[[Target, "str | None", RunSettings], None]
+"""(target, the --model spec or None, settings) -> None, or an EdgetoolError saying what
+this target cannot do with them (a fixed firmware given a model, a bad --input)."""
+
 Deploy = Callable[[Target, "Artifact | None", RunSettings, Path, Observer], DeployOutcome]
 """(target, artifact or None for the model already in the firmware, settings, results
 root, observer) -> the finished run."""
@@ -193,7 +199,7 @@ def refuse_unsupported(flow: DeployFlow, target: Target, settings: RunSettings) 
     names = ", ".join(refused)
     verb = "is" if len(refused) == 1 else "are"
     why = f": {flow.refusal}" if flow.refusal else ""
-    raise UnsupportedOption(
+    raise UsageError(
         f"{names} {verb} not supported on {target.name} (kind {target.kind}, "
         f"{target.transport_type} transport){why}"
     )
@@ -214,3 +220,5 @@ class DeployFlow:
     connecting. A third-party flow that says nothing is trusted with all of them."""
     refusal: str = ""
     """Why the others are refused, and what to use instead (one phrase)."""
+    preflight: Preflight | None = None
+    """Refuse what this target cannot do before anything is exported or connected."""

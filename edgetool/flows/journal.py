@@ -61,6 +61,7 @@ def open_run(
     manifest.settings = {
         **asdict(settings),
         "input": str(settings.input) if settings.input else None,
+        "reference": str(settings.reference) if settings.reference else None,
         "iterations": settings.effective_iterations(),
     }
     manifest.edgetool = VersionInfo(version=__version__, python=platform.python_version())

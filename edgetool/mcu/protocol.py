@@ -18,6 +18,7 @@ firmware send no checksums: their runs are driven the same way but are unverifie
 from __future__ import annotations
 
 import logging
+import math
 import re
 import struct
 import time
@@ -498,7 +499,7 @@ class BenchClient:
             if len(laps) != 2 or "m-infer-done" not in lines:
                 self.stats.bad_lines += 1
                 raise _BadReply(f"malformed `infer` reply {lines[-4:]!r}")
-            values = _floats(_bracket(results[-1], "m-results-")) if results else []
+            values = parse_scores(results[-1]) if results else []
             return laps[1] - laps[0], values
 
         return self.ask(
@@ -747,13 +748,25 @@ def _fields(line: str) -> dict[str, str]:
     return fields
 
 
-_FLOAT_RE = re.compile(r"^-?(\d+(\.\d*)?|nan|inf)$")
-
-
-def _floats(text: str) -> list[float]:
+def parse_scores(line: str) -> list[float]:
+    """`m-results-[0.1,1e-05,-0.5,1.0E+2]` -> the floats, in any notation C's printf
+    writes. A value that is not a number is noise (`_BadReply`: asked again); nan or inf
+    is what the device really computed, an error that names the line."""
+    body = _bracket(line, "m-results-").strip()
+    if not body:
+        return []
     values = []
-    for item in text.split(","):
-        item = item.strip()
-        if item and _FLOAT_RE.match(item):
-            values.append(float(item))
+    for item in body.split(","):
+        try:
+            if "_" in item:  # float() takes 1_0; printf never writes it: noise
+                raise ValueError(item)
+            value = float(item.strip())
+        except ValueError:
+            raise _BadReply(f"garbled score {item.strip()[:20]!r} in {line[:80]!r}") from None
+        values.append(value)
+    if not all(math.isfinite(v) for v in values):
+        raise DeviceError(
+            f"the device reported non-finite scores: {line[:120]!r}",
+            hint="Its model produced nan/inf: check the input it was given (--input).",
+        )
     return values

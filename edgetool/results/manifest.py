@@ -323,6 +323,8 @@ class Parity(Record):
     atol: float | None = field(default=None, metadata=_spec(_num))
     rtol: float | None = field(default=None, metadata=_spec(_num))
     ok: bool | None = field(default=None, metadata=_spec(_bool, null=True))
+    top1_agreement: float | None = field(default=None, metadata=_spec(_num))
+    """Fraction of inferences whose top-1 class is the reference's (score references)."""
 
 
 @dataclass(kw_only=True)
@@ -460,6 +462,22 @@ class GenerationSummary(Record):
 
 
 @dataclass(kw_only=True)
+class Top1Summary(Record):
+    """The device's own scores (an MLPerf Tiny DUT's `m-results`): the class it chose most
+    often over the run, and how consistently."""
+
+    label: int | None = field(default=None, metadata=_spec(_int, null=True, key="class"))
+    score: float | None = field(default=None, metadata=_spec(_num, null=True))
+    """Median score of that class over the inferences that chose it."""
+    agreement: float | None = field(default=None, metadata=_spec(_num, null=True))
+    """Fraction of the inferences whose top-1 class it was (1.0: every one)."""
+    count: int | None = field(default=None, metadata=_spec(_int, null=True))
+    """Inferences that reported scores."""
+    classes: int | None = field(default=None, metadata=_spec(_int, null=True))
+    """Length of the score vector."""
+
+
+@dataclass(kw_only=True)
 class Summary(Record):
     """summary.json: the run's figures, written once when the run ends. It travels alone
     (JSON output, compare, the farm), so it carries the facts that qualify its times."""
@@ -485,6 +503,7 @@ class Summary(Record):
     )
     ops: list[dict[str, Any]] | None = field(default=None, metadata=_spec(_tables))
     parity: Parity | None = field(default=None, metadata=_spec(_section(Parity)))
+    top1: Top1Summary | None = field(default=None, metadata=_spec(_section(Top1Summary)))
     aggregate_only: bool | None = field(default=None, metadata=_spec(_bool))
     synthetic: bool | None = field(default=None, metadata=_spec(_bool))
     emulated: bool | None = field(default=None, metadata=_spec(_bool))

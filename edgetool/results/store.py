@@ -3,7 +3,9 @@ summary.json}`.
 
 samples.jsonl lines are `{"i": first index, "ns": [durations], "t": [device start times],
 "r": repetition}` ("t", on the device's monotonic clock, is absent in runs from older
-runners; "r" in runs from before repetitions, which are one repetition); power.jsonl
+runners; "r" in runs from before repetitions, which are one repetition; "top1" and "score", each
+inference's top-1 class and its score, only from devices that report scores per inference,
+such as an MLPerf Tiny DUT); power.jsonl
 lines are `{"t": [ns on the meter's clock], "w": [watts], "v": [volts], "a": [amps]}` with
 null where a channel is not measured. Which clock the power samples use, and how device
 time maps onto it, is in the manifest's "power" entry.
@@ -105,10 +107,14 @@ class RunWriter:
         ns: list[int],
         starts: list[int] | None = None,
         repetition: int = 0,
+        top1: list[tuple[int, float]] | None = None,
     ) -> None:
         record: dict[str, Any] = {"i": first_index, "ns": ns, "r": repetition}
         if starts is not None:
             record["t"] = starts
+        if top1 is not None:
+            record["top1"] = [label for label, _ in top1]
+            record["score"] = [score for _, score in top1]
         _append_line(self._samples, record)
         self.count += len(ns)
 
