@@ -15,9 +15,8 @@ NOT_OURS_TO_SET = {
     # The fake Android benchmark_model's per-run time, set by its own test.
     "EDGETOOL_FAKE_AVG_US",
 }
-PER_TARGET = re.compile(
-    r"EDGETOOL_[A-Z0-9_]+_(HOST|PORT|USER|IDENTITY_FILE|KNOWN_HOSTS|URL|ADDRESS)"
-)
+PER_TARGET_KEYS = "HOST|PORT|USER|IDENTITY_FILE|KNOWN_HOSTS|URL|ADDRESS"
+PER_TARGET = re.compile(rf"EDGETOOL_[A-Z0-9_]+_({PER_TARGET_KEYS})")
 
 
 def _variables_in(paths: list[Path]) -> set[str]:
