@@ -9,7 +9,7 @@ in `edgetool.flows.FLOWS`; nothing else dispatches on the kind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ class RunSettings:
     threads: int = 0
     input: Path | None = None
     seed: int = 0
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Concrete shapes for inputs with symbolic dims, by input name ('' for a model's only
+    input): --input-shape over the target's [input_shapes]."""
     save_outputs: bool = False
     runtime: str = "auto"
     # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
@@ -97,6 +100,9 @@ class Observer:
     def progress(self, count: int) -> None: ...
 
     def metering(self, meter: str, idle_seconds: float) -> None: ...
+
+    def note(self, text: str) -> None:
+        """Something the user should know about how the run is made (a default taken)."""
 
     def repetition(self, run_id: str, index: int, total: int) -> None:
         """Repetition `index` (0-based) of `total` of run `run_id` starts."""
