@@ -33,6 +33,8 @@ class ModelInfo:
     load_ms: float
     threads: int
     rss_after_load: int | None = None
+    feeds: list[dict[str, Any]] | None = None
+    """The inputs as fed: name, concrete shape, dtype, source (file, random, zeros)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Generation:
 class ErrorEvent:
     kind: str
     message: str
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,7 @@ def parse_event(line: str) -> Event:
                 float(data["load_ms"]),
                 int(data["threads"]),
                 data.get("rss_after_load"),
+                data.get("feeds") if isinstance(data.get("feeds"), list) else None,
             )
         if kind == "warmup":
             return Warmup(int(data["count"]), float(data["seconds"]), data.get("first_ns"))
@@ -193,7 +197,8 @@ def parse_event(line: str) -> Event:
         if kind == "summary":
             return Summary(int(data["count"]), int(data["wall_ns"]), data.get("peak_rss"))
         if kind == "error":
-            return ErrorEvent(str(data["kind"]), str(data["message"]))
+            hint = data.get("hint")
+            return ErrorEvent(str(data["kind"]), str(data["message"]), str(hint) if hint else None)
     except (KeyError, TypeError, ValueError):
         pass
     return Log(line)

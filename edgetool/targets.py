@@ -158,6 +158,8 @@ class Target:
     provision: ProvisionSettings | None = None
     android: AndroidSettings | None = None
     models: Mapping[str, str] = field(default_factory=dict)
+    input_shapes: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
+    """[input_shapes]: model name or glob -> input name ('' for the only one) -> shape."""
 
     @property
     def venv_dir(self) -> str | None:
@@ -380,6 +382,7 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
     for alias, spec in models.items():
         if not isinstance(spec, str) or not spec:
             top.problem(f"key 'models.{alias}' must be a model spec string")
+    input_shapes = _parse_input_shapes(top)
     provision_reader = top.table("provision")
     provision = (
         _parse_provision(source, provision_reader, runtimes)
@@ -417,7 +420,37 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         provision=provision,
         android=android,
         models=models,
+        input_shapes=input_shapes,
     )
+
+
+def _parse_input_shapes(top: TableReader) -> dict[str, dict[str, tuple[int, ...]]]:
+    """`"ppocr-det*" = "1x3x640x640"` (a model with one input) or
+    `"ppocr-det*" = { x = "1x3x640x640" }`: shapes for symbolic input dims, per model
+    name or glob, so a lab's detector always runs at the size it is used at."""
+    from edgetool.runner.device_runner import parse_dims
+
+    raw = top.get("input_shapes", dict, "a table of model name or glob = shape(s)", {})
+    parsed: dict[str, dict[str, tuple[int, ...]]] = {}
+    for pattern, value in raw.items():
+        per_input = {"": value} if isinstance(value, str) else value
+        if not isinstance(per_input, dict):
+            top.problem(
+                f"key 'input_shapes.{pattern}' must be a shape like \"1x3x640x640\" or a "
+                "table of input name = shape"
+            )
+            continue
+        shapes: dict[str, tuple[int, ...]] = {}
+        for name, dims in per_input.items():
+            key = f"input_shapes.{pattern}" + (f".{name}" if name else "")
+            try:
+                if not isinstance(dims, str):
+                    raise ValueError(f'{dims!r} is not a string like "1x3x640x640"')
+                shapes[name] = tuple(parse_dims(dims))
+            except ValueError as exc:
+                top.problem(f"key '{key}': {exc}")
+        parsed[pattern] = shapes
+    return parsed
 
 
 def load_target_file(path: Path) -> Target:

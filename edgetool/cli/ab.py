@@ -96,6 +96,7 @@ def command(
     threads: int,
     runtime: str,
     input_path: Path | None,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
     seed: int,
     save_outputs: bool,
     out: Path | None,
@@ -150,6 +151,7 @@ def command(
         threads=threads,
         runtime=runtime,
         input_path=input_path,
+        input_shapes=input_shapes,
         seed=seed,
         save_outputs=save_outputs,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 from collections.abc import Callable
@@ -29,6 +30,42 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf: `--duration nan` would measure forever and
+    `--duration inf` overflow the runner's deadline."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return number
+
+
+if TYPE_CHECKING:
+    _ShapeType = click.ParamType[tuple[str, tuple[int, ...]]]
+else:  # click before 8.2 has no generic ParamType at run time
+    _ShapeType = click.ParamType
+
+
+class InputShape(_ShapeType):
+    """`NAME=1x3x640x640`, or `1x3x640x640` for a model with one input."""
+
+    name = "[NAME=]DIMS"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, tuple[int, ...]]:
+        if isinstance(value, tuple):
+            return value
+        from edgetool.runner.device_runner import parse_shape_arg
+
+        try:
+            name, dims = parse_shape_arg(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return name, tuple(dims)
+
+
 _MEASURE_OPTIONS = [
     click.option(
         "-r",
@@ -49,7 +86,7 @@ _MEASURE_OPTIONS = [
     click.option(
         "-d",
         "--duration",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloatRange(min=0, min_open=True),
         help="Measure each repetition for this many seconds instead of a count.",
     ),
     click.option(
@@ -61,7 +98,7 @@ _MEASURE_OPTIONS = [
     ),
     click.option(
         "--warmup-seconds",
-        type=click.FloatRange(min=0),
+        type=FiniteFloatRange(min=0),
         default=0.5,
         show_default=True,
         help="…and warm up at least this long.",
@@ -84,14 +121,30 @@ _MEASURE_OPTIONS = [
         "--input",
         "input_path",
         type=click.Path(path_type=Path),
-        help="Input tensor as .npy (one input) or .npz (by input name); default random.",
+        help="Input values: .npy (one input) or .npz (one array per input name, of the "
+        "input's dtype). Default: random floats, zeros for integer inputs.",
+    ),
+    click.option(
+        "--input-shape",
+        "input_shapes",
+        type=InputShape(),
+        multiple=True,
+        help="Shape for an input with symbolic dims, e.g. x=1x3x640x640 (NAME= may be left "
+        "out for a model with one input); repeat per input. A leading batch dim left open "
+        "is 1 (said and recorded); any other open dim must be given.",
     ),
     click.option(
         "--save-outputs",
         is_flag=True,
         help="Keep the first inference's outputs as outputs.npz in the run directory.",
     ),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs."),
+    click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Seed for random inputs.",
+    ),
     click.option(
         "-o",
         "--out",
@@ -122,10 +175,19 @@ def measured_settings(
     input_path: Path | None,
     seed: int,
     save_outputs: bool,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (),
     **extra: Any,
 ) -> RunSettings:
     """RunSettings from the measure options (and whatever a command adds)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, dims in input_shapes:
+        if name in shapes:
+            raise click.BadParameter(
+                f"{name or 'the only input'} is given twice", param_hint="'--input-shape'"
+            )
+        shapes[name] = dims
     return RunSettings(
+        input_shapes=shapes,
         iterations=iterations or 0,
         min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
         repeat=repeat,
@@ -186,7 +248,7 @@ def target_option(
 )
 @click.option(
     "--idle-seconds",
-    type=click.FloatRange(min=0.2),
+    type=FiniteFloatRange(min=0.2),
     default=2.0,
     show_default=True,
     help="With --energy: how long the idle device is measured before the run.",
@@ -218,6 +280,7 @@ def command(
     threads: int,
     runtime: str,
     input_path: Path | None,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
     seed: int,
     save_outputs: bool,
     out: Path | None,
@@ -274,6 +337,7 @@ def command(
         op_profile=op_profile,
         new_tokens=new_tokens or 0,
         reference=reference,
+        input_shapes=dict(input_shapes),
     )
     preflight(target, model_spec, asked)  # before any export or connection: refused, not ignored
     ui = DeployView(enabled=not (as_json or quiet))
@@ -307,6 +371,7 @@ def command(
         threads=threads,
         runtime=runtime,
         input_path=input_path,
+        input_shapes=input_shapes,
         seed=seed,
         save_outputs=save_outputs,
         new_tokens=new_tokens or 0,
@@ -395,6 +460,9 @@ class DeployView(Observer):
     def connected(self, description: str) -> None:
         self.say(f"connected  {description}")
 
+    def note(self, text: str) -> None:
+        self.say(f"[yellow]note[/yellow]  {text}")
+
     def pushing(self, name: str, size: int) -> Progress | None:
         """A transfer bar for files big enough to take a moment on a slow link."""
         self._stop_push_bar()  # files go one after another; one bar at a time
@@ -456,6 +524,11 @@ class DeployView(Observer):
                 f"runtime  {event.runtime} {event.runtime_version} · threads "
                 f"{event.threads or 'default'} · load {event.load_ms:.1f} ms"
             )
+            from edgetool.cli.results import input_texts
+            from edgetool.results.manifest import InputInfo
+
+            for text in input_texts([InputInfo.from_dict(f) for f in event.feeds or []]):
+                self.say(f"input  {text}")
         elif isinstance(event, events.Warmup):
             self.say(f"warm-up  {event.count} runs / {event.seconds:.2f} s")
         elif isinstance(event, events.Log) and event.text.strip():

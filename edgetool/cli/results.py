@@ -32,6 +32,7 @@ from edgetool.results.compare import (
 from edgetool.results.manifest import (
     EnergyFigure,
     EnergySummary,
+    InputInfo,
     LatencySummary,
     RepetitionSummary,
     RunManifest,
@@ -330,6 +331,8 @@ def show(run: str, root: Path | None, as_json: bool) -> None:
             f"  runtime  {runtime.runtime} {runtime.runtime_version}  "
             f"threads {runtime.threads or 'default'}"
         )
+    for number, text in enumerate(input_texts(m.inputs or [])):
+        out.print(f"  {'inputs' if number == 0 else '':<8} {text}")
     print_summary(m, loaded.summary)
 
 
@@ -339,6 +342,16 @@ def _format_value(ctx: click.Context, param: click.Parameter, value: str | None)
         hint = " (write to a file with -o PATH)" if ("." in value or "/" in value) else ""
         raise click.BadParameter(f"'{value}' is not a format: use csv{hint}", ctx, param)
     return value
+
+
+def input_texts(inputs: list[InputInfo]) -> list[str]:
+    """Each input as fed: `x  float32 1x3x640x640  random (N = 1 by default)`."""
+    texts = []
+    for spec in inputs:
+        shape = "x".join(str(d) for d in spec.shape or []) or "scalar"
+        default = f" ({', '.join(spec.defaulted)} = 1 by default)" if spec.defaulted else ""
+        texts.append(f"{spec.name}  {spec.dtype} {shape}  {spec.source}{default}")
+    return texts
 
 
 @command.command("export")

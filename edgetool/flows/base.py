@@ -9,7 +9,7 @@ in `edgetool.flows.FLOWS`; nothing else dispatches on the kind.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,9 @@ class RunSettings:
     threads: int = 0
     input: Path | None = None
     seed: int = 0
+    input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Concrete shapes for inputs with symbolic dims, by input name ('' for a model's only
+    input): --input-shape over the target's [input_shapes]."""
     save_outputs: bool = False
     reference: Path | None = None
     """Expected outputs to check the device's against (MLPerf Tiny boards: their scores)."""
@@ -100,6 +103,9 @@ class Observer:
     def progress(self, count: int) -> None: ...
 
     def metering(self, meter: str, idle_seconds: float) -> None: ...
+
+    def note(self, text: str) -> None:
+        """Something the user should know about how the run is made (a default taken)."""
 
     def repetition(self, run_id: str, index: int, total: int) -> None:
         """Repetition `index` (0-based) of `total` of run `run_id` starts."""
@@ -182,6 +188,7 @@ RUN_OPTIONS: dict[str, Callable[[RunSettings], bool]] = {
     "--energy": lambda s: s.energy,
     "--op-profile": lambda s: s.op_profile,
     "--tokens": lambda s: s.new_tokens > 0,
+    "--input-shape": lambda s: bool(s.input_shapes),
 }
 """The deploy options a flow may not honour, and whether a RunSettings asks for each
 (a value other than the default). A flow declares the ones it supports."""

@@ -26,12 +26,14 @@ from edgetool.flows.base import (
     push,
 )
 from edgetool.flows.journal import artifact_info, finish_run, open_run, summarize
+from edgetool.flows.model_inputs import prepare_inputs
 from edgetool.power.base import PowerMeter
 from edgetool.power.recorder import EnergyRecorder
 from edgetool.results.manifest import (
     AbInfo,
     EnergySummary,
     GenerationSummary,
+    InputInfo,
     RepetitionInfo,
     RunManifest,
     RuntimeInfo,
@@ -94,6 +96,9 @@ def runner_argv(
         argv += ["--min-duration", repr(settings.min_duration)]
     argv += ["--warmup", str(settings.warmup), "--warmup-seconds", repr(settings.warmup_seconds)]
     argv += ["--threads", str(settings.threads), "--seed", str(settings.seed)]
+    for name, dims in settings.input_shapes.items():
+        shape = "x".join(str(d) for d in dims)
+        argv += ["--input-shape", f"{name}={shape}" if name else shape]
     if input_path:
         argv += ["--input", input_path]
     if outputs_path:
@@ -295,7 +300,7 @@ def _run_repetition(
         transport.python,
         runner_remote(target),
         run.model_remote,
-        settings,
+        run.journal.settings,  # this run's own (ab: each model's input shapes)
         input_remote,
         run.outputs_remote if repetition == 0 else None,
         runner_deadline(settings, getattr(target.transport, "command_timeout", 3600.0)),
@@ -330,6 +335,8 @@ def deploy_ab(
         raise ConfigError("edgetool ab does not take --energy or LLM generation")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
+    # Each model's own shapes: a target's [input_shapes] may match A and not B.
+    each = [prepare_inputs(target, artifact, settings, obs.note) for artifact in artifacts]
     with connect(target) as transport:
         obs.connected(transport.description)
         remotes, input_remote, pushes = _push_models(
@@ -337,10 +344,12 @@ def deploy_ab(
         )
         runs = [
             _open_linux_run(
-                transport, target, artifact, remote, settings, results_root, obs,
+                transport, target, artifact, remote, own, results_root, obs,
                 AbInfo(role=role, order="alternating blocks: AB, BA, AB, ..."),
             )
-            for artifact, remote, role in zip(artifacts, remotes, ("A", "B"), strict=True)
+            for artifact, remote, own, role in zip(
+                artifacts, remotes, each, ("A", "B"), strict=True
+            )
         ]  # fmt: skip
         for run, other in ((runs[0], runs[1]), (runs[1], runs[0])):
             manifest = run.journal.writer.manifest
@@ -416,7 +425,10 @@ class RunJournal:
                     facts.load_ms = event.load_ms
                     if self.model is None:
                         self.model = event
-                        manifest.runtime = RuntimeInfo.from_dict(asdict(event))
+                        runtime = {k: v for k, v in asdict(event).items() if k != "feeds"}
+                        manifest.runtime = RuntimeInfo.from_dict(runtime)
+                        if event.feeds is not None:
+                            manifest.inputs = [InputInfo.from_dict(f) for f in event.feeds]
                         self.writer.save()
                 elif isinstance(event, events.Env):
                     if event.when == "before":
@@ -448,7 +460,7 @@ class RunJournal:
                     facts.keep_null("peak_rss")
                 elif isinstance(event, events.ErrorEvent):
                     cls = _ERROR_CLASSES.get(event.kind, DeviceError)
-                    hint = None
+                    hint = event.hint
                     if event.kind == "runtime_missing":
                         hint = "Install it on the device (pip install onnxruntime ai-edge-litert)."
                     failure = cls(f"{transport.description}: {event.message}", hint=hint)
@@ -560,6 +572,7 @@ def deploy_linux(
         raise ModelError(f"target {target.name} needs a model: pass --model")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
+    settings = prepare_inputs(target, artifact, settings, observer.note)
     meter = open_target_meter(target, settings)
     try:
         return _deploy_linux(target, artifact, settings, results_root, observer, meter)

@@ -58,6 +58,12 @@ def _nums(value: Any) -> list[float]:
     return [_num(v) for v in value]
 
 
+def _ints(value: Any) -> list[int]:
+    if not isinstance(value, list):
+        raise TypeError(value)
+    return [_int(v) for v in value]
+
+
 def _pair(value: Any) -> list[float]:
     """An interval or a window: two numbers."""
     numbers = _nums(value)
@@ -256,6 +262,19 @@ class RuntimeInfo(Record):
 
 
 @dataclass(kw_only=True)
+class InputInfo(Record):
+    """One model input as the runner fed it: the concrete shape (symbolic dims filled in),
+    the dtype, where the values came from (file, random, zeros), and the symbolic dims
+    that took the documented default of 1 (a leading batch dim) when nothing gave them."""
+
+    name: str | None = field(default=None, metadata=_spec(_str, null=True))
+    shape: list[int] | None = field(default=None, metadata=_spec(_ints, null=True))
+    dtype: str | None = field(default=None, metadata=_spec(_str, null=True))
+    source: str | None = field(default=None, metadata=_spec(_str, null=True))
+    defaulted: list[str] | None = field(default=None, metadata=_spec(_strs))
+
+
+@dataclass(kw_only=True)
 class WarmupInfo(Record):
     """Inferences run before measuring, and how long they took."""
 
@@ -348,6 +367,9 @@ class RunManifest(Record):
     runtimes: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
     runner: str | None = field(default=None, metadata=_spec(_str))
     runtime: RuntimeInfo | None = field(default=None, metadata=_spec(_section(RuntimeInfo)))
+    inputs: list[InputInfo] | None = field(default=None, metadata=_spec(_sections(InputInfo)))
+    """The inputs the measured model was fed (absent before edgetool recorded them, and
+    where the device reports none: firmware, benchmark_model)."""
     env_before: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
     """The device's state before the first repetition (free-form probe output)."""
     env_after: dict[str, Any] | None = field(default=None, metadata=_spec(_table))

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import re
 import resource
 import signal
 import socket
@@ -46,10 +48,11 @@ ARM_PARTS = {
 
 
 class RunnerError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.hint = hint
 
 
 _EMIT_LOCK = threading.Lock()
@@ -472,9 +475,12 @@ class TfliteModel(Model):
 
         def describe(detail: dict[str, Any]) -> dict[str, Any]:
             dtype = detail["dtype"]
+            # shape_signature keeps a dynamic dim as -1 where shape says 1.
+            signature = detail.get("shape_signature")
+            shape = detail["shape"] if signature is None or not len(signature) else signature
             info = {
                 "name": detail["name"],
-                "shape": [int(d) for d in detail["shape"]],
+                "shape": [int(d) for d in shape],
                 "dtype": getattr(dtype, "__name__", str(dtype)),
                 "index": int(detail["index"]),
             }
@@ -487,6 +493,18 @@ class TfliteModel(Model):
         self.outputs = [describe(d) for d in self.interp.get_output_details()]
 
     def prepare(self, feeds: dict[str, Any]) -> None:
+        """Resize dynamic inputs to the feeds' shapes (one allocation), then set them."""
+        resized = False
+        current = {
+            d["index"]: [int(n) for n in d["shape"]] for d in self.interp.get_input_details()
+        }
+        for spec in self.inputs:
+            wanted = [int(n) for n in feeds[spec["name"]].shape]
+            if current.get(spec["index"]) != wanted:
+                self.interp.resize_tensor_input(spec["index"], wanted)
+                resized = True
+        if resized:
+            self.interp.allocate_tensors()
         for spec in self.inputs:
             self.interp.set_tensor(spec["index"], feeds[spec["name"]])
 
@@ -518,70 +536,265 @@ def load_model(path: str, runtime: str, threads: int) -> Model:
     raise RunnerError("bad_model", f"unknown model format {ext!r} (expected .onnx or .tflite)")
 
 
-def shape_matches(declared: list[Any], actual: tuple[int, ...]) -> bool:
+def parse_dims(text: str) -> list[int]:
+    """'1x3x640x640' (or '1,3,640,640') as [1, 3, 640, 640]; ValueError saying what is
+    wrong otherwise."""
+    parts = re.split(r"[x,]", text.strip().lower())  # 1x3x8x8, or 1,3,8,8 as export takes
+    if not text.strip() or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"{text!r} is not a shape like 1x3x640x640 (positive integers)")
+    return [int(p) for p in parts]
+
+
+def parse_shape_arg(text: str) -> tuple[str, list[int]]:
+    """'NAME=1x3x640x640' (or '1x3x640x640' for a model's only input: name '')."""
+    name, sep, dims = text.rpartition("=")
+    return (name.strip() if sep else ""), parse_dims(dims)
+
+
+def dim_names(declared: list[Any]) -> list[str | None]:
+    """Per dim: None when the model fixes it, else its symbolic name ('?' when unnamed)."""
+    return [
+        None
+        if isinstance(d, int) and not isinstance(d, bool) and d > 0
+        else (d if isinstance(d, str) and d else "?")
+        for d in declared
+    ]
+
+
+def shape_text(shape: list[Any]) -> str:
+    return "[" + ", ".join("?" if d is None or d == -1 else str(d) for d in shape) + "]"
+
+
+def shape_matches(declared: list[Any], actual: tuple[int, ...] | list[int]) -> bool:
     if len(declared) != len(actual):
         return False
-    return all(not isinstance(d, int) or d <= 0 or d == a for d, a in zip(declared, actual))
+    return all(n is not None or d == a for n, d, a in zip(dim_names(declared), declared, actual))
 
 
-def make_inputs(model: Model, input_path: str | None, seed: int) -> dict[str, Any]:
+def _check_given(spec: dict[str, Any], shape: list[int], where: str) -> None:
+    if not shape_matches(spec["shape"], shape):
+        raise RunnerError(
+            "input_shape",
+            "input {!r} expects shape {}, {} gives {}".format(
+                spec["name"], shape_text(spec["shape"]), where, shape_text(shape)
+            ),
+        )
+
+
+def resolve_shapes(
+    specs: list[dict[str, Any]], given: dict[str, list[int]], skip: tuple[str, ...] = ()
+) -> dict[str, tuple[list[int], list[str]]]:
+    """The concrete shape of every input (but `skip`: those a file provides) and the dims
+    that took the default, from the model's declared shapes and --input-shape values.
+
+    A symbolic dim is never guessed, with one documented exception: the leading dim of an
+    input of rank 2 or more (a batch) is 1 when nothing says otherwise."""
+    names = [s["name"] for s in specs]
+    given = dict(given)
+    if "" in given:
+        if len(specs) != 1:
+            raise RunnerError(
+                "input_shape",
+                "--input-shape without a name needs a model with one input; this one has "
+                f"{len(specs)} ({', '.join(names)}): use --input-shape NAME=DIMS",
+            )
+        given[names[0]] = given.pop("")
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise RunnerError(
+            "input_shape",
+            f"--input-shape names {', '.join(map(repr, unknown))}, not an input of the model "
+            f"(inputs: {', '.join(names)})",
+        )
+    resolved: dict[str, tuple[list[int], list[str]]] = {}
+    for spec in specs:
+        name = spec["name"]
+        if name in skip:
+            continue
+        if name in given:
+            _check_given(spec, given[name], "--input-shape")
+            resolved[name] = (list(given[name]), [])
+            continue
+        symbolic = dim_names(spec["shape"])
+        defaulted = []
+        if len(symbolic) >= 2 and symbolic[0] is not None and all(n is None for n in symbolic[1:]):
+            defaulted = [str(symbolic[0])]
+        elif any(n is not None for n in symbolic):
+            example = "x".join(
+                str(d) if n is None else ("1" if i == 0 and len(symbolic) >= 2 else n)
+                for i, (n, d) in enumerate(zip(symbolic, spec["shape"]))
+            )
+            missing = [n for n in symbolic if n is not None]
+            raise RunnerError(
+                "input_shape",
+                "input {!r} has unknown {} {} in {}: give {} with --input-shape {}={}".format(
+                    name,
+                    "dims" if len(missing) > 1 else "dim",
+                    ", ".join(str(n) for n in missing),
+                    shape_text(spec["shape"]),
+                    "them" if len(missing) > 1 else "it",
+                    name,
+                    example,
+                ),
+            )
+        shape = [1 if n is not None else int(d) for n, d in zip(symbolic, spec["shape"])]
+        resolved[name] = (shape, defaulted)
+    return resolved
+
+
+def dtype_problem(np: Any, array: Any, spec: dict[str, Any]) -> str | None:
+    """Why `array` cannot feed the input `spec` as is, or None. Never a lossy cast: floats
+    between float widths, integers between integer widths when every value fits, and
+    float data for a quantized integer input (quantized with its scale) are accepted."""
+    want = np.dtype(spec["dtype"])
+    have = array.dtype
+    if have == want:
+        return None
+    if have.kind == "f" and want.kind == "f":
+        return None
+    if have.kind in "iu" and want.kind in "iu":
+        info = np.iinfo(want)
+        if array.size == 0 or (int(array.min()) >= info.min and int(array.max()) <= info.max):
+            return None
+        return f"values outside {want}'s range [{info.min}, {info.max}]"
+    if have.kind == "f" and want.kind in "iu" and spec.get("quantization"):
+        return None
+    return f"expects {want}, got {have}"
+
+
+def check_provided(
+    np: Any, specs: list[dict[str, Any]], provided: dict[str, Any], source: str
+) -> None:
+    """A file's arrays must be exactly the model's inputs, of the right dtype and shape."""
+    names = [s["name"] for s in specs]
+    extra = sorted(set(provided) - set(names))
+    if extra:
+        raise RunnerError(
+            "bad_input",
+            f"{source} has arrays the model does not take: {', '.join(map(repr, extra))} "
+            f"(inputs: {', '.join(names)})",
+        )
+    missing = [n for n in names if n not in provided]
+    if missing:
+        raise RunnerError(
+            "bad_input",
+            f"{source} lacks input {', '.join(map(repr, missing))} "
+            f"(inputs: {', '.join(names)}; one array per input name)",
+        )
+    for spec in specs:
+        array = provided[spec["name"]]
+        problem = dtype_problem(np, array, spec)
+        if problem is not None:
+            raise RunnerError(
+                "bad_input", f"input {spec['name']!r} in {source}: {problem} (not cast)"
+            )
+        _check_given(spec, list(array.shape), source)
+
+
+def load_provided(np: Any, model: Model, input_path: str) -> dict[str, Any]:
+    """The arrays of an --input .npy (the model's only input) or .npz (by input name)."""
+    source = os.path.basename(input_path)
+    try:
+        loaded = np.load(input_path, allow_pickle=False)
+    except Exception as exc:
+        raise RunnerError("bad_input", f"cannot read input {source}: {exc}") from exc
+    if isinstance(loaded, np.ndarray):
+        if len(model.inputs) != 1:
+            raise RunnerError(
+                "bad_input",
+                f"model has {len(model.inputs)} inputs "
+                f"({', '.join(i['name'] for i in model.inputs)}); "
+                "pass an .npz with one array per input name",
+            )
+        return {model.inputs[0]["name"]: loaded}
+    return {k: loaded[k] for k in loaded.files}
+
+
+def make_inputs(
+    model: Model,
+    input_path: str | None,
+    seed: int,
+    shapes: dict[str, list[int]] | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The feeds, and what they are (name, shape, dtype, source, defaulted dims): values
+    from --input, else random floats (and quantized inputs) and zeros for integer and
+    bool inputs, whose values are often indices that random numbers would overrun."""
     import numpy as np
 
-    feeds: dict[str, Any] = {}
-    provided: dict[str, Any] = {}
-    if input_path:
-        try:
-            loaded = np.load(input_path, allow_pickle=False)
-        except Exception as exc:
-            raise RunnerError(
-                "bad_input", f"cannot read input {os.path.basename(input_path)}: {exc}"
-            ) from exc
-        if isinstance(loaded, np.ndarray):
-            if len(model.inputs) != 1:
-                raise RunnerError(
-                    "bad_input",
-                    f"model has {len(model.inputs)} inputs "
-                    f"({', '.join(i['name'] for i in model.inputs)}); "
-                    "pass an .npz with one array per input name",
-                )
-            provided[model.inputs[0]["name"]] = loaded
-        else:
-            provided = {k: loaded[k] for k in loaded.files}
-    rng = np.random.default_rng(seed)
-    for spec in model.inputs:
-        dtype = np.dtype(spec["dtype"])
-        if spec["name"] in provided:
-            array = provided[spec["name"]]
-            if not shape_matches(spec["shape"], tuple(array.shape)):
+    source = os.path.basename(input_path) if input_path else ""
+    provided = load_provided(np, model, input_path) if input_path else {}
+    if provided:
+        check_provided(np, model.inputs, provided, source)
+        for name, dims in (shapes or {}).items():
+            name = name or model.inputs[0]["name"]
+            if name in provided and list(provided[name].shape) != list(dims):
                 raise RunnerError(
                     "input_shape",
-                    "input {!r} expects shape {} {}, got {} {}".format(
-                        spec["name"], spec["shape"], dtype, list(array.shape), array.dtype
-                    ),
+                    f"input {name!r}: --input-shape says {'x'.join(map(str, dims))} but "
+                    f"{source} holds {'x'.join(map(str, provided[name].shape))}",
                 )
+    resolved = resolve_shapes(model.inputs, shapes or {}, tuple(provided))
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, Any] = {}
+    described: list[dict[str, Any]] = []
+    for spec in model.inputs:
+        name = spec["name"]
+        dtype = np.dtype(spec["dtype"])
+        defaulted: list[str] = []
+        if name in provided:
+            array = provided[name]
             if array.dtype.kind == "f" and dtype.kind in "iu" and spec.get("quantization"):
                 scale, zero_point = spec["quantization"]
                 info = np.iinfo(dtype)
                 array = np.clip(np.round(array / scale) + zero_point, info.min, info.max)
-            feeds[spec["name"]] = np.ascontiguousarray(array.astype(dtype, copy=False))
-            continue
-        if provided:
-            raise RunnerError(
-                "bad_input",
-                "input {!r} missing from {}".format(
-                    spec["name"], os.path.basename(input_path or "")
-                ),
-            )
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec["shape"]]
-        if dtype.kind == "f":
-            feeds[spec["name"]] = rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
-        elif dtype.kind == "b":
-            feeds[spec["name"]] = rng.integers(0, 2, size=shape).astype(dtype)
+            feed = np.ascontiguousarray(array.astype(dtype, copy=False))
+            origin = "file"
         else:
-            info = np.iinfo(dtype)
-            low, high = max(info.min, -128), min(info.max, 127)
-            feeds[spec["name"]] = rng.integers(low, high + 1, size=shape).astype(dtype)
-    return feeds
+            shape, defaulted = resolved[name]
+            if dtype.kind == "f":
+                feed = rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+                origin = "random"
+            elif dtype.kind in "iu" and spec.get("quantization"):
+                # A quantized activation (an image, a signal), not an index: random codes.
+                info = np.iinfo(dtype)
+                low, high = max(info.min, -128), min(info.max, 127)
+                feed = rng.integers(low, high + 1, size=shape).astype(dtype)
+                origin = "random"
+            else:
+                feed = np.zeros(shape, dtype=dtype)
+                origin = "zeros"
+        feeds[name] = feed
+        entry = {"name": name, "shape": list(feed.shape), "dtype": str(feed.dtype)}
+        entry["source"] = origin
+        if defaulted:
+            entry["defaulted"] = defaulted
+        described.append(entry)
+    return feeds, described
+
+
+INDEX_ERROR = re.compile(r"out of (data )?bounds|out of range|index|indices", re.IGNORECASE)
+
+
+def first_inference_error(model: Model, feeds: list[dict[str, Any]], exc: Exception) -> RunnerError:
+    """A first inference that fails on an index is the input's fault when the model takes
+    integers (ids, positions): say which input and how to give real values."""
+    message = f"first inference failed: {last_line(exc)}"
+    integers = [
+        f
+        for f, s in zip(feeds, model.inputs)
+        if f["dtype"].startswith(("int", "uint")) and not s.get("quantization")
+    ]
+    if integers and INDEX_ERROR.search(message):
+        which = integers[0]
+        if which["source"] == "file":
+            hint = f"input {which['name']!r} is {which['dtype']}: are its --input values in range?"
+        else:
+            hint = (
+                f"input {which['name']!r} is {which['dtype']} ({which['source']} here): pass "
+                "real values with --input FILE.npz"
+            )
+        return RunnerError("bad_input", message, hint)
+    return RunnerError("inference_failed", message)
 
 
 def measure(
@@ -744,8 +957,12 @@ def timed_load(path: str, runtime: str, threads: int) -> tuple[Model, float]:
     return model, (time.perf_counter() - start) * 1000
 
 
-def emit_model(model: Model, load_ms: float, threads: int) -> None:
-    """What was loaded, and the device's state just before measuring starts."""
+def emit_model(
+    model: Model, load_ms: float, threads: int, feeds: list[dict[str, Any]] | None = None
+) -> None:
+    """What was loaded (with the inputs fed to it), and the device's state just before
+    measuring starts."""
+    extra = {"feeds": feeds} if feeds is not None else {}
     emit(
         "model",
         runtime=model.runtime,
@@ -755,6 +972,7 @@ def emit_model(model: Model, load_ms: float, threads: int) -> None:
         load_ms=load_ms,
         threads=threads,
         rss_after_load=peak_rss_bytes(),
+        **extra,
     )
     emit("env", when="before", **environment())
 
@@ -835,17 +1053,21 @@ def cmd_clock(_: argparse.Namespace) -> int:
 
 def timed_run(args: argparse.Namespace, np: Any) -> int:
     model, load_ms = timed_load(args.model, args.runtime, args.threads)
-    feeds = make_inputs(model, args.input, args.seed)
-    model.prepare(feeds)
-    emit_model(model, load_ms, args.threads)
+    feeds, described = make_inputs(model, args.input, args.seed, dict(args.input_shape))
+    try:
+        model.prepare(feeds)
+    except RunnerError:
+        raise
+    except Exception as exc:
+        raise RunnerError(
+            "input_shape", f"the runtime refused the inputs {described}: {last_line(exc)}"
+        ) from exc
+    emit_model(model, load_ms, args.threads, described)
     first_start = time.perf_counter_ns()
     try:
         model.invoke()
     except Exception as exc:
-        raise RunnerError(
-            "inference_failed",
-            f"first inference failed: {last_line(exc)}",
-        ) from exc
+        raise first_inference_error(model, described, exc) from exc
     first_ns = time.perf_counter_ns() - first_start
     if args.dump_outputs:
         np.savez(args.dump_outputs, **model.results())
@@ -967,6 +1189,28 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
+
+
+def finite_seconds(text: str) -> float:
+    """nan would run forever and inf overflow the deadline: a number of seconds, >= 0."""
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(text)
+    return value
+
+
+def shape_arg(text: str) -> tuple[str, list[int]]:
+    try:
+        return parse_shape_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="edgetool-runner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -975,7 +1219,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--model", required=True)
     run.add_argument("--runtime", default="auto", choices=["auto", "onnxruntime", "litert"])
     run.add_argument("--iterations", type=int, default=0)
-    run.add_argument("--duration", type=float, default=0.0)
+    run.add_argument("--duration", type=finite_seconds, default=0.0)
     run.add_argument(
         "--min-duration", type=float, default=0.0, help="with --iterations: run at least this long"
     )
@@ -983,7 +1227,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--warmup-seconds", type=float, default=0.0)
     run.add_argument("--threads", type=int, default=0)
     run.add_argument("--input", default=None)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=non_negative_int, default=0)
+    run.add_argument(
+        "--input-shape",
+        type=shape_arg,
+        action="append",
+        default=[],
+        help="NAME=1x3x640x640 (or DIMS for the only input): values for symbolic dims",
+    )
     run.add_argument("--dump-outputs", default=None)
     run.add_argument("--hwmon", default=None, help="hwmon chip name (e.g. ina260) or path")
     run.add_argument("--hwmon-channel", type=int, default=1)
@@ -1013,7 +1264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return commands[args.command](args)
     except RunnerError as exc:
-        emit("error", kind=exc.kind, message=exc.message)
+        extra = {"hint": exc.hint} if exc.hint else {}
+        emit("error", kind=exc.kind, message=exc.message, **extra)
         return 2
     except BrokenPipeError:
         return 141

@@ -19,6 +19,7 @@ from edgetool.errors import TransferError
 from edgetool.targets import load_target
 from edgetool.transport.ssh import SshTransport
 from tests.conftest import TINY_ONNX, assert_one_line_error, run_cli
+from tests.onnx_models import detector, embedding, gather
 
 pytestmark = pytest.mark.integration
 
@@ -50,6 +51,37 @@ def test_deploy_over_ssh_then_second_deploy_uploads_nothing(loopback: dict[str, 
     assert sum(p["bytes_sent"] for p in second.json()["pushes"]) == 0
     outputs = np.load(Path(second.json()["run_dir"]) / "outputs.npz")  # fetched over SFTP
     assert outputs["logits"].shape == (1, 10)
+
+
+def test_models_with_symbolic_dims_and_integer_inputs_over_ssh(
+    loopback: dict[str, Any], tmp_path: Path
+) -> None:
+    """The shapes and values asked for on this host are what the device runs."""
+    det = detector(tmp_path / "det.onnx")
+    quick = ("-t", "loopback", "-n", "5", "-r", "1", "--warmup", "1")
+    refused = run_cli("deploy", *quick, "-m", str(det))
+    assert_one_line_error(refused, 3, "'x'", "N, H, W", "--input-shape x=")
+    shaped = run_cli(
+        "deploy", *quick, "-m", str(det), "--input-shape", "x=1x3x40x24", "--save-outputs",
+        "--json",
+    )  # fmt: skip
+    assert shaped.code == 0, shaped.stderr
+    data = shaped.json()
+    assert data["manifest"]["inputs"][0]["shape"] == [1, 3, 40, 24]
+    assert np.load(Path(data["run_dir"]) / "outputs.npz")["y"].shape == (1, 4, 40, 24)
+    emb = gather(tmp_path / "emb.onnx")
+    ids = np.array([[7, 2]], dtype=np.int64)
+    np.savez(tmp_path / "ids.npz", ids=ids)
+    looked_up = run_cli(
+        "deploy", *quick, "-m", str(emb), "--input", str(tmp_path / "ids.npz"),
+        "--save-outputs", "--json",
+    )  # fmt: skip
+    assert looked_up.code == 0, looked_up.stderr
+    outputs = np.load(Path(looked_up.json()["run_dir"]) / "outputs.npz")
+    assert (outputs["emb"] == embedding()[ids]).all()
+    np.savez(tmp_path / "bad.npz", ids=np.array([[99, 2]], dtype=np.int64))
+    overrun = run_cli("deploy", *quick, "-m", str(emb), "--input", str(tmp_path / "bad.npz"))
+    assert_one_line_error(overrun, 3, "127.0.0.1", "input 'ids' is int64")
 
 
 def test_verbose_deploy_over_ssh_shows_what_is_sent(loopback: dict[str, Any]) -> None:

@@ -1,7 +1,9 @@
 """The files a deploy writes keep their keys: manifest.json and summary.json are built as
 typed records, and must come out with the keys the dict-building writers gave them (the
 fixtures were taken from runs made before the records existed). Values differ run to run;
-keys, including those written as null, must not."""
+keys, including those written as null, must not. A new key is added to the fixtures on
+purpose, with the change that writes it (`inputs` and `settings.input_shapes`: the inputs
+a run was fed, and the shapes asked for)."""
 
 from __future__ import annotations
 
