@@ -327,19 +327,25 @@ def command(
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
     target = get_target(ctx, target_name)
-    asked = RunSettings(
+    settings = measured_settings(
+        repeat=repeat,
+        iterations=iterations,
+        duration=duration,
+        warmup=warmup,
+        warmup_seconds=warmup_seconds,
         threads=threads,
         runtime=runtime,
-        input=input_path,
+        input_path=input_path,
+        input_shapes=input_shapes,
+        seed=seed,
         save_outputs=save_outputs,
-        duration=duration or 0.0,
-        energy=energy,
-        op_profile=op_profile,
         new_tokens=new_tokens or 0,
+        energy=energy,
+        idle_seconds=idle_seconds,
+        op_profile=op_profile,
         reference=reference,
-        input_shapes=dict(input_shapes),
     )
-    preflight(target, model_spec, asked)  # before any export or connection: refused, not ignored
+    preflight(target, model_spec, settings)  # before any export or connection: refused, not ignored
     ui = DeployView(enabled=not (as_json or quiet))
     artifact = None
     if model_spec is None:
@@ -347,7 +353,6 @@ def command(
             raise click.UsageError("--model is required (except on microcontroller targets)")
     else:
         artifact = resolve_for_target(target, model_spec, ui)
-    head_size = 0
     is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
     if (prompt is not None or new_tokens is not None) and not is_llm:
         raise click.UsageError("--prompt and --tokens apply to LLM models only")
@@ -362,25 +367,9 @@ def command(
         )
         new_tokens = new_tokens or 32
         ui.say(f"prompt: {prompt_tokens} tokens; generating {new_tokens} per run (greedy)")
-    settings = measured_settings(
-        repeat=repeat,
-        iterations=iterations,
-        duration=duration,
-        warmup=warmup,
-        warmup_seconds=warmup_seconds,
-        threads=threads,
-        runtime=runtime,
-        input_path=input_path,
-        input_shapes=input_shapes,
-        seed=seed,
-        save_outputs=save_outputs,
-        new_tokens=new_tokens or 0,
-        head_size=head_size,
-        energy=energy,
-        idle_seconds=idle_seconds,
-        op_profile=op_profile,
-        reference=reference,
-    )
+        settings = dataclasses.replace(
+            settings, input=input_path, new_tokens=new_tokens, head_size=head_size
+        )
     if artifact is not None:
         describe_artifact(artifact, ui)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)

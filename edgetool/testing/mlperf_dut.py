@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +59,10 @@ class MlperfDut:
     nan_scores: bool = False
     """Print `nan` scores, as a firmware whose model diverged does."""
     commands: list[str] = field(default_factory=list)
+    noise: Callable[[str], str] = lambda line: line
+    """May garble a line it sends (a noisy UART)."""
+    drop: Callable[[str], bool] = lambda command: False
+    """May ignore a command, as when noise ate its `%`."""
 
     def __post_init__(self) -> None:
         # A pattern, not zeros: all-zero input gives every class the same score.
@@ -150,7 +154,7 @@ class MlperfDut:
         """Answer on `fd` until `stop` (the pty's master side)."""
 
         def out(*lines: str) -> None:
-            os.write(fd, "".join(line + "\r\n" for line in lines).encode())
+            os.write(fd, "".join(self.noise(line) + "\r\n" for line in lines).encode())
 
         out("m-timestamp-mode-performance", "m-init-done", "m-ready")
         pending = b""
@@ -162,7 +166,9 @@ class MlperfDut:
             pending += chunk
             while b"%" in pending:
                 raw, _, pending = pending.partition(b"%")
-                out(*self.handle(raw.decode(errors="replace").strip()), "m-ready")
+                command = raw.decode(errors="replace").strip()
+                if not self.drop(command):
+                    out(*self.handle(command), "m-ready")
 
     @contextlib.contextmanager
     def serve(self) -> Iterator[str]:

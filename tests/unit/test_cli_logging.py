@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +13,9 @@ from typing import Any
 import pytest
 
 from edgetool.cli import setup_logging
+from edgetool.testing.mlperf_dut import MlperfDut
 from edgetool.transport.base import shown_argv
 from tests.conftest import run_cli
-from tests.unit.test_mcu_protocol import mlperf_dut
 
 RUNNER_ARGV = re.compile(
     r"^edgetool\.transport\.local: run \S+ edgetool/runner/device_runner\.py run "
@@ -62,25 +59,9 @@ def test_vv_adds_process_detail_and_json_stays_parseable(cli: Any, home: Path) -
                      result.stderr, re.M)  # fmt: skip
 
 
-@contextlib.contextmanager
-def _pty_dut() -> Iterator[str]:
-    """The MLPerf Tiny reference DUT peer on a pty: its path, as a board's UART."""
-    master, slave = os.openpty()
-    stop = threading.Event()
-    thread = threading.Thread(target=mlperf_dut, args=(master, stop), daemon=True)
-    thread.start()
-    try:
-        yield os.ttyname(slave)
-    finally:
-        stop.set()
-        os.close(slave)
-        os.close(master)
-        thread.join(timeout=2)
-
-
 @pytest.mark.parametrize("verbosity", [1, 2])
 def test_serial_protocol_commands_at_v_and_every_line_at_vv(home: Path, verbosity: int) -> None:
-    with _pty_dut() as url:
+    with MlperfDut().serve() as url:
         result = run_cli(
             "-" + "v" * verbosity,
             "deploy", "-t", "mlperf-tiny-dut", "-n", "3", "-r", "1", "--json",

@@ -5,7 +5,6 @@ link is a real pty opened through pyserial, as a USB UART would be."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import random
 import threading
@@ -20,58 +19,15 @@ from edgetool.export.c_export import glue
 from edgetool.firmware.build import Firmware, check_fit
 from edgetool.mcu.protocol import BenchClient, checked_body, crc16
 from edgetool.targets import parse_target
+from edgetool.testing.mlperf_dut import MlperfDut
 from edgetool.transport.serial import open_port
 
 Peer = Callable[[int, threading.Event], None]
 
 
-def mlperf_dut(
-    fd: int,
-    stop: threading.Event,
-    noise: Callable[[str], str] = lambda line: line,
-    drop: Callable[[str], bool] = lambda command: False,
-) -> None:
-    """A minimal MLPerf Tiny reference DUT: text commands only, 0.25 ms per inference;
-    `noise` may garble the lines it sends, `drop` ignore a command (its `%` lost)."""
-    buf, expect, loaded = b"", 0, bytearray()
-    clock = [0]
-
-    def out(*lines: str) -> None:
-        os.write(fd, "".join(noise(line) + "\r\n" for line in lines).encode())
-
-    out("m-timestamp-mode-performance", "m-init-done", "m-ready")
-    while not stop.is_set():
-        try:
-            chunk = os.read(fd, 256)
-        except OSError:
-            return
-        buf += chunk
-        while b"%" in buf:
-            raw, _, buf = buf.partition(b"%")
-            cmd = raw.decode(errors="replace").strip()
-            if drop(cmd):
-                continue
-            if cmd == "name":
-                out("m-name-dut-[reference]")
-            elif cmd == "profile":
-                out("m-profile-[ulp-mlperf]", "m-model-[ic01]")
-            elif cmd.startswith("db load "):
-                expect, loaded = int(cmd[8:]), bytearray()
-                out(f"m-[Expecting {expect} bytes]")
-            elif cmd.startswith("db "):
-                loaded += bytes.fromhex(cmd[3:])
-                if len(loaded) == expect:
-                    out("m-load-done")
-            elif cmd.startswith("infer "):
-                n, w = (int(v) for v in cmd.split()[1:3])
-                start = clock[0]
-                clock[0] += 250 * n
-                out(f"m-warmup-start-{w}", "m-warmup-done", f"m-infer-start-{n}")
-                out(f"m-lap-us-{start}", f"m-lap-us-{clock[0]}", "m-infer-done")
-                out(f"m-results-[{sum(loaded) % 7}.000,0.500]")
-            else:
-                out(f"e-[Unknown command: {cmd}]")
-            out("m-ready")
+def mlperf_dut(fd: int, stop: threading.Event) -> None:
+    """The MLPerf Tiny reference DUT (edgetool.testing), 0.25 ms per inference."""
+    MlperfDut().run(fd, stop)
 
 
 def silent(fd: int, stop: threading.Event) -> None:
@@ -107,7 +63,8 @@ def pty_device(peer: Peer, timeout: float = 2.0) -> Iterator[BenchClient]:
 
 
 def test_plain_mlperf_tiny_device_is_driven_without_extensions() -> None:
-    with pty_device(mlperf_dut) as client:
+    dut = MlperfDut()
+    with pty_device(dut.run) as client:
         client.sync()
         info = client.info()
         assert (info.name, info.profile, info.model) == ("reference", "ulp-mlperf", "ic01")
@@ -118,7 +75,7 @@ def test_plain_mlperf_tiny_device_is_driven_without_extensions() -> None:
         assert client.stats.sent > 2 * len(data)
         elapsed_us, results = client.infer(4, 1)
         assert elapsed_us == 1000
-        assert results == [sum(data) % 7, 0.5]
+        assert results == list(dut.expected_scores(dut.buffer))
 
 
 def test_events_from_a_plain_device_fill_the_same_schema() -> None:
@@ -206,7 +163,7 @@ def test_a_garbled_number_is_asked_again_never_a_sample_nor_an_internal_error() 
     def flip_a_digit(line: str) -> str:
         return "m-lap-us-10#0" if line == "m-lap-us-1000" else line
 
-    noisy_dut = functools.partial(mlperf_dut, noise=flip_a_digit)
+    noisy_dut = MlperfDut(noise=flip_a_digit).run
 
     with pty_device(noisy_dut) as client:
         client.sync()
@@ -220,7 +177,7 @@ def test_a_reply_garbled_every_time_is_one_device_error_after_bounded_retries() 
     def garble_laps(line: str) -> str:
         return line.replace("m-lap-us-", "m-lap-us-#") if line.startswith("m-lap") else line
 
-    with pty_device(functools.partial(mlperf_dut, noise=garble_laps)) as client:
+    with pty_device(MlperfDut(noise=garble_laps).run) as client:
         client.sync()
         with pytest.raises(DeviceError) as err:
             client.infer(1, 0)
@@ -240,7 +197,7 @@ def test_a_lost_command_is_sent_again_within_the_timeout() -> None:
             return True
         return False
 
-    with pty_device(functools.partial(mlperf_dut, drop=lose_first_infer), 0.5) as client:
+    with pty_device(MlperfDut(drop=lose_first_infer).run, 0.5) as client:
         client.sync()
         started = time.monotonic()
         assert client.infer(4, 1)[0] == 1000
