@@ -121,6 +121,7 @@ def command(
       edgetool ab --target rpi4 -m old.tflite -m new.tflite -n 200
     """
     from edgetool.cli.results import _print_comparison, raise_on_verdicts
+    from edgetool.flows import preflight
     from edgetool.flows.linux import check_ab_target, deploy_ab
     from edgetool.results.compare import (
         CompareSettings,
@@ -138,10 +139,6 @@ def command(
         raise click.UsageError("--repeat must be at least 2 to alternate A and B")
     target = get_target(ctx, target_name)
     check_ab_target(target)
-    ui = ABView(enabled=not as_json)
-    artifacts = [resolve_for_target(target, spec, ui) for spec in models]
-    for role, artifact in zip("AB", artifacts, strict=True):
-        describe_artifact(artifact, ui, prefix=f"{role}  ")
     settings = measured_settings(
         repeat=repeat,
         iterations=iterations,
@@ -155,6 +152,12 @@ def command(
         seed=seed,
         save_outputs=save_outputs,
     )
+    for spec in models:
+        preflight(target, spec, settings)  # before any export: refused, not ignored
+    ui = ABView(enabled=not as_json)
+    artifacts = [resolve_for_target(target, spec, ui) for spec in models]
+    for role, artifact in zip("AB", artifacts, strict=True):
+        describe_artifact(artifact, ui, prefix=f"{role}  ")
     compare_settings = CompareSettings(threshold=threshold, alpha=alpha, correction="none")
     original = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
