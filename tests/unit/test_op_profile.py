@@ -136,6 +136,20 @@ def test_runner_profiles_after_the_timed_loop_and_only_on_request() -> None:
     assert "op_profile" not in [line["event"] for line in plain]
 
 
+def test_profile_pass_leaves_no_profiler_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = device_runner.load_model(str(TINY_ONNX), "onnxruntime", 1)
+    assert isinstance(model, device_runner.OnnxModel)
+    feeds = {spec["name"]: np.zeros([1, 64], np.float32) for spec in model.inputs}
+    profile = device_runner.profile_onnx(model, str(TINY_ONNX), feeds, 3)
+    assert profile["inferences"] == 3
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_runner_says_litert_has_no_profiler() -> None:
     lines = run_runner("--model", str(TINY_TFLITE), "--iterations", "5", "--op-profile", "3")
     assert lines[-2]["event"] == "summary"
