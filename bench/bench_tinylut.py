@@ -9,18 +9,16 @@ intra_op_num_threads=1, inter_op_num_threads=1, sequential execution, ORT_ENABLE
 Repetitions alternate FSRCNN, LUT, FSRCNN, ..., FSRCNN (each run = median of `--inner`
 inferences); ratio = the median of each LUT run over the FSRCNN run before and after it.
 Also printed: Y-PSNR of both and of bicubic on the held-out images, whether the LUT
-graph is bit-exact to the numpy reference, the per-op profile of the LUT graph, and the
-latency of the banded variant (`--bands`, graph repeated per row band).
+graph is bit-exact to the numpy reference, and the latency of the banded variant
+(`--bands`, graph repeated per row band). Per-op profiles come from edgetool itself:
+`edgetool deploy -m tinylut-s-x4 --op-profile` then `edgetool results show latest --ops`.
 """
 
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import io
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -65,7 +63,7 @@ def c_kernel(luts: dict[str, np.ndarray], tmp: Path) -> Any:
     return run
 
 
-def session(data: bytes, profile: bool = False) -> Any:
+def session(data: bytes) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -73,7 +71,6 @@ def session(data: bytes, profile: bool = False) -> Any:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_profiling = profile
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
@@ -107,33 +104,11 @@ def timed(fn: Any, inner: int, clock: Any) -> float:
     return median(times)
 
 
-def op_profile(data: bytes, feed: dict[str, np.ndarray], runs: int) -> list[tuple[str, str, float]]:
-    """(node, op type, mean ms per inference) for every node, slowest first."""
-    sess = session(data, profile=True)
-    for _ in range(runs):
-        sess.run(None, feed)
-    path = sess.end_profiling()
-    try:
-        events = json.loads(Path(path).read_text())
-    finally:
-        os.unlink(path)
-    total: collections.Counter[str] = collections.Counter()
-    kinds: dict[str, str] = {}
-    for event in events:
-        name = event.get("name", "")
-        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
-            node = name[: -len("_kernel_time")]
-            total[node] += event["dur"]
-            kinds[node] = event.get("args", {}).get("op_name", "?")
-    return [(n, kinds[n], us / runs / 1000) for n, us in total.most_common()]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--inner", type=int, default=5)
     parser.add_argument("--bands", type=int, default=16, help="rows bands of the variant")
-    parser.add_argument("--profile-runs", type=int, default=5)
     parser.add_argument(
         "--clock",
         choices=["wall", "cpu"],
@@ -212,18 +187,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{ms['c_kernel']:.2f} ms (ratio {kernel_ratio:.3f})"
         )
 
-    profile = op_profile(lut_data, feed, args.profile_runs)
-    total = sum(t for _, _, t in profile)
-    by_kind: dict[str, float] = collections.defaultdict(float)
-    for _, kind, t in profile:
-        by_kind[kind] += t
-    print(f"LUT graph per-op profile ({len(profile)} nodes, {total:.2f} ms of kernel time):")
-    for kind, t in sorted(by_kind.items(), key=lambda item: -item[1])[:8]:
-        print(f"  {kind:12s} {t:8.2f} ms {100 * t / total:5.1f}%")
-    print("  slowest nodes:")
-    for node, kind, t in profile[:10]:
-        print(f"    {node:22s} {kind:10s} {t:8.2f} ms {100 * t / total:5.1f}%")
-
     Result(
         name="tinylut_vs_fsrcnn_latency",
         ratio=ratio,
@@ -237,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
             "psnr": {k: round(v["psnr"], 3) for k, v in psnr.items()},
             "psnr_bicubic": round(psnr["lut"]["psnr_bicubic"], 3),
             "bit_exact": exact,
-            "profile_ms_by_op": {
-                k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda i: -i[1])
-            },
         },
     ).emit()
     tmp.cleanup()

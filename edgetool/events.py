@@ -112,6 +112,14 @@ class Generation:
 
 
 @dataclass(frozen=True)
+class OpProfile:
+    """A per-operator profile summarised on the device (results.op_profile's format), or
+    an `error` saying why the profiling pass gave none."""
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     kind: str
     message: str
@@ -135,6 +143,7 @@ Event = (
     | Clock
     | Generation
     | Summary
+    | OpProfile
     | ErrorEvent
     | Log
 )
@@ -196,6 +205,8 @@ def parse_event(line: str) -> Event:
             )
         if kind == "summary":
             return Summary(int(data["count"]), int(data["wall_ns"]), data.get("peak_rss"))
+        if kind == "op_profile":
+            return OpProfile(data)
         if kind == "error":
             hint = data.get("hint")
             return ErrorEvent(str(data["kind"]), str(data["message"]), str(hint) if hint else None)

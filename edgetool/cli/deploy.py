@@ -256,8 +256,10 @@ def target_option(
 @click.option(
     "--op-profile",
     is_flag=True,
-    help="Android targets: benchmark_model's per-operator profile (--enable_op_profiling); "
-    "refused elsewhere.",
+    help="Per-operator profile (op_profile.json; `results show RUN --ops`): onnxruntime's "
+    "profiler in a separate pass after the timed runs on Linux targets, benchmark_model's "
+    "--enable_op_profiling on Android. Not for TFLite on Linux (LiteRT's Python API has no "
+    "profiler).",
 )
 @click.option(
     "--reference",
@@ -397,9 +399,14 @@ def command(
     elif quiet:
         click.echo(str(outcome.run_dir))
     else:
-        from edgetool.cli.results import print_summary
+        from edgetool.cli.results import print_op_profile, print_summary
+        from edgetool.results.op_profile import read_op_profile
 
         print_summary(outcome.manifest, outcome.summary)
+        profile = read_op_profile(outcome.run_dir)
+        if profile is not None and not profile.error:
+            print_op_profile(profile, 5, nodes=False)
+            console().print(f"  all of it: edgetool results show {outcome.run_id} --ops")
         if text is not None:
             console().print(f"\ngenerated: {text!r}")
         console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")

@@ -38,6 +38,7 @@ from edgetool.results.manifest import (
     RunManifest,
     Summary,
 )
+from edgetool.results.op_profile import OpProfile, OpRow, read_op_profile, top
 from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_run
 from edgetool.units import human_bytes
 
@@ -188,14 +189,6 @@ def print_summary(manifest: RunManifest, summary: Summary | None) -> None:
         out.print(f"  rss   {human_bytes(summary.peak_rss):>10}  {what}")
     for line in energy_lines(summary.energy):
         out.print(line)
-    ops = summary.ops or []
-    if ops:
-        out.print("\n  per operator (benchmark_model's profile of the first run)")
-        for op in sorted(ops, key=lambda o: -(o.get("avg_ms") or 0))[:8]:
-            out.print(
-                f"  {op.get('node_type')!s:<24} {_fmt(op.get('avg_ms')):>9} ms "
-                f"{_fmt(op.get('percent'), 1):>6} %"
-            )
     before, after = manifest.env_before or {}, manifest.env_after or {}
     if before.get("temp_c") is not None and after.get("temp_c") is not None:
         throttle = after.get("throttled")
@@ -294,14 +287,93 @@ def device_text(device: dict[str, Any], board: str | None = None) -> str:
     return " · ".join(parts)
 
 
+def _profile_of(run: Run) -> OpProfile | None:
+    return read_op_profile(run.dir, run.summary.ops if run.summary else None)
+
+
+def op_profile_json(run: Run, profile: OpProfile, count: int) -> dict[str, Any]:
+    """The profile's top rows (`--top`) without the trace's node slices."""
+    data = profile.to_dict()
+    data.pop("slices", None)
+    data["op_types"] = [row.to_dict() for row in top(profile.op_types, count)]
+    data["nodes"] = [row.to_dict() for row in top(profile.nodes, count)]
+    return {"run_id": run.run_id, "run_dir": str(run.dir), **data}
+
+
+def print_op_profile(profile: OpProfile, count: int, nodes: bool = True) -> None:
+    """Top-`count` tables per op type and per node, with what the times are of."""
+    from rich.table import Table
+
+    out = console()
+    share = "% of inference" if profile.percent_of == "inference" else "% of op time"
+    runs = f"{profile.inferences} profiled inferences" if profile.inferences else "profiled runs"
+    out.print(f"\n  per-operator profile: {profile.source}, {runs}")
+    out.print(f"  [dim]{profile.note}[/dim]")
+    if profile.inference_ms is not None:
+        out.print(f"  profiled inference  {_fmt(profile.inference_ms)} ms (mean)")
+    tables: list[tuple[str, list[OpRow]]] = [("op type", profile.op_types)]
+    if nodes:
+        tables.append(("node", profile.nodes))
+    for what, rows in tables:
+        if not rows:
+            continue
+        shown = top(rows, count)
+        table = Table(box=None, pad_edge=False, title_justify="left")
+        table.add_column(what, no_wrap=True)
+        if what == "node":
+            table.add_column("op type", no_wrap=True)
+        else:
+            table.add_column("nodes", justify="right")
+        for column in ("calls", "ms/inference", share):
+            table.add_column(column, justify="right", no_wrap=True)
+        for row in shown:
+            second = row.op_type if what == "node" else str(row.nodes if row.nodes else "—")
+            table.add_row(
+                row.label,
+                second,
+                str(row.calls) if row.calls is not None else "—",
+                _fmt(row.mean_ms, 4),
+                _fmt(row.percent, 1),
+            )
+        left = len(rows) - len(shown)
+        out.print(
+            f"\n  top {len(shown)} of {len(rows)} by {what}" + (f" ({left} more)" if left else "")
+        )
+        print_whole(out, table)
+
+
 @command.command("show")
 @click.argument("run")
 @results_dir_option
 @no_short_o
+@click.option("--ops", is_flag=True, help="The run's per-operator profile (deploy --op-profile).")
+@click.option(
+    "--top",
+    "top_n",
+    type=click.IntRange(min=0),
+    default=15,
+    show_default=True,
+    help="With --ops: rows per table, by time per inference (0: all).",
+)
 @json_option
-def show(run: str, root: Path | None, as_json: bool) -> None:
+def show(run: str, root: Path | None, ops: bool, top_n: int, as_json: bool) -> None:
     """Show one run (by id, unique id prefix, directory, or `latest`)."""
     loaded = find_run(run, root or paths.results_dir())
+    if ops:
+        profile = _profile_of(loaded)
+        if profile is None:
+            raise ResultsError(
+                f"run {loaded.run_id} has no per-operator profile",
+                hint="Deploy with --op-profile (ONNX on Linux targets, TFLite on Android).",
+            )
+        if profile.error:
+            raise ResultsError(f"run {loaded.run_id} has no per-operator profile: {profile.error}")
+        if as_json:
+            emit_json(op_profile_json(loaded, profile, top_n))
+        else:
+            console().print(f"[bold]{loaded.run_id}[/bold]  {loaded.dir}")
+            print_op_profile(profile, top_n)
+        return
     if as_json:
         emit_json(
             {
@@ -334,6 +406,10 @@ def show(run: str, root: Path | None, as_json: bool) -> None:
     for number, text in enumerate(input_texts(m.inputs or [])):
         out.print(f"  {'inputs' if number == 0 else '':<8} {text}")
     print_summary(m, loaded.summary)
+    profile = _profile_of(loaded)
+    if profile is not None:
+        what = f"error: {profile.error}" if profile.error else profile.source
+        out.print(f"\n  per-operator profile ({what}): edgetool results show {loaded.run_id} --ops")
 
 
 def _format_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

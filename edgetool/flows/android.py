@@ -35,6 +35,7 @@ from edgetool.flows.base import (
 )
 from edgetool.flows.journal import artifact_info, finish_run, open_run
 from edgetool.results.manifest import RunManifest, Summary, TargetInfo
+from edgetool.results.op_profile import OpProfile, from_benchmark_model, write_op_profile
 from edgetool.results.stats import summarize_repetitions
 from edgetool.results.store import RunWriter
 from edgetool.targets import AndroidSettings, Target, device_path
@@ -256,6 +257,9 @@ def _measure(
         if android.use_xnnpack is not None:
             figures["use_xnnpack"] = android.use_xnnpack
         summary = Summary.from_dict(figures)  # benchmark_model's figures, as parsed
+        profile = op_profile(outputs[0]) if settings.op_profile else None
+        if profile is not None:
+            write_op_profile(writer.dir, profile)
         obs.progress(summary.count or 0)
     except KeyboardInterrupt as exc:
         failure = Interrupted("interrupted; benchmark_model gives no partial samples")
@@ -336,10 +340,19 @@ def aggregate_summary(outputs: list[BenchmarkOutput]) -> dict[str, Any]:
         "complete": True,
         "runs": len(outputs),
     }
-    ops = first.op_types or first.ops  # by node type when printed, else per node
-    if ops:
-        summary["ops"] = [asdict(op) for op in ops]
     return summary
+
+
+def op_profile(output: BenchmarkOutput) -> OpProfile | None:
+    """benchmark_model's per-op tables of its regular runs (the first process's) in the
+    profile format every runtime shares; None when it printed none."""
+    if not output.op_types and not output.ops:
+        return None
+    return from_benchmark_model(
+        [asdict(op) for op in output.op_types],
+        [asdict(op) for op in output.ops],
+        output.steady.count or None,
+    )
 
 
 FLOW = DeployFlow(

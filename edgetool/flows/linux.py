@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from edgetool import events
-from edgetool.errors import ConfigError, DeviceError, EdgetoolError, Interrupted, ModelError
+from edgetool.errors import (
+    ConfigError,
+    DeviceError,
+    EdgetoolError,
+    Interrupted,
+    ModelError,
+    UsageError,
+)
 from edgetool.export.artifact import Artifact
 from edgetool.files import file_sha256
 from edgetool.flows.base import (
@@ -41,6 +48,7 @@ from edgetool.results.manifest import (
     TargetInfo,
     WarmupInfo,
 )
+from edgetool.results.op_profile import OpProfile, write_op_profile
 from edgetool.results.stats import summarize_generations
 from edgetool.results.store import POWER, RunWriter, read_power
 from edgetool.runner import RUNNER_PATH
@@ -307,7 +315,33 @@ def _run_repetition(
     )
     if run.journal.recorder is not None:
         argv += run.journal.recorder.runner_args()
+    profiled = settings.op_profile and repetition == settings.repetitions() - 1
+    if profiled:
+        argv += ["--op-profile", str(PROFILED_INFERENCES)]
     run.journal.run_process(transport, argv, repetition)
+    if profiled and run.journal.op_profile is None:
+        run.journal.store_profile({"error": "the runner ended without a profile"})
+
+
+PROFILED_INFERENCES = 10
+"""Inferences of the profiling pass (after the last repetition's timed loop): onnxruntime
+sums each node over them and keeps every one's node slices for the trace."""
+
+
+def refuse_op_profile(artifact: Artifact, settings: RunSettings) -> None:
+    """--op-profile needs a runtime whose Python API has a profiler: onnxruntime does;
+    ai-edge-litert's Interpreter (2.x) has none (its per-op profiler is C++ only, reached
+    through benchmark_model), and generation runs have no single inference to profile."""
+    if not settings.op_profile:
+        return
+    if artifact.format == "tflite" or settings.runtime == "litert":
+        raise UsageError(
+            "--op-profile is not available for TFLite models on Linux targets: LiteRT's "
+            "Python Interpreter exposes no per-operator profiler. Run LiteRT's benchmark_model "
+            "with --enable_op_profiling=true on the device, or profile the ONNX export."
+        )
+    if settings.new_tokens:
+        raise UsageError("--op-profile does not apply to LLM generation (--tokens)")
 
 
 def check_ab_target(target: Target) -> None:
@@ -379,6 +413,19 @@ class RunJournal:
         self.warm: events.Warmup | None = None
         self.model: events.ModelInfo | None = None
         self.facts: list[RepetitionInfo] = []
+        self.op_profile: OpProfile | None = None
+
+    def store_profile(self, data: dict[str, Any]) -> None:
+        """The profiling pass's summary into op_profile.json (also when it says why there
+        is none: the run asked for a profile, and the file says what became of it)."""
+        try:
+            profile = OpProfile.from_dict(data, "the runner's op_profile line")
+        except EdgetoolError as exc:
+            profile = OpProfile(source="unknown", error=str(exc))
+        self.op_profile = profile
+        write_op_profile(self.writer.dir, profile)
+        if profile.error:
+            self.obs.note(f"no per-operator profile: {profile.error}")
 
     def _measuring(self) -> None:
         expected = self.settings.effective_iterations() * self.settings.repetitions()
@@ -458,6 +505,8 @@ class RunJournal:
                     facts.count, facts.wall_ns = event.count, event.wall_ns
                     facts.peak_rss = event.peak_rss
                     facts.keep_null("peak_rss")
+                elif isinstance(event, events.OpProfile):
+                    self.store_profile(event.data)
                 elif isinstance(event, events.ErrorEvent):
                     cls = _ERROR_CLASSES.get(event.kind, DeviceError)
                     hint = event.hint
@@ -572,6 +621,7 @@ def deploy_linux(
         raise ModelError(f"target {target.name} needs a model: pass --model")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
+    refuse_op_profile(artifact, settings)
     settings = prepare_inputs(target, artifact, settings, observer.note)
     meter = open_target_meter(target, settings)
     try:
@@ -640,7 +690,6 @@ def _no_runtime(target: Target, versions: dict[str, Any]) -> DeviceError | None:
 FLOW = DeployFlow(
     deploy_linux,
     linux_facts,
-    supports=ALL_RUN_OPTIONS - {"--op-profile"},
-    refusal="per-operator profiles come from benchmark_model on Android targets only",
+    supports=ALL_RUN_OPTIONS,
 )
 """Linux-class devices: a runner process per repetition over a FileTransport."""

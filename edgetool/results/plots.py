@@ -480,3 +480,25 @@ def bar_chart(
         ax.set_title(title)
         _legend(ax)
         return _svg(fig, name, title)
+
+
+def op_bars(name: str, title: str, labels: Sequence[str], values: Sequence[float]) -> str:
+    """Horizontal bars, largest on top: where a profiled inference's time went by operator
+    (ms per inference), with each bar's value written beside it."""
+    shown = [(label, value) for label, value in zip(labels, values, strict=True)]
+    shown = [(label, value) for label, value in shown if math.isfinite(value)]
+    if not shown:
+        return empty_plot(name, title, "no operators")
+    with _figure() as fig:
+        fig.set_figheight(max(SIZE[1], 0.28 * len(shown) + 1.0))
+        ax = fig.add_subplot()
+        ys = list(range(len(shown)))[::-1]
+        ax.barh(ys, [v for _, v in shown], 0.7, color=color(0), alpha=0.75)
+        ax.set_yticks(ys, [label[:40] for label, _ in shown])
+        for y, (_, value) in zip(ys, shown, strict=True):
+            ax.annotate(f" {value:.3g}", (value, y), va="center", fontsize=8)
+        ax.set_xlim(left=0)
+        ax.margins(x=0.15)
+        ax.set_xlabel("ms per profiled inference")
+        ax.set_title(title)
+        return _svg(fig, name, title)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgetool.errors import EdgetoolError
 from edgetool.files import write_text_atomic
 from edgetool.results import plots
 from edgetool.results.compare import DETERMINISTIC_PREFIX
@@ -24,6 +25,7 @@ from edgetool.results.manifest import (
     EnergySummary,
     Summary,
 )
+from edgetool.results.op_profile import OpProfile, read_op_profile, top
 from edgetool.results.plots import Bar, esc
 from edgetool.results.store import Run
 from edgetool.results.trace import (
@@ -485,6 +487,43 @@ def _energy_plot(runs: Sequence[Run]) -> str:
     return svg + f'<div class="caption">{esc("; ".join(names))}</div>'
 
 
+OP_ROWS = 12
+"""Operator types in a run's bar chart, and nodes in its table."""
+
+
+def _op_profile(run: Run) -> OpProfile | None:
+    """The run's profile, or None (none, a damaged file, or one that says it failed)."""
+    try:
+        profile = read_op_profile(run.dir, run.summary.ops if run.summary else None)
+    except EdgetoolError:
+        return None
+    return profile if profile is not None and not profile.error else None
+
+
+def _op_section(index: int, run: Run, profile: OpProfile) -> str:
+    """One run's profile: a bar per op type and a table of the slowest nodes."""
+    rows = top(profile.op_types or profile.nodes, OP_ROWS)
+    svg = plots.op_bars(
+        f"ops-{index + 1}",
+        f"#{index + 1} time per operator type",
+        [row.label for row in rows],
+        [row.mean_ms or 0.0 for row in rows],
+    )
+    share = "% of inference" if profile.percent_of == "inference" else "% of op time"
+    head = ["node", "op type", "calls", "ms / inference", share]
+    table = ["<tr>" + "".join(f'<th class="l">{esc(h)}</th>' for h in head) + "</tr>"]
+    for row in top(profile.nodes, OP_ROWS):
+        table.append(
+            f'<tr><td class="l">{esc(row.label)}</td><td class="l">{esc(row.op_type)}</td>'
+            f"<td>{esc(row.calls if row.calls is not None else '—')}</td>"
+            f"<td>{_num(row.mean_ms, 4)}</td><td>{_num(row.percent, 1)}</td></tr>"
+        )
+    runs = f"{profile.inferences} profiled inferences" if profile.inferences else "profiled runs"
+    caption = f"{run_label(index, run)}: {profile.source}, {runs}; {profile.note}"
+    nodes = f'<table class="ops">{"".join(table)}</table>' if profile.nodes else ""
+    return f'<div>{svg}<div class="caption">{esc(caption)}</div>{nodes}</div>'
+
+
 @dataclass(frozen=True)
 class JobRow:
     """One job of a night as the night's table shows it (the farm fills these in; results
@@ -577,6 +616,11 @@ def build_report(
         if any(_energy(r) for r in runs):
             body.append('<h2>Energy</h2><div class="plots">')
             body.append(f"<div>{_energy_plot(runs)}</div></div>")
+        profiled = [(i, r, p) for i, r in enumerate(runs) if (p := _op_profile(r))]
+        if profiled:
+            body.append('<h2>Per-operator profile</h2><div class="plots">')
+            body.extend(_op_section(i, r, p) for i, r, p in profiled)
+            body.append("</div>")
         body.append("<h2>Runs</h2>")
         body.extend(_run_card(i, r) for i, r in enumerate(runs))
     return (

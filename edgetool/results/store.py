@@ -9,6 +9,8 @@ such as an MLPerf Tiny DUT); power.jsonl
 lines are `{"t": [ns on the meter's clock], "w": [watts], "v": [volts], "a": [amps]}` with
 null where a channel is not measured. Which clock the power samples use, and how device
 time maps onto it, is in the manifest's "power" entry.
+op_profile.json (runs made with --op-profile) is the per-operator profile, in the format
+results/op_profile.py describes; it is written once, after the timed repetitions.
 
 Samples are appended and fsynced batch by batch, and the manifest is rewritten atomically,
 so a crash, a Ctrl-C or a SIGKILL leaves a run that still reads (as `partial`).

@@ -3,8 +3,11 @@
 Open the file in https://ui.perfetto.dev (or chrome://tracing): one process per run, a
 "device" track with one slice per inference, the power meter as a counter mapped onto the
 device timeline, the meter's idle/measure windows on their own track, log lines as instant
-events and temperature/frequency as counters. Everything is on the device clock, in µs
-from the first event, so inferences and power line up without the reader doing clock maths.
+events and temperature/frequency as counters. A run with a per-operator profile has one
+more track: each profiled inference of its profiling pass (not a timed inference) with
+onnxruntime's `model_run` and one nested slice per node inside it. Everything is on the
+device clock, in µs from the first event, so inferences and power line up without the
+reader doing clock maths.
 
 Events are generated one at a time so `write_trace` stays linear in time and writes a run
 of a million inferences without holding the whole JSON text in memory.
@@ -17,15 +20,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from edgetool.errors import ResultsError
 from edgetool.events import PowerSample
 from edgetool.files import write_text_atomic
 from edgetool.results.manifest import RunManifest
+from edgetool.results.op_profile import OpProfile, read_op_profile
 from edgetool.results.store import Run
 
 PID = 1
 DEVICE_TID = 1
 METER_TID = 2
 LOG_TID = 3
+PROFILE_TID = 4
 
 
 def model_label(manifest: RunManifest) -> str:
@@ -175,6 +181,66 @@ def _env_counters(
                 yield {"ph": "C", "name": "cpu freq (MHz)", "pid": PID, "ts": ts, "args": values}
 
 
+def _profile(run: Run) -> OpProfile | None:
+    """The run's profile if it has node slices to draw; a damaged file draws nothing (the
+    rest of the trace is still worth having)."""
+    try:
+        profile = read_op_profile(run.dir)
+    except ResultsError:
+        return None
+    return profile if profile is not None and profile.slices else None
+
+
+def _profile_events(profile: OpProfile, origin: int) -> Iterator[dict[str, Any]]:
+    """Each profiled inference as a slice, onnxruntime's `model_run` inside it (placed at
+    the call's start: the binding's few µs before it are not located), and every node
+    inside that at its offset, clamped to its parent so viewers nest it."""
+    for inference in profile.slices:
+        if inference.start_ns is None:
+            continue
+        ts = _us(inference.start_ns - origin)
+        call_us = _us(inference.dur_ns) if inference.dur_ns is not None else None
+        model_us = inference.model_us
+        outer = call_us if call_us is not None else model_us or 0.0
+        yield {
+            "ph": "X",
+            "name": "profiled inference",
+            "cat": "op_profile",
+            "pid": PID,
+            "tid": PROFILE_TID,
+            "ts": ts,
+            "dur": outer,
+            "args": {"index": inference.index, "note": profile.note},
+        }
+        parent = min(model_us, outer) if model_us is not None else outer
+        if model_us is not None:
+            yield {
+                "ph": "X",
+                "name": "model_run",
+                "cat": "op_profile",
+                "pid": PID,
+                "tid": PROFILE_TID,
+                "ts": ts,
+                "dur": parent,
+                "args": {"model_us": model_us},
+            }
+        for node_index, offset_us, dur_us in inference.nodes:
+            if not 0 <= node_index < len(profile.nodes):
+                continue
+            node = profile.nodes[node_index]
+            start = min(max(offset_us, 0.0), parent)
+            yield {
+                "ph": "X",
+                "name": node.label,
+                "cat": node.op_type,
+                "pid": PID,
+                "tid": PROFILE_TID,
+                "ts": ts + start,
+                "dur": max(min(dur_us, parent - start), 0.0),
+                "args": {"op_type": node.op_type, "provider": node.provider, "us": dur_us},
+            }
+
+
 def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
     """Every trace event of the run, metadata first, in one linear pass per series."""
     manifest = run.manifest
@@ -188,11 +254,15 @@ def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
         name += " (emulated)"
     yield {"ph": "M", "name": "process_name", "pid": PID, "args": {"name": name}}
     yield {"ph": "M", "name": "process_labels", "pid": PID, "args": {"labels": run.run_id}}
-    for tid, thread in (
+    profile = _profile(run)
+    tracks = [
         (DEVICE_TID, f"device ({clock})"),
         (METER_TID, "meter" + (" (emulated time)" if emulated else "")),
         (LOG_TID, "logs"),
-    ):
+    ]
+    if profile is not None:
+        tracks.append((PROFILE_TID, "op profile (profiling pass, not timed inferences)"))
+    for tid, thread in tracks:
         yield {"ph": "M", "name": "thread_name", "pid": PID, "tid": tid, "args": {"name": thread}}
         yield {
             "ph": "M",
@@ -216,6 +286,11 @@ def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
             "args": {"index": index, "latency_ms": ns / 1e6},
         }
         last_us = max(last_us, ts + _us(ns))
+
+    if profile is not None:
+        for event in _profile_events(profile, origin):
+            yield event
+            last_us = max(last_us, event["ts"] + event["dur"])
 
     for window_name, t0, t1 in meter_windows(manifest):
         yield {

@@ -1084,7 +1084,178 @@ def timed_run(args: argparse.Namespace, np: Any) -> int:
     emit("phase", name="measure", start=measure_start, end=time.perf_counter_ns())
     emit("env", when="after", **environment())
     emit("summary", count=count, wall_ns=wall_ns, peak_rss=peak_rss_bytes())
+    if args.op_profile:
+        emit_op_profile(model, args.model, feeds, args.op_profile)
     return 0
+
+
+# Per-operator profiles: a separate pass after the timed loop, in a second session with
+# the profiler on (onnxruntime turns it on only when a session is created), so the timed
+# samples above never include the profiler's overhead. The profiler's JSON (one event per
+# node per inference: megabytes for a big model) is summarised here, on the device, and only
+# the summary travels to the host.
+
+PROFILE_WARMUP = 2
+"""Untimed inferences of the profiling session before the profiled ones (its first call
+allocates its arena, which would dominate the first profiled inference)."""
+PROFILE_SLICES = 10
+"""Profiled inferences whose node slices (offset, duration) are kept for the trace."""
+PROFILE_NOTE = "a separate profiling pass after the timed repetitions; not latency figures"
+
+
+def _by_ts(event: dict[str, Any]) -> float:
+    return float(event.get("ts", 0))
+
+
+def summarize_ort_profile(
+    trace: list[dict[str, Any]],
+    skip: int,
+    calls: list[tuple[int, int]],
+    slices: int = PROFILE_SLICES,
+) -> dict[str, Any]:
+    """onnxruntime's profiler events as per op type and per node sums over the profiled
+    inferences (the `model_run` windows after the first `skip`), plus node slices relative to
+    each `model_run`'s start for the first `slices` inferences. `calls` are the runner's own
+    (device clock start, duration) of each profiled call, so a trace can place the slices."""
+    runs = sorted(
+        (e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=_by_ts,
+    )[skip:]
+    kernels = sorted(
+        (
+            e
+            for e in trace
+            if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
+        ),
+        key=_by_ts,
+    )
+    order: dict[str, int] = {}
+    nodes: list[dict[str, Any]] = []
+    per_run: list[list[list[float]]] = [[] for _ in runs]
+    run_index = 0
+    for event in kernels:
+        ts, dur = float(event["ts"]), float(event.get("dur", 0))
+        while run_index < len(runs) and ts > float(runs[run_index]["ts"]) + float(
+            runs[run_index].get("dur", 0)
+        ):
+            run_index += 1
+        if run_index >= len(runs):
+            break
+        start = float(runs[run_index]["ts"])
+        if ts < start:
+            continue  # a warm-up inference's node
+        name = str(event["name"])[: -len("_kernel_time")]
+        args = event.get("args") or {}
+        if name not in order:
+            order[name] = len(nodes)
+            nodes.append(
+                {
+                    "name": name,
+                    "op_type": str(args.get("op_name") or "?"),
+                    "provider": args.get("provider"),
+                    "calls": 0,
+                    "total_us": 0.0,
+                }
+            )
+        node = nodes[order[name]]
+        node["calls"] += 1
+        node["total_us"] += dur
+        if run_index < slices:
+            per_run[run_index].append([order[name], ts - start, dur])
+    count = len(runs)
+    model_us = sum(float(r.get("dur", 0)) for r in runs)
+    types: dict[str, dict[str, Any]] = {}
+    for node in nodes:
+        row = types.setdefault(
+            node["op_type"], {"op_type": node["op_type"], "nodes": 0, "calls": 0, "total_us": 0.0}
+        )
+        row["nodes"] += 1
+        row["calls"] += node["calls"]
+        row["total_us"] += node["total_us"]
+
+    def finish(row: dict[str, Any]) -> dict[str, Any]:
+        total_us = row.pop("total_us")
+        row["total_ms"] = total_us / 1e3
+        row["mean_ms"] = total_us / 1e3 / count if count else None
+        row["percent"] = 100.0 * total_us / model_us if model_us > 0 else None
+        return row
+
+    return {
+        "format": 1,
+        "source": "onnxruntime profiler",
+        "note": PROFILE_NOTE,
+        "inferences": count,
+        "warmup": skip,
+        "percent_of": "inference",
+        "inference_ms": model_us / 1e3 / count if count else None,
+        "op_types": [finish(row) for row in types.values()],
+        "nodes": [finish(node) for node in nodes],
+        "slices": [
+            {
+                "index": i,
+                "start_ns": calls[i][0] if i < len(calls) else None,
+                "dur_ns": calls[i][1] if i < len(calls) else None,
+                "model_us": float(runs[i].get("dur", 0)),
+                "nodes": per_run[i],
+            }
+            for i in range(min(count, slices))
+        ],
+    }
+
+
+def profile_onnx(model: OnnxModel, path: str, feeds: dict[str, Any], count: int) -> dict[str, Any]:
+    """Run `count` inferences in a profiled copy of the timed session (same options and
+    execution providers) and summarise the profiler's JSON; its file is removed."""
+    import shutil
+    import tempfile
+
+    import onnxruntime as ort
+
+    session = model.session
+    workdir = tempfile.mkdtemp(prefix="edgetool-profile-")
+    try:
+        options = session.get_session_options()
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(workdir, "ort")
+        providers = session.get_providers()
+        provider_options = session.get_provider_options()
+        profiled = ort.InferenceSession(
+            path,
+            sess_options=options,
+            providers=providers,
+            provider_options=[provider_options.get(p, {}) for p in providers],
+        )
+        for _ in range(PROFILE_WARMUP):
+            profiled.run(None, feeds)
+        calls: list[tuple[int, int]] = []
+        clock = time.perf_counter_ns
+        for _ in range(count):
+            t0 = clock()
+            profiled.run(None, feeds)
+            calls.append((t0, clock() - t0))
+        with open(profiled.end_profiling(), encoding="utf-8") as handle:
+            trace = json.load(handle)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if isinstance(trace, dict):  # some builds wrap the events
+        trace = trace.get("traceEvents", [])
+    return summarize_ort_profile(trace, PROFILE_WARMUP, calls)
+
+
+def emit_op_profile(model: Model, path: str, feeds: dict[str, Any], count: int) -> None:
+    """The profiling pass's summary as one `op_profile` line; a failure is reported in it
+    (the timed run before it stands)."""
+    if not isinstance(model, OnnxModel):
+        emit(
+            "op_profile",
+            error=f"{model.runtime}'s Python interpreter exposes no per-operator profiler; "
+            "use benchmark_model --enable_op_profiling",
+        )
+        return
+    try:
+        emit("op_profile", **profile_onnx(model, path, feeds, count))
+    except Exception as exc:
+        emit("op_profile", error=f"profiling failed: {last_line(exc)}")
 
 
 class Generator:
@@ -1236,6 +1407,12 @@ def main(argv: list[str] | None = None) -> int:
         help="NAME=1x3x640x640 (or DIMS for the only input): values for symbolic dims",
     )
     run.add_argument("--dump-outputs", default=None)
+    run.add_argument(
+        "--op-profile",
+        type=non_negative_int,
+        default=0,
+        help="after the timed loop, profile this many inferences per operator (onnxruntime)",
+    )
     run.add_argument("--hwmon", default=None, help="hwmon chip name (e.g. ina260) or path")
     run.add_argument("--hwmon-channel", type=int, default=1)
     run.add_argument("--hwmon-root", default="/sys/class/hwmon")

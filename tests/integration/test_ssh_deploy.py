@@ -345,3 +345,22 @@ def test_killed_deploy_leaves_a_readable_partial_result(
     assert data["summary"]["latency"]["p50"] > 0
     human = run_cli("results", "show", run_dir.name)
     assert "status: partial" in human.stdout
+
+
+def test_op_profile_over_ssh_comes_back_summarised(loopback: dict[str, Any]) -> None:
+    """The profiler's JSON is parsed on the device; the run gets op_profile.json, and its
+    timed samples are the repetitions' only."""
+    result = run_cli(
+        "deploy", "-t", "loopback", "-m", "tiny-mlp", "-n", "40", "-r", "2", "--op-profile",
+        "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    data = result.json()
+    assert data["summary"]["latency"]["count"] == 80
+    shown = run_cli("results", "show", data["manifest"]["run_id"], "--ops", "--json")
+    assert shown.code == 0, shown.stderr
+    profile = shown.json()
+    assert profile["source"] == "onnxruntime profiler" and profile["inferences"] == 10
+    assert {row["op_type"] for row in profile["op_types"]} and profile["nodes"]
+    refused = run_cli("deploy", "-t", "loopback", "-m", "tiny-mlp:tflite", "--op-profile")
+    assert_one_line_error(refused, 2, "--op-profile", "benchmark_model")

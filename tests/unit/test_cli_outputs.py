@@ -182,11 +182,9 @@ def test_a_reader_that_stops_early_ends_quietly(home: Path) -> None:
 # --- 5. options a flow cannot honour are refused ----------------------------------------
 
 
-def test_op_profile_on_a_linux_target_is_refused_and_nothing_is_recorded(
-    cli: Any, home: Path
-) -> None:
-    result = cli("deploy", "-m", "tiny-mlp", "--op-profile", "-n", "5")
-    assert_one_line_error(result, 2, "--op-profile", "local")
+def test_op_profile_on_a_board_is_refused_and_nothing_is_recorded(cli: Any, home: Path) -> None:
+    result = cli("deploy", "-t", "mcu-m4-qemu", "--op-profile", "-n", "5")
+    assert_one_line_error(result, 2, "--op-profile", "mcu-m4-qemu")
     assert not results(home).exists() or not any(results(home).iterdir())
 
 
@@ -203,10 +201,11 @@ def test_a_flow_declares_what_it_supports() -> None:
     plugin = DeployFlow(lambda *args: None, lambda target: None)  # type: ignore[arg-type,return-value]
     assert plugin.supports == ALL_RUN_OPTIONS
     refuse_unsupported(plugin, local, RunSettings(op_profile=True))  # a plugin is trusted
+    board = load_target("mcu-m4-qemu")
     with pytest.raises(Exception, match="--op-profile") as caught:
-        refuse_unsupported(flow_for(local), local, RunSettings(op_profile=True))
+        refuse_unsupported(flow_for(board), board, RunSettings(op_profile=True))
     assert getattr(caught.value, "exit_code", None) == 2
-    refuse_unsupported(flow_for(local), local, RunSettings(threads=2, energy=False))
+    refuse_unsupported(flow_for(local), local, RunSettings(threads=2, op_profile=True))
 
 
 # --- 6. readable shapes and board facts ------------------------------------------------
