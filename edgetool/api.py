@@ -83,7 +83,7 @@ def _seconds(value_ms: float | None) -> float | None:
     return None if value_ms is None else value_ms * 1e-3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Run:
     """A run directory as the API returns it: the typed manifest and summary, and the
     headline figures in SI units. `latency_p50` is the run's estimate (the geometric mean
@@ -96,6 +96,10 @@ class Run:
     pushes: tuple[PutResult, ...] = ()
     generated_text: str | None = None
     """An LLM run: the first generation, decoded."""
+
+    def __repr__(self) -> str:
+        """Short: an assertion's message shows it (`where 0.012 = Run(...).latency_p50`)."""
+        return f"Run({self.run_id!r}, {self.status}, p50 {self.latency_p50 * 1e3:.4g} ms)"
 
     @property
     def status(self) -> str:
