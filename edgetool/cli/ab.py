@@ -7,7 +7,6 @@ alternating A and B repetition by repetition in one session puts the drift on bo
 from __future__ import annotations
 
 import signal
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -19,8 +18,6 @@ from edgetool.cli.deploy import (
     _raise_interrupt,
     describe_artifact,
     measure_options,
-    measured_settings,
-    resolve_for_target,
     target_option,
 )
 from edgetool.cli.results import gate_options
@@ -120,16 +117,8 @@ def command(
       edgetool ab -m cbnet:onnx:fp32 -m cbnet:onnx:int8 --repeat 10
       edgetool ab --target rpi4 -m old.tflite -m new.tflite -n 200
     """
-    from edgetool.cli.results import _print_comparison, raise_on_verdicts
-    from edgetool.flows import preflight
-    from edgetool.flows.linux import check_ab_target, deploy_ab
-    from edgetool.results.compare import (
-        CompareSettings,
-        SetComparison,
-        compare_runs,
-        model_label,
-    )
-    from edgetool.results.store import load_run
+    from edgetool import api
+    from edgetool.cli.results import _print_comparison
 
     if len(models) != 2:
         raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")
@@ -138,61 +127,49 @@ def command(
     if repeat < 2:
         raise click.UsageError("--repeat must be at least 2 to alternate A and B")
     target = get_target(ctx, target_name)
-    check_ab_target(target)
-    settings = measured_settings(
-        repeat=repeat,
-        iterations=iterations,
-        duration=duration,
-        warmup=warmup,
-        warmup_seconds=warmup_seconds,
-        threads=threads,
-        runtime=runtime,
-        input_path=input_path,
-        input_shapes=input_shapes,
-        seed=seed,
-        save_outputs=save_outputs,
-    )
-    for spec in models:
-        preflight(target, spec, settings)  # before any export: refused, not ignored
     ui = ABView(enabled=not as_json)
-    artifacts = [resolve_for_target(target, spec, ui) for spec in models]
-    for role, artifact in zip("AB", artifacts, strict=True):
-        describe_artifact(artifact, ui, prefix=f"{role}  ")
-    compare_settings = CompareSettings(threshold=threshold, alpha=alpha, correction="none")
     original = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        a_out, b_out = deploy_ab(
+        result = api.ab(
+            models[0],
+            models[1],
             target,
-            (artifacts[0], artifacts[1]),
-            settings,
-            out or paths.results_dir(),
-            ui,
+            repeat=repeat,
+            iterations=iterations,
+            duration=duration,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            threads=threads,
+            runtime=runtime,
+            input=input_path,
+            input_shapes=input_shapes,
+            seed=seed,
+            save_outputs=save_outputs,
+            threshold=threshold,
+            alpha=alpha,
+            results_dir=out or paths.results_dir(),
+            observer=ui,
+            progress=ui.say,
+            on_artifact=lambda artifact, role: describe_artifact(artifact, ui, f"{role}  "),
         )
     finally:
         ui.stop()
         signal.signal(signal.SIGTERM, original)
-    run_a, run_b = load_run(a_out.run_dir), load_run(b_out.run_dir)
-    pair = compare_runs(run_a, run_b, compare_settings)
-    pair = replace(
-        pair,
-        model=f"{model_label(run_a)} → {model_label(run_b)}",
-        warnings=[w for w in pair.warnings if not w.startswith("different models")],
-    )
-    result = SetComparison([pair], [], [], compare_settings)
+    comparison = result.comparison
     if as_json:
         emit_json(
             {
-                "a": {"run_dir": str(a_out.run_dir), "summary": a_out.summary.to_dict()},
-                "b": {"run_dir": str(b_out.run_dir), "summary": b_out.summary.to_dict()},
+                "a": {"run_dir": str(result.a.dir), "summary": result.a.summary.to_dict()},
+                "b": {"run_dir": str(result.b.dir), "summary": result.b.summary.to_dict()},
                 "order": "alternating blocks: AB, BA, AB, ...",
-                **result.to_dict(),
+                **comparison.result.to_dict(),
             }
         )
     else:
         out_console = console()
-        for role, outcome in (("A", a_out), ("B", b_out)):
-            out_console.print(f"{role}  run {outcome.run_id}  →  {outcome.run_dir}/")
-        _print_comparison(result)
-    raise_on_verdicts(result, threshold)
+        for role, run in (("A", result.a), ("B", result.b)):
+            out_console.print(f"{role}  run {run.run_id}  →  {run.dir}/")
+        _print_comparison(comparison.result)
+    comparison.raise_for_verdict()
     if not as_json:
         console().print(f"no change beyond {100 * threshold:g} % (or an improvement)")

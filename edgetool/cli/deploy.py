@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from edgetool import events, paths
+from edgetool.api import RUN_DEFAULTS
 from edgetool.cli.common import console, emit_json, get_target, json_option, writable_dir
-from edgetool.flows.base import DEFAULT_REPEAT, Observer, RunSettings
+from edgetool.flows.base import Observer, RunSettings
 from edgetool.units import human_bytes
 
 if TYPE_CHECKING:
     from edgetool.export.artifact import Artifact
-    from edgetool.targets import Target
 from edgetool.transport.base import Progress, PutResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +71,7 @@ _MEASURE_OPTIONS = [
         "-r",
         "--repeat",
         type=click.IntRange(min=1),
-        default=DEFAULT_REPEAT,
+        default=RUN_DEFAULTS.repeat,
         show_default=True,
         help="Repetitions: each a fresh runner process (load, warm up, measure) on the same "
         "connection; a separate window after its own warm-up on boards and Bangle.js. The "
@@ -92,28 +92,28 @@ _MEASURE_OPTIONS = [
     click.option(
         "--warmup",
         type=click.IntRange(min=0),
-        default=10,
+        default=RUN_DEFAULTS.warmup,
         show_default=True,
         help="Untimed inferences first.",
     ),
     click.option(
         "--warmup-seconds",
         type=FiniteFloatRange(min=0),
-        default=0.5,
+        default=RUN_DEFAULTS.warmup_seconds,
         show_default=True,
         help="…and warm up at least this long.",
     ),
     click.option(
         "--threads",
         type=click.IntRange(min=0),
-        default=0,
+        default=RUN_DEFAULTS.threads,
         show_default=True,
         help="Runtime threads (0 = runtime default).",
     ),
     click.option(
         "--runtime",
         type=click.Choice(["auto", "onnxruntime", "litert"]),
-        default="auto",
+        default=RUN_DEFAULTS.runtime,
         show_default=True,
         help="Force a runtime (auto picks by file type).",
     ),
@@ -141,7 +141,7 @@ _MEASURE_OPTIONS = [
     click.option(
         "--seed",
         type=click.IntRange(min=0),
-        default=0,
+        default=RUN_DEFAULTS.seed,
         show_default=True,
         help="Seed for random inputs.",
     ),
@@ -165,42 +165,15 @@ def measure_options(command: F) -> F:
 
 def measured_settings(
     *,
-    repeat: int,
-    iterations: int | None,
-    duration: float | None,
-    warmup: int,
-    warmup_seconds: float,
-    threads: int,
-    runtime: str,
     input_path: Path | None,
-    seed: int,
-    save_outputs: bool,
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (),
-    **extra: Any,
+    **options: Any,
 ) -> RunSettings:
-    """RunSettings from the measure options (and whatever a command adds)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, dims in input_shapes:
-        if name in shapes:
-            raise click.BadParameter(
-                f"{name or 'the only input'} is given twice", param_hint="'--input-shape'"
-            )
-        shapes[name] = dims
-    return RunSettings(
-        input_shapes=shapes,
-        iterations=iterations or 0,
-        min_duration=RunSettings.default_min_duration(iterations, duration, repeat),
-        repeat=repeat,
-        duration=duration or 0.0,
-        warmup=warmup,
-        warmup_seconds=warmup_seconds,
-        threads=threads,
-        input=input_path,
-        seed=seed,
-        runtime=runtime,
-        save_outputs=save_outputs,
-        **extra,
-    )
+    """RunSettings from the measure options (and whatever a command adds): the API's
+    `run_settings`, so a command and a script measure alike."""
+    from edgetool.api import run_settings
+
+    return run_settings(input=input_path, input_shapes=input_shapes, **options)
 
 
 def target_option(
@@ -249,7 +222,7 @@ def target_option(
 @click.option(
     "--idle-seconds",
     type=FiniteFloatRange(min=0.2),
-    default=2.0,
+    default=RUN_DEFAULTS.idle_seconds,
     show_default=True,
     help="With --energy: how long the idle device is measured before the run.",
 )
@@ -324,72 +297,47 @@ def command(
       edgetool deploy --target bangle2 --model cbnet-classifier -n 50      # TFLM over BLE
       edgetool deploy --target mlperf-tiny-dut --input img.npy --reference scores.npz
     """
-    from edgetool.flows import deploy, preflight
+    from edgetool import api
 
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
     target = get_target(ctx, target_name)
-    settings = measured_settings(
-        repeat=repeat,
-        iterations=iterations,
-        duration=duration,
-        warmup=warmup,
-        warmup_seconds=warmup_seconds,
-        threads=threads,
-        runtime=runtime,
-        input_path=input_path,
-        input_shapes=input_shapes,
-        seed=seed,
-        save_outputs=save_outputs,
-        new_tokens=new_tokens or 0,
-        energy=energy,
-        idle_seconds=idle_seconds,
-        op_profile=op_profile,
-        reference=reference,
-    )
-    preflight(target, model_spec, settings)  # before any export or connection: refused, not ignored
     ui = DeployView(enabled=not (as_json or quiet))
-    artifact = None
-    if model_spec is None:
-        if target.kind != "mcu":
-            raise click.UsageError("--model is required (except on microcontroller targets)")
-    else:
-        artifact = resolve_for_target(target, model_spec, ui)
-    is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
-    if (prompt is not None or new_tokens is not None) and not is_llm:
-        raise click.UsageError("--prompt and --tokens apply to LLM models only")
-    if is_llm:
-        from edgetool.zoo.llm import DEFAULT_PROMPT, prompt_file
-
-        assert artifact is not None
-        if input_path is not None:
-            raise click.UsageError("an LLM takes --prompt, not --input")
-        input_path, prompt_tokens, head_size = prompt_file(
-            artifact.manifest, DEFAULT_PROMPT if prompt is None else prompt
-        )
-        new_tokens = new_tokens or 32
-        ui.say(f"prompt: {prompt_tokens} tokens; generating {new_tokens} per run (greedy)")
-        settings = dataclasses.replace(
-            settings, input=input_path, new_tokens=new_tokens, head_size=head_size
-        )
-    if artifact is not None:
-        describe_artifact(artifact, ui)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        outcome = deploy(target, artifact, settings, out or paths.results_dir(), ui)
+        outcome = api.deploy(
+            model_spec,
+            target,
+            repeat=repeat,
+            iterations=iterations,
+            duration=duration,
+            warmup=warmup,
+            warmup_seconds=warmup_seconds,
+            threads=threads,
+            runtime=runtime,
+            input=input_path,
+            input_shapes=input_shapes,
+            seed=seed,
+            save_outputs=save_outputs,
+            energy=energy,
+            idle_seconds=idle_seconds,
+            op_profile=op_profile,
+            reference=reference,
+            prompt=prompt,
+            new_tokens=new_tokens,
+            results_dir=out or paths.results_dir(),
+            observer=ui,
+            progress=ui.say,
+            on_artifact=lambda artifact: describe_artifact(artifact, ui),
+        )
     finally:
         ui.stop()
         signal.signal(signal.SIGTERM, previous)
-    text = None
-    if is_llm and outcome.manifest.generations:
-        from edgetool.zoo.llm import decode
-
-        assert artifact is not None
-        text = decode(artifact.manifest, outcome.manifest.generations[0]["tokens"])
+    text = outcome.generated_text
     if as_json:
         emit_json(
             {
-                "run_dir": str(outcome.run_dir),
+                "run_dir": str(outcome.dir),
                 "manifest": outcome.manifest.to_dict(),
                 "summary": outcome.summary.to_dict(),
                 "pushes": [dataclasses.asdict(p) for p in outcome.pushes],
@@ -397,36 +345,19 @@ def command(
             }
         )
     elif quiet:
-        click.echo(str(outcome.run_dir))
+        click.echo(str(outcome.dir))
     else:
         from edgetool.cli.results import print_op_profile, print_summary
         from edgetool.results.op_profile import read_op_profile
 
         print_summary(outcome.manifest, outcome.summary)
-        profile = read_op_profile(outcome.run_dir)
+        profile = read_op_profile(outcome.dir)
         if profile is not None and not profile.error:
             print_op_profile(profile, 5, nodes=False)
             console().print(f"  all of it: edgetool results show {outcome.run_id} --ops")
         if text is not None:
             console().print(f"\ngenerated: {text!r}")
-        console().print(f"\nrun {outcome.run_id}  →  {outcome.run_dir}/")
-
-
-def resolve_for_target(target: Target, model_spec: str, ui: DeployView) -> Artifact:
-    """A model spec (file, NAME[:FORMAT[:QUANT]], or a name the target's [models] maps)
-    as the artifact to push, exported and cached when needed."""
-    from edgetool.export.build import resolve_model
-
-    if ":" not in model_spec and not Path(model_spec).exists():
-        if model_spec in target.models:
-            ui.say(
-                f"{model_spec} on {target.name} is {target.models[model_spec]} "
-                f"(\\[models] in {target.source.name})"
-            )
-        from edgetool.flows import model_spec as spec_for
-
-        model_spec = spec_for(target, model_spec)
-    return resolve_model(model_spec, progress=ui.say)
+        console().print(f"\nrun {outcome.run_id}  →  {outcome.dir}/")
 
 
 def describe_artifact(artifact: Artifact, ui: DeployView, prefix: str = "") -> None:

@@ -20,14 +20,11 @@ from edgetool.cli.common import (
     print_whole,
     results_dir_option,
 )
-from edgetool.errors import Inconclusive, Regression, ResultsError
+from edgetool.errors import ResultsError
 from edgetool.results.compare import (
     METRICS,
-    CompareSettings,
     PairComparison,
     SetComparison,
-    compare_runs,
-    compare_sets,
 )
 from edgetool.results.manifest import (
     EnergyFigure,
@@ -39,7 +36,7 @@ from edgetool.results.manifest import (
     Summary,
 )
 from edgetool.results.op_profile import OpProfile, OpRow, read_op_profile, top
-from edgetool.results.store import MANIFEST, Run, find_run, iter_run_dirs, load_run
+from edgetool.results.store import Run, find_run, iter_run_dirs, load_run
 from edgetool.units import human_bytes
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -514,20 +511,6 @@ def _parse_threshold(ctx: click.Context, param: click.Parameter, value: str) -> 
     return number
 
 
-def _load_side(ref: str, root: Path) -> tuple[list[Run], bool]:
-    """(runs, is a set): a run directory, a directory of run directories (a night,
-    as a path or under the results root), or any ref `find_run` understands."""
-    for candidate in (Path(ref), root / ref):
-        if (candidate / MANIFEST).is_file():
-            return [load_run(candidate)], False
-        if candidate.is_dir():
-            dirs = list(iter_run_dirs(candidate))
-            if not dirs:
-                raise ResultsError(f"no runs in {candidate}")
-            return [load_run(d) for d in dirs], True
-    return [find_run(ref, root)], False
-
-
 def _pct(change: float | None) -> str:
     if change is None:
         return "—"
@@ -747,46 +730,18 @@ def compare(
     Exit 0: no change or improvement; 10: a regression; 13: inconclusive or not
     comparable (and no regression); 9: a run missing or unreadable.
     """
-    try:
-        settings = CompareSettings(threshold=threshold, alpha=alpha, metric=metric)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    results_root = root or paths.results_dir()
-    base_runs, base_is_set = _load_side(base, results_root)
-    new_runs, new_is_set = _load_side(new, results_root)
-    if base_is_set or new_is_set:
-        result = compare_sets(base_runs, new_runs, settings)
-    else:
-        result = SetComparison(
-            [compare_runs(base_runs[0], new_runs[0], settings)], [], [], settings
-        )
+    from edgetool import api
+
+    comparison = api.compare(
+        base, new, threshold=threshold, alpha=alpha, metric=metric, results_dir=root
+    )
+    result = comparison.result
     if as_json:
         emit_json({"base": base, "new": new, **result.to_dict()})
     else:
         _print_comparison(result)
-    raise_on_verdicts(result, threshold)
+    comparison.raise_for_verdict()
     if fail_on_missing and result.missing:
         raise ResultsError(f"{result.missing} run(s) without a counterpart (--fail-on-missing)")
     if not as_json:
         console().print(f"no change beyond {100 * threshold:g} % (or an improvement)")
-
-
-def raise_on_verdicts(result: SetComparison, threshold: float) -> None:
-    """Exit 10 on a regression, else 13 when a pair is inconclusive or not comparable."""
-    limit = f"{100 * threshold:g} %"
-    if result.regressions:
-        names = [
-            f"{p.model}/{p.target} ({', '.join(p.regressions)})"
-            for p in result.pairs
-            if p.regressions
-        ]
-        more = f", +{len(names) - 3} more" if len(names) > 3 else ""
-        plural = "s" if result.regressions > 1 else ""
-        raise Regression(
-            f"{result.regressions} regression{plural} beyond {limit}: {'; '.join(names[:3])}{more}"
-        )
-    if result.undecided:
-        pairs = [p for p in result.pairs if p.undecided]
-        first = pairs[0]
-        more = f" (+{len(pairs) - 1} more)" if len(pairs) > 1 else ""
-        raise Inconclusive(f"{first.model}/{first.target} is {first.verdict}: {first.reason}{more}")

@@ -277,35 +277,22 @@ def export(
       edgetool export llm --hf-dir ~/models/TinyLlama-1.1B --quant int4
       edgetool export tinylut-s-x4 --format c --quant int8 --input-shape 1,1,16,16
     """
-    import shutil
+    from edgetool import api
 
-    from edgetool.export.artifact import manifest_path
-    from edgetool.export.build import export as build
-
-    recipe = None
     if (name == "llm") != (hf_dir is not None):
         raise click.UsageError("use NAME 'llm' together with --hf-dir PATH")
-    if hf_dir is not None:
-        from edgetool.zoo.llm import hf_recipe
-
-        recipe = hf_recipe(hf_dir)
-        name = recipe.name
     err = console(stderr=True)
-    artifact = build(
+    artifact = api.export(
         name,
         fmt,
         quant,
-        force=force,
-        progress=None if as_json else lambda msg: err.print(msg),
-        recipe=recipe,
         input_shape=input_shape,
+        force=force,
+        out=out,
+        hf_dir=hf_dir,
+        progress=None if as_json else lambda msg: err.print(msg),
     )
     path = artifact.path
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, out)
-        shutil.copyfile(manifest_path(path), manifest_path(out))
-        path = out
     if as_json:
         emit_json({"path": str(path), "manifest": artifact.manifest})
         return
@@ -337,13 +324,11 @@ def verify(artifact: str, samples: int, as_json: bool) -> None:
 
     ARTIFACT is an exported file (with its manifest) or NAME[:FORMAT[:QUANT]].
     """
+    from edgetool import api
     from edgetool.errors import VerificationFailed
-    from edgetool.export.build import resolve_model
-    from edgetool.export.verify import verify as run_verify
 
     err = console(stderr=True)
-    resolved = resolve_model(artifact, progress=None if as_json else lambda m: err.print(m))
-    report = run_verify(resolved, samples)
+    report = api.verify(artifact, samples, progress=None if as_json else lambda m: err.print(m))
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -33,7 +33,9 @@ class RunSettings:
     duration: float = 0.0
     min_duration: float = 0.0
     warmup: int = 10
-    warmup_seconds: float = 0.0
+    warmup_seconds: float = 0.5
+    """Warm up at least this long as well as `warmup` inferences (the CLI's and the API's
+    default: both read it from here)."""
     threads: int = 0
     input: Path | None = None
     seed: int = 0
