@@ -110,8 +110,8 @@ def test_deploy_returns_a_typed_run_in_seconds(home: Path) -> None:
 
 
 def test_deploy_refuses_what_the_target_would_ignore_before_connecting(home: Path) -> None:
-    with pytest.raises(UsageError, match="--op-profile") as caught:
-        api.deploy(TINY_ONNX, "local", op_profile=True)
+    with pytest.raises(UsageError, match="--threads") as caught:
+        api.deploy(None, "mcu-m4-qemu", threads=2)
     assert caught.value.exit_code == 2
     assert not (home / "results").exists()
 
