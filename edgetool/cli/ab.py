@@ -9,13 +9,17 @@ from __future__ import annotations
 import signal
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgetool import paths
 from edgetool.cli.common import console, emit_json, get_target, json_option
 from edgetool.cli.deploy import (
+    DELEGATE_HELP,
+    EP_HELP,
     DeployView,
+    ProviderName,
     _raise_interrupt,
     describe_artifact,
     measure_options,
@@ -24,6 +28,9 @@ from edgetool.cli.deploy import (
     target_option,
 )
 from edgetool.cli.results import gate_options
+
+if TYPE_CHECKING:
+    from edgetool.results.store import Run
 
 
 class ABView(DeployView):
@@ -70,6 +77,24 @@ class ABView(DeployView):
         super().stop()
 
 
+def _per_side(flag: str, values: tuple[str, ...]) -> tuple[str, str]:
+    """(A's, B's) from an option given never, once (both) or twice (A, then B)."""
+    if len(values) > 2:
+        raise click.UsageError(f"give {flag} once (both sides) or twice (A, then B)")
+    if not values:
+        return "", ""
+    return values[0], values[-1]
+
+
+def _side_label(run: Run, per_side: bool) -> str:
+    """The run's model, and what ran it when that is what A and B differ in."""
+    from edgetool.results.compare import model_label
+
+    label = model_label(run)
+    used = run.manifest.runtime_info.accelerator if per_side else None
+    return f"{label} ({used})" if used else label
+
+
 @click.command()
 @target_option("Target name or path to a target TOML (a Linux-class device).")
 @click.option(
@@ -78,7 +103,22 @@ class ABView(DeployView):
     "models",
     multiple=True,
     required=True,
-    help="Give it twice: A (the baseline), then B. A file or NAME[:FORMAT[:QUANT]].",
+    help="Give it twice: A (the baseline), then B. A file or NAME[:FORMAT[:QUANT]]. Once "
+    "when --ep or --delegate is given twice: one model under two of them.",
+)
+@click.option(
+    "--ep",
+    "eps",
+    type=ProviderName(),
+    multiple=True,
+    help=EP_HELP + " Once: both sides; twice: A's, then B's.",
+)
+@click.option(
+    "--delegate",
+    "delegates",
+    type=click.Choice(["xnnpack", "none"]),
+    multiple=True,
+    help=DELEGATE_HELP + " Once: both sides; twice: A's, then B's.",
 )
 @measure_options
 @gate_options
@@ -88,6 +128,8 @@ def command(
     ctx: click.Context,
     target_name: str,
     models: tuple[str, ...],
+    eps: tuple[str, ...],
+    delegates: tuple[str, ...],
     repeat: int,
     iterations: int | None,
     duration: float | None,
@@ -112,6 +154,10 @@ def command(
     stored as usual (results/<run-id>/, each naming the other) and compared exactly as
     `edgetool results compare A B` does.
 
+    One model under two execution providers or delegates: give --model once and --ep or
+    --delegate twice (A's, then B's). Given once, --ep and --delegate apply to both sides.
+    Each run records the provider or delegate it really used.
+
     \b
     Exit 0: no change or improvement; 10: B regressed; 13: inconclusive.
 
@@ -119,19 +165,27 @@ def command(
     Examples:
       edgetool ab -m cbnet:onnx:fp32 -m cbnet:onnx:int8 --repeat 10
       edgetool ab --target rpi4 -m old.tflite -m new.tflite -n 200
+      edgetool ab -m fsrcnn-x4:tflite --delegate none --delegate xnnpack   # XNNPACK off/on
+      edgetool ab -m model.onnx --ep cpu --ep xnnpack
     """
     from edgetool.cli.results import _print_comparison, raise_on_verdicts
     from edgetool.flows.linux import check_ab_target, deploy_ab
     from edgetool.results.compare import (
+        ACCELERATOR_WARNINGS,
         CompareSettings,
         SetComparison,
         compare_runs,
-        model_label,
     )
     from edgetool.results.store import load_run
 
+    ep_a, ep_b = _per_side("--ep", eps)
+    delegate_a, delegate_b = _per_side("--delegate", delegates)
+    per_side = (ep_a, delegate_a) != (ep_b, delegate_b)
+    if len(models) == 1 and per_side:
+        models = (models[0], models[0])
     if len(models) != 2:
-        raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")
+        once = " (once with --ep or --delegate given twice)" if len(models) == 1 else ""
+        raise click.UsageError(f"give --model exactly twice (A, then B){once}, got {len(models)}")
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
     if repeat < 2:
@@ -154,7 +208,10 @@ def command(
         input_shapes=input_shapes,
         seed=seed,
         save_outputs=save_outputs,
+        ep=ep_a,
+        delegate=delegate_a,
     )
+    settings_b = replace(settings, ep=ep_b, delegate=delegate_b)
     compare_settings = CompareSettings(threshold=threshold, alpha=alpha, correction="none")
     original = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -164,16 +221,18 @@ def command(
             settings,
             out or paths.results_dir(),
             ui,
+            settings_b,
         )
     finally:
         ui.stop()
         signal.signal(signal.SIGTERM, original)
     run_a, run_b = load_run(a_out.run_dir), load_run(b_out.run_dir)
     pair = compare_runs(run_a, run_b, compare_settings)
+    expected = ("different models", *(ACCELERATOR_WARNINGS if per_side else ()))
     pair = replace(
         pair,
-        model=f"{model_label(run_a)} → {model_label(run_b)}",
-        warnings=[w for w in pair.warnings if not w.startswith("different models")],
+        model=f"{_side_label(run_a, per_side)} → {_side_label(run_b, per_side)}",
+        warnings=[w for w in pair.warnings if not w.startswith(expected)],
     )
     result = SetComparison([pair], [], [], compare_settings)
     if as_json:
