@@ -515,7 +515,9 @@ class DeployView(Observer):
         self.say(f"connected  {description}")
 
     def note(self, text: str) -> None:
-        self.say(f"[yellow]note[/yellow]  {text}")
+        from rich.markup import escape
+
+        self.say(f"[yellow]note[/yellow]  {escape(text)}")  # '[run]' is text, not markup
 
     def pushing(self, name: str, size: int) -> Progress | None:
         """A transfer bar for files big enough to take a moment on a slow link."""

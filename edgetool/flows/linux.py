@@ -7,7 +7,8 @@ transport, so every Linux-class device goes through this code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +138,32 @@ _ACCELERATOR_KEYS = frozenset({"ep", "providers", "delegate", "delegated_nodes"}
 """The `model` event's keys a runtime reports only when they apply (ONNX or TFLite)."""
 
 
+def target_accelerator(
+    target: Target, artifact: Artifact, settings: RunSettings, note: Callable[[str], None]
+) -> RunSettings:
+    """SETTINGS with the target's [run] ep / delegate where the command line gave none and
+    the model runs on that runtime (a TFLite model on a board whose ONNX default is an NPU
+    provider keeps its own runtime's default); said, so no run is made on a silent one."""
+    runtime = _runtime_of(artifact, settings)
+    if target.ep and not settings.ep and runtime == "onnxruntime":
+        note(f"--ep {target.ep} from [run] in {target.source.name}")
+        return replace(settings, ep=target.ep)
+    if target.delegate and not settings.delegate and runtime == "litert":
+        note(f"--delegate {target.delegate} from [run] in {target.source.name}")
+        return replace(settings, delegate=target.delegate)
+    return settings
+
+
+def _runtime_of(artifact: Artifact, settings: RunSettings) -> str:
+    if settings.runtime != "auto":
+        return settings.runtime
+    return {".onnx": "onnxruntime", ".tflite": "litert"}.get(artifact.path.suffix, "")
+
+
 def check_accelerator(artifact: Artifact, settings: RunSettings) -> None:
     """Refuse, before connecting, a provider for a TFLite model or a delegate for an ONNX
     one: the runner would refuse it too, after a push."""
-    runtime = settings.runtime
-    if runtime == "auto":
-        runtime = {".onnx": "onnxruntime", ".tflite": "litert"}.get(artifact.path.suffix, "")
+    runtime = _runtime_of(artifact, settings)
     if settings.ep and runtime != "onnxruntime":
         raise UsageError(
             f"--ep chooses an onnxruntime execution provider; {artifact.path.name} runs on "
@@ -386,6 +407,17 @@ def deploy_ab(
     sides = (settings, settings_b or settings)
     for artifact, side in zip(artifacts, sides, strict=True):
         check_accelerator(artifact, side)
+    said: list[str] = []
+
+    def note_once(text: str) -> None:
+        if text not in said:
+            said.append(text)
+            obs.note(text)
+
+    sides = (
+        target_accelerator(target, artifacts[0], sides[0], note_once),
+        target_accelerator(target, artifacts[1], sides[1], note_once),
+    )
     # Each model's own shapes: a target's [input_shapes] may match A and not B.
     each = [
         prepare_inputs(target, artifact, side, obs.note)
@@ -637,6 +669,7 @@ def deploy_linux(
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
     check_accelerator(artifact, settings)
+    settings = target_accelerator(target, artifact, settings, observer.note)
     settings = prepare_inputs(target, artifact, settings, observer.note)
     meter = open_target_meter(target, settings)
     try:

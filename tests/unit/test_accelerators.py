@@ -188,3 +188,51 @@ def test_compare_flags_runs_on_different_providers_and_delegates(tmp_path: Path)
         "different delegates (xnnpack vs none)"
         in compare_runs(load_run(on), load_run(off)).warnings
     )
+
+
+def run_target(tmp_path: Path, run_table: str) -> Path:
+    """A `local` target whose [run] table sets a default provider or delegate."""
+    targets = tmp_path / "targets"
+    targets.mkdir(exist_ok=True)
+    (targets / "board.toml").write_text(
+        f'kind = "linux"\n[transport]\ntype = "local"\n[run]\n{run_table}\n'
+    )
+    return targets
+
+
+def test_a_targets_run_table_sets_the_default_delegate_for_tflite_only(
+    cli: Any, tmp_path: Path
+) -> None:
+    targets = str(run_target(tmp_path, 'delegate = "none"'))
+    lite = cli("--targets-dir", targets, "deploy", "-t", "board", "-m", str(TINY_TFLITE), *QUICK)
+    assert lite.code == 0, lite.stderr
+    assert "--delegate none from [run] in board.toml" in lite.stderr
+    shown = cli("results", "show", "latest").stdout
+    assert "on delegate none (asked: --delegate none)" in shown
+    flag = cli(
+        "--targets-dir", targets, "deploy", "-t", "board", "-m", str(TINY_TFLITE), *QUICK,
+        "--delegate", "xnnpack", "--json",
+    )  # fmt: skip
+    assert flag.json()["manifest"]["runtime"]["delegate"] == "xnnpack"  # the flag wins
+    onnx = cli(
+        "--targets-dir", targets, "deploy", "-t", "board", "-m", str(TINY_ONNX), *QUICK, "--json"
+    )
+    assert onnx.code == 0, onnx.stderr  # an ONNX model keeps onnxruntime's default
+    assert onnx.json()["manifest"]["settings"]["delegate"] == ""
+
+
+def test_a_targets_default_provider_is_refused_like_the_flag_when_absent(
+    cli: Any, tmp_path: Path
+) -> None:
+    targets = str(run_target(tmp_path, 'ep = "CUDAExecutionProvider"'))
+    result = cli("--targets-dir", targets, "deploy", "-t", "board", "-m", str(TINY_ONNX), *QUICK)
+    assert_one_line_error(result, 7, "'CUDAExecutionProvider' is not available")
+    assert "--ep CUDAExecutionProvider from [run] in board.toml" in result.stderr
+
+
+def test_a_bad_run_table_is_a_config_error(cli: Any, tmp_path: Path) -> None:
+    targets = str(run_target(tmp_path, 'delegate = "gpu"\nthreads = 2'))
+    result = cli("--targets-dir", targets, "targets", "show", "board")
+    assert result.code == 5 and "Traceback" not in result.stderr
+    assert "key 'run.delegate' must be one of 'xnnpack', 'none', got 'gpu'" in result.stderr
+    assert "unknown key 'run.threads'" in result.stderr
