@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -201,6 +201,8 @@ def run_settings(
     reference: Path | None = None,
     new_tokens: int = 0,
     head_size: int = 0,
+    ep: str = RUN_DEFAULTS.ep,
+    delegate: str = RUN_DEFAULTS.delegate,
 ) -> RunSettings:
     """RunSettings as `edgetool deploy` makes them from its options: with neither
     `iterations` nor `duration`, 100 inferences and at least 1 s of measuring in all."""
@@ -246,6 +248,8 @@ def run_settings(
         idle_seconds=idle_seconds,
         op_profile=op_profile,
         repeat=repeat,
+        ep=ep,
+        delegate=delegate,
     )
 
 
@@ -293,6 +297,8 @@ def deploy(
     idle_seconds: float = RUN_DEFAULTS.idle_seconds,
     op_profile: bool = RUN_DEFAULTS.op_profile,
     reference: Path | None = None,
+    ep: str = RUN_DEFAULTS.ep,
+    delegate: str = RUN_DEFAULTS.delegate,
     prompt: str | None = None,
     new_tokens: int | None = None,
     results_dir: Path | None = None,
@@ -314,39 +320,6 @@ def deploy(
 
     say = progress or _quiet
     loaded = _target(target, targets_dirs)
-    asked = RunSettings(
-        threads=threads,
-        runtime=runtime,
-        input=input,
-        save_outputs=save_outputs,
-        duration=duration or 0.0,
-        energy=energy,
-        op_profile=op_profile,
-        new_tokens=new_tokens or 0,
-        reference=reference,
-        input_shapes={name: tuple(dims) for name, dims in dict(input_shapes).items()},
-    )
-    preflight(loaded, None if model is None else str(model), asked)
-    artifact = None
-    if model is None:
-        if loaded.kind != "mcu":
-            raise UsageError("--model is required (except on microcontroller targets)")
-    else:
-        artifact = resolve_for_target(loaded, model, say)
-    head_size = 0
-    is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
-    if (prompt is not None or new_tokens is not None) and not is_llm:
-        raise UsageError("--prompt and --tokens apply to LLM models only")
-    if is_llm and artifact is not None:
-        from edgetool.zoo.llm import DEFAULT_PROMPT, prompt_file
-
-        if input is not None:
-            raise UsageError("an LLM takes --prompt, not --input")
-        input, prompt_tokens, head_size = prompt_file(
-            artifact.manifest, DEFAULT_PROMPT if prompt is None else prompt
-        )
-        new_tokens = new_tokens or 32
-        say(f"prompt: {prompt_tokens} tokens; generating {new_tokens} per run (greedy)")
     settings = run_settings(
         repeat=repeat,
         iterations=iterations,
@@ -364,8 +337,30 @@ def deploy(
         op_profile=op_profile,
         reference=reference,
         new_tokens=new_tokens or 0,
-        head_size=head_size,
+        ep=ep,
+        delegate=delegate,
     )
+    preflight(loaded, None if model is None else str(model), settings)
+    artifact = None
+    if model is None:
+        if loaded.kind != "mcu":
+            raise UsageError("--model is required (except on microcontroller targets)")
+    else:
+        artifact = resolve_for_target(loaded, model, say)
+    is_llm = artifact is not None and artifact.manifest.get("family") == "llm"
+    if (prompt is not None or new_tokens is not None) and not is_llm:
+        raise UsageError("--prompt and --tokens apply to LLM models only")
+    if is_llm and artifact is not None:
+        from edgetool.zoo.llm import DEFAULT_PROMPT, prompt_file
+
+        if input is not None:
+            raise UsageError("an LLM takes --prompt, not --input")
+        input, prompt_tokens, head_size = prompt_file(
+            artifact.manifest, DEFAULT_PROMPT if prompt is None else prompt
+        )
+        new_tokens = new_tokens or 32
+        say(f"prompt: {prompt_tokens} tokens; generating {new_tokens} per run (greedy)")
+        settings = replace(settings, input=input, new_tokens=new_tokens, head_size=head_size)
     if artifact is not None and on_artifact is not None:
         on_artifact(artifact)
     outcome = run_flow(loaded, artifact, settings, results_dir or paths.results_dir(), observer)
@@ -539,6 +534,8 @@ def ab(
     input_shapes: Mapping[str, Sequence[int]] | Sequence[tuple[str, Sequence[int]]] = (),
     seed: int = RUN_DEFAULTS.seed,
     save_outputs: bool = RUN_DEFAULTS.save_outputs,
+    ep: str | tuple[str, str] = RUN_DEFAULTS.ep,
+    delegate: str | tuple[str, str] = RUN_DEFAULTS.delegate,
     threshold: float = 0.05,
     alpha: float = 0.05,
     results_dir: Path | None = None,
@@ -548,21 +545,22 @@ def ab(
     on_artifact: Callable[[Artifact, str], None] | None = None,
 ) -> ABResult:
     """Run A and B in alternating repetitions (AB, BA, AB, ...) on one Linux-class target,
-    then compare B to A as `compare` does. Needs repeat >= 2."""
-    from dataclasses import replace
-
+    then compare B to A as `compare` does. Needs repeat >= 2. `ep`/`delegate`: one for
+    both sides, or (A's, B's) to measure one model under two of them."""
     from edgetool.flows import preflight
     from edgetool.flows.linux import check_ab_target, deploy_ab
     from edgetool.results.compare import (
+        ACCELERATOR_WARNINGS,
         CompareSettings,
         SetComparison,
         compare_runs,
-        model_label,
     )
     from edgetool.results.store import load_run as load_stored
 
     if repeat < 2:
         raise UsageError("--repeat must be at least 2 to alternate A and B")
+    ep_a, ep_b = (ep, ep) if isinstance(ep, str) else ep
+    delegate_a, delegate_b = (delegate, delegate) if isinstance(delegate, str) else delegate
     loaded = _target(target, targets_dirs)
     check_ab_target(loaded)
     settings = run_settings(
@@ -577,9 +575,12 @@ def ab(
         input_shapes=input_shapes,
         seed=seed,
         save_outputs=save_outputs,
+        ep=ep_a,
+        delegate=delegate_a,
     )
-    for spec in (model_a, model_b):
-        preflight(loaded, str(spec), settings)  # before any export: refused, not ignored
+    settings_b = replace(settings, ep=ep_b, delegate=delegate_b)
+    for spec, side in ((model_a, settings), (model_b, settings_b)):
+        preflight(loaded, str(spec), side)  # before any export: refused, not ignored
     try:
         compare_settings = CompareSettings(threshold=threshold, alpha=alpha, correction="none")
     except ValueError as exc:
@@ -595,19 +596,31 @@ def ab(
         settings,
         results_dir or paths.results_dir(),
         observer or Observer(),
+        settings_b,
     )
     run_a, run_b = load_stored(a_out.run_dir), load_stored(b_out.run_dir)
     pair = compare_runs(run_a, run_b, compare_settings)
+    per_side = (ep_a, delegate_a) != (ep_b, delegate_b)
+    expected = ("different models", *(ACCELERATOR_WARNINGS if per_side else ()))
     pair = replace(
         pair,
-        model=f"{model_label(run_a)} → {model_label(run_b)}",
-        warnings=[w for w in pair.warnings if not w.startswith("different models")],
+        model=f"{_side_label(run_a, per_side)} → {_side_label(run_b, per_side)}",
+        warnings=[w for w in pair.warnings if not w.startswith(expected)],
     )
     runs = [
         Run(o.run_id, o.run_dir, o.manifest, o.summary, tuple(o.pushes)) for o in (a_out, b_out)
     ]
     comparison = Comparison(SetComparison([pair], [], [], compare_settings), threshold)
     return ABResult(runs[0], runs[1], comparison)
+
+
+def _side_label(run: StoredRun, per_side: bool) -> str:
+    """The run's model, and what ran it when that is what A and B differ in."""
+    from edgetool.results.compare import model_label
+
+    label = model_label(run)
+    used = run.manifest.runtime_info.accelerator if per_side else None
+    return f"{label} ({used})" if used else label
 
 
 # --- models ---------------------------------------------------------------------------

@@ -16,6 +16,9 @@ class Hello:
     device: dict[str, Any]
     runtimes: dict[str, str | None]
     runner: str = ""
+    accelerators: dict[str, list[str] | None] | None = None
+    """Per runtime, what it can run a model on here: onnxruntime's available execution
+    providers, the LiteRT delegates --delegate can choose (None: runtime absent)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,14 @@ class ModelInfo:
     rss_after_load: int | None = None
     feeds: list[dict[str, Any]] | None = None
     """The inputs as fed: name, concrete shape, dtype, source (file, random, zeros)."""
+    ep: str | None = None
+    """onnxruntime: the execution provider the session really runs on first."""
+    providers: list[str] | None = None
+    """onnxruntime: every provider of the session, in priority order."""
+    delegate: str | None = None
+    """LiteRT: 'xnnpack' when a delegate took part of the graph, else 'none'."""
+    delegated_nodes: int | None = None
+    """LiteRT: delegated partitions in the execution plan (None: not knowable)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,21 @@ Event = (
 )
 
 
+def _accelerator(data: dict[str, Any]) -> dict[str, Any]:
+    """The `model` event's provider/delegate fields, each only when well-formed."""
+    out: dict[str, Any] = {}
+    for key in ("ep", "delegate"):
+        if isinstance(data.get(key), str):
+            out[key] = data[key]
+    providers = data.get("providers")
+    if isinstance(providers, list) and all(isinstance(p, str) for p in providers):
+        out["providers"] = providers
+    nodes = data.get("delegated_nodes")
+    if isinstance(nodes, int) and not isinstance(nodes, bool):
+        out["delegated_nodes"] = nodes
+    return out
+
+
 def parse_event(line: str) -> Event:
     """Turn one runner line into an event; anything unexpected becomes a Log, never a crash."""
     try:
@@ -160,7 +186,13 @@ def parse_event(line: str) -> Event:
     kind = data.pop("event", None)
     try:
         if kind == "hello":
-            return Hello(data["device"], data["runtimes"], str(data.get("runner", "")))
+            accelerators = data.get("accelerators")
+            return Hello(
+                data["device"],
+                data["runtimes"],
+                str(data.get("runner", "")),
+                accelerators if isinstance(accelerators, dict) else None,
+            )
         if kind == "env":
             return Env(str(data.pop("when", "now")), data)
         if kind == "model":
@@ -173,6 +205,7 @@ def parse_event(line: str) -> Event:
                 int(data["threads"]),
                 data.get("rss_after_load"),
                 data.get("feeds") if isinstance(data.get("feeds"), list) else None,
+                **_accelerator(data),
             )
         if kind == "warmup":
             return Warmup(int(data["count"]), float(data["seconds"]), data.get("first_ns"))

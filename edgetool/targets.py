@@ -160,6 +160,10 @@ class Target:
     models: Mapping[str, str] = field(default_factory=dict)
     input_shapes: Mapping[str, Mapping[str, tuple[int, ...]]] = field(default_factory=dict)
     """[input_shapes]: model name or glob -> input name ('' for the only one) -> shape."""
+    ep: str = ""
+    """[run] ep: the execution provider ONNX models run on here unless --ep says otherwise."""
+    delegate: str = ""
+    """[run] delegate: xnnpack or none for TFLite models here unless --delegate says so."""
 
     @property
     def venv_dir(self) -> str | None:
@@ -383,6 +387,8 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         if not isinstance(spec, str) or not spec:
             top.problem(f"key 'models.{alias}' must be a model spec string")
     input_shapes = _parse_input_shapes(top)
+    run_reader = top.table("run")
+    ep, delegate = ("", "") if run_reader is None else _parse_run(run_reader)
     provision_reader = top.table("provision")
     provision = (
         _parse_provision(source, provision_reader, runtimes)
@@ -421,7 +427,20 @@ def parse_target(source: Path, data: Mapping[str, Any]) -> Target:
         android=android,
         models=models,
         input_shapes=input_shapes,
+        ep=ep,
+        delegate=delegate,
     )
+
+
+def _parse_run(reader: TableReader) -> tuple[str, str]:
+    """[run]: `ep` and `delegate`, a lab's board's defaults (a board with an NPU runs on its
+    provider). A name is checked by the device's runner, which knows its build's list."""
+    ep = reader.text("ep", "")
+    if ep is not None and not ep.strip():
+        ep = ""
+    delegate = reader.choice("delegate", ("xnnpack", "none"), "")
+    reader.finish()
+    return str(ep or ""), str(delegate or "")
 
 
 def _parse_input_shapes(top: TableReader) -> dict[str, dict[str, tuple[int, ...]]]:

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from edgetool import paths
 from edgetool.cli.common import console, emit_json, get_target, json_option
 from edgetool.cli.deploy import (
+    DELEGATE_HELP,
+    EP_HELP,
     DeployView,
+    ProviderName,
     _raise_interrupt,
     describe_artifact,
     measure_options,
     target_option,
 )
 from edgetool.cli.results import gate_options
+
+if TYPE_CHECKING:
+    pass
 
 
 class ABView(DeployView):
@@ -67,6 +74,15 @@ class ABView(DeployView):
         super().stop()
 
 
+def _per_side(flag: str, values: tuple[str, ...]) -> tuple[str, str]:
+    """(A's, B's) from an option given never, once (both) or twice (A, then B)."""
+    if len(values) > 2:
+        raise click.UsageError(f"give {flag} once (both sides) or twice (A, then B)")
+    if not values:
+        return "", ""
+    return values[0], values[-1]
+
+
 @click.command()
 @target_option("Target name or path to a target TOML (a Linux-class device).")
 @click.option(
@@ -75,7 +91,22 @@ class ABView(DeployView):
     "models",
     multiple=True,
     required=True,
-    help="Give it twice: A (the baseline), then B. A file or NAME[:FORMAT[:QUANT]].",
+    help="Give it twice: A (the baseline), then B. A file or NAME[:FORMAT[:QUANT]]. Once "
+    "when --ep or --delegate is given twice: one model under two of them.",
+)
+@click.option(
+    "--ep",
+    "eps",
+    type=ProviderName(),
+    multiple=True,
+    help=EP_HELP + " Once: both sides; twice: A's, then B's.",
+)
+@click.option(
+    "--delegate",
+    "delegates",
+    type=click.Choice(["xnnpack", "none"]),
+    multiple=True,
+    help=DELEGATE_HELP + " Once: both sides; twice: A's, then B's.",
 )
 @measure_options
 @gate_options
@@ -85,6 +116,8 @@ def command(
     ctx: click.Context,
     target_name: str,
     models: tuple[str, ...],
+    eps: tuple[str, ...],
+    delegates: tuple[str, ...],
     repeat: int,
     iterations: int | None,
     duration: float | None,
@@ -109,6 +142,10 @@ def command(
     stored as usual (results/<run-id>/, each naming the other) and compared exactly as
     `edgetool results compare A B` does.
 
+    One model under two execution providers or delegates: give --model once and --ep or
+    --delegate twice (A's, then B's). Given once, --ep and --delegate apply to both sides.
+    Each run records the provider or delegate it really used.
+
     \b
     Exit 0: no change or improvement; 10: B regressed; 13: inconclusive.
 
@@ -116,12 +153,20 @@ def command(
     Examples:
       edgetool ab -m cbnet:onnx:fp32 -m cbnet:onnx:int8 --repeat 10
       edgetool ab --target rpi4 -m old.tflite -m new.tflite -n 200
+      edgetool ab -m fsrcnn-x4:tflite --delegate none --delegate xnnpack   # XNNPACK off/on
+      edgetool ab -m model.onnx --ep cpu --ep xnnpack
     """
     from edgetool import api
     from edgetool.cli.results import _print_comparison
 
+    ep_a, ep_b = _per_side("--ep", eps)
+    delegate_a, delegate_b = _per_side("--delegate", delegates)
+    per_side = (ep_a, delegate_a) != (ep_b, delegate_b)
+    if len(models) == 1 and per_side:
+        models = (models[0], models[0])
     if len(models) != 2:
-        raise click.UsageError(f"give --model exactly twice (A, then B), got {len(models)}")
+        once = " (once with --ep or --delegate given twice)" if len(models) == 1 else ""
+        raise click.UsageError(f"give --model exactly twice (A, then B){once}, got {len(models)}")
     if iterations and duration:
         raise click.UsageError("give --iterations or --duration, not both")
     if repeat < 2:
@@ -145,6 +190,8 @@ def command(
             input_shapes=input_shapes,
             seed=seed,
             save_outputs=save_outputs,
+            ep=(ep_a, ep_b),
+            delegate=(delegate_a, delegate_b),
             threshold=threshold,
             alpha=alpha,
             results_dir=out or paths.results_dir(),

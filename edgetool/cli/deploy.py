@@ -43,8 +43,9 @@ class FiniteFloatRange(click.FloatRange):
 
 if TYPE_CHECKING:
     _ShapeType = click.ParamType[tuple[str, tuple[int, ...]]]
+    _NameType = click.ParamType[str]
 else:  # click before 8.2 has no generic ParamType at run time
-    _ShapeType = click.ParamType
+    _ShapeType = _NameType = click.ParamType
 
 
 class InputShape(_ShapeType):
@@ -65,6 +66,49 @@ class InputShape(_ShapeType):
             self.fail(str(exc), param, ctx)
         return name, tuple(dims)
 
+
+class ProviderName(_NameType):
+    """An onnxruntime execution provider, by its name or a short one (`cuda`, `xnnpack`):
+    a name onnxruntime does not know is a usage error here, before anything connects.
+    Whether the device's build has it is for the runner there to say."""
+
+    name = "PROVIDER"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        import difflib
+
+        import onnxruntime
+
+        from edgetool.runner.device_runner import match_provider
+
+        known = list(onnxruntime.get_all_providers())
+        provider = match_provider(str(value), known)
+        if provider is None:
+            by_short = {k.lower().removesuffix("executionprovider"): k for k in known}
+            wanted = str(value).lower().removesuffix("executionprovider")
+            close = [
+                by_short[c] for c in difflib.get_close_matches(wanted, by_short, n=3, cutoff=0.6)
+            ]
+            maybe = f" (did you mean {' or '.join(close)}?)" if close else ""
+            self.fail(
+                f"{value!r} is not an onnxruntime execution provider{maybe}; "
+                "`edgetool targets check` lists the ones available on the device",
+                param,
+                ctx,
+            )
+        return provider
+
+
+EP_HELP = (
+    "ONNX models: the onnxruntime execution provider, e.g. CPUExecutionProvider, "
+    "XnnpackExecutionProvider or a short name (xnnpack, cuda); `targets check` lists the "
+    "device's. One the device lacks, or that onnxruntime drops at start-up (it would run "
+    "on CPU), is refused, never replaced. Default: CPU."
+)
+DELEGATE_HELP = (
+    "TFLite models on ai-edge-litert: xnnpack (its default delegate) or none (the builtin "
+    "kernels only). The delegate the run really used is recorded. Default: the runtime's."
+)
 
 _MEASURE_OPTIONS = [
     click.option(
@@ -226,6 +270,8 @@ def target_option(
     show_default=True,
     help="With --energy: how long the idle device is measured before the run.",
 )
+@click.option("--ep", type=ProviderName(), help=EP_HELP)
+@click.option("--delegate", type=click.Choice(["xnnpack", "none"]), help=DELEGATE_HELP)
 @click.option(
     "--op-profile",
     is_flag=True,
@@ -263,6 +309,8 @@ def command(
     new_tokens: int | None,
     energy: bool,
     idle_seconds: float,
+    ep: str | None,
+    delegate: str | None,
     op_profile: bool,
     reference: Path | None,
     as_json: bool,
@@ -290,6 +338,8 @@ def command(
     Examples:
       edgetool deploy --model tiny-mlp
       edgetool deploy --target rpi4 --model model.tflite --duration 10 --threads 4
+      edgetool deploy --target rpi4 --model model.tflite --delegate none   # XNNPACK off
+      edgetool deploy --model model.onnx --ep xnnpack   # an onnxruntime provider
       edgetool deploy --target mcu-m4-qemu --model cbnet-classifier   # firmware, QEMU M4
       edgetool deploy --target rpi4 --model tiny-llama:onnx:int4 --prompt "def " --tokens 64
       edgetool deploy --target rpi4 --model cbnet --energy --duration 10   # [meter] in its TOML
@@ -323,6 +373,8 @@ def command(
             idle_seconds=idle_seconds,
             op_profile=op_profile,
             reference=reference,
+            ep=ep or "",
+            delegate=delegate or "",
             prompt=prompt,
             new_tokens=new_tokens,
             results_dir=out or paths.results_dir(),
@@ -388,7 +440,9 @@ class DeployView(Observer):
         self.say(f"connected  {description}")
 
     def note(self, text: str) -> None:
-        self.say(f"[yellow]note[/yellow]  {text}")
+        from rich.markup import escape
+
+        self.say(f"[yellow]note[/yellow]  {escape(text)}")  # '[run]' is text, not markup
 
     def pushing(self, name: str, size: int) -> Progress | None:
         """A transfer bar for files big enough to take a moment on a slow link."""
@@ -447,8 +501,10 @@ class DeployView(Observer):
                 f"{d.get('cpu_model')}{board} · {d.get('os')} · python {d.get('python')}"
             )
         elif isinstance(event, events.ModelInfo):
+            on = f" · {event.ep}" if event.ep else ""
+            on += f" · delegate {event.delegate}" if event.delegate else ""
             self.say(
-                f"runtime  {event.runtime} {event.runtime_version} · threads "
+                f"runtime  {event.runtime} {event.runtime_version}{on} · threads "
                 f"{event.threads or 'default'} · load {event.load_ms:.1f} ms"
             )
             from edgetool.cli.results import input_texts

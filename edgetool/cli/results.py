@@ -398,7 +398,7 @@ def show(run: str, root: Path | None, ops: bool, top_n: int, as_json: bool) -> N
     if runtime:
         out.print(
             f"  runtime  {runtime.runtime} {runtime.runtime_version}  "
-            f"threads {runtime.threads or 'default'}"
+            f"threads {runtime.threads or 'default'}{accelerator_text(m)}"
         )
     for number, text in enumerate(input_texts(m.inputs or [])):
         out.print(f"  {'inputs' if number == 0 else '':<8} {text}")
@@ -407,6 +407,17 @@ def show(run: str, root: Path | None, ops: bool, top_n: int, as_json: bool) -> N
     if profile is not None:
         what = f"error: {profile.error}" if profile.error else profile.source
         out.print(f"\n  per-operator profile ({what}): edgetool results show {loaded.run_id} --ops")
+
+
+def accelerator_text(manifest: RunManifest) -> str:
+    """'  on X' (what ran the graph) and whether it was asked for or the default; empty for a run
+    from before edgetool recorded it."""
+    used = manifest.runtime_info.accelerator
+    if used is None:
+        return ""
+    settings = manifest.settings or {}
+    asked = [f"--{key} {settings[key]}" for key in ("ep", "delegate") if settings.get(key)]
+    return f"  on {used}" + (f" (asked: {' '.join(asked)})" if asked else " (the default)")
 
 
 def _format_value(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -725,7 +736,8 @@ def compare(
     several pairs the p-values are Holm-corrected. Energy per inference regresses on
     growth beyond the threshold with separated CIs; artifact size on any growth beyond
     the threshold. Peak RSS is informational. Differences in threads, runtime versions,
-    edgetool versions, governors or frequency limits are warned about in the notes.
+    execution providers or delegates, edgetool versions, governors or frequency limits are
+    warned about in the notes.
 
     Exit 0: no change or improvement; 10: a regression; 13: inconclusive or not
     comparable (and no regression); 9: a run missing or unreadable.

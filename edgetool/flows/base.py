@@ -46,6 +46,11 @@ class RunSettings:
     reference: Path | None = None
     """Expected outputs to check the device's against (MLPerf Tiny boards: their scores)."""
     runtime: str = "auto"
+    ep: str = ""
+    """onnxruntime execution provider ('' = the CPU provider, onnxruntime's default); the
+    runner refuses one the device lacks or that falls back to CPU."""
+    delegate: str = ""
+    """LiteRT: 'xnnpack' or 'none' ('' = the runtime's default, XNNPACK where it applies)."""
     # LLM generation mode: `input` holds the prompt's token ids; iterations = generations
     new_tokens: int = 0
     head_size: int = 0
@@ -191,6 +196,8 @@ RUN_OPTIONS: dict[str, Callable[[RunSettings], bool]] = {
     "--op-profile": lambda s: s.op_profile,
     "--tokens": lambda s: s.new_tokens > 0,
     "--input-shape": lambda s: bool(s.input_shapes),
+    "--ep": lambda s: bool(s.ep),
+    "--delegate": lambda s: bool(s.delegate),
 }
 """The deploy options a flow may not honour, and whether a RunSettings asks for each
 (a value other than the default). A flow declares the ones it supports."""

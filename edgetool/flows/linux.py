@@ -7,7 +7,8 @@ transport, so every Linux-class device goes through this code.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,17 @@ def runner_deadline(settings: RunSettings, command_timeout: float) -> float:
     return command_timeout
 
 
+def accelerator_args(settings: RunSettings) -> list[str]:
+    """--ep / --delegate for the runner, only when asked: a runner from before them (one
+    already on the device is replaced, but a hand-run one may not be) never sees them."""
+    args: list[str] = []
+    if settings.ep:
+        args += ["--ep", settings.ep]
+    if settings.delegate:
+        args += ["--delegate", settings.delegate]
+    return args
+
+
 def runner_argv(
     python: str,
     runner: str,
@@ -92,7 +104,7 @@ def runner_argv(
             "--tokens", str(settings.new_tokens), "--head-size", str(settings.head_size),
             "--repeat", str(settings.effective_iterations()),
             "--warmup", str(max(min(settings.warmup, 3), 1)), "--threads", str(settings.threads),
-            *lifeline,
+            *accelerator_args(settings), *lifeline,
         ]  # fmt: skip
     argv = [python, runner, "run", "--model", model, "--runtime", settings.runtime]
     iterations = settings.effective_iterations()
@@ -104,6 +116,7 @@ def runner_argv(
         argv += ["--min-duration", repr(settings.min_duration)]
     argv += ["--warmup", str(settings.warmup), "--warmup-seconds", repr(settings.warmup_seconds)]
     argv += ["--threads", str(settings.threads), "--seed", str(settings.seed)]
+    argv += accelerator_args(settings)
     for name, dims in settings.input_shapes.items():
         shape = "x".join(str(d) for d in dims)
         argv += ["--input-shape", f"{name}={shape}" if name else shape]
@@ -118,7 +131,52 @@ _ERROR_CLASSES: dict[str, type[EdgetoolError]] = {
     "bad_model": ModelError,
     "input_shape": ModelError,
     "bad_input": ModelError,
+    "bad_accelerator": UsageError,
 }
+
+
+_ACCELERATOR_KEYS = frozenset({"ep", "providers", "delegate", "delegated_nodes"})
+"""The `model` event's keys a runtime reports only when they apply (ONNX or TFLite)."""
+
+
+def target_accelerator(
+    target: Target, artifact: Artifact, settings: RunSettings, note: Callable[[str], None]
+) -> RunSettings:
+    """SETTINGS with the target's [run] ep / delegate where the command line gave none and
+    the model runs on that runtime (a TFLite model on a board whose ONNX default is an NPU
+    provider keeps its own runtime's default); said, so no run is made on a silent one."""
+    runtime = _runtime_of(artifact, settings)
+    if target.ep and not settings.ep and runtime == "onnxruntime":
+        note(f"--ep {target.ep} from [run] in {target.source.name}")
+        return replace(settings, ep=target.ep)
+    if target.delegate and not settings.delegate and runtime == "litert":
+        note(f"--delegate {target.delegate} from [run] in {target.source.name}")
+        return replace(settings, delegate=target.delegate)
+    return settings
+
+
+def _runtime_of(artifact: Artifact, settings: RunSettings) -> str:
+    if settings.runtime != "auto":
+        return settings.runtime
+    return {".onnx": "onnxruntime", ".tflite": "litert"}.get(artifact.path.suffix, "")
+
+
+def check_accelerator(artifact: Artifact, settings: RunSettings) -> None:
+    """Refuse, before connecting, a provider for a TFLite model or a delegate for an ONNX
+    one: the runner would refuse it too, after a push."""
+    runtime = _runtime_of(artifact, settings)
+    if settings.ep and runtime != "onnxruntime":
+        raise UsageError(
+            f"--ep chooses an onnxruntime execution provider; {artifact.path.name} runs on "
+            f"{runtime or 'no known runtime'}.",
+            hint="For a TFLite model use --delegate xnnpack|none.",
+        )
+    if settings.delegate and runtime != "litert":
+        raise UsageError(
+            f"--delegate chooses LiteRT's delegate; {artifact.path.name} runs on "
+            f"{runtime or 'no known runtime'}.",
+            hint="For an ONNX model use --ep PROVIDER.",
+        )
 
 
 def runner_remote(target: Target) -> str:
@@ -168,7 +226,9 @@ def _push_models(
         device_path(target.workdir, "artifacts", a.sha256[:16], a.path.name) for a in artifacts
     ]
     files = [(RUNNER_PATH, runner_remote(target))]
-    files += [(a.path, remote) for a, remote in zip(artifacts, model_remotes, strict=True)]
+    for artifact, remote in zip(artifacts, model_remotes, strict=True):
+        if (artifact.path, remote) not in files:  # ab of one model under two delegates
+            files.append((artifact.path, remote))
     input_remote = None
     if settings.input is not None:
         input_sha = file_sha256(settings.input)
@@ -360,17 +420,36 @@ def deploy_ab(
     settings: RunSettings,
     results_root: Path,
     observer: Observer | None = None,
+    settings_b: RunSettings | None = None,
 ) -> tuple[DeployOutcome, DeployOutcome]:
     """Run A and B in alternating repetitions on one device in one session, one run
-    directory each."""
+    directory each. `settings_b`: B's own settings where they differ from A's (another
+    execution provider or delegate; the measuring itself is `settings`')."""
     obs = observer or Observer()
     check_ab_target(target)
     if settings.energy or settings.new_tokens:
         raise ConfigError("edgetool ab does not take --energy or LLM generation")
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
+    sides = (settings, settings_b or settings)
+    for artifact, side in zip(artifacts, sides, strict=True):
+        check_accelerator(artifact, side)
+    said: list[str] = []
+
+    def note_once(text: str) -> None:
+        if text not in said:
+            said.append(text)
+            obs.note(text)
+
+    sides = (
+        target_accelerator(target, artifacts[0], sides[0], note_once),
+        target_accelerator(target, artifacts[1], sides[1], note_once),
+    )
     # Each model's own shapes: a target's [input_shapes] may match A and not B.
-    each = [prepare_inputs(target, artifact, settings, obs.note) for artifact in artifacts]
+    each = [
+        prepare_inputs(target, artifact, side, obs.note)
+        for artifact, side in zip(artifacts, sides, strict=True)
+    ]
     with connect(target) as transport:
         obs.connected(transport.description)
         remotes, input_remote, pushes = _push_models(
@@ -466,13 +545,18 @@ class RunJournal:
                     if first:
                         manifest.device = event.device
                         manifest.runtimes = event.runtimes
+                        manifest.accelerators = event.accelerators
                         manifest.runner = event.runner
                         self.writer.save()
                 elif isinstance(event, events.ModelInfo):
                     facts.load_ms = event.load_ms
                     if self.model is None:
                         self.model = event
-                        runtime = {k: v for k, v in asdict(event).items() if k != "feeds"}
+                        runtime = {
+                            k: v
+                            for k, v in asdict(event).items()
+                            if k != "feeds" and (v is not None or k not in _ACCELERATOR_KEYS)
+                        }
                         manifest.runtime = RuntimeInfo.from_dict(runtime)
                         if event.feeds is not None:
                             manifest.inputs = [InputInfo.from_dict(f) for f in event.feeds]
@@ -600,7 +684,12 @@ def device_facts(target: Target) -> tuple[str, dict[str, Any], dict[str, Any]]:
     for line in out.splitlines():
         event = events.parse_event(line)
         if isinstance(event, events.Hello):
-            hello = {"device": event.device, "runtimes": event.runtimes, "runner": event.runner}
+            hello = {
+                "device": event.device,
+                "runtimes": event.runtimes,
+                "runner": event.runner,
+                "accelerators": event.accelerators,
+            }
         elif isinstance(event, events.Env):
             env = event.values
         elif isinstance(event, events.ErrorEvent):
@@ -622,6 +711,8 @@ def deploy_linux(
     if settings.input is not None and not settings.input.is_file():
         raise ModelError(f"input file not found: {settings.input}")
     refuse_op_profile(artifact, settings)
+    check_accelerator(artifact, settings)
+    settings = target_accelerator(target, artifact, settings, observer.note)
     settings = prepare_inputs(target, artifact, settings, observer.note)
     meter = open_target_meter(target, settings)
     try:
@@ -660,7 +751,22 @@ def linux_facts(target: Target) -> DeviceFacts:
     for runtime, version in runtimes.items():
         mark = f"[green]{version}[/green]" if version else "[yellow]not installed[/yellow]"
         shown.append((runtime, mark))
+    shown += accelerator_rows(hello.get("accelerators") or {})
     return DeviceFacts(where, {**hello, "env": env}, shown, problem=_no_runtime(target, runtimes))
+
+
+def accelerator_rows(accelerators: dict[str, Any]) -> list[tuple[str, str]]:
+    """What --ep and --delegate can choose on this device, as fact rows."""
+    rows = []
+    providers = accelerators.get("onnxruntime")
+    if providers:
+        rows.append(("providers", ", ".join(providers) + "  [dim](--ep)[/dim]"))
+    delegates = accelerators.get("litert")
+    if delegates:
+        rows.append(("delegates", ", ".join(delegates) + "  [dim](--delegate)[/dim]"))
+    elif delegates is not None:
+        rows.append(("delegates", "[yellow]not selectable by this TFLite runtime[/yellow]"))
+    return rows
 
 
 RUNTIME_MODULES = {"onnxruntime": ("onnxruntime",), "litert": ("ai_edge_litert", "tflite_runtime")}

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edgetool.results.manifest import EnergySummary, GenerationSummary, Summary
+from edgetool.results.manifest import EnergySummary, GenerationSummary, RuntimeInfo, Summary
 from edgetool.results.stats import (
     MIN_REPETITIONS,
     log_mean_sd,
@@ -516,6 +516,22 @@ def _limits(env: dict[str, Any]) -> Any:
     return None
 
 
+ACCELERATOR_WARNINGS = ("different execution providers", "different delegates")
+"""How a warning about what ran the graph starts (`ab` of one model under two drops it:
+there the difference is the point)."""
+
+
+def accelerator_warnings(base: RuntimeInfo, new: RuntimeInfo) -> list[str]:
+    """Another execution provider or delegate is another kernel library: as loud as
+    another runtime version. Only what both runs recorded is compared."""
+    warnings = []
+    if base.ep and new.ep and base.ep != new.ep:
+        warnings.append(f"{ACCELERATOR_WARNINGS[0]} ({base.ep} vs {new.ep})")
+    if base.delegate and new.delegate and base.delegate != new.delegate:
+        warnings.append(f"{ACCELERATOR_WARNINGS[1]} ({base.delegate} vs {new.delegate})")
+    return warnings
+
+
 def _pair_warnings(base: Run, new: Run) -> list[str]:
     """What may make the two runs differ besides the model: said loudly, not fatal."""
     warnings: list[str] = []
@@ -540,6 +556,7 @@ def _pair_warnings(base: Run, new: Run) -> list[str]:
                 warnings.append(f"different {what} ({b} vs {n})")
         if rb.threads != rn.threads:
             warnings.append(f"different requested threads ({rb.threads} vs {rn.threads})")
+        warnings += accelerator_warnings(rb, rn)
     eb, en = _effective_threads(base), _effective_threads(new)
     if eb is not None and en is not None and eb != en:
         warnings.append(f"different effective threads ({eb} vs {en} OS threads in the runner)")

@@ -259,6 +259,25 @@ class RuntimeInfo(Record):
     load_ms: float | None = field(default=None, metadata=_spec(_num, null=True))
     threads: int | None = field(default=None, metadata=_spec(_int, null=True))
     rss_after_load: int | None = field(default=None, metadata=_spec(_int, null=True))
+    ep: str | None = field(default=None, metadata=_spec(_str))
+    """onnxruntime: the execution provider the session really ran on first (the asked one
+    is in the settings: `ep`, '' for the runtime's default)."""
+    providers: list[str] | None = field(default=None, metadata=_spec(_strs))
+    """onnxruntime: all of the session's providers, in priority order."""
+    delegate: str | None = field(default=None, metadata=_spec(_str))
+    """LiteRT: 'xnnpack' when the delegate took part of the graph, else 'none' (asked:
+    the settings' `delegate`)."""
+    delegated_nodes: int | None = field(default=None, metadata=_spec(_int))
+
+    @property
+    def accelerator(self) -> str | None:
+        """What ran the graph, as one label: the provider or the delegate (None: unknown,
+        a run from before edgetool recorded it)."""
+        if self.ep:
+            return self.ep
+        if self.delegate:
+            return f"delegate {self.delegate}"
+        return None
 
 
 @dataclass(kw_only=True)
@@ -365,6 +384,9 @@ class RunManifest(Record):
     device: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
     """The device's own report (hello): free-form, keys differ by device class."""
     runtimes: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
+    accelerators: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
+    """Per runtime, what the device offered (onnxruntime's available providers, LiteRT's
+    delegate choices): the run's own is `runtime.ep` / `runtime.delegate`."""
     runner: str | None = field(default=None, metadata=_spec(_str))
     runtime: RuntimeInfo | None = field(default=None, metadata=_spec(_section(RuntimeInfo)))
     inputs: list[InputInfo] | None = field(default=None, metadata=_spec(_sections(InputInfo)))

@@ -127,6 +127,122 @@ def runtime_versions() -> dict[str, str | None]:
     return versions
 
 
+def available_accelerators() -> dict[str, list[str] | None]:
+    """What each installed runtime can run a model on here: onnxruntime's execution
+    providers (as this build reports them) and the LiteRT delegates --delegate can pick.
+    Called after runtime_versions(), so the modules are already imported."""
+    found: dict[str, list[str] | None] = {"onnxruntime": None, "litert": None}
+    try:
+        import onnxruntime as ort
+
+        found["onnxruntime"] = list(ort.get_available_providers())
+    except Exception:  # absent or broken: runtime_versions already says so
+        pass
+    for module in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+        try:
+            mod = __import__(module, fromlist=["Interpreter"])
+        except Exception:
+            continue
+        resolver = getattr(mod, "OpResolverType", None)
+        found["litert"] = (
+            ["xnnpack", "none"]
+            if resolver is not None and hasattr(resolver, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+            else []
+        )
+        break
+    return found
+
+
+def match_provider(name: str, available: list[str]) -> str | None:
+    """NAME as one of AVAILABLE: exact, any case, or short ('cuda', 'xnnpack')."""
+    wanted = name.strip().lower()
+    for provider in available:
+        lower = provider.lower()
+        if wanted in (lower, lower.removesuffix("executionprovider")):
+            return provider
+    return None
+
+
+def resolve_provider(ort: Any, name: str) -> str:
+    """The execution provider to ask for ('' = onnxruntime's CPU provider); an
+    `ep_unavailable` error naming the available ones when this build has no NAME."""
+    available = list(ort.get_available_providers())
+    if not name:
+        return "CPUExecutionProvider"
+    provider = match_provider(name, available)
+    if provider is None:
+        raise RunnerError(
+            "ep_unavailable",
+            f"execution provider {name!r} is not available in onnxruntime {ort.__version__} "
+            f"here (available: {', '.join(available)})",
+        )
+    return provider
+
+
+def session_providers(provider: str) -> list[str]:
+    """PROVIDER first; CPU after it for the nodes PROVIDER does not take (as onnxruntime
+    partitions a graph), never instead of it."""
+    if provider == "CPUExecutionProvider":
+        return [provider]
+    return [provider, "CPUExecutionProvider"]
+
+
+def provider_in_use(session: Any, provider: str) -> dict[str, Any]:
+    """The providers the session really has. onnxruntime drops a provider that fails to
+    initialise (no GPU, a missing driver) with a log line only and runs on CPU: such a
+    run would be recorded under a provider it never used, so it is refused."""
+    used = list(session.get_providers())
+    if provider not in used:
+        raise RunnerError(
+            "ep_unavailable",
+            f"onnxruntime did not start execution provider {provider} (the session has "
+            f"{', '.join(used) or 'none'}): refusing to run on a fallback",
+            hint="Check the provider's driver and libraries on the device.",
+        )
+    return {"ep": provider, "providers": used}
+
+
+def delegate_kwargs(interpreter_cls: Any, runtime: str, delegate: str) -> dict[str, Any]:
+    """Interpreter arguments for --delegate. LiteRT applies XNNPACK as a default delegate
+    with its AUTO/BUILTIN op resolvers; BUILTIN_WITHOUT_DEFAULT_DELEGATES runs the builtin
+    kernels alone. An old runtime without that resolver cannot choose: refused."""
+    if not delegate:
+        return {}
+    module = sys.modules.get(interpreter_cls.__module__)
+    resolver = getattr(module, "OpResolverType", None)
+    if resolver is None or not hasattr(resolver, "BUILTIN_WITHOUT_DEFAULT_DELEGATES"):
+        raise RunnerError(
+            "delegate_unavailable",
+            f"{runtime} here cannot switch its default delegate (no "
+            "OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES): --delegate needs ai-edge-litert",
+        )
+    if delegate == "none":
+        return {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    return {"experimental_op_resolver_type": resolver.AUTO}
+
+
+def delegate_in_use(interp: Any, delegate: str) -> dict[str, Any]:
+    """Whether a delegate took part of the graph, from the execution plan after
+    allocate_tensors (a delegated partition is one DELEGATE node). With --delegate xnnpack
+    a model XNNPACK takes nothing of (integer-only ops it lacks) is refused: its times
+    would be builtin kernels recorded as XNNPACK's."""
+    details = getattr(interp, "_get_ops_details", None)
+    if details is None:
+        return {"delegate": delegate or None, "delegated_nodes": None}
+    try:
+        nodes = sum(1 for op in details() if op.get("op_name") == "DELEGATE")
+    except Exception:  # a private API: unknown is recorded as unknown
+        return {"delegate": delegate or None, "delegated_nodes": None}
+    if delegate == "xnnpack" and nodes == 0:
+        raise RunnerError(
+            "delegate_unavailable",
+            "XNNPACK took no part of this model (every op ran on the builtin kernels): "
+            "refusing to record it as an XNNPACK run",
+            hint="Run it with --delegate none, or use a float model.",
+        )
+    return {"delegate": "xnnpack" if nodes else "none", "delegated_nodes": nodes}
+
+
 def virtualization() -> str | None:
     """'qemu' (or the hypervisor's vendor) when this "device" is a virtual machine, so an
     emulated Cortex-A72 is never reported as a Raspberry Pi; None on bare metal."""
@@ -365,6 +481,9 @@ class Model:
 
     runtime = ""
     runtime_version = ""
+    accelerator: dict[str, Any]
+    """What runs the graph as the runtime reports it after loading (see provider_in_use,
+    delegate_in_use): recorded with the model, never assumed from what was asked."""
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
 
@@ -392,7 +511,7 @@ ONNX_DTYPES = {
 
 
 class OnnxModel(Model):
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, ep: str = "") -> None:
         try:
             import onnxruntime as ort
         except Exception as exc:
@@ -405,15 +524,17 @@ class OnnxModel(Model):
             options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        provider = resolve_provider(ort, ep)
         try:
             self.session = ort.InferenceSession(
-                path, sess_options=options, providers=["CPUExecutionProvider"]
+                path, sess_options=options, providers=session_providers(provider)
             )
         except Exception as exc:
             raise RunnerError(
                 "bad_model",
                 f"onnxruntime cannot load {os.path.basename(path)}: {last_line(exc)}",
             ) from exc
+        self.accelerator = provider_in_use(self.session, provider)
         self.runtime = "onnxruntime"
         self.runtime_version = ort.__version__
         self.inputs = [
@@ -438,7 +559,7 @@ class OnnxModel(Model):
 
 
 class TfliteModel(Model):
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, delegate: str = "") -> None:
         interpreter_cls: Any = None
         errors = []
         for module, name in (
@@ -465,8 +586,11 @@ class TfliteModel(Model):
             kwargs: dict[str, Any] = {"model_path": path}
             if threads > 0:
                 kwargs["num_threads"] = threads
+            kwargs.update(delegate_kwargs(interpreter_cls, self.runtime, delegate))
             self.interp = interpreter_cls(**kwargs)
             self.interp.allocate_tensors()
+        except RunnerError:
+            raise
         except Exception as exc:
             raise RunnerError(
                 "bad_model",
@@ -491,6 +615,7 @@ class TfliteModel(Model):
 
         self.inputs = [describe(d) for d in self.interp.get_input_details()]
         self.outputs = [describe(d) for d in self.interp.get_output_details()]
+        self.accelerator = delegate_in_use(self.interp, delegate)
 
     def prepare(self, feeds: dict[str, Any]) -> None:
         """Resize dynamic inputs to the feeds' shapes (one allocation), then set them."""
@@ -523,16 +648,20 @@ class TfliteModel(Model):
         return out
 
 
-def load_model(path: str, runtime: str, threads: int) -> Model:
+def load_model(path: str, runtime: str, threads: int, ep: str = "", delegate: str = "") -> Model:
     if not os.path.isfile(path):
         raise RunnerError("bad_model", f"model file not found on device: {path}")
     ext = os.path.splitext(path)[1].lower()
     if runtime == "auto":
         runtime = {".onnx": "onnxruntime", ".tflite": "litert"}.get(ext, "")
     if runtime == "onnxruntime":
-        return OnnxModel(path, threads)
+        if delegate:
+            raise RunnerError("bad_accelerator", "--delegate applies to TFLite models only")
+        return OnnxModel(path, threads, ep)
     if runtime == "litert":
-        return TfliteModel(path, threads)
+        if ep:
+            raise RunnerError("bad_accelerator", "--ep applies to ONNX models only")
+        return TfliteModel(path, threads, delegate)
     raise RunnerError("bad_model", f"unknown model format {ext!r} (expected .onnx or .tflite)")
 
 
@@ -936,7 +1065,13 @@ def warmup(invoke: Callable[[], None], count: int, seconds: float) -> tuple[int,
 
 
 def emit_hello() -> None:
-    emit("hello", runner=RUNNER_VERSION, device=device_facts(), runtimes=runtime_versions())
+    emit(
+        "hello",
+        runner=RUNNER_VERSION,
+        device=device_facts(),
+        runtimes=runtime_versions(),
+        accelerators=available_accelerators(),
+    )
 
 
 def import_numpy() -> Any:
@@ -950,10 +1085,12 @@ def import_numpy() -> Any:
     return np
 
 
-def timed_load(path: str, runtime: str, threads: int) -> tuple[Model, float]:
+def timed_load(
+    path: str, runtime: str, threads: int, ep: str = "", delegate: str = ""
+) -> tuple[Model, float]:
     """The model and how long loading it took, in ms."""
     start = time.perf_counter()
-    model = load_model(path, runtime, threads)
+    model = load_model(path, runtime, threads, ep, delegate)
     return model, (time.perf_counter() - start) * 1000
 
 
@@ -972,6 +1109,7 @@ def emit_model(
         load_ms=load_ms,
         threads=threads,
         rss_after_load=peak_rss_bytes(),
+        **model.accelerator,
         **extra,
     )
     emit("env", when="before", **environment())
@@ -1052,7 +1190,7 @@ def cmd_clock(_: argparse.Namespace) -> int:
 
 
 def timed_run(args: argparse.Namespace, np: Any) -> int:
-    model, load_ms = timed_load(args.model, args.runtime, args.threads)
+    model, load_ms = timed_load(args.model, args.runtime, args.threads, args.ep, args.delegate)
     feeds, described = make_inputs(model, args.input, args.seed, dict(args.input_shape))
     try:
         model.prepare(feeds)
@@ -1317,7 +1455,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     start_lifeline(args)
     emit_hello()
     np = import_numpy()
-    model, load_ms = timed_load(args.model, "onnxruntime", args.threads)
+    model, load_ms = timed_load(args.model, "onnxruntime", args.threads, args.ep)
     assert isinstance(model, OnnxModel)
     generator = Generator(model, args.head_size)
     try:
@@ -1406,6 +1544,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="NAME=1x3x640x640 (or DIMS for the only input): values for symbolic dims",
     )
+    run.add_argument("--ep", default="", help="onnxruntime execution provider (default: CPU)")
+    run.add_argument(
+        "--delegate",
+        default="",
+        choices=["", "xnnpack", "none"],
+        help="LiteRT: XNNPACK on or off (default: the runtime's own choice)",
+    )
     run.add_argument("--dump-outputs", default=None)
     run.add_argument(
         "--op-profile",
@@ -1427,6 +1572,7 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--repeat", type=int, default=3, help="timed generations")
     gen.add_argument("--warmup", type=int, default=1, help="untimed generations first")
     gen.add_argument("--threads", type=int, default=0)
+    gen.add_argument("--ep", default="", help="onnxruntime execution provider (default: CPU)")
     for timed in (run, gen):
         timed.add_argument(
             "--deadline", type=float, default=0.0, help="stop after this many seconds (0: never)"

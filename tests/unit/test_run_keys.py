@@ -3,7 +3,8 @@ typed records, and must come out with the keys the dict-building writers gave th
 fixtures were taken from runs made before the records existed). Values differ run to run;
 keys, including those written as null, must not. A new key is added to the fixtures on
 purpose, with the change that writes it (`inputs` and `settings.input_shapes`: the inputs
-a run was fed, and the shapes asked for)."""
+a run was fed, and the shapes asked for; `settings.ep`/`delegate`, `runtime.ep`/`providers`
+and `accelerators`: what ran the graph, asked and used, and what the device offered)."""
 
 from __future__ import annotations
 
