@@ -58,6 +58,9 @@ def test_cli_and_api_defaults_are_identical(name: str) -> None:
             cli_default = 0.05  # "5%", parsed by its callback
         if param.name == "input_shapes":
             assert cli_default in ((), None) and not param.default
+        elif param.name in ("ep", "delegate"):
+            # Not given: the target's [run] default, else the runtime's own; "" in the API.
+            assert cli_default in ((), None) and param.default == ""
         elif callable(cli_default):
             assert param.default == "local"  # -t: $EDGETOOL_TARGET or local
         else:
