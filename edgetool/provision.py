@@ -107,8 +107,12 @@ if os.path.isdir(wheels):
 print("\n".join(removed))
 """
 
+# os.sync() first: the venv's files reach the disk before the marker says they are there,
+# so a board powered off (or an emulator stopped) right after provisioning keeps a whole
+# venv rather than a marker over half-written files.
 _WRITE_MARKER = r"""
 import os, sys
+os.sync()
 path, text = sys.argv[1], sys.argv[2]
 tmp = path + ".tmp"
 with open(tmp, "w") as f:

@@ -22,6 +22,7 @@ from edgetool.cli.common import (
 )
 from edgetool.errors import ResultsError
 from edgetool.results.compare import (
+    DETERMINISTIC_PREFIX,
     METRICS,
     PairComparison,
     SetComparison,
@@ -34,16 +35,30 @@ from edgetool.results.manifest import (
     RepetitionSummary,
     RunManifest,
     Summary,
+    TargetInfo,
 )
 from edgetool.results.op_profile import OpProfile, OpRow, read_op_profile, top
 from edgetool.results.store import Run, find_run, iter_run_dirs, load_run
-from edgetool.units import human_bytes
+from edgetool.units import human_bytes, latency_unit
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
+
+
+def instruction_counts(target: TargetInfo) -> bool:
+    """The run's times are emulated instruction counts (QEMU -icount), not time."""
+    return (target.time_base or "").startswith(DETERMINISTIC_PREFIX)
+
+
+def _latency_cell(value_ms: float | None, instructions: bool) -> str:
+    """`0.412 ms`, or `64.42 k instr` on an instruction time base."""
+    if value_ms is None:
+        return "—"
+    name, scale = latency_unit(value_ms, instructions)
+    return f"{_num(value_ms * scale)} {name}"
 
 
 def _mj(figure: EnergyFigure | None, what: str) -> str:
@@ -90,8 +105,11 @@ def _tail_note(beyond: float | None) -> str:
     return f"  [dim](~{beyond:g} samples beyond it)[/dim]"
 
 
-def repetition_lines(reps: RepetitionSummary | None, unit: str = "latency (ms)") -> list[str]:
-    """The run-level estimate: what a rerun would see, with its uncertainty."""
+def repetition_lines(
+    reps: RepetitionSummary | None, unit: str = "latency (ms)", scale: float = 1.0
+) -> list[str]:
+    """The run-level estimate: what a rerun would see, with its uncertainty (values in ms,
+    times SCALE: the unit's factor from ms)."""
     if reps is None:
         return [
             "\n  [dim]one repetition (a run from before repetitions): uncertainty unknown[/dim]"
@@ -100,13 +118,17 @@ def repetition_lines(reps: RepetitionSummary | None, unit: str = "latency (ms)")
     count = reps.count
     ci = reps.ci
     if ci:
-        spread = f"  [{ci[0]:.4g}, {ci[1]:.4g}] {round(100 * (reps.confidence or 0))}% CI"
+        spread = (
+            f"  [{ci[0] * scale:.4g}, {ci[1] * scale:.4g}] "
+            f"{round(100 * (reps.confidence or 0))}% CI"
+        )
     else:
         spread = "  uncertainty: unknown (one repetition)"
-    medians = ", ".join(f"{m:.4g}" for m in reps.medians_ms or [])
+    medians = ", ".join(f"{m * scale:.4g}" for m in reps.medians_ms or [])
+    estimate = float("nan") if reps.estimate_ms is None else reps.estimate_ms * scale
     return [
         f"\n  {unit}, run estimate over {count} repetition{'s' if count != 1 else ''} ({kind})",
-        f"  median {reps.estimate_ms:10.4g}{spread}",
+        f"  median {estimate:10.4g}{spread}",
         f"  [dim]repetition medians: {medians} — {reps.method}[/dim]",
     ]
 
@@ -154,8 +176,14 @@ def print_summary(manifest: RunManifest, summary: Summary | None) -> None:
             out.print(f"  prefill              {gen.prefill_tokens_per_s:10.1f} tokens/s")
         if gen.decode_tokens_per_s is not None:
             out.print(f"  decode               {gen.decode_tokens_per_s:10.1f} tokens/s")
-    unit = "decode step latency (ms)" if gen else "latency (ms)"
-    for line in repetition_lines(summary.repetitions, unit):
+    instructions = instruction_counts(target)
+    name, scale = latency_unit(lat.p50, instructions)
+
+    def fmt(value: float | None) -> str:
+        return _fmt(None if value is None else value * scale)
+
+    unit = f"decode step latency ({name})" if gen else f"latency ({name})"
+    for line in repetition_lines(summary.repetitions, unit, scale):
         out.print(line)
     # A runner that reports aggregates only (benchmark_model) has no percentiles: say so
     # plainly rather than printing blanks.
@@ -164,21 +192,21 @@ def print_summary(manifest: RunManifest, summary: Summary | None) -> None:
     out.print(f"\n                 per inference, n={lat.count}{note}")
     if not aggregate:
         support = lat.tail_support or {}
-        out.print(f"  p50   {_fmt(lat.p50):>10}")
+        out.print(f"  p50   {fmt(lat.p50):>10}")
         for key, value in (
             ("p90", lat.p90),
             ("p95", lat.p95),
             ("p99", lat.p99),
             ("p999", lat.p999),
         ):
-            out.print(f"  {key:<5} {_fmt(value):>10}{_tail_note(support.get(key))}")
-    out.print(f"  min   {_fmt(lat.min):>10}")
-    out.print(f"  max   {_fmt(lat.max):>10}")
-    out.print(f"  mean  {_fmt(lat.mean):>10} ± {_fmt(lat.std)}")
-    if summary.throughput_per_s:
+            out.print(f"  {key:<5} {fmt(value):>10}{_tail_note(support.get(key))}")
+    out.print(f"  min   {fmt(lat.min):>10}")
+    out.print(f"  max   {fmt(lat.max):>10}")
+    out.print(f"  mean  {fmt(lat.mean):>10} ± {fmt(lat.std)}")
+    if summary.throughput_per_s and not instructions:  # a rate per second of what clock?
         out.print(f"  rate  {summary.throughput_per_s:>10.1f} inferences/s")
     if summary.first_inference_ms is not None:
-        out.print(f"  first {_fmt(summary.first_inference_ms):>10}  (cold, not in stats)")
+        out.print(f"  first {fmt(summary.first_inference_ms):>10}  (cold, not in stats)")
     if aggregate and summary.load_ms is not None:
         out.print(f"  init  {_fmt(summary.load_ms):>10}  (interpreter set-up)")
     if summary.peak_rss:
@@ -221,6 +249,7 @@ def list_runs(root: Path | None, as_json: bool) -> None:
                 "model": run.manifest.artifact_info.name,
                 "count": len(run.samples_ns),
                 "p50_ms": lat.p50,
+                "instructions": instruction_counts(run.manifest.target_info),
                 "dir": str(run_dir),
             }
         )
@@ -236,7 +265,7 @@ def list_runs(root: Path | None, as_json: bool) -> None:
     # Run ids and names are copied into the next command: never cut with "…".
     for column in ("run", "status", "target", "model"):
         table.add_column(column, no_wrap=True)
-    for column in ("n", "p50 ms"):
+    for column in ("n", "p50"):
         table.add_column(column, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(
@@ -245,7 +274,7 @@ def list_runs(root: Path | None, as_json: bool) -> None:
             str(row["target"]),
             str(row["model"]),
             str(row["count"]),
-            _fmt(row["p50_ms"]),
+            _latency_cell(row["p50_ms"], row["instructions"]),
         )
     print_whole(console(), table)
 
@@ -634,8 +663,8 @@ def _print_comparison(result: SetComparison) -> None:
         table.add_row(
             escape(pair.model),
             escape(pair.target),
-            f"{_num(lat.before)} ms" if lat else "—",
-            f"{_num(lat.after)} ms" if lat else "—",
+            _latency_cell(lat.before, pair.exact) if lat else "—",
+            _latency_cell(lat.after, pair.exact) if lat else "—",
             _change_cell(pair),
             _verdict_cell(pair),
             _mdc_cell(pair),

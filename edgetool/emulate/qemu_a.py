@@ -39,6 +39,14 @@ TIME_BASE = (
     "emulated Cortex-A72 (QEMU TCG binary translation on the host): wall-clock times of "
     "the emulator, not of a Raspberry Pi"
 )
+ICOUNT = "shift=0,sleep=off,align=off"
+"""QEMU's virtual clock advances 1 ns per emulated instruction (shift=0); idle time is
+skipped instead of slept (sleep=off), and the guest is never held back to the host's
+pace (align=off): the guest clock then counts instructions, whatever the host's load."""
+ICOUNT_TIME_BASE = (
+    "emulated instructions (QEMU -icount shift=0 on an emulated Cortex-A72: 1 ns of guest "
+    "clock = 1 instruction; instructions, not cycles: no cache or pipeline model)"
+)
 
 
 def qemu_binary() -> str:
@@ -61,6 +69,17 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def _qemus_on(overlay: Path) -> list[int]:
+    """Every QEMU process booting OVERLAY, straight from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            line = _cmdline(int(entry.name))
+            if "qemu-system-aarch64" in line and str(overlay) in line:
+                found.append(int(entry.name))
+    return found
+
+
 class QemuArm64:
     """build/start/stop/status of one emulated Pi; its state file overlays the target's
     transport, so after `start` the target is used exactly like a real `rpi4`."""
@@ -76,10 +95,25 @@ class QemuArm64:
         self.memory_mb = self._int(reader, "memory_mb", 2048, 256, 65536)
         self.boot_timeout = float(self._int(reader, "boot_timeout", 600, 10, 7200))
         self.fixed_port = self._int(reader, "port", 0, 0, 65535)
+        self.icount = bool(reader.get("icount", bool, "true or false", False))
+        if self.icount and self.cores != 1:
+            # Under -icount QEMU runs every vCPU on one host thread, in turns whose length
+            # depends on the host: more than one core makes the counts depend on it too.
+            reader.problem(f"key '{reader.key('cores')}' must be 1 when icount = true")
+        # A sibling target whose image and provisioned disk this one boots (read-only: a
+        # throwaway overlay on top of the sibling's), so runtimes are provisioned once.
+        self.disk_of: str | None = reader.text("disk_of", None)
         reader.finish()  # every [emulator] problem at once; other keys are unknown
         self.state_file = emulator_state_file(self.name)
         self.dir = self.state_file.parent / self.name
         self.overlay = self.dir / "overlay.qcow2"
+        disk_name = self.disk_of or self.name
+        self.image_name = disk_name
+        self.base_overlay = (
+            emulator_state_file(disk_name).parent / disk_name / "overlay.qcow2"
+            if self.disk_of
+            else None
+        )
 
     @staticmethod
     def _int(reader: TableReader, key: str, default: int, lo: int, hi: int) -> int:
@@ -92,7 +126,7 @@ class QemuArm64:
     # -- image -------------------------------------------------------------------------
 
     def build(self, stage: Stage = no_stage) -> tuple[Image, bool]:
-        return build_image(self.recipe, self.name, stage)
+        return build_image(self.recipe, self.image_name, stage)
 
     def build_image(self, stage: Stage = no_stage) -> BuiltImage:
         """`emulate build`: the cached image, built first when there is none."""
@@ -108,7 +142,7 @@ class QemuArm64:
         )
 
     def image(self) -> Image | None:
-        return cached_image(self.recipe, self.name)
+        return cached_image(self.recipe, self.image_name)
 
     # -- state -------------------------------------------------------------------------
 
@@ -126,13 +160,7 @@ class QemuArm64:
     def orphans(self) -> list[int]:
         """QEMU processes on our overlay that no state file accounts for (a killed run)."""
         known = (self._read_state() or {}).get("pid")
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and int(entry.name) != known:
-                line = _cmdline(int(entry.name))
-                if "qemu-system-aarch64" in line and str(self.overlay) in line:
-                    found.append(int(entry.name))
-        return found
+        return [pid for pid in _qemus_on(self.overlay) if pid != known]
 
     def state(self) -> dict[str, Any] | None:
         """The running, ready emulator's state; None otherwise."""
@@ -230,6 +258,9 @@ class QemuArm64:
 
     def _prepare_overlay(self, image: Image, fresh: bool) -> None:
         """A qcow2 overlay backed by the cached image; a new one when the image changed."""
+        if self.disk_of and self.base_overlay:
+            self._prepare_shared_overlay(self.disk_of, self.base_overlay)
+            return
         record = self.dir / "overlay.json"
         try:
             backing = json.loads(record.read_text()).get("image")
@@ -247,7 +278,32 @@ class QemuArm64:
         )  # fmt: skip
         record.write_text(json.dumps({"image": str(image.disk)}))
 
+    def _prepare_shared_overlay(self, sibling: str, base: Path) -> None:
+        """A new throwaway overlay on the sibling's disk at every start: each boot sees
+        the sibling's provisioned runtimes as they are now, and writes nothing back."""
+        if not base.exists():
+            raise DeviceError(
+                f"{self.name} boots {sibling}'s provisioned disk, and {sibling} has none yet",
+                hint=f"Run `edgetool emulate start {sibling}`, `edgetool provision --target "
+                f"{sibling}` and `edgetool emulate stop {sibling}` once.",
+            )
+        if _qemus_on(base):
+            raise DeviceError(
+                f"{sibling} is running: {self.name} boots its disk, which must not change "
+                "underneath it",
+                hint=f"Stop it first: `edgetool emulate stop {sibling}`.",
+            )
+        qemu_img = require_tool("qemu-img", "qemu-utils")
+        self.overlay.unlink(missing_ok=True)
+        log.info("create overlay %s on %s", self.overlay, base)
+        subprocess.run(
+            [qemu_img, "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "qcow2",
+             str(self.overlay)],
+            check=True, stdin=subprocess.DEVNULL, capture_output=True,
+        )  # fmt: skip
+
     def argv(self, binary: str, image: Image, port: int) -> list[str]:
+        icount = ["-icount", ICOUNT] if self.icount else []
         return [
             binary,
             "-M", MACHINE, "-cpu", CPU, "-smp", str(self.cores), "-m", str(self.memory_mb),
@@ -261,6 +317,7 @@ class QemuArm64:
             "-netdev", f"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=net0",
             "-device", "virtio-rng-pci",
+            *icount,
         ]  # fmt: skip
 
     def _boot(
@@ -289,8 +346,10 @@ class QemuArm64:
             "log": str(console),
             "argv": argv,
             "emulated_cpu": True,
-            "emulator": f"qemu-system-aarch64 -M {MACHINE} -cpu {CPU} -smp {self.cores} (TCG)",
-            "time_base": TIME_BASE,
+            "emulator": f"qemu-system-aarch64 -M {MACHINE} -cpu {CPU} -smp {self.cores}"
+            + (f" -icount {ICOUNT}" if self.icount else "")
+            + " (TCG)",
+            "time_base": ICOUNT_TIME_BASE if self.icount else TIME_BASE,
             "transport": {
                 "host": "127.0.0.1",
                 "port": port,

@@ -186,8 +186,8 @@ def test_emulator_options_are_checked_by_their_emulator(home: Path, tmp_path: Pa
     assert problem_lines(str(info.value)) == [
         "key 'emulator.free_mb' must be an integer >= 256",
         "key 'emulator.cores' must be an integer from 1 to 64",
-        "unknown key 'emulator.memroy_mb' (known keys: boot_timeout, cores, free_mb, "
-        "hostname, memory_mb, mirror, packages, port, security_mirror, suite, user)",
+        "unknown key 'emulator.memroy_mb' (known keys: boot_timeout, cores, disk_of, free_mb, "
+        "hostname, icount, memory_mb, mirror, packages, port, security_mirror, suite, user)",
     ]
     loopback = write(
         tmp_path / "lb.toml", '[transport]\ntype = "local"\n[emulator]\ntype = "sshd"\ncores = 2\n'
