@@ -20,7 +20,6 @@ Uses the cached image and wheels (`edgetool emulate build rpi4-qemu`, `edgetool 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import Result, scratch
+from icount_baseline import edgetool
 
 from edgetool import paths
 
@@ -38,16 +38,6 @@ ICOUNT = "rpi4-qemu-icount"
 SMALL = "1,1,32,32"
 # model (a zoo name, or a zoo name exported at SMALL) -> inferences per repetition
 MODELS = {"tiny-mlp": 50, "lenet": 20, "cbnet": 20, "fsrcnn-x4@32": 3, "tinylut-s-x4@32": 3}
-
-
-def edgetool(*args: str) -> Any:
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgetool", *args, "--json"],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
-    )  # fmt: skip
-    if proc.returncode != 0:
-        sys.exit(f"edgetool {' '.join(args)} failed: {proc.stderr.strip()[-400:]}")
-    return json.loads(proc.stdout)
 
 
 def stop(target: str) -> None:
