@@ -92,7 +92,20 @@ def pytest_configure(config: pytest.Config) -> None:
         "edge(targets=[...], kinds=[...]): run only on these edgetool targets or kinds",
     )
     if any(config.getoption(name) for name in _OPTIONS):
-        config.stash[_KEY] = EdgeSession.from_config(config)
+        edge = EdgeSession.from_config(config)
+        if not config.getoption("help", False):
+            from edgetool.errors import EdgetoolError
+
+            try:
+                edge.check()
+            except EdgetoolError as exc:
+                # Before collection: one line and pytest's usage exit, not an error per test.
+                raise pytest.UsageError(f"edgetool: {_one_line(exc)}") from None
+        config.stash[_KEY] = edge
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 def _session(config: pytest.Config) -> EdgeSession | None:
@@ -121,6 +134,8 @@ class EdgeSession:
     _emulators: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     _env: dict[str, str | None] = field(default_factory=dict)
+    _held: str | None = None
+    _place_error: Exception | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> EdgeSession:
@@ -140,6 +155,13 @@ class EdgeSession:
             inconclusive=config.getoption("edge_inconclusive"),
         )
 
+    def check(self) -> None:
+        """Refuse what is wrong on the command line before any test runs: unknown targets,
+        a malformed --edge-place."""
+        for name in self.targets:
+            self.kind(name)
+        _place_tags(self.place)
+
     def kind(self, name: str) -> str:
         """The target's kind, read from its TOML (no connection: used at collection)."""
         if name not in self._kinds:
@@ -150,10 +172,21 @@ class EdgeSession:
 
     def hold_place(self) -> None:
         """Hold --edge-place for the session (once), its resources as EDGETOOL_<T>_*."""
-        if self.place is None or "place" in self._loaded:
+        if self.place is None or self._held is not None:
             return
+        if self._place_error is not None:
+            # Once failed, every later test fails the same way: none may silently run on
+            # whatever the TOML points at instead of the place.
+            raise self._place_error
+        try:
+            self._hold_place(self.place)
+        except Exception as exc:
+            self._place_error = exc
+            raise
+
+    def _hold_place(self, spec: str) -> None:
         from edgetool.errors import ConfigError
-        from edgetool.farm.places import LabgridPlaces, open_places
+        from edgetool.farm.places import LabgridPlaces, open_places, resources_env
 
         provider = open_places(None)
         if not isinstance(provider, LabgridPlaces):
@@ -161,9 +194,9 @@ class EdgeSession:
                 "--edge-place needs a labgrid coordinator",
                 hint="set EDGETOOL_COORDINATOR=HOST:PORT",
             )
-        name = self.place
-        if "=" in self.place:
-            tags = dict(item.split("=", 1) for item in self.place.split(","))
+        name = spec
+        tags = _place_tags(spec)
+        if tags:
             known = provider.places()
             found = [
                 place
@@ -171,12 +204,14 @@ class EdgeSession:
                 if all({**info.tags, "name": place}.get(k) == v for k, v in tags.items())
             ]
             if not found:
-                raise ConfigError(f"no labgrid place carries {self.place}")
+                raise ConfigError(f"no labgrid place carries {spec}")
             name = found[0]
-        self._loaded["place"] = name
+        # One hold for the session (a second reservation of the same place would wait for
+        # ourselves); its resources address every --edge-target.
+        held = self._stack.enter_context(provider.hold(self.targets[0], timeout=600.0, place=name))
+        self._held = name
         for target in self.targets:
-            held = self._stack.enter_context(provider.hold(target, timeout=600.0, place=name))
-            for key, value in held.env.items():
+            for key, value in resources_env(target, held.resources).items():
                 self._env.setdefault(key, os.environ.get(key))
                 os.environ[key] = value
 
@@ -240,13 +275,38 @@ class EdgeSession:
         return with_runs[-1] if with_runs else None
 
 
+def _place_tags(spec: str | None) -> dict[str, str]:
+    """`key=value[,key=value]` as a dict; a plain place name has none."""
+    if spec is None or "=" not in spec:
+        return {}
+    tags: dict[str, str] = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            from edgetool.errors import UsageError
+
+            raise UsageError(
+                f"--edge-place {spec!r}: {item!r} is not key=value",
+                hint="give a place name, or tags as key=value[,key=value]",
+            )
+        tags[key.strip()] = value.strip()
+    return tags
+
+
 _KEY = pytest.StashKey[EdgeSession]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     edge = _session(config)
     if edge is not None:
-        edge.close()
+        from edgetool.errors import EdgetoolError
+
+        try:
+            edge.close()
+        except EdgetoolError as exc:  # a place not given back: say how, once, no traceback
+            import sys
+
+            sys.stderr.write(f"edgetool: {_one_line(exc)}\n")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -292,7 +352,13 @@ def edge_emulator(request: pytest.FixtureRequest) -> dict[str, Any] | None:
 def edge_target(request: pytest.FixtureRequest) -> Any:
     """A connected, checked Target: one per --edge-target, for the whole session."""
     edge = _require(request)
-    return edge.target(_name(request, edge))
+    from edgetool.errors import EdgetoolError
+
+    try:
+        return edge.target(_name(request, edge))
+    except EdgetoolError as exc:
+        # The device or the place is the problem, not the test: say it in one line.
+        pytest.fail(f"edgetool: {_one_line(exc)}", pytrace=False)
 
 
 def _record(run: Run, record_property: Callable[[str, object], None]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.metadata
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -133,6 +132,42 @@ def test_inconclusive_can_be_a_failure(pytester: pytest.Pytester, home: Path) ->
 def test_unknown_target_is_one_clear_error(pytester: pytest.Pytester, home: Path) -> None:
     pytester.makepyfile("def test_x(edge_target):\n    pass\n")
     result = pytester.runpytest_subprocess(*_plugin_args(), "--edge-target=nope")
-    assert result.ret != 0
-    assert "unknown target 'nope'" in result.stdout.str() + result.stderr.str()
-    assert sys.executable  # the subprocess used this interpreter
+    # refused before collection, as pytest refuses a bad option: no fixture error per test
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert "ERROR: edgetool: unknown target 'nope' (known: " in err
+    assert "Add targets/NAME.toml or pass --targets-dir." in err
+    assert [ln for ln in err.splitlines() if ln.strip()] == [err.strip()]
+    assert "Traceback" not in err + result.stdout.str()
+    assert "test_x" not in result.stdout.str()
+
+
+def test_malformed_place_is_one_clear_error(pytester: pytest.Pytester, home: Path) -> None:
+    pytester.makepyfile("def test_x(edge_target):\n    pass\n")
+    result = pytester.runpytest_subprocess(*_plugin_args(), "--edge-place=board=pi,fast")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str().strip()
+    assert err.startswith("ERROR: edgetool: --edge-place 'board=pi,fast': 'fast' is not key=value")
+    assert "\n" not in err
+
+
+def test_unreachable_device_fails_its_tests_in_one_line(
+    pytester: pytest.Pytester, home: Path
+) -> None:
+    """A target that exists but cannot be reached: each test that needs it fails with
+    edgetool's message, not a traceback through the fixture."""
+    targets = home / "targets"
+    targets.mkdir()
+    (targets / "gone.toml").write_text(
+        'kind = "linux"\nruntimes = ["onnxruntime"]\n'
+        '[transport]\ntype = "ssh"\nhost = "127.0.0.1"\nport = 9\n'
+        "use_ssh_config = false\nconnect_timeout = 2\n"
+    )
+    pytester.makepyfile("def test_x(edge_target):\n    pass\n")
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), "--edge-target=gone", f"--edge-targets-dir={targets}"
+    )
+    result.assert_outcomes(errors=1)
+    out = result.stdout.str()
+    assert "Traceback" not in out and "def edge_target" not in out
+    result.stdout.fnmatch_lines(["*edgetool: *127.0.0.1*"])
