@@ -196,8 +196,8 @@ class EdgeSession:
             )
         name = spec
         tags = _place_tags(spec)
+        known = provider.places()
         if tags:
-            known = provider.places()
             found = [
                 place
                 for place, info in sorted(known.items())
@@ -206,14 +206,15 @@ class EdgeSession:
             if not found:
                 raise ConfigError(f"no labgrid place carries {spec}")
             name = found[0]
+        info = known.get(name)
+        target = _place_target(name, info.tags if info else {}, self.targets)
         # One hold for the session (a second reservation of the same place would wait for
-        # ourselves); its resources address every --edge-target.
-        held = self._stack.enter_context(provider.hold(self.targets[0], timeout=600.0, place=name))
+        # ourselves); its resources address the one target it is for, never `local` too.
+        held = self._stack.enter_context(provider.hold(target, timeout=600.0, place=name))
         self._held = name
-        for target in self.targets:
-            for key, value in resources_env(target, held.resources).items():
-                self._env.setdefault(key, os.environ.get(key))
-                os.environ[key] = value
+        for key, value in resources_env(target, held.resources).items():
+            self._env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
 
     def emulator(self, name: str) -> dict[str, Any] | None:
         """Start NAME's emulator if it has one and is not running; stopped at the end."""
@@ -273,6 +274,23 @@ class EdgeSession:
 
         with_runs = [d for d in earlier if any(iter_run_dirs(d))]
         return with_runs[-1] if with_runs else None
+
+
+def _place_target(place: str, tags: dict[str, str], targets: list[str]) -> str:
+    """The --edge-target a place's resources address: the one its `edgetool` tag names
+    (as the farm reads it), else the one named like the place, else the only one."""
+    from edgetool.errors import UsageError
+
+    for wanted in (tags.get("edgetool"), place):
+        if wanted in targets:
+            return wanted
+    if len(targets) == 1:
+        return targets[0]
+    raise UsageError(
+        f"--edge-place: labgrid place {place} is for none of the --edge-targets "
+        f"({', '.join(targets)})",
+        hint=f"tag it edgetool=TARGET (labgrid-client -p {place} set-tags edgetool=TARGET)",
+    )
 
 
 def _place_tags(spec: str | None) -> dict[str, str]:
@@ -357,8 +375,10 @@ def edge_target(request: pytest.FixtureRequest) -> Any:
     try:
         return edge.target(_name(request, edge))
     except EdgetoolError as exc:
-        # The device or the place is the problem, not the test: say it in one line.
-        pytest.fail(f"edgetool: {_one_line(exc)}", pytrace=False)
+        problem = _one_line(exc)
+    # The device or the place is the problem, not the test: one line (outside the except,
+    # so no "during handling of the above exception" chain is printed).
+    pytest.fail(f"edgetool: {problem}", pytrace=False)
 
 
 def _record(run: Run, record_property: Callable[[str, object], None]) -> None:

@@ -170,4 +170,18 @@ def test_unreachable_device_fails_its_tests_in_one_line(
     result.assert_outcomes(errors=1)
     out = result.stdout.str()
     assert "Traceback" not in out and "def edge_target" not in out
+    assert "During handling" not in out
     result.stdout.fnmatch_lines(["*edgetool: *127.0.0.1*"])
+
+
+def test_a_place_addresses_one_target() -> None:
+    """Its `edgetool` tag names the target, else its own name, else the only one; with
+    several targets and none named, the user is told how to say which."""
+    from edgetool.errors import UsageError
+    from edgetool.pytest_plugin import _place_target
+
+    assert _place_target("bench-3", {"edgetool": "rpi4"}, ["local", "rpi4"]) == "rpi4"
+    assert _place_target("rpi4", {}, ["local", "rpi4"]) == "rpi4"
+    assert _place_target("bench-3", {}, ["rpi4"]) == "rpi4"
+    with pytest.raises(UsageError, match="bench-3 is for none of the --edge-targets"):
+        _place_target("bench-3", {"board": "pi"}, ["local", "rpi4"])
