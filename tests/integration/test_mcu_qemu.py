@@ -383,7 +383,8 @@ def test_deploys_complete_at_ber_1e3_both_ways_with_every_sample_checked(
         hz = int(clean.info().extended["tick-hz"])
     finally:
         clean.close()
-    allowed = {t * 1_000_000_000 // hz for t in range(min(truth), max(truth) + 1)}
+    # ±1 SysTick tick around the clean run's range: a clean run of 20 can show one value only
+    allowed = {t * 1_000_000_000 // hz for t in range(min(truth) - 1, max(truth) + 2)}
     bad_lines = 0
     for seed in (1, 2, 3):
         proxy = BitFlipProxy(("127.0.0.1", port), ber=1e-3, seed=seed, both=True)
