@@ -16,7 +16,7 @@ import click
 from edgetool import events, paths
 from edgetool.api import RUN_DEFAULTS
 from edgetool.cli.common import console, emit_json, get_target, json_option, writable_dir
-from edgetool.flows.base import Observer, RunSettings
+from edgetool.flows.base import Observer
 from edgetool.units import human_bytes
 
 if TYPE_CHECKING:
@@ -205,19 +205,6 @@ def measure_options(command: F) -> F:
     for option in reversed(_MEASURE_OPTIONS):
         command = option(command)
     return command
-
-
-def measured_settings(
-    *,
-    input_path: Path | None,
-    input_shapes: tuple[tuple[str, tuple[int, ...]], ...] = (),
-    **options: Any,
-) -> RunSettings:
-    """RunSettings from the measure options (and whatever a command adds): the API's
-    `run_settings`, so a command and a script measure alike."""
-    from edgetool.api import run_settings
-
-    return run_settings(input=input_path, input_shapes=input_shapes, **options)
 
 
 def target_option(
