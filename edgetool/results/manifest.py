@@ -405,6 +405,8 @@ class RunManifest(Record):
     parity: Parity | None = field(default=None, metadata=_spec(_section(Parity)))
     generations: list[dict[str, Any]] | None = field(default=None, metadata=_spec(_tables))
     ab: AbInfo | None = field(default=None, metadata=_spec(_section(AbInfo)))
+    split: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
+    """A split run's plan: server, links, cut points, codecs and their accuracy cost."""
 
     @property
     def target_info(self) -> TargetInfo:
@@ -552,6 +554,8 @@ class Summary(Record):
     synthetic: bool | None = field(default=None, metadata=_spec(_bool))
     emulated: bool | None = field(default=None, metadata=_spec(_bool))
     time_base: str | None = field(default=None, metadata=_spec(_str))
+    split: dict[str, Any] | None = field(default=None, metadata=_spec(_table))
+    """A split run's figures per link, cut and codec (`results.split.summarize`)."""
 
     @property
     def latency_info(self) -> LatencySummary:
