@@ -47,6 +47,21 @@ def write_text_atomic(
         raise
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """`data` written as `write_text_atomic` writes text: a model file another process may
+    be loading (a cached split head or tail) is never seen half-written."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """`data` as indented, key-sorted JSON with a final newline, written atomically."""
 

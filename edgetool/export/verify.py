@@ -92,6 +92,17 @@ class ArtifactRunner:
             self.in_details = self.interp.get_input_details()
             self.out_details = self.interp.get_output_details()
 
+    def outputs(self, feeds: list[np.ndarray]) -> list[np.ndarray]:
+        """Every output in the model's order, as the runtime returns it (dtype kept):
+        a split model's head hands its tensor to the tail unchanged."""
+        if self.format == "onnx":
+            out = self.session.run(None, dict(zip(self.input_names, feeds, strict=True)))
+            return [np.asarray(value) for value in out]
+        for detail, value in zip(self.in_details, feeds, strict=True):
+            self.interp.set_tensor(detail["index"], _quantize(value, detail))
+        self.interp.invoke()
+        return [np.asarray(self.interp.get_tensor(d["index"])) for d in self.out_details]
+
     def __call__(self, feeds: list[np.ndarray]) -> np.ndarray:
         if self.format == "onnx":
             out = self.session.run(None, dict(zip(self.input_names, feeds, strict=True)))

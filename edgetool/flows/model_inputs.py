@@ -11,7 +11,7 @@ or LiteRT installed) the check is left to the runner.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -103,6 +103,25 @@ def _named(specs: list[dict[str, Any]] | None, shapes: Shapes) -> dict[str, tupl
     named = {k: v for k, v in shapes.items() if k}
     named[specs[0]["name"]] = shapes[""]
     return named
+
+
+def concrete_shapes(
+    artifact: Artifact, shapes: Mapping[str, Sequence[int]]
+) -> dict[str, tuple[int, ...]]:
+    """Every input's shape as the runner would feed it, from the model's declaration and
+    `shapes` ('' naming the only input): a symbolic leading dim of rank >= 2 is 1, any
+    other unknown dim is the same ModelError a deploy gives. Host-side tools that need
+    concrete shapes (shape inference for split points) use this, so they agree with it."""
+    specs = declared_inputs(artifact)
+    if specs is None:
+        raise ModelError(f"{artifact.path.name}: this host cannot read the model's inputs")
+    named = _named(specs, {name: tuple(dims) for name, dims in shapes.items()})
+    given = {name: list(dims) for name, dims in named.items()}
+    try:
+        resolved = device_runner.resolve_shapes(specs, given)
+    except device_runner.RunnerError as exc:
+        raise ModelError(f"{artifact.path.name}: {exc.message}", hint=exc.hint) from exc
+    return {name: tuple(shape) for name, (shape, _defaulted) in resolved.items()}
 
 
 def prepare_inputs(

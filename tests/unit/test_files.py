@@ -11,7 +11,13 @@ from typing import IO
 
 import pytest
 
-from edgetool.files import HASH_CHUNK, file_sha256, write_json_atomic, write_text_atomic
+from edgetool.files import (
+    HASH_CHUNK,
+    file_sha256,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 
 
 def test_file_sha256_spans_read_chunks(tmp_path: Path) -> None:
@@ -48,3 +54,14 @@ def test_write_modes_and_json_layout(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.endswith("}\n") and text.index('"a"') < text.index('"b"')
     assert json.loads(text) == {"a": [1, 2], "b": 1}
+
+
+def test_write_bytes_atomic_replaces_whole_and_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "head.onnx"
+    path.write_bytes(b"old")
+    write_bytes_atomic(path, b"\x00new\xff")
+    assert path.read_bytes() == b"\x00new\xff"
+    with pytest.raises(TypeError):
+        write_bytes_atomic(path, "not bytes")  # type: ignore[arg-type]
+    assert path.read_bytes() == b"\x00new\xff"
+    assert [p.name for p in tmp_path.iterdir()] == ["head.onnx"]
