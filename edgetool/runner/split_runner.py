@@ -252,8 +252,9 @@ class Sgq4Codec(Codec):
         except (TypeError, ValueError) as exc:
             raise CodecError("sgq4 parameters need groups (lists of channels) and stripes") from exc
         if sorted(c for group in layout for c in group) != list(range(channels)) or stripes < 1:
+            calibrated = sum(len(group) for group in layout)
             raise CodecError(
-                f"sgq4 parameters do not fit a tensor of {channels} channels "
+                f"sgq4 parameters are for {calibrated} channels, the tensor has {channels} "
                 "(calibrated on another cut?)"
             )
         return [g for g in layout if g], stripes
