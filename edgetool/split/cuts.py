@@ -643,3 +643,39 @@ def _feeds(runner: ArtifactRunner, inputs: Mapping[str, np.ndarray], path: Path)
 def _last_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def identity_pair(model: Path, out_dir: Path, input_shapes: InputShapes | None = None) -> SplitPair:
+    """The server-only baseline as a pair: a head that passes the model's one input
+    through, and the whole model as the tail (for the codecs' cost on the raw input)."""
+    import onnx
+    from onnx import helper
+
+    artifact = _onnx_artifact(model)
+    shapes = concrete_shapes(artifact, input_shapes or {})
+    declared = declared_inputs(artifact) or []
+    if len(declared) != 1:
+        raise UsageError(
+            f"{model.name} has {len(declared)} inputs; the server-only baseline sends one "
+            "(use --no-baselines)"
+        )
+    name = declared[0]["name"]
+    shape = tuple(shapes[name])
+    proto = onnx.load(str(model), load_external_data=False)
+    (value,) = [i for i in proto.graph.input if i.name == name]
+    elem = value.type.tensor_type.elem_type
+    head_path = out_dir / f"{model.stem}.{artifact.sha256[:12]}.identity.head.onnx"
+    if not head_path.is_file():
+        graph = helper.make_graph(
+            [helper.make_node("Identity", [name], [f"{name}_sent"])],
+            "identity_head",
+            [helper.make_tensor_value_info(name, elem, list(shape))],
+            [helper.make_tensor_value_info(f"{name}_sent", elem, list(shape))],
+        )
+        head = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        head.ir_version = min(proto.ir_version or 8, 8)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(head_path, head.SerializeToString())
+    dtype = str(helper.tensor_dtype_to_np_dtype(elem))
+    cut = CutPoint(name, shape, dtype, -1, "(the model's input)")
+    return SplitPair(head_path, model, cut)

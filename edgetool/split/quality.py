@@ -227,3 +227,12 @@ def quality_rows(results: Mapping[str, CodecQuality]) -> list[dict[str, Any]]:
                 row[key] = None
         rows.append(row)
     return rows
+
+
+def head_features(head: Path, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The head's crossing tensor for each input, batched on axis 0: what a codec is
+    calibrated on (the same features `codec_quality` calibrates with)."""
+    features = _head_features(_Model(head), inputs)
+    if not features:
+        raise ModelError("calibration needs at least one sample")
+    return np.concatenate(features)
