@@ -352,7 +352,7 @@ def _send_all(sock: socket.socket, data: bytes, deadline: float, name: str) -> N
             raise TransferError(f"link '{name}' closed while sending: {exc}") from exc
 
 
-class _Forwarder(threading.Thread):
+class Forwarder(threading.Thread):
     """Carries IP packets between the two TUNs with the profile's delay, jitter and loss.
 
     Release times are monotonic per direction (a packet never overtakes the one before
@@ -658,7 +658,7 @@ def _tun_tbf(
     server_ip: str,
     profile: LinkProfile,
     seed: int,
-) -> _Forwarder:
+) -> Forwarder:
     fds = []
     for namespace, address in ((device_ns, device_ip), (server_ns, server_ip)):
         # Created from a thread inside the namespace, the TUN never exists in the host's
@@ -669,13 +669,13 @@ def _tun_tbf(
         _configure(namespace, address)
         _run(tbf_argv(namespace, _DEVICE, profile), "shape the link with tbf")
     pair = {socket.inet_aton(device_ip), socket.inet_aton(server_ip)}
-    forwarder = _Forwarder((fds[0], fds[1]), profile, seed, pair)
+    forwarder = Forwarder((fds[0], fds[1]), profile, seed, pair)
     forwarder.start()
     stack.callback(forwarder.stop)
     return forwarder
 
 
-def _record_forwarder(facts: dict[str, Any], forwarder: _Forwarder) -> None:
+def _record_forwarder(facts: dict[str, Any], forwarder: Forwarder) -> None:
     facts["packets"] = {
         "forwarded": forwarder.forwarded,
         "dropped": forwarder.dropped,

@@ -3,11 +3,15 @@ root (in a real unprivileged process). The links themselves: tests/integration."
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import select
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +21,7 @@ from edgetool.errors import ConfigError, UsageError
 from edgetool.paths import links_dir
 from edgetool.split.link import (
     NONE,
+    Forwarder,
     LinkProfile,
     link_names,
     load_link,
@@ -195,3 +200,39 @@ def test_none_link_carries_frames_both_ways() -> None:
         assert channel.last_received == b"x" * 70_000
         assert channel.down(b"") >= 0
         assert channel.last_received == b""
+
+
+def _ipv4(source: bytes, destination: bytes, number: int) -> bytes:
+    """Enough of an IPv4 packet for the forwarder: version, addresses, a sequence number."""
+    return bytes([0x45]) + bytes(11) + source + destination + number.to_bytes(4, "big")
+
+
+def test_forwarder_delays_drops_and_never_reorders() -> None:
+    device, device_far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server, server_far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for sock in (device, server, device_far, server_far):
+        sock.setblocking(False)
+    a, b = socket.inet_aton("10.213.0.2"), socket.inet_aton("10.213.0.1")
+    profile = LinkProfile("t", "1gbit", 1e9, rtt_ms=40.0, jitter_ms=20.0, loss=0.2, source=None)
+    forwarder = Forwarder((device.fileno(), server.fileno()), profile, 11, {a, b})
+    forwarder.start()
+    try:
+        sent = time.monotonic()
+        for number in range(200):
+            device_far.send(_ipv4(a, b, number))
+        device_far.send(_ipv4(a, socket.inet_aton("192.0.2.1"), 999))  # not ours: stays
+        got: list[int] = []
+        first_arrival = None
+        deadline = sent + 10.0
+        while len(got) < 200 - forwarder.dropped and time.monotonic() < deadline:
+            select.select([server_far], [], [], 0.5)
+            with contextlib.suppress(BlockingIOError):
+                packet = server_far.recv(100)
+                first_arrival = first_arrival or time.monotonic()
+                got.append(int.from_bytes(packet[20:24], "big"))
+    finally:
+        forwarder.stop()
+    assert first_arrival is not None and first_arrival - sent >= 0.010  # one way: 20 ± 10 ms
+    assert got == sorted(got) and 999 not in got  # jitter never reorders
+    assert forwarder.foreign == 1
+    assert 20 <= forwarder.dropped <= 60 and len(got) == 200 - forwarder.dropped
