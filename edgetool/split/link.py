@@ -385,19 +385,20 @@ class Forwarder(threading.Thread):
                 os.close(fd)
 
     def run(self) -> None:
-        with select.epoll() as poller:
-            for fd in (*self.fds, self._wake_read):
-                poller.register(fd, select.EPOLLIN)
-            while True:
-                now = time.monotonic()
-                self._release(now)
-                due = [q[0][0] for q in self.queues if q]
-                timeout = max(0.0, min(due) - now) if due else -1.0
-                for fd, _ in poller.poll(timeout):
-                    if fd == self._wake_read:
-                        return
-                    if not self._read(self.fds.index(fd)):
-                        return
+        watched = [*self.fds, self._wake_read]
+        # select's timeout has microseconds; epoll's rounds up to whole milliseconds,
+        # which would add up to 1 ms to every packet of a 5 ms one-way delay.
+        wait = _select_wait if max(watched) < _FD_SETSIZE else _epoll_wait
+        while True:
+            now = time.monotonic()
+            self._release(now)
+            due = [pending[0][0] for pending in self.queues if pending]
+            timeout = max(0.0, min(due) - now) if due else None
+            for fd in wait(watched, timeout):
+                if fd == self._wake_read:
+                    return
+                if not self._read(self.fds.index(fd)):
+                    return
 
     def _read(self, side: int) -> bool:
         while True:
@@ -435,6 +436,22 @@ class Forwarder(threading.Thread):
                     self.forwarded += 1
                 except OSError:
                     self.dropped += 1
+
+
+_FD_SETSIZE = 1024
+
+
+def _select_wait(fds: list[int], timeout: float | None) -> list[int]:
+    readable, _, _ = select.select(fds, [], [], timeout)
+    return list(readable)
+
+
+def _epoll_wait(fds: list[int], timeout: float | None) -> list[int]:
+    """For a process with so many files open that ours are past select's limit."""
+    with select.epoll() as poller:
+        for fd in fds:
+            poller.register(fd, select.EPOLLIN)
+        return [fd for fd, _ in poller.poll(-1.0 if timeout is None else timeout)]
 
 
 @contextlib.contextmanager
