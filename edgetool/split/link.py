@@ -466,13 +466,13 @@ def open_link(
         with _loopback_channel(profile) as channel:
             yield channel
         return
+    if shaper is not None and shaper not in SHAPERS:
+        raise UsageError(f"unknown shaper '{shaper}' (known: {', '.join(SHAPERS)})")
     _check_can_shape(profile)
     _remove_stale_namespaces()
     with contextlib.ExitStack() as stack:
         device_ns, server_ns = _new_namespaces(stack)
         chosen = shaper or ("netem" if _has_netem(device_ns) else "tbf+userspace")
-        if chosen not in SHAPERS:
-            raise UsageError(f"unknown shaper '{chosen}' (known: {', '.join(SHAPERS)})")
         server_ip, device_ip = _addresses()
         facts: dict[str, Any] = {
             "shaper": chosen,

@@ -236,3 +236,34 @@ def test_forwarder_delays_drops_and_never_reorders() -> None:
     assert got == sorted(got) and 999 not in got  # jitter never reorders
     assert forwarder.foreign == 1
     assert 20 <= forwarder.dropped <= 60 and len(got) == 200 - forwarder.dropped
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as non-root the root check refuses first")
+def test_shaping_without_iproute2_is_refused_in_one_line(tmp_path: Path) -> None:
+    repo = Path(edgetool.__file__).resolve().parents[1]
+    script = (
+        "import sys\n"
+        "from edgetool.errors import EdgetoolError\n"
+        "from edgetool.split.link import load_link, open_link\n"
+        "try:\n"
+        "    with open_link(load_link('lte')):\n"
+        "        print('opened')\n"
+        "except EdgetoolError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(exc.exit_code)\n"
+    )
+    env = {"PATH": str(tmp_path), "PYTHONPATH": str(repo)}  # no ip, no tc on it
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == UsageError.exit_code, done.stderr
+    assert done.stdout.splitlines() == [
+        "link 'lte' needs ip and tc (iproute2) to shape a link "
+        "(install iproute2, or use --link none)"
+    ]
+
+
+def test_an_unknown_shaper_is_refused_before_anything_is_created() -> None:
+    with (
+        pytest.raises(UsageError, match="unknown shaper 'htb'"),
+        open_link(load_link("wifi"), shaper="htb"),
+    ):
+        pass
