@@ -505,7 +505,10 @@ def _loopback_channel(profile: LinkProfile) -> Iterator[Channel]:
     facts: dict[str, Any] = {
         "shaper": "none",
         "profile": profile.describe(),
-        "addresses": "127.0.0.1",
+        "bits_per_second": None,  # unshaped (the profile's inf is not JSON)
+        "namespaces": {},
+        "addresses": {"device": "127.0.0.1", "server": "127.0.0.1"},
+        "kernel": platform.release(),
     }
     with contextlib.ExitStack() as stack:
         listener = stack.enter_context(_listener("127.0.0.1"))

@@ -4,6 +4,7 @@ root (in a real unprivileged process). The links themselves: tests/integration."
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import select
@@ -196,6 +197,8 @@ def test_shaping_is_refused_without_root_in_one_line() -> None:
 def test_none_link_carries_frames_both_ways() -> None:
     with open_link(NONE) as channel:
         assert channel.facts["shaper"] == "none"
+        assert channel.facts["addresses"] == {"device": "127.0.0.1", "server": "127.0.0.1"}
+        json.dumps(channel.facts, allow_nan=False)  # facts go into a run's manifest
         assert channel.up(b"x" * 70_000) >= 0
         assert channel.last_received == b"x" * 70_000
         assert channel.down(b"") >= 0
