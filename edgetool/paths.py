@@ -1,7 +1,7 @@
 """Where edgetool keeps things on the host; every location is overridable by env.
 
 This module is also the one place that knows where the files shipped with edgetool are
-(targets/, models/, firmware_stubs/): the checkout's top-level folders when running from
+(targets/, models/, firmware_stubs/, links/): the checkout's top-level folders when running from
 source or an editable install, the package's copy under edgetool/_data/ when installed
 from a wheel (pyproject.toml maps the folders there).
 """
@@ -16,7 +16,7 @@ from typing import Literal
 CHECKOUT = Path(__file__).resolve().parent.parent
 """The source tree this module was imported from (site-packages when installed)."""
 
-Shipped = Literal["targets", "models", "firmware_stubs"]
+Shipped = Literal["targets", "models", "firmware_stubs", "links"]
 
 
 def _env_path(var: str, default: Path) -> Path:
@@ -64,6 +64,11 @@ def models_dir() -> Path:
 def builtin_targets_dir() -> Path:
     """Targets shipped with edgetool (the repo's targets/ or the installed package's copy)."""
     return shipped_dir("targets")
+
+
+def links_dir() -> Path:
+    """Link profiles shipped with edgetool (`--link wifi` reads links/wifi.toml)."""
+    return shipped_dir("links")
 
 
 def firmware_stubs_dir() -> Path:

@@ -1,4 +1,4 @@
-"""The wheel carries targets/, models/ and firmware_stubs/, and an installed copy uses them.
+"""The wheel carries targets/, models/, links/ and firmware_stubs/, and an installed copy uses them.
 
 The wheel is built offline with the installed build backend from a copy of the source tree
 (so stray build output can be planted without touching the checkout), then unpacked and put
@@ -21,7 +21,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", ".gitignore", "edgetool", "targets", "models")
+SOURCES = ("pyproject.toml", "README.md", ".gitignore", "edgetool", "targets", "models", "links")
 
 
 def _copy_tree(dest: Path) -> None:
@@ -68,7 +68,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return site
 
 
-def test_wheel_carries_targets_models_and_firmware_sources(wheel: Path) -> None:
+def test_wheel_carries_targets_models_links_and_firmware_sources(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
     data = "edgetool/_data"
@@ -78,6 +78,9 @@ def test_wheel_carries_targets_models_and_firmware_sources(wheel: Path) -> None:
         f"{data}/models/tiny-mlp/tiny-mlp.tflite",
         f"{data}/models/lenet/recipe.toml",
         f"{data}/models/lenet/weights.pt",
+        f"{data}/links/wifi.toml",
+        f"{data}/links/lte.toml",
+        f"{data}/links/ble.toml",
         f"{data}/firmware_stubs/Makefile",
         f"{data}/firmware_stubs/common/bench.c",
         f"{data}/firmware_stubs/boards/mps2-an386/board.mk",
@@ -122,16 +125,18 @@ def test_installed_copy_finds_its_own_data(installed: Path, tmp_path: Path) -> N
         _empty_dir(tmp_path),
         "-c",
         "import json, edgetool, edgetool.paths as p; print(json.dumps([edgetool.__file__, "
-        "str(p.builtin_targets_dir()), str(p.models_dir()), str(p.firmware_stubs_dir())]))",
+        "str(p.builtin_targets_dir()), str(p.models_dir()), str(p.firmware_stubs_dir()), "
+        "str(p.links_dir())]))",
     )
     assert probe.returncode == 0, probe.stderr
-    module, targets, models, firmware = (Path(p) for p in json.loads(probe.stdout))
+    module, targets, models, firmware, links = (Path(p) for p in json.loads(probe.stdout))
     data = installed / "edgetool" / "_data"
     assert module == installed / "edgetool" / "__init__.py"
-    assert (targets, models, firmware) == (
+    assert (targets, models, firmware, links) == (
         data / "targets",
         data / "models",
         data / "firmware_stubs",
+        data / "links",
     )
 
 
