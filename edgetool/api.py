@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from edgetool.export.verify import VerifyReport
     from edgetool.results.compare import PairComparison, SetComparison
     from edgetool.results.store import Run as StoredRun
+    from edgetool.split.run import SplitOutcome
+    from edgetool.split.settings import SplitObserver, SplitSettings
     from edgetool.transport import PutResult
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "ms",
     "run_settings",
     "s",
+    "split",
     "uJ",
     "us",
     "verify",
@@ -690,3 +693,49 @@ def verify(
         artifact if isinstance(artifact, Artifact) else resolve_model(str(artifact), progress)
     )
     return run_verify(resolved, samples)
+
+
+# --- split computing ---------------------------------------------------------------------
+
+
+def split(
+    model: str | Path,
+    target: str | Target = "local",
+    *,
+    server: str | Target = "local",
+    settings: SplitSettings | None = None,
+    results_dir: Path | None = None,
+    targets_dirs: Sequence[Path] | None = None,
+    observer: SplitObserver | None = None,
+) -> SplitOutcome:
+    """Cut `model` between `target` (head) and `server` (tail) and measure every cut
+    point and codec over each of `settings.links`; `.figures` holds the per-route
+    figures, the best cut and the crossover bandwidth per link (times in ms)."""
+    from edgetool.split.link import check_can_shape, load_link
+    from edgetool.split.run import measure
+    from edgetool.split.settings import SplitObserver, SplitSettings, settle_settings
+
+    settings = settings or SplitSettings()
+    settle_settings(settings)
+    profiles = [load_link(name) for name in settings.links]
+    for profile in profiles:
+        if profile.shaped:
+            check_can_shape(profile)  # before any export or connection
+    head, tail = _target(target, targets_dirs), _target(server, targets_dirs)
+    for role, loaded in (("target", head), ("server", tail)):
+        if loaded.kind != "linux":
+            raise UsageError(
+                f"split needs a Linux-class {role} (local, SSH, emulated Pi); "
+                f"{loaded.name} is a {loaded.kind} target"
+            )
+    obs = observer or SplitObserver()
+    artifact = resolve_for_target(head, split_spec(model), obs.note)
+    return measure(
+        head, tail, artifact, profiles, settings, results_dir or paths.results_dir(), obs
+    )
+
+
+def split_spec(model: str | Path) -> str:
+    """A zoo name means its ONNX export: split cuts ONNX graphs."""
+    spec = str(model)
+    return spec if ":" in spec or Path(spec).exists() else f"{spec}:onnx"

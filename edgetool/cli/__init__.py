@@ -28,6 +28,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "Push a model to a device, run it, collect latency (and energy).",
     ),
     "ab": ("edgetool.cli.ab", "Run two models in alternating repetitions; compare them."),
+    "split": (
+        "edgetool.cli.split",
+        "Cut a model between a device and a server; measure each cut over a shaped link.",
+    ),
     "results": ("edgetool.cli.results", "List, show, compare and export runs."),
     "trace": ("edgetool.cli.report:trace", "Write a Perfetto trace of a run."),
     "report": ("edgetool.cli.report:report", "Write an HTML report with plots."),

@@ -431,6 +431,17 @@ def show(run: str, root: Path | None, ops: bool, top_n: int, as_json: bool) -> N
         )
     for number, text in enumerate(input_texts(m.inputs or [])):
         out.print(f"  {'inputs' if number == 0 else '':<8} {text}")
+    if m.split is not None:
+        from edgetool.cli.split import render
+
+        server = (m.split.get("server") or {}).get("name")
+        out.print(f"  split    head on {m.target_info.name}, tail on {server}; status {m.status}\n")
+        summary = loaded.summary.to_dict() if loaded.summary else {}
+        if summary.get("split"):
+            render(out, m.to_dict(), summary)
+        else:
+            out.print("  no inference was measured")
+        return
     print_summary(m, loaded.summary)
     profile = _profile_of(loaded)
     if profile is not None:

@@ -468,7 +468,7 @@ def open_link(
         return
     if shaper is not None and shaper not in SHAPERS:
         raise UsageError(f"unknown shaper '{shaper}' (known: {', '.join(SHAPERS)})")
-    _check_can_shape(profile)
+    check_can_shape(profile)
     _remove_stale_namespaces()
     with contextlib.ExitStack() as stack:
         device_ns, server_ns = _new_namespaces(stack)
@@ -542,7 +542,7 @@ def _connect(
     return Channel(client, server, profile, facts)
 
 
-def _check_can_shape(profile: LinkProfile) -> None:
+def check_can_shape(profile: LinkProfile) -> None:
     """Refuse before touching anything: the one line says what to do instead."""
     if os.geteuid() != 0:
         raise UsageError(

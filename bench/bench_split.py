@@ -1,0 +1,100 @@
+"""Cut-point tables for bench/RESULTS.md: `edgetool split` per model over the shipped
+link profiles, printed as Markdown with each route's end-to-end time as a ratio to the
+device-only baseline measured in the same run (this machine is noisy).
+
+    sudo python bench/bench_split.py cbnet entropic-student --links wifi,lte,ble
+
+Needs root for the shaped links (network namespaces)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from typing import Any
+
+
+def run_split(model: str, links: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    argv = [sys.executable, "-m", "edgetool", "split", "-m", model, "--json"]
+    argv += ["-r", str(args.repeat), "-n", str(args.inferences), "--points", args.points]
+    for link in links:
+        argv += ["--link", link]
+    for codec in args.codecs.split(","):
+        argv += ["--codec", codec]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{model}: edgetool split failed ({done.returncode}): {done.stderr.strip()}")
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
+
+
+def accuracy(plan: dict[str, Any], cut: str, codec: str) -> str:
+    quality = (plan.get("quality", {}).get(cut) or {}).get(codec) or {}
+    if quality.get("top1") is not None:
+        return f"{100 * quality['top1']:.1f} %"
+    if quality.get("psnr_db") is not None:
+        return f"{quality['psnr_db']:.2f} dB"
+    return ""
+
+
+def ms(figure: dict[str, Any]) -> str:
+    text = f"{figure['estimate_ms']:.3g}"
+    return f"{text} [{figure['ci'][0]:.3g}, {figure['ci'][1]:.3g}]" if figure.get("ci") else text
+
+
+def table(model: str, data: dict[str, Any], top: int) -> str:
+    plan, figures = data["plan"], data["figures"]
+    out = [f"### {model}  (run {data['run_id']})", ""]
+    for link in plan["links"]:
+        rows = [r for r in figures["rows"] if r["link"] == link]
+        base = next(r for r in rows if r["cut"] == "device-only")["e2e"]["estimate_ms"]
+        rows.sort(key=lambda r: r["e2e"]["estimate_ms"])
+        profile = plan["links"][link]
+        out += [
+            f"**{link}** ({profile['bandwidth'] or 'unshaped'}, RTT {profile['rtt_ms']:g} ms, "
+            f"shaper {profile.get('facts', {}).get('shaper')})",
+            "",
+            "| cut | codec | bytes | device ms | up ms | server ms | e2e ms p50 [95 % CI] | "
+            "× device-only | accuracy |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        shown = rows[:top] + [r for r in rows[top:] if r["cut"] in ("device-only", "server-only")]
+        for r in shown:
+            out.append(
+                f"| {r['cut']} | {r['codec']} | {r['bytes']} | {r['device']['estimate_ms']:.3g} | "
+                f"{r['up']['estimate_ms']:.3g} | {r['server']['estimate_ms']:.3g} | {ms(r['e2e'])} "
+                f"| {r['e2e']['estimate_ms'] / base:.2f} | {accuracy(plan, r['cut'], r['codec'])} |"
+            )
+        best = figures["best"][link]
+        cross = figures["crossover"][link]
+        rate = cross.get("bits_per_second")
+        out += [
+            "",
+            f"best: {best['cut']} · {best['codec']} ({ms(best['e2e'])} ms); crossover: "
+            + (
+                f"{rate / 1e6:.3g} Mbit/s ({cross['cut']} · {cross['codec']})"
+                if rate
+                else cross.get("reason", "none")
+            ),
+            "",
+        ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--links", default="wifi,lte,ble")
+    parser.add_argument("--codecs", default="fp32,fp16,int8,sgq4,int8+zstd,sgq4+zstd")
+    parser.add_argument("--points", default="auto")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--inferences", type=int, default=10)
+    parser.add_argument("--top", type=int, default=8, help="rows per link (baselines always)")
+    args = parser.parse_args()
+    for model in args.models:
+        print(table(model, run_split(model, args.links.split(","), args), args.top))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""`edgetool split`: cut a model between a device and a server and measure what the user
+waits for over a real, shaped link."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgetool import paths
+from edgetool.cli.common import (
+    console,
+    emit_json,
+    get_target,
+    json_option,
+    print_whole,
+    writable_dir,
+)
+from edgetool.cli.deploy import DeployView, InputShape, target_option
+from edgetool.split.settings import SPLIT_DEFAULTS, SplitObserver
+
+DEFAULTS_HELP = ", ".join(SPLIT_DEFAULTS.codecs)
+
+
+class SplitView(DeployView, SplitObserver):
+    """Progress on stderr: stages, pushes, one bar over every inference of the run."""
+
+    def stage(self, text: str) -> None:
+        self.say(f"[bold]·[/bold] {text}")
+
+    def measured(self, done: int, total: int, label: str) -> None:
+        if not self.enabled:
+            return
+        if self._progress is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self._progress = Progress(
+                "{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=self.err, transient=True,
+            )  # fmt: skip
+            self._task = self._progress.add_task("measuring", total=total)
+            self._progress.start()
+        self._progress.update(self._task, completed=done, description=label)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value == 0:
+        return "0"
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
+
+
+def figure_text(figure: dict[str, Any]) -> str:
+    """`12.3 [11.9, 12.8]`: the run-level p50 and its interval, in ms."""
+    text = ms(figure.get("estimate_ms"))
+    ci = figure.get("ci")
+    return f"{text} [{ms(ci[0])}, {ms(ci[1])}]" if ci else text
+
+
+def quality_text(quality: dict[str, Any] | None) -> str:
+    if not quality:
+        return ""
+    if quality.get("top1") is not None:
+        return f"top-1 {100 * quality['top1']:.1f} %"
+    if quality.get("psnr_db") is not None:
+        return f"PSNR {quality['psnr_db']:.2f} dB"
+    if quality.get("max_abs_diff") is not None:
+        return f"max diff {quality['max_abs_diff']:.2g}"
+    return ""
+
+
+def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
+    """One table per link (rows: baselines and every cut × codec), then the best cut
+    and the crossover bandwidth per link."""
+    from rich.table import Table
+
+    from edgetool.results.split import rate_text
+
+    plan = manifest.get("split") or {}
+    figures = summary.get("split") or {}
+    qualities = plan.get("quality") or {}
+    links = plan.get("links") or {}
+    for link in sorted({row["link"] for row in figures.get("rows", [])}):
+        profile = links.get(link, {})
+        facts = profile.get("facts") or {}
+        shaper = f" · shaper {facts['shaper']}" if facts.get("shaper") else ""
+        title = (
+            f"{link}: {profile.get('bandwidth') or 'unshaped'}, RTT {profile.get('rtt_ms', 0):g} ms"
+            f" ± {profile.get('jitter_ms', 0):g}, loss {100 * float(profile.get('loss') or 0):g} %"
+            f"{shaper}"
+        )
+        table = Table(title=title, title_justify="left")
+        for column in ("cut", "codec", "bytes", "device", "encode", "up", "server", "down"):
+            table.add_column(column, justify="left" if column in ("cut", "codec") else "right")
+        table.add_column("end to end, ms p50 [95 % CI]", justify="right")
+        table.add_column("accuracy")
+        rows = [r for r in figures["rows"] if r["link"] == link]
+        order = {"device-only": 0, "server-only": 1}
+        rows.sort(key=lambda r: (order.get(r["cut"], 2), r["e2e"]["estimate_ms"]))
+        for row in rows:
+            quality = (qualities.get(row["cut"]) or {}).get(row["codec"])
+            table.add_row(
+                row["cut"], row["codec"], str(row["bytes"]),
+                *(ms(row[p]["estimate_ms"]) for p in ("device", "encode", "up", "server", "down")),
+                figure_text(row["e2e"]), quality_text(quality),
+            )  # fmt: skip
+        print_whole(out, table)
+        best = figures.get("best", {}).get(link)
+        if best:
+            out.print(
+                f"best on {link}: {best['cut']} · {best['codec']}, end to end "
+                f"{figure_text(best['e2e'])} ms"
+            )
+        cross = figures.get("crossover", {}).get(link) or {}
+        if cross.get("bits_per_second"):
+            out.print(
+                f"offloading beats device-only above {rate_text(cross['bits_per_second'])} "
+                f"at RTT {cross['rtt_ms']:g} ms ({cross['cut']} · {cross['codec']}; modelled "
+                "from the measured compute times)"
+            )
+        elif cross.get("reason"):
+            out.print(f"crossover: {cross['reason']}")
+        out.print("")
+    out.print(
+        "[dim]times in ms: p50 of the run's repetition medians; device and server times on "
+        "their own clocks, link times on this host's[/dim]"
+    )
+
+
+def _points_table(out: Any, cuts: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table()
+    for column in ("tensor", "after", "shape", "fp32 B", "fp16 B", "int8 B", "4-bit B"):
+        table.add_column(column, justify="right" if column.endswith(" B") else "left")
+    for cut in cuts:
+        table.add_row(
+            cut.tensor, cut.after, "x".join(str(d) for d in cut.shape),
+            *(str(cut.raw_bytes(bits)) for bits in (32, 16, 8, 4)),
+        )  # fmt: skip
+    print_whole(out, table)
+
+
+@click.command()
+@target_option("The device that runs the head (a Linux-class target).")
+@click.option(
+    "-m", "--model", "model_spec", required=True,
+    help="An .onnx file, or a zoo NAME (exported to ONNX).",
+)  # fmt: skip
+@click.option(
+    "--server",
+    default="local",
+    show_default=True,
+    help="The target that runs the tail (local or any Linux-class target).",
+)
+@click.option(
+    "--link",
+    "links",
+    multiple=True,
+    help="Link profile: wifi, lte, ble, a TOML file (bandwidth, rtt_ms, jitter_ms, loss), or "
+    "none (plain connection). Repeat to measure several. Shaped links need root: they run "
+    "in network namespaces edgetool creates. [default: none]",
+)
+@click.option(
+    "--points",
+    default=SPLIT_DEFAULTS.points,
+    show_default=True,
+    help="Cut points: auto (every candidate), tensor names a,b, or list (print the "
+    "candidates and exit).",
+)
+@click.option(
+    "--codec",
+    "codecs",
+    multiple=True,
+    help=f"Codec for the crossing tensor; repeat or comma-separate. [default: {DEFAULTS_HELP}]",
+)
+@click.option(
+    "-r",
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=SPLIT_DEFAULTS.repeat,
+    show_default=True,
+    help="Repetitions (fresh processes each); the uncertainty comes from these.",
+)
+@click.option(
+    "-n",
+    "--inferences",
+    type=click.IntRange(min=1),
+    default=SPLIT_DEFAULTS.inferences,
+    show_default=True,
+    help="Measured inferences per route and repetition.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=SPLIT_DEFAULTS.warmup,
+    show_default=True,
+    help="Unmeasured inferences before each route's first.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=SPLIT_DEFAULTS.seed,
+    show_default=True,
+    help="Seed for random inputs (models without recipe data).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=SPLIT_DEFAULTS.threads,
+    show_default=True,
+    help="Runtime threads on each side (0 = runtime default).",
+)
+@click.option(
+    "--input-shape",
+    "input_shapes",
+    type=InputShape(),
+    multiple=True,
+    help="Shape for an input with symbolic dims, e.g. 1x1x32x32.",
+)
+@click.option("--no-baselines", is_flag=True, help="Skip the device-only and server-only routes.")
+@click.option(
+    "-o", "--out", type=click.Path(file_okay=False, path_type=Path), callback=writable_dir,
+    help="Directory the run directory is written under [./results or EDGETOOL_RESULTS].",
+)  # fmt: skip
+@click.option("-q", "--quiet", is_flag=True, help="Print only the run directory.")
+@json_option
+@click.pass_context
+def command(
+    ctx: click.Context,
+    target_name: str,
+    model_spec: str,
+    server: str,
+    links: tuple[str, ...],
+    points: str,
+    codecs: tuple[str, ...],
+    repeat: int,
+    inferences: int,
+    warmup: int,
+    seed: int,
+    threads: int,
+    input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
+    no_baselines: bool,
+    out: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Cut MODEL between TARGET (head) and SERVER (tail) and measure each cut point and
+    codec end to end: device time, encode, bytes, link, server time.
+
+    \b
+    Examples:
+      edgetool split -m cbnet --points list
+      edgetool split -t local -m cbnet --server local --link none
+      sudo edgetool split -t rpi4 -m entropic-student --link wifi --link lte --link ble
+      edgetool results show latest      # the tables again; report and trace read it too
+    """
+    from edgetool.api import split
+    from edgetool.split.settings import SplitSettings, settle_settings
+
+    wanted = tuple(c.strip() for spec in codecs for c in spec.split(",") if c.strip())
+    settings = SplitSettings(
+        points=points,
+        codecs=wanted or SPLIT_DEFAULTS.codecs,
+        links=links or ("none",),
+        repeat=repeat,
+        inferences=inferences,
+        warmup=warmup,
+        seed=seed,
+        threads=threads,
+        input_shapes=dict(input_shapes),
+        baselines=not no_baselines,
+    )
+    settle_settings(settings)
+    view = SplitView(not (quiet or as_json))
+    if points.strip() == "list":
+        _list_points(get_target(ctx, target_name), model_spec, settings, as_json, view)
+        return
+    try:
+        outcome = split(
+            model_spec, get_target(ctx, target_name), server=get_target(ctx, server),
+            settings=settings, results_dir=out or paths.results_dir(), observer=view,
+        )  # fmt: skip
+    finally:
+        view.close()
+    manifest = outcome.manifest.to_dict()
+    summary = outcome.summary.to_dict()
+    if as_json:
+        emit_json(
+            {"run_id": outcome.run_id, "dir": str(outcome.run_dir), "plan": manifest.get("split"),
+             "figures": summary.get("split")}
+        )  # fmt: skip
+        return
+    if quiet:
+        click.echo(str(outcome.run_dir))
+        return
+    render(console(), manifest, summary)
+    console().print(f"run {outcome.run_id}  →  {outcome.run_dir}/")
+
+
+def _artifact(target: Any, model_spec: str, view: SplitView) -> Any:
+    from edgetool.api import resolve_for_target, split_spec
+
+    return resolve_for_target(target, split_spec(model_spec), view.say)
+
+
+def _list_points(
+    target: Any, model_spec: str, settings: Any, as_json: bool, view: SplitView
+) -> None:
+    from edgetool.split.cuts import find_cuts
+
+    artifact = _artifact(target, model_spec, view)
+    cuts = find_cuts(artifact.path, dict(settings.input_shapes))
+    if as_json:
+        emit_json(
+            [
+                {"tensor": c.tensor, "after": c.after, "shape": list(c.shape), "dtype": c.dtype,
+                 "position": c.position, "bytes": {str(b): c.raw_bytes(b) for b in (32, 16, 8, 4)}}
+                for c in cuts
+            ]
+        )  # fmt: skip
+        return
+    if not cuts:
+        console().print(f"{artifact.path.name}: no single-tensor cut points")
+        return
+    _points_table(console(), cuts)
