@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,23 +121,40 @@ def test_unknown_point_and_codec_are_one_line_errors(home: Path, lenet: Path) ->
     assert_one_line_error(run_cli("split", "-m", str(lenet), "--link", "nowhere"), 5, "nowhere")
 
 
-def test_shaped_link_needs_root(home: Path, lenet: Path, tmp_path: Path) -> None:
-    if not shutil.which("setpriv"):
-        pytest.skip("no setpriv to run as another user")
-    os.chmod(tmp_path, 0o777)
-    for sub in ("cache", "state", "results", "config"):
-        (tmp_path / sub).mkdir(exist_ok=True)
-        os.chmod(tmp_path / sub, 0o777)
-    shutil.copy(lenet, tmp_path / "lenet.onnx")
-    result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-         sys.executable, "-m", "edgetool", "split", "-m", str(tmp_path / "lenet.onnx"),
-         "--link", "wifi"],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, "HOME": str(tmp_path)}, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+def test_shaped_link_needs_root(home: Path, lenet: Path) -> None:
+    """As a real non-root user: one line, exit 2, before any export or connection."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to run the CLI as user nobody")
+    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    probe = subprocess.run([*drop, sys.executable, "-c", "import edgetool.cli"], check=False,
+                           capture_output=True, cwd="/")  # fmt: skip
+    if probe.returncode != 0:
+        pytest.skip("user nobody may not run this Python (its directory is private)")
+    shared = Path(tempfile.mkdtemp(prefix="edgetool-nobody-"))
+    try:
+        shared.chmod(0o777)
+        shutil.copy(lenet, shared / "lenet.onnx")
+        (shared / "lenet.onnx").chmod(0o644)
+        env = {**os.environ, "HOME": str(shared)}
+        for var, sub in (
+            ("EDGETOOL_CACHE_DIR", "cache"),
+            ("EDGETOOL_STATE_DIR", "state"),
+            ("EDGETOOL_RESULTS", "results"),
+            ("EDGETOOL_CONFIG_DIR", "config"),
+        ):
+            env[var] = str(shared / sub)  # fmt: skip
+        result = subprocess.run(
+            [*drop, sys.executable, "-m", "edgetool", "split", "-m", str(shared / "lenet.onnx"),
+             "--link", "wifi"],
+            capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
+            cwd=shared,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     assert result.returncode == 2, result.stderr
-    assert "root" in result.stderr and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "needs root" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="shaped links need root (network namespaces)")
