@@ -112,6 +112,8 @@ def models_show(name: str, as_json: bool) -> None:
     out.print(f"  outputs  {', '.join(recipe.outputs)}")
     for key in ("arch", "data", "train", "export", "licence"):
         out.print(f"  {key:<8} {escape(readable(data[key]))}")
+    if recipe.split_cuts:
+        out.print(f"  split    cut={escape(', '.join(recipe.split_cuts))}")
     out.print(f"  weights  {recipe.weights_path} ({'present' if data['trained'] else 'missing'})")
     metrics = data["metrics"]
     width = max((len(key) for key in metrics), default=0)

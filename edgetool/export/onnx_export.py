@@ -35,7 +35,45 @@ def _torch_onnx(family: Family, recipe: Recipe, weights_dir: Path, out: Path) ->
             opset_version=recipe.opset,
             dynamo=False,
         )
+    if recipe.split_cuts:
+        _name_cuts(out, recipe.split_cuts)
     return param_count(module)
+
+
+def _name_cuts(path: Path, cuts: tuple[str, ...]) -> None:
+    """Rename the output tensor of each `[split] cut` submodule to the submodule's name.
+
+    torch.onnx scopes node names by module path (`/bottleneck/Clip`) but calls tensors
+    `/bottleneck/Clip_output_0`, which changes with the ops inside; a cut point is only
+    stable to name when the graph carries the module's name. The submodule's output is
+    the one tensor made inside its scope and used outside it (or a graph output).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph_outputs = {o.name for o in graph.output}
+    for cut in cuts:
+        scope = f"/{cut}/"
+        inside = [n for n in graph.node if n.name.startswith(scope)]
+        made = {t for n in inside for t in n.output}
+        used_outside = {
+            t for n in graph.node if not n.name.startswith(scope) for t in n.input if t in made
+        }
+        crossing = sorted(used_outside | (made & graph_outputs))
+        if len(crossing) != 1:
+            raise ModelError(
+                f"[split] cut '{cut}': expected one tensor leaving module '{cut}' in the "
+                f"exported graph, found {len(crossing)}"
+            )
+        old = crossing[0]
+        for node in graph.node:
+            node.input[:] = [cut if t == old else t for t in node.input]
+            node.output[:] = [cut if t == old else t for t in node.output]
+        for value in (*graph.output, *graph.value_info):
+            if value.name == old:
+                value.name = cut
+    onnx.save(model, str(path))
 
 
 def export_onnx(

@@ -143,6 +143,7 @@ class Family(Protocol):
 _BUILTIN: dict[str, str] = {
     # family name -> module that defines and registers it
     "cbnet": "edgetool.zoo.cbnet",
+    "entropic_student": "edgetool.zoo.entropic_student",
     "tinylut": "edgetool.zoo.tinylut",
     "fsrcnn": "edgetool.zoo.tinylut",
     "l2mu": "edgetool.zoo.l2mu",

@@ -42,6 +42,9 @@ class Recipe:
     export: Mapping[str, Any] = field(default_factory=dict)
     weights: str = "weights.pt"
     licence: str = ""
+    split_cuts: tuple[str, ...] = ()
+    """`[split] cut`: submodules whose output tensor the ONNX export names after them,
+    so `edgetool split --points NAME` finds the cut the model was designed for."""
 
     @property
     def weights_path(self) -> Path:
@@ -136,6 +139,20 @@ def _inputs(reader: TableReader) -> list[TensorSpec]:
     return inputs
 
 
+def _split_cuts(reader: TableReader) -> tuple[str, ...]:
+    """`[split] cut = "name"` or a list of names (module names, so no dots or slashes)."""
+    split = reader.table("split", {})
+    cut = split.value("cut", [])
+    names = [cut] if isinstance(cut, str) else cut
+    if not isinstance(names, list) or not all(
+        isinstance(n, str) and n and n.isidentifier() for n in names
+    ):
+        split.problem("split.cut must be a module name or a list of module names")
+        names = []
+    split.finish()
+    return tuple(names)
+
+
 def parse_recipe(path: Path) -> Recipe:
     """Validate a recipe file; every problem of the file is reported in one ConfigError."""
     reader = TableReader(path, read_toml(path, "recipe"))
@@ -155,6 +172,7 @@ def parse_recipe(path: Path) -> Recipe:
     for key in EXPORT_KEYS:
         export_reader.value(key)
     export_reader.finish()
+    split_cuts = _split_cuts(reader)
     recipe = Recipe(
         name=reader.text("name", path.parent.name),
         family=str(family),
@@ -168,6 +186,7 @@ def parse_recipe(path: Path) -> Recipe:
         export=export,
         weights=reader.text("weights", "weights.pt"),
         licence=reader.text("licence", ""),
+        split_cuts=split_cuts,
     )
     reader.finish()
     return recipe
