@@ -432,7 +432,7 @@ def show(run: str, root: Path | None, ops: bool, top_n: int, as_json: bool) -> N
     for number, text in enumerate(input_texts(m.inputs or [])):
         out.print(f"  {'inputs' if number == 0 else '':<8} {text}")
     if m.split is not None:
-        from edgetool.cli.split import render
+        from edgetool.cli.split_view import render
 
         server = (m.split.get("server") or {}).get("name")
         out.print(f"  split    head on {m.target_info.name}, tail on {server}; status {m.status}\n")

@@ -237,7 +237,7 @@ def _push_models(
     return model_remotes, input_remote, push(transport, files, obs)
 
 
-def _linux_target_info(target: Target) -> TargetInfo:
+def linux_target_info(target: Target) -> TargetInfo:
     state = target.emulator_state or {}
     return TargetInfo(
         # An emulator that runs on the host CPU (loopback sshd) measures real time.
@@ -264,7 +264,7 @@ def _open_linux_run(
         settings,
         transport.description,
         artifact_info(artifact),
-        _linux_target_info(target),
+        linux_target_info(target),
         RunManifest(repetition_kind="process", ab=ab),
     )
     outputs_remote = None

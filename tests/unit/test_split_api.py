@@ -1,0 +1,80 @@
+"""`edgetool.api.split` on `local` over the plain link: a small conv chain cut in two,
+every route measured in fresh runner processes, the run directory complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgetool.api import split
+from edgetool.errors import UsageError
+from edgetool.split.settings import SplitSettings
+
+
+def _chain(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((2, 4, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [w1, w2],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_split_measures_every_route_and_keeps_every_inference(home: Path, tmp_path: Path) -> None:
+    model = _chain(tmp_path / "chain.onnx")
+    settings = SplitSettings(points="b", codecs=("fp32", "int8"), repeat=2, inferences=3, warmup=1)
+    run = split(model, "local", server="local", settings=settings)
+    rows = {(r["cut"], r["codec"]): r for r in run.figures["rows"]}
+    assert set(rows) == {
+        ("device-only", "none"),
+        ("server-only", "fp32"),
+        ("server-only", "int8"),
+        ("b", "fp32"),
+        ("b", "int8"),
+    }
+    assert rows[("b", "fp32")]["bytes"] == 4 * 4 * 8 * 8
+    assert rows[("b", "int8")]["bytes"] == 4 * 8 * 8
+    assert rows[("server-only", "fp32")]["bytes"] == 4 * 8 * 8
+    assert rows[("b", "fp32")]["reply_bytes"] == 4 * 2 * 8 * 8  # the outputs come back
+    assert all(row["count"] == 6 and row["e2e"]["reps"] == 2 for row in rows.values())
+    assert rows[("b", "fp32")]["up"]["estimate_ms"] > 0
+    assert run.figures["best"]["none"]["cut"] in {cut for cut, _ in rows}
+    (cut,) = [c for c in run.plan["cuts"] if c["tensor"] == "b"]
+    assert cut["shape"] == [1, 4, 8, 8] and cut["parity"]["max_abs_diff"] < 1e-5
+    assert run.plan["links"]["none"]["facts"]["shaper"] == "none"
+    journal = (run.run_dir / "split.jsonl").read_text().splitlines()
+    assert len(journal) == 5 * 6
+    first = json.loads(journal[0])
+    parts = sum(first[k] for k in ("device_ns", "encode_ns", "up_ns", "server_ns", "down_ns"))
+    assert first["e2e_ns"] == parts
+    manifest = json.loads((run.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["split"]["server"]["name"] == "local"
+
+
+def test_split_refuses_what_it_cannot_measure(home: Path, tmp_path: Path) -> None:
+    model = _chain(tmp_path / "chain.onnx")
+    with pytest.raises(UsageError, match="unknown codec 'jpeg'"):
+        split(model, settings=SplitSettings(codecs=("jpeg",)))
+    with pytest.raises(UsageError, match="'nope'"):
+        split(model, settings=SplitSettings(points="nope"))
+    with pytest.raises(UsageError, match="repeat"):
+        split(model, settings=SplitSettings(repeat=0))
+    with pytest.raises(UsageError, match="Linux-class"):
+        split(model, "mcu-m4-qemu")
