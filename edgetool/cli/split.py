@@ -3,6 +3,7 @@ waits for over a real, shaped link."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from edgetool.cli.common import (
     print_whole,
     writable_dir,
 )
-from edgetool.cli.deploy import DeployView, InputShape, target_option
+from edgetool.cli.deploy import DeployView, InputShape, _raise_interrupt, target_option
 from edgetool.cli.split_view import render
 from edgetool.split.settings import SPLIT_DEFAULTS, SplitObserver
 
@@ -201,6 +202,7 @@ def command(
     if points.strip() == "list":
         _list_points(get_target(ctx, target_name), model_spec, settings, as_json, view)
         return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # kept as Ctrl-C keeps
     try:
         outcome = split(
             model_spec, get_target(ctx, target_name), server=get_target(ctx, server),
@@ -208,6 +210,7 @@ def command(
         )  # fmt: skip
     finally:
         view.close()
+        signal.signal(signal.SIGTERM, previous)
     manifest = outcome.manifest.to_dict()
     summary = outcome.summary.to_dict()
     if as_json:

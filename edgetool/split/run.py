@@ -147,7 +147,8 @@ def measure(
     if failure is not None:
         if records:
             failure.hint = (
-                f"{len(records)} inferences measured before that are kept in {writer.dir}."
+                f"The {len(records)} inferences measured are kept: "
+                f"edgetool results show {writer.run_id}"
             )
         raise failure
     return SplitOutcome(writer.dir, writer.run_id, writer.manifest, summary)
