@@ -4,8 +4,9 @@ waits for over a real, shaped link."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -22,6 +23,7 @@ from edgetool.cli.deploy import DeployView, InputShape, _raise_interrupt, target
 from edgetool.cli.split_view import render
 from edgetool.split.settings import SPLIT_DEFAULTS, SplitObserver
 
+F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS_HELP = ", ".join(SPLIT_DEFAULTS.codecs)
 
 
@@ -67,6 +69,19 @@ def _points_table(out: Any, cuts: list[Any]) -> None:
     print_whole(out, table)
 
 
+def _count(*flags_and_help: str, minimum: int = 1) -> Callable[[F], F]:
+    """An integer option whose default is SplitSettings' field of the same name."""
+    *flags, help_text = flags_and_help
+    field = flags[-1].lstrip("-")
+    return click.option(
+        *flags,
+        type=click.IntRange(min=minimum),
+        default=getattr(SPLIT_DEFAULTS, field),
+        show_default=True,
+        help=help_text,
+    )
+
+
 @click.command()
 @target_option("The device that runs the head (a Linux-class target).")
 @click.option(
@@ -100,43 +115,11 @@ def _points_table(out: Any, cuts: list[Any]) -> None:
     multiple=True,
     help=f"Codec for the crossing tensor; repeat or comma-separate. [default: {DEFAULTS_HELP}]",
 )
-@click.option(
-    "-r",
-    "--repeat",
-    type=click.IntRange(min=1),
-    default=SPLIT_DEFAULTS.repeat,
-    show_default=True,
-    help="Repetitions (fresh processes each); the uncertainty comes from these.",
-)
-@click.option(
-    "-n",
-    "--inferences",
-    type=click.IntRange(min=1),
-    default=SPLIT_DEFAULTS.inferences,
-    show_default=True,
-    help="Measured inferences per route and repetition.",
-)
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=SPLIT_DEFAULTS.warmup,
-    show_default=True,
-    help="Unmeasured inferences before each route's first.",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=SPLIT_DEFAULTS.seed,
-    show_default=True,
-    help="Seed for random inputs (models without recipe data).",
-)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=0),
-    default=SPLIT_DEFAULTS.threads,
-    show_default=True,
-    help="Runtime threads on each side (0 = runtime default).",
-)
+@_count("-r", "--repeat", "Repetitions (fresh processes each); the uncertainty comes from these.")
+@_count("-n", "--inferences", "Measured inferences per route and repetition.")
+@_count("--warmup", "Unmeasured inferences before each route's first.", minimum=0)
+@_count("--seed", "Seed for random inputs (models without recipe data).", minimum=0)
+@_count("--threads", "Runtime threads on each side (0 = runtime default).", minimum=0)
 @click.option(
     "--input-shape",
     "input_shapes",
