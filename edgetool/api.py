@@ -503,6 +503,16 @@ def compare(
     root = results_dir or paths.results_dir()
     base_runs, base_is_set = load_side(base, root)
     new_runs, new_is_set = load_side(new, root)
+    for runs, is_set in ((base_runs, base_is_set), (new_runs, new_is_set)):
+        split_runs = [run for run in runs if run.manifest.split is not None]
+        if split_runs and not is_set:
+            raise ResultsError(
+                f"{split_runs[0].run_id} is a split run: split runs are compared with "
+                "`edgetool report RUN RUN` (end to end per cut point and link), not "
+                "`results compare`"
+            )
+        for run in split_runs:  # in a night: no latency of their own to pair with
+            runs.remove(run)
     if base_is_set or new_is_set:
         result = compare_sets(base_runs, new_runs, settings)
     else:

@@ -48,10 +48,12 @@ def trace(run: str, output: Path | None, root: Path | None, as_json: bool) -> No
 
     RUN is a run id, a unique id prefix, a run directory, or `latest`. The trace has one
     slice per inference on the device clock, power as a counter aligned to it, the meter's
-    idle/measure windows, log lines and temperature/frequency. Open it in
+    idle/measure windows, log lines and temperature/frequency. A split run (`edgetool
+    split`) has one process per link with device, encode, link and server slices of each
+    inference on the host's timeline. Open it in
     https://ui.perfetto.dev (Open trace file) or chrome://tracing; nothing is uploaded.
     """
-    from edgetool.results.trace import write_trace
+    from edgetool.results.trace import trace_metadata, write_trace
 
     loaded = _load((run,), root)[0]
     dest = output or Path(f"{Path(loaded.run_id).name}.trace.json")
@@ -62,7 +64,8 @@ def trace(run: str, output: Path | None, root: Path | None, as_json: bool) -> No
     if as_json:
         emit_json({"path": str(dest.resolve()), "run_id": loaded.run_id, "events": events})
         return
-    click.echo(f"wrote {dest} ({events} events, {len(loaded.samples_ns)} inferences)")
+    inferences = trace_metadata(loaded)["inferences"]
+    click.echo(f"wrote {dest} ({events} events, {inferences} inferences)")
     click.echo("open it in https://ui.perfetto.dev (Open trace file; it stays in your browser)")
 
 

@@ -241,18 +241,19 @@ def list_runs(root: Path | None, as_json: bool) -> None:
     for run_dir in iter_run_dirs(base):
         run = load_run(run_dir)
         lat = run.summary.latency_info if run.summary else LatencySummary()
-        rows.append(
-            {
-                "run_id": run.run_id,
-                "status": run.status,
-                "target": run.manifest.target_info.name,
-                "model": run.manifest.artifact_info.name,
-                "count": len(run.samples_ns),
-                "p50_ms": lat.p50,
-                "instructions": instruction_counts(run.manifest.target_info),
-                "dir": str(run_dir),
-            }
-        )
+        row: dict[str, Any] = {
+            "run_id": run.run_id,
+            "status": run.status,
+            "target": run.manifest.target_info.name,
+            "model": run.manifest.artifact_info.name,
+            "count": len(run.samples_ns),
+            "p50_ms": lat.p50,
+            "instructions": instruction_counts(run.manifest.target_info),
+            "dir": str(run_dir),
+        }
+        if run.manifest.split is not None:
+            row.update(_split_list_fields(run))
+        rows.append(row)
     if as_json:
         emit_json(rows)
         return
@@ -274,9 +275,33 @@ def list_runs(root: Path | None, as_json: bool) -> None:
             str(row["target"]),
             str(row["model"]),
             str(row["count"]),
-            _latency_cell(row["p50_ms"], row["instructions"]),
+            _best_e2e_cell(row)
+            if row.get("kind") == "split"
+            else _latency_cell(row["p50_ms"], row["instructions"]),
         )
     print_whole(console(), table)
+
+
+def _split_list_fields(run: Run) -> dict[str, Any]:
+    """A split run in `results list`: marked as one, its inferences counted from its
+    journal (samples.jsonl is empty) and its best end-to-end p50 over every link."""
+    from edgetool.results.split import SPLIT_JOURNAL, read_journal
+
+    figures = (run.summary.split if run.summary else None) or {}
+    best = [
+        b["e2e"]["estimate_ms"]
+        for b in (figures.get("best") or {}).values()
+        if isinstance((b.get("e2e") or {}).get("estimate_ms"), (int, float))
+    ]
+    return {
+        "kind": "split",
+        "count": len(read_journal(run.dir / SPLIT_JOURNAL)),
+        "best_e2e_ms": min(best) if best else None,
+    }
+
+
+def _best_e2e_cell(row: dict[str, Any]) -> str:
+    return f"split, best e2e {_latency_cell(row.get('best_e2e_ms'), False)}"
 
 
 def _hertz(value: Any) -> str:
@@ -488,8 +513,8 @@ def input_texts(inputs: list[InputInfo]) -> list[str]:
     default=None,
     callback=_format_value,
     metavar="csv",
-    help="Output format: csv, one row per inference (index, latency_ns, latency_ms) "
-    "[default: csv].",
+    help="Output format: csv, one row per inference (index, latency_ns, latency_ms; a split "
+    "run's journal keys: link, cut, codec, ..., e2e_ns) [default: csv].",
 )
 @click.option("--csv", "as_csv", is_flag=True, hidden=True, help="The same as -f csv.")
 @click.option(
@@ -525,6 +550,7 @@ def export(
     if as_json and dest is None:
         raise click.UsageError("--json reports the written file: give -o PATH as well")
     loaded = find_run(run, root or paths.results_dir())
+    header, rows = _export_rows(loaded)
     try:
         handle = dest.open("w", newline="", encoding="utf-8") if dest else sys.stdout
     except OSError as exc:
@@ -533,21 +559,34 @@ def export(
         ) from None
     try:
         writer = csv.writer(handle)
-        writer.writerow(["index", "latency_ns", "latency_ms"])
-        for index, ns in enumerate(loaded.samples_ns):
-            writer.writerow([index, ns, f"{ns / 1e6:.6f}"])
+        writer.writerow(header)
+        writer.writerows(rows)
     finally:
         if dest:
             handle.close()
     if as_json:
-        emit_json(
-            {
-                "path": str(dest),
-                "run_id": loaded.run_id,
-                "format": "csv",
-                "rows": len(loaded.samples_ns),
-            }
-        )
+        emit_json({"path": str(dest), "run_id": loaded.run_id, "format": "csv", "rows": len(rows)})
+
+
+SPLIT_COLUMNS = (
+    "link", "cut", "codec", "rep", "i", "t0_ns", "device_ns", "encode_ns", "bytes", "up_ns",
+    "decode_ns", "tail_ns", "server_ns", "down_ns", "reply_bytes", "e2e_ns", "wall_ns",
+)  # fmt: skip
+"""A split run's CSV columns: its journal's keys, in the order an inference goes."""
+
+
+def _export_rows(run: Run) -> tuple[list[str], list[list[Any]]]:
+    """(header, rows): one row per inference; a split run's from its journal (its
+    samples.jsonl is empty), with empty cells for keys a record lacks."""
+    if run.manifest.split is not None:
+        from edgetool.results.split import SPLIT_JOURNAL, read_journal
+
+        records = read_journal(run.dir / SPLIT_JOURNAL)
+        return list(SPLIT_COLUMNS), [[r.get(k, "") for k in SPLIT_COLUMNS] for r in records]
+    rows: list[list[Any]] = [
+        [index, ns, f"{ns / 1e6:.6f}"] for index, ns in enumerate(run.samples_ns)
+    ]
+    return ["index", "latency_ns", "latency_ms"], rows
 
 
 def _parse_threshold(ctx: click.Context, param: click.Parameter, value: str) -> float:

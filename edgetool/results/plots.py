@@ -502,3 +502,94 @@ def op_bars(name: str, title: str, labels: Sequence[str], values: Sequence[float
         ax.set_xlabel("ms per profiled inference")
         ax.set_title(title)
         return _svg(fig, name, title)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a line: a value, its (lo, hi) interval, and a label written beside it."""
+
+    value: float | None
+    ci: tuple[float, float] | None = None
+    label: str = ""
+
+
+def cut_lines(
+    name: str,
+    title: str,
+    xlabels: Sequence[str],
+    series: Sequence[tuple[str, Sequence[Point]]],
+    ylabel: str,
+) -> str:
+    """One line per series (a link) across categorical x positions (cut points), each
+    point with its CI and its label (the codec) beside it; log y when the values span
+    more than LOG_SPREAD (a BLE link and a device-only baseline are orders apart)."""
+    values = [
+        p.value for _, points in series for p in points if p.value is not None and p.value > 0
+    ]
+    if not xlabels or not values:
+        return empty_plot(name, title, "no data")
+    markers = "osD^v<>"
+    with _figure() as fig:
+        fig.set_figwidth(max(SIZE[0], 0.9 * len(xlabels) + 2.0))
+        ax = fig.add_subplot()
+        for s_i, (label, points) in enumerate(series):
+            xs, ys, lo, hi = [], [], [], []
+            for x, point in enumerate(points):
+                if point.value is None or not math.isfinite(point.value):
+                    continue
+                xs.append(x)
+                ys.append(point.value)
+                low, high = point.ci or (point.value, point.value)
+                lo.append(max(point.value - low, 0.0))
+                hi.append(max(high - point.value, 0.0))
+                if point.label:
+                    ax.annotate(f" {point.label}", (x, point.value), fontsize=7,
+                                color=color(s_i), va="bottom")  # fmt: skip
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=color(s_i), marker=markers[s_i % 7],
+                        markersize=5, capsize=3, linewidth=1.2, label=label)  # fmt: skip
+        if _log_scale(min(values), max(values)):
+            ax.set_yscale("log")
+            _plain_ticks(ax, "y")
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_xticks(range(len(xlabels)), [x[-28:] for x in xlabels], rotation=20, ha="right")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        _side_legend(ax)
+        return _svg(fig, name, title)
+
+
+def _side_legend(ax: Axes) -> None:
+    """Legend to the right of the axes: below them it would collide with the slanted
+    cut-point names."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def stacked_bars(
+    name: str,
+    title: str,
+    groups: Sequence[str],
+    parts: Sequence[tuple[str, Sequence[float]]],
+    ylabel: str,
+    attrs: Mapping[str, str] | None = None,
+) -> str:
+    """One bar per group (a cut point) stacked from its parts in order (device, encode,
+    link up, server, link down), so where an inference's time goes reads bottom to top."""
+    if not groups or not any(v > 0 for _, values in parts for v in values):
+        return empty_plot(name, title, "no data")
+    with _figure() as fig:
+        fig.set_figwidth(max(SIZE[0], 0.9 * len(groups) + 2.0))
+        ax = fig.add_subplot()
+        bottom = np.zeros(len(groups))
+        for p_i, (label, values) in enumerate(parts):
+            heights = np.asarray([v if math.isfinite(v) else 0.0 for v in values], dtype=float)
+            ax.bar(range(len(groups)), heights, 0.6, bottom=bottom, color=color(p_i),
+                   alpha=0.8, label=label)  # fmt: skip
+            bottom += heights
+        ax.set_xticks(range(len(groups)), [g[-28:] for g in groups], rotation=20, ha="right")
+        ax.set_ylim(bottom=0, top=float(bottom.max()) * 1.08 or 1.0)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        _side_legend(ax)
+        return _svg(fig, name, title, attrs)

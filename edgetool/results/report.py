@@ -26,7 +26,8 @@ from edgetool.results.manifest import (
     Summary,
 )
 from edgetool.results.op_profile import OpProfile, read_op_profile, top
-from edgetool.results.plots import Bar, esc
+from edgetool.results.plots import Bar, Point, esc
+from edgetool.results.split import DEVICE_ONLY, SERVER_ONLY, rate_text
 from edgetool.results.store import Run
 from edgetool.results.trace import (
     inference_starts,
@@ -139,6 +140,11 @@ def _run_card(index: int, run: Run) -> str:
         parts.append(
             f'<div class="notice">{esc(source)} reports aggregates only (count, mean, std, '
             "min, max): no per-inference samples, so no percentiles or histograms</div>"
+        )
+    elif _split(run) is not None:
+        parts.append(
+            '<div class="notice">a split run: its inferences are in split.jsonl, shown under '
+            '<a href="#split">Split computing</a></div>'
         )
     elif not run.samples_ns:
         parts.append('<div class="notice">no samples were recorded</div>')
@@ -265,7 +271,9 @@ def _summary_table(runs: Sequence[Run], verdicts: Mapping[str, str] | None = Non
         lat = summary.latency_info
         unit = _run_unit(run)
         status = "" if run.status == "complete" else f" ({run.status})"
-        cells = [run_label(i, run) + status, str(_count(run)), _estimate(summary, unit)]
+        figures = _split(run)
+        estimate = _estimate(summary, unit) if figures is None else _split_estimate(figures)
+        cells = [run_label(i, run) + status, str(_count(run)), estimate]
         energy = _energy(run) or EnergySummary()
         est = " (estimate)" if energy.estimate else ""
         if any_energy:
@@ -524,6 +532,213 @@ def _op_section(index: int, run: Run, profile: OpProfile) -> str:
     return f'<div>{svg}<div class="caption">{esc(caption)}</div>{nodes}</div>'
 
 
+SPLIT_PART_LABELS = {
+    "device": "device (head)",
+    "encode": "encode",
+    "up": "link up",
+    "server": "server (tail)",
+    "down": "link down",
+}
+
+
+def _split(run: Run) -> dict[str, Any] | None:
+    """A split run's figures (summary.json's `split`), None for any other run."""
+    if run.manifest.split is None or run.summary is None or not run.summary.split:
+        return None
+    return run.summary.split
+
+
+def _e2e_text(figure: Mapping[str, Any]) -> str:
+    return f"{_num(figure.get('estimate_ms'))}{_ci(figure.get('ci'))} ms"
+
+
+def _split_estimate(figures: Mapping[str, Any]) -> str:
+    """A split run in the summary table: no single latency, so its best end-to-end time
+    per link (with the cut and codec that gave it)."""
+    best = figures.get("best") or {}
+    texts = [
+        f"{link}: {_e2e_text(b.get('e2e') or {})} ({b.get('cut')} · {b.get('codec')})"
+        for link, b in best.items()
+    ]
+    return "split run, best end to end: " + ("; ".join(texts) or "—")
+
+
+def _cut_order(run: Run, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Cut points in graph order, everything-on-the-server first and everything-on-the-
+    device last: left to right, more of the model runs on the device."""
+    cuts = (run.manifest.split or {}).get("cuts") or []
+    ordered = sorted(
+        (c for c in cuts if isinstance(c, dict) and "tensor" in c),
+        key=lambda c: float(c.get("position") or 0),
+    )
+    names = [str(c["tensor"]) for c in ordered]
+    seen = {row["cut"] for row in rows}
+    middle = [n for n in names if n in seen]
+    middle += [c for c in dict.fromkeys(r["cut"] for r in rows) if c not in middle]
+    middle = [c for c in middle if c not in (SERVER_ONLY, DEVICE_ONLY)]
+    return [c for c in (SERVER_ONLY, *middle, DEVICE_ONLY) if c in seen]
+
+
+def _best_per_cut(
+    rows: Sequence[Mapping[str, Any]], link: str, cuts: Sequence[str]
+) -> list[Mapping[str, Any] | None]:
+    """On one link, the codec with the lowest end-to-end estimate at each cut."""
+    out: list[Mapping[str, Any] | None] = []
+    for cut in cuts:
+        mine = [r for r in rows if r["link"] == link and r["cut"] == cut]
+        out.append(min(mine, key=lambda r: _ms(r["e2e"])) if mine else None)
+    return out
+
+
+def _ms(figure: Mapping[str, Any]) -> float:
+    value = figure.get("estimate_ms")
+    return float(value) if isinstance(value, (int, float)) else math.inf
+
+
+def _accuracy(run: Run, cut: str, codec: str) -> str:
+    """What the codec costs at this cut, as the plan measured it on the host."""
+    quality = ((run.manifest.split or {}).get("quality") or {}).get(cut) or {}
+    figures = quality.get(codec) or {}
+    texts = []
+    if isinstance(figures.get("top1"), (int, float)):
+        texts.append(f"top-1 {_num(figures['top1'])}")
+    if isinstance(figures.get("psnr_db"), (int, float)):
+        texts.append(f"PSNR {_num(figures['psnr_db'], 1)} dB")
+    if isinstance(figures.get("max_abs_diff"), (int, float)):
+        texts.append(f"max |Δ| {figures['max_abs_diff']:.3g}")
+    if cut == DEVICE_ONLY:
+        return "reference (whole model)"
+    return ", ".join(texts) or "—"
+
+
+def _link_text(run: Run, link: str) -> str:
+    profile = ((run.manifest.split or {}).get("links") or {}).get(link) or {}
+    details = []
+    if profile.get("bandwidth"):
+        details.append(str(profile["bandwidth"]))
+    if isinstance(profile.get("rtt_ms"), (int, float)):
+        details.append(f"RTT {profile['rtt_ms']:g} ms")
+    return f"{link} ({', '.join(details)})" if details else link
+
+
+def _split_table(run: Run, figures: Mapping[str, Any], cuts: Sequence[str]) -> str:
+    """Every link × cut × codec the run measured, as `edgetool split` prints it."""
+    rows = figures.get("rows") or []
+    head = ["link", "cut", "codec", "bytes", *SPLIT_PART_LABELS.values(),
+            "end to end [95% CI]", "accuracy"]  # fmt: skip
+    out = ["<tr>" + "".join(f'<th class="l">{esc(h)}</th>' for h in head) + "</tr>"]
+    best = figures.get("best") or {}
+    position = {cut: i for i, cut in enumerate(cuts)}
+    ordered = sorted(
+        rows, key=lambda r: (r["link"], position.get(r["cut"], len(cuts)), _ms(r["e2e"]))
+    )
+    for row in ordered:
+        mark = best.get(row["link"]) or {}
+        is_best = mark.get("cut") == row["cut"] and mark.get("codec") == row["codec"]
+        cells = [row["link"], row["cut"], row["codec"], str(row["bytes"])]
+        cells += [_num((row.get(part) or {}).get("estimate_ms")) for part in SPLIT_PART_LABELS]
+        cells += [
+            _e2e_text(row["e2e"]) + (" ★ best" if is_best else ""),
+            _accuracy(run, row["cut"], row["codec"]),
+        ]
+        out.append(
+            ('<tr class="best">' if is_best else "<tr>")
+            + "".join(
+                f'<td class="{"l" if j < 3 or j == len(cells) - 1 else ""}" '
+                f'data-label="{esc(head[j])}">{esc(c)}</td>'
+                for j, c in enumerate(cells)
+            )
+            + "</tr>"
+        )
+    return f'<table class="summary split">{"".join(out)}</table>'
+
+
+def _split_verdicts(run: Run, figures: Mapping[str, Any]) -> str:
+    """Per link: the best cut and the bandwidth above which offloading starts to pay."""
+    lines = []
+    for link, best in (figures.get("best") or {}).items():
+        crossover = (figures.get("crossover") or {}).get(link) or {}
+        bps = crossover.get("bits_per_second")
+        if isinstance(bps, (int, float)):
+            pays = (
+                f"offloading pays above {rate_text(float(bps))} "
+                f"({crossover.get('cut')} · {crossover.get('codec')}, modelled)"
+            )
+        else:
+            pays = f"crossover: never ({crossover.get('reason') or 'no offloading path'})"
+        lines.append(
+            f"<li><b>{esc(_link_text(run, link))}</b>: best cut {esc(best.get('cut'))} · "
+            f"{esc(best.get('codec'))}, {esc(_e2e_text(best.get('e2e') or {}))}; "
+            f"{esc(pays)}</li>"
+        )
+    return f'<ul class="split-best">{"".join(lines)}</ul>'
+
+
+def _split_section(index: int, run: Run, figures: Mapping[str, Any]) -> str:
+    """A split run: end to end per cut and link, where the time goes at each cut, the
+    table of every route, and the best cut and crossover per link."""
+    rows = figures.get("rows") or []
+    cuts = _cut_order(run, rows)
+    links = sorted({str(r["link"]) for r in rows})
+    label = run_label(index, run)
+    series = []
+    for link in links:
+        points = [
+            Point(_ms(r["e2e"]), _ci_pair(r["e2e"].get("ci")), str(r["codec"]))
+            if r is not None
+            else Point(None)
+            for r in _best_per_cut(rows, link, cuts)
+        ]
+        series.append((_link_text(run, link), points))
+    parts = [
+        f'<div class="card"><h3>{esc(label)}</h3>',
+        _split_verdicts(run, figures),
+        '<div class="plots"><div>',
+        plots.cut_lines(
+            f"split-e2e-{index + 1}",
+            f"end-to-end p50 per cut point — {label}",
+            cuts,
+            series,
+            "end to end (ms, best codec per cut)",
+        ),
+        '<div class="caption">each point is the fastest codec at that cut (written beside '
+        "it) with its 95% CI over repetitions; left to right, more of the model runs on "
+        "the device</div></div>",
+    ]
+    for link in links:
+        best = _best_per_cut(rows, link, cuts)
+        shown = [(cut, r) for cut, r in zip(cuts, best, strict=True) if r is not None]
+        parts.append("<div>")
+        parts.append(
+            plots.stacked_bars(
+                "split-parts",
+                f"where the time goes on {link} — {label}",
+                [f"{cut} · {r['codec']}" for cut, r in shown],
+                [
+                    (text, [_finite((r.get(part) or {}).get("estimate_ms")) for _, r in shown])
+                    for part, text in SPLIT_PART_LABELS.items()
+                ],
+                "ms (run estimate per part)",
+                attrs={"data-run": str(index + 1), "data-link": link},
+            )
+        )
+        parts.append("</div>")
+    parts.append("</div>")
+    parts.append(_split_table(run, figures, cuts))
+    parts.append(
+        '<div class="caption">device and server parts are timed on their own clocks, '
+        "the link parts on the host's; each part is its run-level estimate, so the parts "
+        "need not add up to the end-to-end figure exactly. The crossover bandwidth is a "
+        "model from the measured compute, the link's RTT and the bytes each way.</div>"
+    )
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _finite(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+
+
 @dataclass(frozen=True)
 class JobRow:
     """One job of a night as the night's table shows it (the farm fills these in; results
@@ -596,13 +811,14 @@ def build_report(
     else:
         body.append("<h2>Summary</h2>")
         body.append(_summary_table(runs, verdicts))
-        body.append('<h2>Latency distribution</h2><div class="plots">')
-        body.append(_latency_plots(runs))
-        body.append('</div><h2>Latency over time</h2><div class="plots">')
-        for i, run in enumerate(runs):
-            if run.samples_ns:
-                body.append(f"<div>{_over_time_plot(i, run)}</div>")
-        body.append("</div>")
+        if not all(_split(r) is not None for r in runs):  # split runs have no samples
+            body.append('<h2>Latency distribution</h2><div class="plots">')
+            body.append(_latency_plots(runs))
+            body.append('</div><h2>Latency over time</h2><div class="plots">')
+            for i, run in enumerate(runs):
+                if run.samples_ns:
+                    body.append(f"<div>{_over_time_plot(i, run)}</div>")
+            body.append("</div>")
         repeated = [plot for i, r in enumerate(runs) if (plot := _repetition_plot(i, r))]
         if repeated:
             body.append('<h2>Repetitions</h2><div class="plots">')
@@ -616,6 +832,10 @@ def build_report(
         if any(_energy(r) for r in runs):
             body.append('<h2>Energy</h2><div class="plots">')
             body.append(f"<div>{_energy_plot(runs)}</div></div>")
+        splits = [(i, r, f) for i, r in enumerate(runs) if (f := _split(r)) is not None]
+        if splits:
+            body.append('<h2 id="split">Split computing</h2>')
+            body.extend(_split_section(i, r, f) for i, r, f in splits)
         profiled = [(i, r, p) for i, r in enumerate(runs) if (p := _op_profile(r))]
         if profiled:
             body.append('<h2>Per-operator profile</h2><div class="plots">')

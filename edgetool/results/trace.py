@@ -9,6 +9,10 @@ onnxruntime's `model_run` and one nested slice per node inside it. Everything is
 device clock, in µs from the first event, so inferences and power line up without the
 reader doing clock maths.
 
+A split run (`edgetool split`) is traced from its journal instead: one process per link
+with the device, encode, link and server parts of each inference on their own tracks, on
+the host's clock from each inference's start (see `iter_split_events`).
+
 Events are generated one at a time so `write_trace` stays linear in time and writes a run
 of a million inferences without holding the whole JSON text in memory.
 """
@@ -16,7 +20,7 @@ of a million inferences without holding the whole JSON text in memory.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +29,7 @@ from edgetool.events import PowerSample
 from edgetool.files import write_text_atomic
 from edgetool.results.manifest import RunManifest
 from edgetool.results.op_profile import OpProfile, read_op_profile
+from edgetool.results.split import SPLIT_JOURNAL, read_journal, timeline
 from edgetool.results.store import Run
 
 PID = 1
@@ -241,9 +246,106 @@ def _profile_events(profile: OpProfile, origin: int) -> Iterator[dict[str, Any]]
             }
 
 
+SPLIT_TRACKS: tuple[tuple[str, str], ...] = (
+    ("inference", "inference (end to end)"),
+    ("device", "device (head)"),
+    ("encode", "encode"),
+    ("up", "link up"),
+    ("server", "server (tail)"),
+    ("down", "link down"),
+)
+"""(part, track name) of a split run, in the order an inference goes through them; the
+first track spans each whole inference, labelled with its cut and codec."""
+
+SPLIT_CLOCK = (
+    "host clock (perf_counter) from each inference's start; device and server parts are "
+    "timed on their own clocks and placed end to end on it, the link parts are host-timed"
+)
+
+
+def _split_records(run: Run) -> list[dict[str, Any]]:
+    return read_journal(run.dir / SPLIT_JOURNAL)
+
+
+def _route(record: Mapping[str, Any]) -> str:
+    return f"{record.get('cut')} · {record.get('codec')}"
+
+
+def iter_split_events(run: Run) -> Iterator[dict[str, Any]]:
+    """A split run's inferences: one process per link (the links are measured one after
+    another, so each gets its own stretch of the timeline and a group to fold), one track
+    per part, and a slice per part of each inference named by its cut and codec.
+
+    Per link rather than per link and route: a run tries every cut with every codec, and
+    tens of processes of five tracks each bury the comparison a reader makes when they
+    scroll along one link's tracks from route to route."""
+    records = _split_records(run)
+    links = list(dict.fromkeys(str(r.get("link")) for r in records))
+    pids = {link: PID + i for i, link in enumerate(links)}
+    model = model_label(run.manifest)
+    for link, pid in pids.items():
+        yield {"ph": "M", "name": "process_name", "pid": pid,
+               "args": {"name": f"link {link} · {model}"}}  # fmt: skip
+        yield {"ph": "M", "name": "process_sort_index", "pid": pid, "args": {"sort_index": pid}}
+        yield {"ph": "M", "name": "process_labels", "pid": pid, "args": {"labels": run.run_id}}
+        for tid, (_, thread) in enumerate(SPLIT_TRACKS, start=1):
+            yield {"ph": "M", "name": "thread_name", "pid": pid, "tid": tid,
+                   "args": {"name": thread}}  # fmt: skip
+            yield {"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": tid,
+                   "args": {"sort_index": tid}}  # fmt: skip
+    tids = {part: tid for tid, (part, _) in enumerate(SPLIT_TRACKS, start=1)}
+    origin = min((int(r.get("t0_ns", 0)) for r in records), default=0)
+    for record, parts in timeline(records):
+        pid = pids[str(record.get("link"))]
+        name = _route(record)
+        common = {
+            "cut": record.get("cut"),
+            "codec": record.get("codec"),
+            "rep": record.get("rep"),
+            "i": record.get("i"),
+        }
+        start = int(record.get("t0_ns", 0))
+        total = sum(duration for _, _, duration in parts)
+        yield {
+            "ph": "X",
+            "name": name,
+            "cat": "split",
+            "pid": pid,
+            "tid": tids["inference"],
+            "ts": _us(start - origin),
+            "dur": _us(total),
+            "args": {
+                **common,
+                "bytes": record.get("bytes"),
+                "reply_bytes": record.get("reply_bytes"),
+                "e2e_ms": int(record.get("e2e_ns", total)) / 1e6,
+            },
+        }
+        for part, t, duration in parts:
+            args = dict(common)
+            if part in ("encode", "up"):
+                args["bytes"] = record.get("bytes")
+            elif part == "down":
+                args["bytes"] = record.get("reply_bytes")
+            args["ms"] = duration / 1e6
+            yield {
+                "ph": "X",
+                "name": name,
+                "cat": part,
+                "pid": pid,
+                "tid": tids[part],
+                "ts": _us(t - origin),
+                "dur": _us(duration),
+                "args": args,
+            }
+
+
 def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
     """Every trace event of the run, metadata first, in one linear pass per series."""
     manifest = run.manifest
+    if manifest.split is not None:
+        yield from iter_split_events(run)
+        return
     emulated = is_emulated(manifest)
     clock = "emulated device clock" if emulated else "device clock"
     starts = inference_starts(run)
@@ -329,6 +431,18 @@ def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
 def trace_metadata(run: Run) -> dict[str, Any]:
     """What the trace is of, for a reader who finds the file later."""
     manifest = run.manifest
+    if manifest.split is not None:
+        return {
+            "run_id": run.run_id,
+            "status": run.status,
+            "target": target_label(manifest),
+            "model": model_label(manifest),
+            "emulated": is_emulated(manifest),
+            "kind": "split",
+            "clock": SPLIT_CLOCK,
+            "start_times": "measured (host clock)",
+            "inferences": len(_split_records(run)),
+        }
     return {
         "run_id": run.run_id,
         "status": run.status,
