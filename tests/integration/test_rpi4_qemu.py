@@ -11,8 +11,6 @@ test instead of skipping it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,37 +23,18 @@ import pytest
 
 from edgetool import paths
 from tests.conftest import CliResult, assert_one_line_error, run_cli
+from tests.integration.conftest import ProvisionedPi, emulator_home, require_rpi4_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-REAL_CACHE = paths.cache_dir()  # read before any fixture points the cache elsewhere
 TARGET = "rpi4-qemu"
-
-
-def _image_cached() -> bool:
-    return any((d / "image.json").is_file() for d in (REAL_CACHE / "images").glob(TARGET + "-*"))
 
 
 @pytest.fixture
 def emu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """State and results under tmp_path; the image and wheel caches are the user's."""
-    if not shutil.which("qemu-system-aarch64"):
-        pytest.skip("qemu-system-aarch64 not installed (apt-get install qemu-system-arm)")
-    if not _image_cached():
-        message = f"no cached {TARGET} image: run `edgetool emulate build {TARGET}` first"
-        if os.environ.get("EDGETOOL_REQUIRE_EMULATORS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    for shared in ("images", "wheels"):
-        (REAL_CACHE / shared).mkdir(parents=True, exist_ok=True)
-        (cache / shared).symlink_to(REAL_CACHE / shared)
-    for var, value in (
-        ("EDGETOOL_CACHE_DIR", str(cache)),
-        ("EDGETOOL_STATE_DIR", str(tmp_path / "state")),
-        ("EDGETOOL_RESULTS", str(tmp_path / "results")),
-    ):
+    require_rpi4_image()
+    for var, value in emulator_home(tmp_path).items():
         monkeypatch.setenv(var, value)
     monkeypatch.delenv("EDGETOOL_TARGETS", raising=False)
     yield tmp_path
@@ -80,28 +59,40 @@ def qemu_pids(state_dir: Path) -> list[int]:
     return pids
 
 
-def test_boot_provision_deploy_stop(emu_home: Path) -> None:
+def test_boot_provision_deploy_stop(
+    provisioned_pi: ProvisionedPi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first boot and provisioning are the session's (`provisioned_pi`, which the
+    icount tests boot read-only afterwards): this test asserts what they answered, then
+    deploys on the VM they left running and stops it."""
+    for var, value in provisioned_pi.env.items():
+        monkeypatch.setenv(var, value)
+    emu_home = provisioned_pi.home
+    first_boot = provisioned_pi.first_boot
     built = cli("emulate", "build", TARGET, "--json")
     assert built.code == 0, built.stderr
     assert built.json()["cached"] is True, "a second build is a cache hit"
 
-    started = cli("emulate", "start", TARGET, "--json")
+    started = first_boot["start"]
     assert started.code == 0, started.stderr
     state = started.json()
     assert state["ready"] and state["transport"]["host"] == "127.0.0.1"
     assert "-cpu" in state["argv"] and "cortex-a72" in state["argv"]
     assert "restrict=on" in " ".join(state["argv"]), "the guest must not reach any network"
+    if not provisioned_pi.running:  # the icount tests ran first and stopped it
+        assert cli("emulate", "start", TARGET).code == 0
+        provisioned_pi.running = True
     status = cli("emulate", "status", TARGET)
     assert status.code == 0 and "running" in status.stdout
 
     # Before provisioning the runner's venv does not exist: the error says what to do.
-    unprovisioned = cli("targets", "check", TARGET)
+    unprovisioned = first_boot["check_unprovisioned"]
     assert unprovisioned.code != 0
     assert "edgetool provision" in unprovisioned.stderr and "Traceback" not in unprovisioned.stderr
 
-    first = cli("provision", "--target", TARGET, "--json")
+    first = first_boot["provision"]
     assert first.code == 0, first.stderr
-    again = cli("provision", "--target", TARGET, "--json")
+    again = first_boot["provision_again"]
     assert again.code == 0, again.stderr
     assert again.json().get("nothing_to_do") is True, again.stdout
 
@@ -131,6 +122,7 @@ def test_boot_provision_deploy_stop(emu_home: Path) -> None:
 
     stopped = cli("emulate", "stop", TARGET)
     assert stopped.code == 0 and "stopped" in stopped.stdout
+    provisioned_pi.running = False
     assert qemu_pids(emu_home) == []
     assert "stopped" in cli("emulate", "status", TARGET).stdout
 

@@ -2,15 +2,16 @@
 two boots count the same instructions for tiny-mlp, every view says "instr", and
 bench/icount_baseline.py passes on the shipped models and fails on a heavier one.
 
-Needs the cached image and wheels, like test_rpi4_qemu.py (`.ci/run` fetches them). One
-provisioning of `rpi4-qemu` (whose disk the icount target boots read-only), then icount boots.
+Needs the cached image and wheels, like test_rpi4_qemu.py (`.ci/run` fetches them). The
+session's provisioned `rpi4-qemu` (`provisioned_pi`, shared with test_rpi4_qemu.py) is
+stopped, then the icount target boots its disk read-only: twice in the first test (two
+boots are what it tests), and the gate reuses the second boot, left running.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,54 +19,35 @@ from pathlib import Path
 
 import pytest
 
-from edgetool import paths
 from tests.conftest import run_cli
+from tests.integration.conftest import ProvisionedPi
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-REAL_CACHE = paths.cache_dir()
 REPO = Path(__file__).parents[2]
 SCRIPT = REPO / "bench" / "icount_baseline.py"
 TARGET = "rpi4-qemu-icount"
 
 
 @pytest.fixture(scope="module")
-def provisioned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A private state dir whose rpi4-qemu is provisioned and stopped; the env to use it."""
-    if not shutil.which("qemu-system-aarch64"):
-        pytest.skip("qemu-system-aarch64 not installed (apt-get install qemu-system-arm)")
-    if not any((d / "image.json").is_file() for d in (REAL_CACHE / "images").glob("rpi4-qemu-*")):
-        message = "no cached rpi4-qemu image: run `edgetool emulate build rpi4-qemu` first"
-        if os.environ.get("EDGETOOL_REQUIRE_EMULATORS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    home = tmp_path_factory.mktemp("icount")
-    cache = home / "cache"
-    cache.mkdir()
-    for shared in ("images", "wheels"):
-        (cache / shared).symlink_to(REAL_CACHE / shared)
-    env = {
-        "EDGETOOL_CACHE_DIR": str(cache),
-        "EDGETOOL_STATE_DIR": str(home / "state"),
-        "EDGETOOL_RESULTS": str(home / "results"),
-    }
-    saved = {k: os.environ.get(k) for k in (*env, "EDGETOOL_TARGETS")}
-    os.environ.update(env)
-    os.environ.pop("EDGETOOL_TARGETS", None)
-    try:
-        assert run_cli("emulate", "start", "rpi4-qemu", timeout=900).code == 0
-        provisioned = run_cli("provision", "--target", "rpi4-qemu", timeout=1200)
-        assert provisioned.code == 0, provisioned.stderr
-        assert run_cli("emulate", "stop", "rpi4-qemu").code == 0
-        yield env
-    finally:
-        run_cli("emulate", "stop", TARGET)
-        run_cli("emulate", "stop", "rpi4-qemu")
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def pi_disk(provisioned_pi: ProvisionedPi) -> Iterator[ProvisionedPi]:
+    """The session's provisioned rpi4-qemu, stopped (the icount target boots its disk)."""
+    assert provisioned_pi.first_boot["start"].code == 0, provisioned_pi.first_boot["start"].stderr
+    provision = provisioned_pi.first_boot["provision"]
+    assert provision.code == 0, provision.stderr
+    if provisioned_pi.running:
+        assert provisioned_pi.cli("emulate", "stop", "rpi4-qemu").code == 0
+        provisioned_pi.running = False
+    yield provisioned_pi
+    provisioned_pi.cli("emulate", "stop", TARGET)
+
+
+@pytest.fixture
+def provisioned(pi_disk: ProvisionedPi, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """This test's env points at the session's provisioned disk."""
+    for var, value in pi_disk.env.items():
+        monkeypatch.setenv(var, value)
+    return pi_disk.env
 
 
 def _tiny_mlp_count() -> tuple[float, str]:
@@ -99,6 +81,7 @@ def test_two_boots_count_the_same_and_every_view_says_instructions(
     assert "(exact)" in compared.stdout and "k instr" in compared.stdout
     listed = run_cli("results", "list")
     assert "k instr" in listed.stdout
+    # The second boot stays up: the gate test only reads counts, and reuses it.
 
 
 def _gate(*args: str) -> subprocess.CompletedProcess[str]:
@@ -114,9 +97,15 @@ def test_gate_passes_on_the_shipped_models_and_fails_on_a_heavier_one(
 ) -> None:
     from edgetool.zoo.tinymlp import MlpSpec, write_models
 
+    # One boot for both gate runs (the first test's second boot when it ran; the gate
+    # itself starts a stopped icount target and stops it after, which costs a boot each).
+    if run_cli("emulate", "status", TARGET, "--json").json()["status"] != "running":
+        assert run_cli("emulate", "start", TARGET, timeout=900).code == 0
     shipped = _gate()  # the whole plan: the emulated Pi and the emulated M4
     assert shipped.returncode == 0, shipped.stdout + shipped.stderr
     assert "within the baseline's tolerance" in shipped.stdout
+    status = run_cli("emulate", "status", TARGET, "--json").json()["status"]
+    assert status == "running", "the gate stopped an emulator it did not start"
     heavier = MlpSpec("tiny-mlp", (64, 160, 128, 10), seed=1)  # one layer 25 % wider
     write_models(heavier, tmp_path)
     slower = _gate("--only", f"{TARGET}:tiny-mlp", "--model", f"tiny-mlp={tmp_path}/tiny-mlp.onnx")
