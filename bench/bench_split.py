@@ -2,7 +2,7 @@
 link profiles, printed as Markdown with each route's end-to-end time as a ratio to the
 device-only baseline measured in the same run (this machine is noisy).
 
-    sudo python bench/bench_split.py cbnet entropic-student --links wifi,lte,ble
+    sudo python bench/bench_split.py cbnet@TENSOR,TENSOR entropic-student --links wifi,lte,ble
 
 Needs root for the shaped links (network namespaces)."""
 
@@ -15,9 +15,12 @@ import sys
 from typing import Any
 
 
-def run_split(model: str, links: list[str], args: argparse.Namespace) -> dict[str, Any]:
-    argv = [sys.executable, "-m", "edgetool", "split", "-m", model, "--json"]
-    argv += ["-r", str(args.repeat), "-n", str(args.inferences), "--points", args.points]
+def run_split(spec: str, links: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    """`NAME` or `NAME@tensor,tensor` (that model's cut points; else --points)."""
+    model, _, points = spec.partition("@")
+    argv = [sys.executable, "-m", "edgetool", "split", "-m", model, "--json", "-t", args.target]
+    argv += ["--server", args.server, "-r", str(args.repeat), "-n", str(args.inferences)]
+    argv += ["--points", points or args.points]
     for link in links:
         argv += ["--link", link]
     for codec in args.codecs.split(","):
@@ -84,7 +87,9 @@ def table(model: str, data: dict[str, Any], top: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("models", nargs="+")
+    parser.add_argument("models", nargs="+", help="NAME or NAME@tensor,tensor")
+    parser.add_argument("--target", default="local")
+    parser.add_argument("--server", default="local")
     parser.add_argument("--links", default="wifi,lte,ble")
     parser.add_argument("--codecs", default="fp32,fp16,int8,sgq4,int8+zstd,sgq4+zstd")
     parser.add_argument("--points", default="auto")
@@ -92,8 +97,9 @@ def main() -> None:
     parser.add_argument("--inferences", type=int, default=10)
     parser.add_argument("--top", type=int, default=8, help="rows per link (baselines always)")
     args = parser.parse_args()
-    for model in args.models:
-        print(table(model, run_split(model, args.links.split(","), args), args.top))
+    for spec in args.models:
+        data = run_split(spec, args.links.split(","), args)
+        print(table(spec.partition("@")[0], data, args.top), flush=True)
 
 
 if __name__ == "__main__":
