@@ -114,6 +114,11 @@ def measure(
     try:
         with connect(target) as device, connect(server) as host:
             obs.connected(f"{device.description} → {host.description}")
+            needs = ("numpy", "onnxruntime") + (
+                ("zstandard",) if any(c.endswith("+zstd") for c in settings.codecs) else ()
+            )
+            for role, transport in (("device", device), ("server", host)):
+                _check_modules(transport, role, needs)
             routes = plan.push(target, device, server, host, obs)
             writer.manifest.target.transport = device.description  # type: ignore[union-attr]
             writer.save()
@@ -152,6 +157,33 @@ def measure(
             )
         raise failure
     return SplitOutcome(writer.dir, writer.run_id, writer.manifest, summary)
+
+
+_FIND_MODULES = (
+    "import importlib.util, json, sys\n"
+    "print(json.dumps([m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]))"
+)
+
+
+def _check_modules(transport: FileTransport, role: str, modules: Sequence[str]) -> None:
+    """Refuse before the first route rather than fail at the first route that needs a
+    module the side lacks (zstandard is not in a provisioned device's default list)."""
+    out = transport.run_checked([transport.python, "-c", _FIND_MODULES, *modules])
+    try:
+        missing = json.loads(out.strip().splitlines()[-1]) if out.strip() else []
+    except ValueError:
+        missing = []
+    if missing:
+        zstd = (
+            " (the +zstd codecs need it; or leave them out with --codec)"
+            if ("zstandard" in missing)
+            else ""
+        )
+        raise DeviceError(
+            f"the {role} ({transport.description}) has no {', '.join(missing)}{zstd}",
+            hint="Install it there, or add it to the target's [provision] packages and run "
+            "edgetool provision.",
+        )
 
 
 def _target_info(target: Target) -> TargetInfo:

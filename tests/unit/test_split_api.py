@@ -4,6 +4,7 @@ every route measured in fresh runner processes, the run directory complete."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -78,3 +79,31 @@ def test_split_refuses_what_it_cannot_measure(home: Path, tmp_path: Path) -> Non
         split(model, settings=SplitSettings(repeat=0))
     with pytest.raises(UsageError, match="Linux-class"):
         split(model, "mcu-m4-qemu")
+
+
+def test_a_side_without_the_codecs_modules_is_refused_before_measuring(
+    home: Path, tmp_path: Path
+) -> None:
+    """A device whose python lacks numpy/onnxruntime (here: an interpreter with no
+    site-packages of ours) fails in one DeviceError naming what is missing."""
+    from edgetool.errors import DeviceError
+
+    bare = tmp_path / "bare.toml"
+    bare.write_text(
+        'kind = "linux"\nworkdir = "edgetool"\npython = "/usr/bin/python3"\n'
+        '[transport]\ntype = "local"\n'
+    )
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("no system python to stand in for a bare device")
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import numpy"], capture_output=True, check=False
+    )
+    if probe.returncode == 0:
+        pytest.skip("the system python has numpy: no bare interpreter to stand in")
+    model = _chain(tmp_path / "chain.onnx")
+    settings = SplitSettings(points="b", codecs=("int8+zstd",), repeat=1, inferences=1)
+    with pytest.raises(DeviceError, match="has no numpy, onnxruntime, zstandard") as caught:
+        split(model, str(bare), settings=settings)
+    assert "+zstd codecs need it" in str(caught.value)
+    runs = list((home / "results").glob("*"))
+    assert all(json.loads((r / "manifest.json").read_text())["status"] == "failed" for r in runs)
