@@ -91,3 +91,10 @@ def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
         "[dim]times in ms: p50 of the run's repetition medians; device and server times on "
         "their own clocks, link times on this host's[/dim]"
     )
+    target = manifest.get("target") or {}
+    if target.get("emulated"):
+        emulator = target.get("emulator") or "an emulator"
+        out.print(
+            f"[yellow]device times are emulated[/yellow] ({emulator}): the head ran on "
+            f"{target.get('name')}, not on hardware; the crossover is for that device"
+        )
