@@ -344,6 +344,7 @@ def test_a_digit_flipped_in_a_tick_line_is_rejected_and_asked_again(
     finally:
         clean.close()
     assert max(truth) - min(truth) <= 1  # -icount: every inference costs the same ticks
+    assert min(truth) >= 10  # two digits, so flipping the leading one moves it by ≥ 10
     proxy = BitFlipProxy(("127.0.0.1", port), ber=0.0, flip_line=("m-xlap-ticks-", 7, 0x01))
     client = _client(proxy.url)
     try:
@@ -354,7 +355,10 @@ def test_a_digit_flipped_in_a_tick_line_is_rejected_and_asked_again(
         client.close()
         proxy.close()
     assert proxy.lines_flipped == 1
-    assert len(ticks) == 20 and min(ticks) >= min(truth) and max(ticks) <= max(truth)
+    # A run may land on either side of a timer tick (48 or 49 here), so allow the one-tick
+    # spread around the clean run; the flip changes the leading digit (±10 ticks or more).
+    assert len(ticks) == 20 and max(ticks) - min(ticks) <= 1
+    assert min(truth) - 1 <= min(ticks) and max(ticks) <= max(truth) + 1
     assert client.stats.bad_lines == 1 and client.stats.retries == 1
 
 
