@@ -431,24 +431,23 @@ def iter_trace_events(run: Run) -> Iterator[dict[str, Any]]:
 def trace_metadata(run: Run) -> dict[str, Any]:
     """What the trace is of, for a reader who finds the file later."""
     manifest = run.manifest
+    about: dict[str, Any] = {
+        "run_id": run.run_id,
+        "status": run.status,
+        "target": target_label(manifest),
+        "model": model_label(manifest),
+        "emulated": is_emulated(manifest),
+    }
     if manifest.split is not None:
         return {
-            "run_id": run.run_id,
-            "status": run.status,
-            "target": target_label(manifest),
-            "model": model_label(manifest),
-            "emulated": is_emulated(manifest),
+            **about,
             "kind": "split",
             "clock": SPLIT_CLOCK,
             "start_times": "measured (host clock)",
             "inferences": len(_split_records(run)),
         }
     return {
-        "run_id": run.run_id,
-        "status": run.status,
-        "target": target_label(manifest),
-        "model": model_label(manifest),
-        "emulated": is_emulated(manifest),
+        **about,
         "clock": "emulated device clock" if is_emulated(manifest) else "device clock",
         "start_times": "measured" if run.starts_ns is not None else "back-to-back (estimated)",
         "power_offset_ns": power_offset_ns(manifest),

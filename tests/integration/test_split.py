@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.as_nobody import nobody_python
 from tests.conftest import assert_one_line_error, run_cli
 
 pytestmark = pytest.mark.integration
@@ -123,13 +124,7 @@ def test_unknown_point_and_codec_are_one_line_errors(home: Path, lenet: Path) ->
 
 def test_shaped_link_needs_root(home: Path, lenet: Path) -> None:
     """As a real non-root user: one line, exit 2, before any export or connection."""
-    if os.geteuid() != 0 or not shutil.which("setpriv"):
-        pytest.skip("needs root and setpriv to run the CLI as user nobody")
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    probe = subprocess.run([*drop, sys.executable, "-c", "import edgetool.cli"], check=False,
-                           capture_output=True, cwd="/")  # fmt: skip
-    if probe.returncode != 0:
-        pytest.skip("user nobody may not run this Python (its directory is private)")
+    drop = nobody_python("import edgetool.cli", candidates=(sys.executable,))
     shared = Path(tempfile.mkdtemp(prefix="edgetool-nobody-"))
     try:
         shared.chmod(0o777)
@@ -144,7 +139,7 @@ def test_shaped_link_needs_root(home: Path, lenet: Path) -> None:
         ):
             env[var] = str(shared / sub)  # fmt: skip
         result = subprocess.run(
-            [*drop, sys.executable, "-m", "edgetool", "split", "-m", str(shared / "lenet.onnx"),
+            [*drop, "-m", "edgetool", "split", "-m", str(shared / "lenet.onnx"),
              "--link", "wifi"],
             capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL,
             cwd=shared,

@@ -6,15 +6,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import edgetool
 from edgetool.split.link import NONE, LinkProfile, open_link, parse_link
+from tests.as_nobody import nobody_python
 
 pytestmark = [
     pytest.mark.integration,
@@ -124,12 +123,6 @@ def test_netem_shaper_where_the_kernel_has_it() -> None:
 
 
 def test_none_needs_no_root() -> None:
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv (util-linux) to run a process as nobody")
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    pythons = [p for p in (sys.executable, "/usr/bin/python3") if _runs_as_nobody(drop, p)]
-    if not pythons:
-        pytest.skip("no Python >= 3.11 that user nobody may run")
     script = (
         "from edgetool.split.link import load_link, open_link\n"
         "with open_link(load_link('none')) as channel:\n"
@@ -139,13 +132,8 @@ def test_none_needs_no_root() -> None:
     repo = Path(edgetool.__file__).resolve().parents[1]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(repo)}
     done = subprocess.run(
-        [*drop, pythons[0], "-c", script], capture_output=True, text=True, env=env, check=False
+        [*nobody_python(), "-c", script], capture_output=True, text=True, env=env, check=False
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["none", "10", "b'dddddddddd'"]
     assert NONE.describe().startswith("none:")
-
-
-def _runs_as_nobody(drop: list[str], python: str) -> bool:
-    probe = [*drop, python, "-c", "import sys; assert sys.version_info >= (3, 11)"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0

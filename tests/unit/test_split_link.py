@@ -8,7 +8,6 @@ import json
 import math
 import os
 import select
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from edgetool.split.link import (
     tbf_argv,
     tbf_burst,
 )
+from tests.as_nobody import nobody_python
 
 
 def _profile(path: Path, text: str) -> LinkProfile:
@@ -151,21 +151,6 @@ def test_tbf_argv_and_its_burst_fit_one_packet_at_least() -> None:
     assert tbf_burst(load_link("wifi")) == 5000  # 2 ms of 20 Mbit/s
 
 
-def _unprivileged_python() -> list[str]:
-    """An argv prefix running a Python ≥ 3.11 as nobody (the test's own, or the system's
-    when ours sits where nobody may read)."""
-    if os.geteuid() != 0:
-        return [sys.executable]
-    if shutil.which("setpriv") is None:
-        pytest.skip("needs setpriv (util-linux) to run a process as nobody")
-    drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    for python in (sys.executable, "/usr/bin/python3"):
-        probe = [*drop, python, "-c", "import sys; assert sys.version_info >= (3, 11)"]
-        if subprocess.run(probe, capture_output=True, check=False).returncode == 0:
-            return [*drop, python]
-    pytest.skip("no Python >= 3.11 that user nobody may run")
-
-
 def test_shaping_is_refused_without_root_in_one_line() -> None:
     script = (
         "import sys\n"
@@ -181,7 +166,7 @@ def test_shaping_is_refused_without_root_in_one_line() -> None:
     repo = Path(edgetool.__file__).resolve().parents[1]
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(repo)}
     done = subprocess.run(
-        [*_unprivileged_python(), "-c", script],
+        [*nobody_python(), "-c", script],
         capture_output=True,
         text=True,
         env=env,
