@@ -3,6 +3,7 @@ link profiles, printed as Markdown with each route's end-to-end time as a ratio 
 device-only baseline measured in the same run (this machine is noisy).
 
     sudo python bench/bench_split.py cbnet@TENSOR,TENSOR entropic-student --links wifi,lte,ble
+    python bench/bench_split.py --show RUN_ID ...      # tables of finished runs again
 
 Needs root for the shaped links (network namespaces)."""
 
@@ -32,6 +33,24 @@ def run_split(spec: str, links: list[str], args: argparse.Namespace) -> dict[str
     return data
 
 
+def show_run(run: str) -> dict[str, Any]:
+    """A finished run's plan and figures, as `edgetool split --json` printed them."""
+    argv = [sys.executable, "-m", "edgetool", "results", "show", run, "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.exit(f"{run}: edgetool results show failed ({done.returncode}): {done.stderr.strip()}")
+    shown = json.loads(done.stdout)
+    manifest = shown["manifest"]
+    if manifest.get("split") is None:
+        sys.exit(f"{run}: not a split run")
+    return {
+        "run_id": manifest["run_id"],
+        "model": manifest["artifact"].get("model") or manifest["artifact"]["name"],
+        "plan": manifest["split"],
+        "figures": shown["summary"]["split"],
+    }
+
+
 def accuracy(plan: dict[str, Any], cut: str, codec: str) -> str:
     quality = (plan.get("quality", {}).get(cut) or {}).get(codec) or {}
     if quality.get("top1") is not None:
@@ -58,15 +77,17 @@ def table(model: str, data: dict[str, Any], top: int) -> str:
             f"**{link}** ({profile['bandwidth'] or 'unshaped'}, RTT {profile['rtt_ms']:g} ms, "
             f"shaper {profile.get('facts', {}).get('shaper')})",
             "",
-            "| cut | codec | bytes | device ms | up ms | server ms | e2e ms p50 [95 % CI] | "
-            "× device-only | accuracy |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            "| cut | codec | bytes up | device ms | encode ms | up ms | server ms | down ms | "
+            "e2e ms p50 [95 % CI] | × device-only | accuracy |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         shown = rows[:top] + [r for r in rows[top:] if r["cut"] in ("device-only", "server-only")]
         for r in shown:
             out.append(
                 f"| {r['cut']} | {r['codec']} | {r['bytes']} | {r['device']['estimate_ms']:.3g} | "
-                f"{r['up']['estimate_ms']:.3g} | {r['server']['estimate_ms']:.3g} | {ms(r['e2e'])} "
+                f"{r['encode']['estimate_ms']:.3g} | {r['up']['estimate_ms']:.3g} | "
+                f"{r['server']['estimate_ms']:.3g} | {r['down']['estimate_ms']:.3g} | "
+                f"{ms(r['e2e'])} "
                 f"| {r['e2e']['estimate_ms'] / base:.2f} | {accuracy(plan, r['cut'], r['codec'])} |"
             )
         best = figures["best"][link]
@@ -85,9 +106,52 @@ def table(model: str, data: dict[str, Any], top: int) -> str:
     return "\n".join(out)
 
 
+def summary(model: str, data: dict[str, Any]) -> str:
+    """Two short tables: bytes and accuracy per cut and codec (link-independent), then per
+    link the device-only time, the best offloading route and the crossover bandwidth."""
+    plan, figures = data["plan"], data["figures"]
+    codecs = plan["codecs"]
+    out = [f"#### {model}  (run {data['run_id']})", ""]
+    out += ["| cut (shape) | " + " | ".join(codecs) + " |", "|---|" + "---:|" * len(codecs)]
+    for cut in plan["cuts"]:
+        cells = []
+        for codec in codecs:
+            quality = (plan["quality"].get(cut["tensor"]) or {}).get(codec) or {}
+            size = quality.get("bytes_per_inference")
+            cells.append(f"{size:.0f} B · {accuracy(plan, cut['tensor'], codec)}" if size else "")
+        shape = "x".join(str(d) for d in cut["shape"])
+        out.append(f"| {cut['tensor']} ({shape}) | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "| link | device-only e2e ms | best offload: cut · codec (bytes up) | its e2e ms "
+        "[95 % CI] | × device-only | crossover |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for link in plan["links"]:
+        rows = [r for r in figures["rows"] if r["link"] == link]
+        base = next(r for r in rows if r["cut"] == "device-only")["e2e"]
+        offload = min(
+            (r for r in rows if r["cut"] != "device-only"), key=lambda r: r["e2e"]["estimate_ms"]
+        )
+        cross = figures["crossover"][link]
+        rate = cross.get("bits_per_second")
+        where = f"{rate / 1e6:.3g} Mbit/s ({cross['cut']} · {cross['codec']})" if rate else "never"
+        out.append(
+            f"| {link} | {ms(base)} | {offload['cut']} · {offload['codec']} ({offload['bytes']} B) "
+            f"| {ms(offload['e2e'])} | {offload['e2e']['estimate_ms'] / base['estimate_ms']:.3g} "
+            f"| {where} |"
+        )
+    return "\n".join([*out, ""])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("models", nargs="+", help="NAME or NAME@tensor,tensor")
+    parser.add_argument("models", nargs="+", help="NAME or NAME@tensor,tensor (or run ids)")
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="the arguments are finished split runs: print their tables",
+    )
     parser.add_argument("--target", default="local")
     parser.add_argument("--server", default="local")
     parser.add_argument("--links", default="wifi,lte,ble")
@@ -96,10 +160,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--inferences", type=int, default=10)
     parser.add_argument("--top", type=int, default=8, help="rows per link (baselines always)")
+    parser.add_argument(
+        "--summary", action="store_true", help="bytes/accuracy and best route per link only"
+    )
     args = parser.parse_args()
     for spec in args.models:
-        data = run_split(spec, args.links.split(","), args)
-        print(table(spec.partition("@")[0], data, args.top), flush=True)
+        if args.show:
+            data = show_run(spec)
+            model = data["model"]
+        else:
+            data = run_split(spec, args.links.split(","), args)
+            model = spec.partition("@")[0]
+        print(summary(model, data) if args.summary else table(model, data, args.top), flush=True)
 
 
 if __name__ == "__main__":
