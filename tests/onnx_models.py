@@ -37,6 +37,29 @@ def conv_model(path: Path, dims: list[Any]) -> Path:
     return _save(graph, path)
 
 
+def conv_chain(path: Path) -> Path:
+    """x [1, 1, 8, 8] -> Conv (4) -> a -> Relu -> b -> Conv (2) -> y: one cut point, `b`,
+    small enough that a split run over every route takes seconds."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array(rng.standard_normal((2, 4, 3, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["b"]),
+        helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
+        [w1, w2],
+    )
+    return _save(graph, path)
+
+
 def detector(path: Path) -> Path:
     """PP-OCR detector-like: x is [N, 3, H, W], every dim but the channels open."""
     return conv_model(path, ["N", 3, "H", "W"])

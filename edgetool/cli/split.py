@@ -19,7 +19,13 @@ from edgetool.cli.common import (
     print_whole,
     writable_dir,
 )
-from edgetool.cli.deploy import DeployView, InputShape, _raise_interrupt, target_option
+from edgetool.cli.deploy import (
+    DeployView,
+    FiniteFloatRange,
+    InputShape,
+    _raise_interrupt,
+    target_option,
+)
 from edgetool.cli.split_view import render
 from edgetool.split.settings import SPLIT_DEFAULTS, SplitObserver
 
@@ -129,6 +135,20 @@ def _count(*flags_and_help: str, minimum: int = 1) -> Callable[[F], F]:
 )
 @click.option("--no-baselines", is_flag=True, help="Skip the device-only and server-only routes.")
 @click.option(
+    "--energy",
+    is_flag=True,
+    help="Read the target's [meter] (ppk2, um25c, rapl, or an estimate) beside the run: "
+    "idle power first, then the device's energy per inference on each route, waiting "
+    "for the link included.",
+)
+@click.option(
+    "--idle-seconds",
+    type=FiniteFloatRange(min=0.2),
+    default=SPLIT_DEFAULTS.idle_seconds,
+    show_default=True,
+    help="With --energy: how long the idle device is measured before the run.",
+)
+@click.option(
     "-o", "--out", type=click.Path(file_okay=False, path_type=Path), callback=writable_dir,
     help="Directory the run directory is written under [./results or EDGETOOL_RESULTS].",
 )  # fmt: skip
@@ -150,6 +170,8 @@ def command(
     threads: int,
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...],
     no_baselines: bool,
+    energy: bool,
+    idle_seconds: float,
     out: Path | None,
     quiet: bool,
     as_json: bool,
@@ -179,6 +201,8 @@ def command(
         threads=threads,
         input_shapes=dict(input_shapes),
         baselines=not no_baselines,
+        energy=energy,
+        idle_seconds=idle_seconds,
     )
     settle_settings(settings)
     view = SplitView(not (quiet or as_json))

@@ -35,6 +35,33 @@ def quality_text(quality: dict[str, Any] | None) -> str:
     return ""
 
 
+def energy_text(energy: dict[str, Any] | None) -> str:
+    """`4.1 [3.9, 4.3]`: the device's mean energy per inference over the repetitions."""
+    if not energy:
+        return "–"
+    total = energy["total_mj"]
+    ci = total.get("ci")
+    text = f"{total['mean']:.3g}"
+    return f"{text} [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else text
+
+
+def _energy_note(out: Any, energy: dict[str, Any]) -> None:
+    if energy.get("error"):
+        out.print(f"[red]energy: {energy['meter']}: {energy['error']}[/red]")
+        return
+    if energy.get("estimate"):
+        out.print(
+            f"device mJ: [yellow]an estimate[/yellow] from declared watts, {energy['window']}; "
+            "mean per inference over the repetitions"
+        )
+        return
+    idle = f", idle {energy['idle_w']:.3g} W" if energy.get("idle_w") is not None else ""
+    out.print(
+        f"[dim]device mJ: mean per inference over the repetitions, {energy['window']}; "
+        f"meter {energy['meter']}{idle}[/dim]"
+    )
+
+
 def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
     """One table per link (rows: baselines and every cut × codec), then the best cut
     and the crossover bandwidth per link."""
@@ -59,8 +86,11 @@ def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
         for column in ("cut", "codec", "bytes", "device", "encode", "up", "server", "down"):
             table.add_column(column, justify="left" if column in ("cut", "codec") else "right")
         table.add_column("end to end, ms p50 [95 % CI]", justify="right")
-        table.add_column("accuracy")
         rows = [r for r in figures["rows"] if r["link"] == link]
+        metered = any(row.get("energy") for row in rows)
+        if metered:
+            table.add_column("device mJ [95 % CI]", justify="right")
+        table.add_column("accuracy")
         order = {"device-only": 0, "server-only": 1}
         rows.sort(key=lambda r: (order.get(r["cut"], 2), r["e2e"]["estimate_ms"]))
         for row in rows:
@@ -68,7 +98,9 @@ def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
             table.add_row(
                 row["cut"], row["codec"], str(row["bytes"]),
                 *(ms(row[p]["estimate_ms"]) for p in ("device", "encode", "up", "server", "down")),
-                figure_text(row["e2e"]), quality_text(quality),
+                figure_text(row["e2e"]),
+                *([energy_text(row.get("energy"))] if metered else []),
+                quality_text(quality),
             )  # fmt: skip
         print_whole(out, table)
         best = figures.get("best", {}).get(link)
@@ -91,6 +123,9 @@ def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
         "[dim]times in ms: p50 of the run's repetition medians; device and server times on "
         "their own clocks, link times on this host's[/dim]"
     )
+    energy = figures.get("energy")
+    if energy:
+        _energy_note(out, energy)
     target = manifest.get("target") or {}
     if target.get("emulated"):
         emulator = target.get("emulator") or "an emulator"

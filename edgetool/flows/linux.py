@@ -187,6 +187,13 @@ def open_target_meter(target: Target, settings: RunSettings) -> PowerMeter | Non
     """The target's meter when --energy asks for it; a clear error when it cannot be had."""
     if not settings.energy:
         return None
+    if settings.new_tokens:
+        raise ConfigError("--energy is not supported with --tokens (LLM generation) yet")
+    return target_meter(target)
+
+
+def target_meter(target: Target) -> PowerMeter:
+    """The meter the target's [meter] table declares, opened (deploy and split --energy)."""
     if target.meter is None:
         from edgetool.power import meter_types
 
@@ -198,8 +205,6 @@ def open_target_meter(target: Target, settings: RunSettings) -> PowerMeter | Non
         raise ConfigError(
             f"--energy is not supported on microcontroller targets yet ({target.name})"
         )
-    if settings.new_tokens:
-        raise ConfigError("--energy is not supported with --tokens (LLM generation) yet")
     from edgetool.power import open_meter
 
     return open_meter(target.meter.type, target.meter.options)

@@ -55,7 +55,8 @@ class Alignment:
 
     @classmethod
     def same_clock(cls) -> Alignment:
-        """The meter reads the device's own clock (hwmon): nothing to align."""
+        """The meter reads the clock the windows are on (hwmon on the device; a host meter
+        beside a split run, whose windows are host times): nothing to align."""
         return cls(0, 0, 0, "same-clock")
 
     @classmethod

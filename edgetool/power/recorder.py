@@ -39,9 +39,10 @@ class EnergyRecorder:
         meter: PowerMeter,
         idle_seconds: float,
         write: Callable[[list[PowerSample]], None],
-        start_clock: Callable[[], Process],
+        start_clock: Callable[[], Process] | None,
     ) -> None:
-        """`start_clock` starts the runner's `clock` command on the device (round trips)."""
+        """`start_clock` starts the runner's `clock` command on the device (round trips);
+        None when the windows are taken on the host's clock already (split runs)."""
         self.meter = meter
         self.idle_seconds = idle_seconds
         self._write = write
@@ -72,7 +73,8 @@ class EnergyRecorder:
         start = host_ns()
         time.sleep(self.idle_seconds)
         self.idle_window = (start, host_ns())
-        self._before = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
+        if self._start_clock is not None:
+            self._before = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
         self.drain()
 
     def on_event(self, event: events.Event) -> None:
@@ -114,13 +116,14 @@ class EnergyRecorder:
 
     def after(self) -> None:
         if self.clock == "host":
-            self._after = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
+            if self._start_clock is not None:
+                self._after = estimate_offset(probe_clock(self._start_clock(), CLOCK_ROUNDS))
             self._wait_for_sample_after(host_ns())
         self.meter.stop()
         self.drain()
 
     def alignment(self) -> Alignment | None:
-        if self.clock == "device":
+        if self.clock == "device" or (self.clock == "host" and self._start_clock is None):
             return Alignment.same_clock()
         if self._before is None:
             return None

@@ -32,10 +32,12 @@ from edgetool.files import file_sha256, write_json_atomic
 from edgetool.flows.base import connect, push
 from edgetool.flows.journal import artifact_info
 from edgetool.flows.linux import linux_target_info
+from edgetool.power.recorder import EnergyRecorder
 from edgetool.results.manifest import RunManifest, Summary, TargetInfo
 from edgetool.results.split import DEVICE_ONLY, SERVER_ONLY, SPLIT_JOURNAL, summarize
-from edgetool.results.store import RunWriter, new_run_id
+from edgetool.results.store import POWER, RunWriter, new_run_id, read_power
 from edgetool.runner import split_runner
+from edgetool.split.energy import open_split_meter, route_energy
 from edgetool.split.link import Channel, LinkProfile, open_link
 from edgetool.split.settings import SplitObserver, SplitSettings
 from edgetool.targets import Target, device_path
@@ -97,7 +99,17 @@ def measure(
     """Cut, check, calibrate, then measure every route over every link; the run
     directory keeps every inference measured, also when something fails midway."""
     obs = observer or SplitObserver()
-    plan = prepare(artifact, settings, obs)
+    recorder = None
+    if settings.energy:  # a meter that cannot be had fails before anything is exported
+        recorder = open_split_meter(
+            target, settings.idle_seconds, lambda samples: writer.append_power(samples)
+        )
+    try:
+        plan = prepare(artifact, settings, obs)
+    except BaseException:
+        if recorder is not None:
+            recorder.meter.close()
+        raise
     writer = RunWriter(
         results_root or paths.results_dir(),
         new_run_id(results_root or paths.results_dir(), target.name, f"{artifact.path.stem}-split"),
@@ -122,6 +134,9 @@ def measure(
             routes = plan.push(target, device, server, host, obs)
             writer.manifest.target.transport = device.description  # type: ignore[union-attr]
             writer.save()
+            if recorder is not None:
+                obs.metering(recorder.meter.label, settings.idle_seconds)
+                recorder.before()
             total = len(links) * settings.repeat * len(routes) * settings.inferences
             for link in links:
                 obs.stage(f"link {link.describe()}")
@@ -137,6 +152,10 @@ def measure(
                                 _append(journal, record)
                                 records.append(record)
                                 obs.measured(len(records), total, f"{link.name}: {route.label}")
+                            if recorder is not None:
+                                recorder.drain()
+            if recorder is not None:
+                recorder.after()
     except KeyboardInterrupt as exc:
         failure = Interrupted(f"interrupted after {len(records)} inferences")
         failure.__cause__ = exc
@@ -144,9 +163,13 @@ def measure(
         failure = exc
     finally:
         journal.close()
+        if recorder is not None:
+            recorder.meter.close()
     summary = Summary(count=len(records))
     if records:
         summary.split = summarize(records, plan.link_figures(links))
+        if recorder is not None:
+            failure = failure or _add_energy(recorder, writer, summary.split, records)
     status = "complete" if failure is None else ("partial" if records else "failed")
     writer.finish(status, summary, None if failure is None else str(failure))
     if failure is not None:
@@ -157,6 +180,26 @@ def measure(
             )
         raise failure
     return SplitOutcome(writer.dir, writer.run_id, writer.manifest, summary)
+
+
+def _add_energy(
+    recorder: EnergyRecorder,
+    writer: RunWriter,
+    figures: dict[str, Any],
+    records: Sequence[Mapping[str, Any]],
+) -> EdgetoolError | None:
+    """Each row's device energy into the figures; a failure keeps the times (run partial)."""
+    writer.manifest.power = recorder.manifest_entry()
+    writer.save()
+    try:
+        about, energy = route_energy(recorder, records, read_power(writer.dir / POWER))
+    except EdgetoolError as exc:
+        figures["energy"] = {"meter": recorder.meter.label, "error": str(exc)}
+        return exc
+    figures["energy"] = about
+    for row in figures["rows"]:
+        row["energy"] = energy.get((row["link"], row["cut"], row["codec"]))
+    return None
 
 
 _FIND_MODULES = (

@@ -26,6 +26,8 @@ class SplitSettings:
     threads: int = 1
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     baselines: bool = True
+    energy: bool = False
+    idle_seconds: float = 2.0
 
 
 SPLIT_DEFAULTS = SplitSettings()
@@ -49,3 +51,5 @@ def settle_settings(settings: SplitSettings) -> None:
         raise UsageError("--warmup must not be negative")
     if not settings.codecs:
         raise UsageError("--codec needs at least one codec")
+    if settings.energy and not settings.idle_seconds >= 0.2:
+        raise UsageError("--idle-seconds must be at least 0.2")

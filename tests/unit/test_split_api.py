@@ -7,39 +7,16 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from edgetool.api import split
 from edgetool.errors import UsageError
 from edgetool.split.settings import SplitSettings
-
-
-def _chain(path: Path) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w1 = numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w1")
-    w2 = numpy_helper.from_array(rng.standard_normal((2, 4, 3, 3)).astype(np.float32), "w2")
-    nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["a"], ["b"]),
-        helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 8, 8])],
-        [w1, w2],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
+from tests.onnx_models import conv_chain
 
 
 def test_split_measures_every_route_and_keeps_every_inference(home: Path, tmp_path: Path) -> None:
-    model = _chain(tmp_path / "chain.onnx")
+    model = conv_chain(tmp_path / "chain.onnx")
     settings = SplitSettings(points="b", codecs=("fp32", "int8"), repeat=2, inferences=3, warmup=1)
     run = split(model, "local", server="local", settings=settings)
     rows = {(r["cut"], r["codec"]): r for r in run.figures["rows"]}
@@ -70,7 +47,7 @@ def test_split_measures_every_route_and_keeps_every_inference(home: Path, tmp_pa
 
 
 def test_split_refuses_what_it_cannot_measure(home: Path, tmp_path: Path) -> None:
-    model = _chain(tmp_path / "chain.onnx")
+    model = conv_chain(tmp_path / "chain.onnx")
     with pytest.raises(UsageError, match="unknown codec 'jpeg'"):
         split(model, settings=SplitSettings(codecs=("jpeg",)))
     with pytest.raises(UsageError, match="'nope'"):
@@ -100,7 +77,7 @@ def test_a_side_without_the_codecs_modules_is_refused_before_measuring(
     )
     if probe.returncode == 0:
         pytest.skip("the system python has numpy: no bare interpreter to stand in")
-    model = _chain(tmp_path / "chain.onnx")
+    model = conv_chain(tmp_path / "chain.onnx")
     settings = SplitSettings(points="b", codecs=("int8+zstd",), repeat=1, inferences=1)
     with pytest.raises(DeviceError, match="has no numpy, onnxruntime, zstandard") as caught:
         split(model, str(bare), settings=settings)
