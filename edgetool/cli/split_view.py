@@ -35,16 +35,6 @@ def quality_text(quality: dict[str, Any] | None) -> str:
     return ""
 
 
-def energy_text(energy: dict[str, Any] | None) -> str:
-    """`4.1 [3.9, 4.3]`: the device's mean energy per inference over the repetitions."""
-    if not energy:
-        return "–"
-    total = energy["total_mj"]
-    ci = total.get("ci")
-    text = f"{total['mean']:.3g}"
-    return f"{text} [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else text
-
-
 def _energy_note(out: Any, energy: dict[str, Any]) -> None:
     if energy.get("error"):
         out.print(f"[red]energy: {energy['meter']}: {energy['error']}[/red]")
@@ -67,7 +57,7 @@ def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
     and the crossover bandwidth per link."""
     from rich.table import Table
 
-    from edgetool.results.split import rate_text
+    from edgetool.results.split import energy_text, rate_text
 
     plan = manifest.get("split") or {}
     figures = summary.get("split") or {}
@@ -99,7 +89,7 @@ def render(out: Any, manifest: dict[str, Any], summary: dict[str, Any]) -> None:
                 row["cut"], row["codec"], str(row["bytes"]),
                 *(ms(row[p]["estimate_ms"]) for p in ("device", "encode", "up", "server", "down")),
                 figure_text(row["e2e"]),
-                *([energy_text(row.get("energy"))] if metered else []),
+                *([energy_text(row.get("energy"), "–")] if metered else []),
                 quality_text(quality),
             )  # fmt: skip
         print_whole(out, table)

@@ -27,7 +27,7 @@ from edgetool.results.manifest import (
 )
 from edgetool.results.op_profile import OpProfile, read_op_profile, top
 from edgetool.results.plots import Bar, Point, esc
-from edgetool.results.split import DEVICE_ONLY, SERVER_ONLY, rate_text
+from edgetool.results.split import DEVICE_ONLY, SERVER_ONLY, energy_text, rate_text
 from edgetool.results.store import Run
 from edgetool.results.trace import (
     inference_starts,
@@ -624,8 +624,10 @@ def _link_text(run: Run, link: str) -> str:
 def _split_table(run: Run, figures: Mapping[str, Any], cuts: Sequence[str]) -> str:
     """Every link × cut × codec the run measured, as `edgetool split` prints it."""
     rows = figures.get("rows") or []
+    metered = any(row.get("energy") for row in rows)
     head = ["link", "cut", "codec", "bytes", *SPLIT_PART_LABELS.values(),
-            "end to end [95% CI]", "accuracy"]  # fmt: skip
+            "end to end [95% CI]", *(["device mJ [95% CI]"] if metered else []),
+            "accuracy"]  # fmt: skip
     out = ["<tr>" + "".join(f'<th class="l">{esc(h)}</th>' for h in head) + "</tr>"]
     best = figures.get("best") or {}
     position = {cut: i for i, cut in enumerate(cuts)}
@@ -639,6 +641,7 @@ def _split_table(run: Run, figures: Mapping[str, Any], cuts: Sequence[str]) -> s
         cells += [_num((row.get(part) or {}).get("estimate_ms")) for part in SPLIT_PART_LABELS]
         cells += [
             _e2e_text(row["e2e"]) + (" ★ best" if is_best else ""),
+            *([energy_text(row.get("energy"), "—")] if metered else []),
             _accuracy(run, row["cut"], row["codec"]),
         ]
         out.append(

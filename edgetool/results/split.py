@@ -144,6 +144,15 @@ def crossover_bandwidth(
     return best
 
 
+def energy_text(energy: Mapping[str, Any] | None, missing: str) -> str:
+    """`4.1 [3.9, 4.3]`: a route's mean device energy per inference (mJ) and its interval."""
+    if not energy:
+        return missing
+    total = energy["total_mj"]
+    ci = total.get("ci")
+    return f"{total['mean']:.3g}" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+
 def rate_text(bits_per_second: float | None) -> str:
     if bits_per_second is None or not math.isfinite(bits_per_second):
         return "never"

@@ -69,6 +69,11 @@ def test_an_estimate_charges_active_watts_for_the_devices_work_only(
     shown = cli("results", "show", data["run_id"])
     assert shown.code == 0, shown.stderr
     assert "device mJ" in shown.stdout and "an estimate" in shown.stdout
+    report = cli("report", data["run_id"], "-o", str(tmp_path / "r.html"))
+    assert report.code == 0, report.stderr
+    html = (tmp_path / "r.html").read_text()
+    device_only = rows[("device-only", "none")]["energy"]["total_mj"]["mean"]
+    assert "device mJ" in html and f"{device_only:.3g}" in html
 
 
 def test_a_host_meter_integrates_each_inference_window_on_its_own_clock(
