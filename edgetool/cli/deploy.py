@@ -41,6 +41,17 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+def idle_seconds_option(default: float) -> Callable[[F], F]:
+    """--idle-seconds, for each command with --energy (deploy, split)."""
+    return click.option(
+        "--idle-seconds",
+        type=FiniteFloatRange(min=0.2),
+        default=default,
+        show_default=True,
+        help="With --energy: how long the idle device is measured before the run.",
+    )
+
+
 if TYPE_CHECKING:
     _ShapeType = click.ParamType[tuple[str, tuple[int, ...]]]
     _NameType = click.ParamType[str]
@@ -250,13 +261,7 @@ def target_option(
     help="Read the target's [meter] beside the run: idle power first, then energy per "
     "inference (dynamic and total, with CIs).",
 )
-@click.option(
-    "--idle-seconds",
-    type=FiniteFloatRange(min=0.2),
-    default=RUN_DEFAULTS.idle_seconds,
-    show_default=True,
-    help="With --energy: how long the idle device is measured before the run.",
-)
+@idle_seconds_option(RUN_DEFAULTS.idle_seconds)
 @click.option("--ep", type=ProviderName(), help=EP_HELP)
 @click.option("--delegate", type=click.Choice(["xnnpack", "none"]), help=DELEGATE_HELP)
 @click.option(

@@ -21,9 +21,9 @@ from edgetool.cli.common import (
 )
 from edgetool.cli.deploy import (
     DeployView,
-    FiniteFloatRange,
     InputShape,
     _raise_interrupt,
+    idle_seconds_option,
     target_option,
 )
 from edgetool.cli.split_view import render
@@ -141,13 +141,7 @@ def _count(*flags_and_help: str, minimum: int = 1) -> Callable[[F], F]:
     "idle power first, then the device's energy per inference on each route, waiting "
     "for the link included.",
 )
-@click.option(
-    "--idle-seconds",
-    type=FiniteFloatRange(min=0.2),
-    default=SPLIT_DEFAULTS.idle_seconds,
-    show_default=True,
-    help="With --energy: how long the idle device is measured before the run.",
-)
+@idle_seconds_option(SPLIT_DEFAULTS.idle_seconds)
 @click.option(
     "-o", "--out", type=click.Path(file_okay=False, path_type=Path), callback=writable_dir,
     help="Directory the run directory is written under [./results or EDGETOOL_RESULTS].",
