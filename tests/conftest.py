@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,6 +18,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 TINY_ONNX = REPO / "models" / "tiny-mlp" / "tiny-mlp.onnx"
 TINY_TFLITE = REPO / "models" / "tiny-mlp" / "tiny-mlp.tflite"
+
+# A suite started in the background (`nohup make test &` in a script) inherits SIGINT
+# ignored, and so would every process it starts: the tests that press Ctrl-C on a deploy
+# or a farm job need it delivered. A handler here is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass
