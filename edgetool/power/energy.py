@@ -104,7 +104,8 @@ class EnergyResult:
         return data
 
 
-def _figure(values: Sequence[float]) -> dict[str, Any]:
+def mean_figure(values: Sequence[float]) -> dict[str, Any]:
+    """{"mean", "ci"}: the mean and its 95 % Student-t interval (None below two values)."""
     mean, ci = mean_ci(values)
     return {"mean": mean, "ci": list(ci) if ci else None}
 
@@ -132,6 +133,24 @@ def group_windows(
     return groups
 
 
+def integrate_windows(
+    trace: PowerTrace, windows: Sequence[tuple[int, int]], meter: str
+) -> tuple[list[tuple[int, int, int]], list[float]]:
+    """The trace over consecutive windows (meter clock), joined until each group spans
+    MIN_PERIODS sample periods: (groups, joules per group). A meter that missed part of
+    the windows is an error, not less energy."""
+    run_start, run_end = windows[0][0], windows[-1][1]
+    if not trace.covers(run_start, run_end):
+        lo, hi = trace.span
+        raise DeviceError(
+            f"{meter}: samples cover {(hi - lo) / 1e9:.3f} s but not the whole run "
+            f"({(run_end - run_start) / 1e9:.3f} s): the meter started late or stopped early"
+        )
+    groups = group_windows(windows, MIN_PERIODS * trace.period_ns)
+    joules = trace.energy([g[0] for g in groups], [g[1] for g in groups])
+    return groups, [float(j) for j in joules]
+
+
 def idle_power(
     trace: PowerTrace, window: tuple[int, int]
 ) -> tuple[float, tuple[float, float] | None]:
@@ -156,21 +175,14 @@ def energy_from_trace(
         raise DeviceError("no inference windows to integrate")
     trace = PowerTrace(samples)
     run_start, run_end = windows[0][0], windows[-1][1]
-    if not trace.covers(run_start, run_end):
-        lo, hi = trace.span
-        raise DeviceError(
-            f"{meter}: samples cover {(hi - lo) / 1e9:.3f} s but not the whole run "
-            f"({(run_end - run_start) / 1e9:.3f} s): the meter started late or stopped early"
-        )
+    groups, joules = integrate_windows(trace, windows, meter)
     min_span = MIN_PERIODS * trace.period_ns
-    groups = group_windows(windows, min_span)
     counts = [g[2] for g in groups]
-    joules = trace.energy([g[0] for g in groups], [g[1] for g in groups])
     total = [1e3 * float(j) / n for j, n in zip(joules, counts, strict=True)]
     idle_w, idle_ci = idle_power(trace, idle_window) if idle_window else (None, None)
     dynamic = None
     if idle_w is not None:
-        dynamic = _figure(
+        dynamic = mean_figure(
             [
                 1e3 * (float(j) - idle_w * (g[1] - g[0]) / 1e9) / g[2]
                 for j, g in zip(joules, groups, strict=True)
@@ -190,7 +202,7 @@ def energy_from_trace(
         idle_w=idle_w,
         idle_w_ci=idle_ci,
         mean_power_w=trace.mean_power(run_start, run_end),
-        total_mj=_figure(total),
+        total_mj=mean_figure(total),
         dynamic_mj=dynamic,
         inferences=len(windows),
         groups=len(groups),
@@ -212,8 +224,8 @@ def energy_from_model(
         idle_w=idle_w,
         idle_w_ci=None,
         mean_power_w=active_w,
-        total_mj=_figure(total),
-        dynamic_mj=_figure(dynamic),
+        total_mj=mean_figure(total),
+        dynamic_mj=mean_figure(dynamic),
         inferences=len(durations_ns),
         groups=len(durations_ns),
         per_group=1.0,

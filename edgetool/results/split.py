@@ -51,9 +51,10 @@ def kind_of(cut: str) -> str:
     return cut if cut in (DEVICE_ONLY, SERVER_ONLY) else "split"
 
 
-def _groups(
+def route_groups(
     records: Iterable[Mapping[str, Any]],
 ) -> dict[tuple[str, str, str], list[Mapping[str, Any]]]:
+    """The journal's records per route: (link, cut, codec), in journal order."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for record in records:
         key = (str(record["link"]), str(record["cut"]), str(record["codec"]))
@@ -84,7 +85,7 @@ def summarize(
     """summary.json's `split` section. `links` holds each link's profile (rtt_ms and
     bits_per_second, None for the plain connection)."""
     rows = []
-    for (link, cut, codec), group in _groups(records).items():
+    for (link, cut, codec), group in route_groups(records).items():
         row: dict[str, Any] = {
             "link": link,
             "cut": cut,

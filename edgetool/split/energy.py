@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from edgetool.errors import ConfigError, DeviceError
+from edgetool.errors import ConfigError
 from edgetool.events import PowerSample
 from edgetool.flows.linux import target_meter
-from edgetool.power.energy import MIN_PERIODS, PowerTrace, group_windows, idle_power, mean_ci
+from edgetool.power.energy import PowerTrace, idle_power, integrate_windows, mean_figure
 from edgetool.power.estimate import EstimateMeter
 from edgetool.power.recorder import EnergyRecorder
+from edgetool.results.split import route_groups
 from edgetool.targets import Target
 
 WINDOW = "each inference's window on the host clock: head, encode, link and the wait for the reply"
@@ -40,25 +41,6 @@ def open_split_meter(
     return EnergyRecorder(meter, idle_seconds, write, None)
 
 
-def _key(record: Mapping[str, Any]) -> tuple[str, str, str]:
-    return str(record["link"]), str(record["cut"]), str(record["codec"])
-
-
-def _by_route_and_rep(
-    records: Sequence[Mapping[str, Any]],
-) -> dict[tuple[str, str, str], dict[int, list[Mapping[str, Any]]]]:
-    routes: dict[tuple[str, str, str], dict[int, list[Mapping[str, Any]]]] = {}
-    for record in records:
-        routes.setdefault(_key(record), {}).setdefault(int(record["rep"]), []).append(record)
-    return routes
-
-
-def _figure(values: Sequence[float]) -> dict[str, Any]:
-    """Mean over repetitions (energy adds, so a mean) and its Student-t interval."""
-    mean, ci = mean_ci(values)
-    return {"mean": mean, "ci": list(ci) if ci else None}
-
-
 def _estimated(meter: EstimateMeter, records: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
     """(total, dynamic) mJ per inference from the declared watts."""
     total = dynamic = 0.0
@@ -76,10 +58,7 @@ def _integrated(
     """(total, dynamic) mJ per inference: the trace over this repetition's windows,
     consecutive windows joined where one is shorter than the meter resolves."""
     windows = [(int(r["t0_ns"]), int(r["t0_ns"]) + int(r["wall_ns"])) for r in records]
-    if not trace.covers(windows[0][0], windows[-1][1]):
-        raise DeviceError(f"{label}: its samples do not cover every inference of the run")
-    groups = group_windows(windows, MIN_PERIODS * trace.period_ns)
-    joules = [float(j) for j in trace.energy([g[0] for g in groups], [g[1] for g in groups])]
+    groups, joules = integrate_windows(trace, windows, label)
     total = 1e3 * sum(joules) / len(records)
     if idle_w is None:
         return total, None
@@ -112,7 +91,10 @@ def route_energy(
             idle_w, idle_ci = idle_power(trace, recorder.idle_window)
             about.update(idle_w=idle_w, idle_w_ci=list(idle_ci) if idle_ci else None)
     figures: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for key, reps in _by_route_and_rep(records).items():
+    for key, route in route_groups(records).items():
+        reps: dict[int, list[Mapping[str, Any]]] = {}
+        for record in route:
+            reps.setdefault(int(record["rep"]), []).append(record)
         totals: list[float] = []
         dynamics: list[float] = []
         dynamic: float | None
@@ -127,8 +109,8 @@ def route_energy(
             if dynamic is not None:
                 dynamics.append(dynamic)
         figures[key] = {
-            "total_mj": _figure(totals),
-            "dynamic_mj": _figure(dynamics) if dynamics else None,
+            "total_mj": mean_figure(totals),
+            "dynamic_mj": mean_figure(dynamics) if dynamics else None,
             "reps": len(totals),
         }
     return about, figures
